@@ -1,0 +1,60 @@
+/* ctx.c - context lifecycle, error messages, counters. */
+#include "ctx.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
+    pft_ctx *ctx = calloc(1, sizeof *ctx);
+    if (!ctx) return NULL;
+    ctx->threads = threads > 0 ? threads : 1;
+    ctx->seed = seed;
+    ctx->grad_enabled = 1;
+    ctx->alloc_fail_after = -1;
+    return ctx;
+}
+
+void pft_ctx_free(pft_ctx *ctx) { free(ctx); }
+
+pft_status pft_ctx_seterr(pft_ctx *ctx, pft_status code, const char *fmt, ...) {
+    if (!ctx) return code;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(ctx->error, sizeof ctx->error, fmt, ap);
+    va_end(ap);
+    ctx->last_status = code;
+    return code;
+}
+
+const char *pft_ctx_error(const pft_ctx *ctx) { return ctx ? ctx->error : "no context"; }
+
+void pft_ctx_clear_error(pft_ctx *ctx) {
+    ctx->error[0] = '\0';
+    ctx->last_status = PFT_OK;
+}
+
+void pft_ctx_reset_stats(pft_ctx *ctx) {
+    int64_t live = ctx->stats.live_tensors, st = ctx->stats.live_storages;
+    memset(&ctx->stats, 0, sizeof ctx->stats);
+    ctx->stats.live_tensors = live; /* liveness is not a rate: keep it */
+    ctx->stats.live_storages = st;
+}
+
+void pft_ctx_set_seed(pft_ctx *ctx, uint64_t seed) {
+    ctx->seed = seed;
+    ctx->rng_counter = 0;
+}
+
+void pft_ctx_no_grad_enter(pft_ctx *ctx) { ctx->grad_enabled--; }
+void pft_ctx_no_grad_leave(pft_ctx *ctx) { ctx->grad_enabled++; }
+
+char *pft_shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
+    size_t used = 0;
+    used += (size_t)snprintf(buf + used, n - used, "[");
+    for (int i = 0; i < ndim && used < n; i++)
+        used += (size_t)snprintf(buf + used, n - used, i ? ", %lld" : "%lld", (long long)shape[i]);
+    if (used < n) snprintf(buf + used, n - used, "]");
+    return buf;
+}

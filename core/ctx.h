@@ -1,0 +1,73 @@
+/* ctx.h - the pft context: everything that would otherwise be global state.
+ *
+ *     pft_ctx *ctx = pft_ctx_new(2, 1234);          // 2 threads, RNG seed 1234
+ *     pft_tensor *t = pft_tensor_zeros(ctx, 2, (int64_t[]){3, 4});
+ *     if (!t) fprintf(stderr, "%s\n", pft_ctx_error(ctx));
+ *     pft_tensor_release(t);
+ *     pft_ctx_free(ctx);
+ *
+ * A context holds the thread count, the dropout RNG (a seed plus a counter, so that a mask depends only
+ * on (seed, counter, element index) and never on the thread count), the grad-mode switch, the last error
+ * message, and counters that tests read (live tensors, backward kernels run, FLOPs).
+ *
+ * Errors: every core function that can fail returns a pft_status (or NULL for constructors) and writes a
+ * message into the context with pft_ctx_seterr. Nothing in core/ aborts or exits on user input; only the
+ * Lua binding turns a status into a Lua error. */
+#ifndef PFT_CTX_H
+#define PFT_CTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum pft_status {
+    PFT_OK = 0,
+    PFT_ERR_SHAPE,     /* shapes do not agree */
+    PFT_ERR_ARG,       /* a bad argument (range, type, option) */
+    PFT_ERR_ALLOC,     /* memory could not be allocated */
+    PFT_ERR_STATE,     /* an operation in the wrong state (backward twice, use after free) */
+    PFT_ERR_IO,        /* a file could not be opened, read or written */
+    PFT_ERR_FORMAT,    /* a file's contents are malformed */
+    PFT_ERR_UNSUPPORTED/* no kernel for this device / dtype */
+} pft_status;
+
+/* Counters read by tests and benchmarks; reset with pft_ctx_reset_stats. */
+typedef struct pft_stats {
+    int64_t live_tensors;      /* tensor structs alive (not storages) */
+    int64_t live_storages;
+    int64_t backward_kernels;  /* backward kernel invocations (one per gradient produced) */
+    int64_t backward_flops;    /* multiply-adds x2 spent in backward GEMMs */
+    int64_t forward_flops;
+} pft_stats;
+
+typedef struct pft_ctx {
+    int threads;
+    uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
+    uint64_t rng_counter; /* advanced by the number of elements each random op draws */
+    int grad_enabled;     /* > 0: ops record on the tape; pft_ctx_no_grad_enter/leave nest */
+    int alloc_fail_after; /* testing hook: < 0 off; otherwise fail the allocation after this many more */
+    uint64_t visit_stamp; /* graph traversal marks: fresh per backward */
+    pft_stats stats;
+    pft_status last_status;
+    char error[1024];
+} pft_ctx;
+
+pft_ctx *pft_ctx_new(int threads, uint64_t seed);
+void pft_ctx_free(pft_ctx *ctx);
+pft_status pft_ctx_seterr(pft_ctx *ctx, pft_status code, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+const char *pft_ctx_error(const pft_ctx *ctx);
+void pft_ctx_clear_error(pft_ctx *ctx);
+void pft_ctx_reset_stats(pft_ctx *ctx);
+void pft_ctx_set_seed(pft_ctx *ctx, uint64_t seed); /* also resets the counter */
+
+/* no-grad scope: ops inside record nothing */
+void pft_ctx_no_grad_enter(pft_ctx *ctx);
+void pft_ctx_no_grad_leave(pft_ctx *ctx);
+
+/* Writes "[a, b, c]" into buf; returns buf. Used in error messages. */
+char *pft_shape_str(char *buf, size_t n, int ndim, const int64_t *shape);
+
+#endif

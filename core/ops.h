@@ -1,0 +1,63 @@
+/* ops.h - differentiable operations on tensors.
+ *
+ *     pft_tensor *h = pft_linear(x, w1, b1);     // x [B, T, C] . w1 [4C, C]^T + b1 [4C] -> [B, T, 4C]
+ *     pft_tensor *a = pft_gelu(h);
+ *     pft_tensor *y = pft_linear(a, w2, b2);     // -> [B, T, C]
+ *     pft_tensor *loss = pft_mse(y, target);    // scalar
+ *     pft_backward(loss, NULL);
+ *
+ * Dimension legend, used in every comment of core/: B batch, T tokens, C channels (hidden size),
+ * H heads, D head size (C / H), F feed-forward size, V vocabulary, L layers, N rows of a 2-D view.
+ *
+ * Every op returns a new tensor (one reference for the caller) or NULL with the error in the context.
+ * Inputs may be any view (strided, transposed, broadcast); matmul hands transposed operands to BLAS as
+ * transpose flags instead of copying them. An op records itself for backward only when an input
+ * requires a gradient and grad mode is on; its backward computes the gradient of an input only when that
+ * input requires one (a frozen weight costs no weight-gradient GEMM) and accumulates into it.
+ * Integer inputs (token ids, targets) are plain int32 arrays: they are never differentiable. */
+#ifndef PFT_OPS_H
+#define PFT_OPS_H
+
+#include "autograd.h"
+#include "tensor.h"
+
+/* --- linear algebra (BLAS) ----------------------------------------------------------------------- */
+/* a [..., M, K] x b [..., K, N] -> [..., M, N]; batch dims equal, or b 2-D and shared by every batch. */
+pft_tensor *pft_matmul(pft_tensor *a, pft_tensor *b);
+/* x [..., in] . w [out, in]^T + bias [out] -> [..., out]; bias may be NULL. */
+pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias);
+
+/* --- elementwise, broadcasting as numpy does ---------------------------------------------------- */
+pft_tensor *pft_add(pft_tensor *a, pft_tensor *b);
+pft_tensor *pft_sub(pft_tensor *a, pft_tensor *b);
+pft_tensor *pft_mul(pft_tensor *a, pft_tensor *b);
+pft_tensor *pft_scale(pft_tensor *a, float s);
+pft_tensor *pft_gelu(pft_tensor *a); /* exact: 0.5 x (1 + erf(x / sqrt 2)), as BERT uses */
+pft_tensor *pft_tanh(pft_tensor *a);
+
+/* --- reductions ---------------------------------------------------------------------------------- */
+pft_tensor *pft_sum(pft_tensor *a, int dim, bool keepdim);
+pft_tensor *pft_mean(pft_tensor *a, int dim, bool keepdim);
+pft_tensor *pft_sum_all(pft_tensor *a);  /* -> scalar */
+pft_tensor *pft_mean_all(pft_tensor *a); /* -> scalar */
+
+/* --- normalisation, attention pieces ------------------------------------------------------------ */
+/* softmax over the last dim of (a + mask); mask (may be NULL) broadcasts to a and gets no gradient. */
+pft_tensor *pft_softmax(pft_tensor *a, pft_tensor *mask);
+/* layer norm over the last dim: (x - mean) / sqrt(var + eps) * w + b, biased variance as PyTorch. */
+pft_tensor *pft_layernorm(pft_tensor *x, pft_tensor *w, pft_tensor *b, float eps);
+/* Inverted dropout: zero with probability p, scale the rest by 1/(1-p). The mask of element i is a
+ * function of (ctx seed, ctx counter + i) only; the counter advances by numel. Off when !train or p == 0
+ * (then the result is x itself, retained). */
+pft_tensor *pft_dropout(pft_tensor *x, float p, bool train);
+
+/* --- lookups and losses -------------------------------------------------------------------------- */
+/* weight [V, C], ids [ndim..] -> [ids..., C]; backward scatter-adds into the rows of dweight. Ids out of
+ * [0, V) are an error naming the position. */
+pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape);
+/* logits [N, K], targets [N] -> scalar mean over targets != ignore_index (0 when every target is ignored). */
+pft_tensor *pft_cross_entropy(pft_tensor *logits, const int32_t *targets, int64_t n, int32_t ignore_index);
+/* mean((pred - target)^2) over all elements; target gets no gradient. */
+pft_tensor *pft_mse(pft_tensor *pred, pft_tensor *target);
+
+#endif

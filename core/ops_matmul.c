@@ -1,0 +1,248 @@
+/* ops_matmul.c - matmul and linear through the backend's GEMM. Transposed views go to BLAS as flags. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "ops.h"
+
+/* How a [rows, cols] matrix (the last two dims of t) is laid out, as BLAS wants to hear it. */
+typedef struct operand {
+    const float *data;
+    bool trans;         /* stored column-major: BLAS reads it transposed */
+    int64_t ld;         /* leading dimension */
+    int64_t batch_stride; /* 0 when shared by every batch */
+    pft_tensor *owner;  /* the tensor data points into (t itself or a contiguous copy), one reference */
+} operand;
+
+/* Batch dims collapse into one stride when each is nested in the next (or there is at most one). */
+static bool batch_stride_of(const pft_tensor *t, int nbatch, int64_t *stride) {
+    if (nbatch == 0) {
+        *stride = 0;
+        return true;
+    }
+    for (int i = 0; i < nbatch - 1; i++)
+        if (t->shape[i] != 1 && t->stride[i] != t->stride[i + 1] * t->shape[i + 1]) return false;
+    *stride = t->stride[nbatch - 1];
+    return true;
+}
+
+/* Describes t's last two dims for BLAS; copies t only when its layout cannot be described. */
+static pft_status operand_of(pft_tensor *t, int nbatch, operand *op) {
+    int64_t r = t->shape[t->ndim - 2], c = t->shape[t->ndim - 1];
+    int64_t rs = t->stride[t->ndim - 2], cs = t->stride[t->ndim - 1], bs;
+    pft_tensor *src = t;
+    if (batch_stride_of(t, nbatch, &bs) && (cs == 1 || c == 1) && rs >= (c > 1 ? c : 1)) {
+        op->trans = false;
+        op->ld = rs;
+    } else if (batch_stride_of(t, nbatch, &bs) && (rs == 1 || r == 1) && cs >= (r > 1 ? r : 1)) {
+        op->trans = true;
+        op->ld = cs;
+    } else {
+        src = pft_tensor_contiguous(t);
+        if (!src) return t->ctx->last_status;
+        op->trans = false;
+        op->ld = c > 0 ? c : 1;
+        bs = r * c;
+    }
+    if (op->ld < 1) op->ld = 1;
+    if (src == t) pft_tensor_retain(t);
+    op->owner = src;
+    op->data = pft_tensor_data(src);
+    op->batch_stride = nbatch ? bs : 0;
+    return PFT_OK;
+}
+
+/* --- matmul --------------------------------------------------------------------------------------- */
+
+static int64_t batch_count(const pft_tensor *t, int nbatch) {
+    int64_t n = 1;
+    for (int i = 0; i < nbatch; i++) n *= t->shape[i];
+    return n;
+}
+
+/* node->i: [0] batch count, [1] M, [2] N, [3] K, [4] 1 when b is shared by the batch */
+static pft_status matmul_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
+    pft_tensor *a = node->inputs[0], *b = node->inputs[1];
+    int64_t batch = node->i[0], M = node->i[1], N = node->i[2], K = node->i[3];
+    bool b_shared = node->i[4];
+    const pft_backend *be = pft_backend_for(a);
+    const float *dC = pft_tensor_data(dout);
+    pft_tensor *da = pft_node_input_grad(ctx, node, 0);
+    pft_tensor *db = pft_node_input_grad(ctx, node, 1);
+    operand oa = {0}, ob = {0};
+    pft_status st = PFT_OK;
+    if (da) { /* dA [M, K] += dC [M, N] . B^T */
+        if ((st = operand_of(b, b_shared ? 0 : b->ndim - 2, &ob))) goto done;
+        be->gemm(ctx, false, !ob.trans, M, K, N, 1.0f, dC, N, M * N, ob.data, ob.ld, ob.batch_stride, 1.0f,
+                 pft_tensor_data(da), K, M * K, batch);
+        ctx->stats.backward_flops += 2 * batch * M * N * K;
+    }
+    if (db) { /* dB [K, N] += A^T . dC */
+        if ((st = operand_of(a, a->ndim - 2, &oa))) goto done;
+        if (b_shared && !oa.trans && oa.ld == K && (batch == 1 || oa.batch_stride == M * K)) {
+            /* A's batch rows are one [batch*M, K] matrix: a single GEMM sums over the batch */
+            be->gemm(ctx, true, false, K, N, batch * M, 1.0f, oa.data, K, 0, dC, N, 0, 1.0f, pft_tensor_data(db), N, 0, 1);
+        } else {
+            be->gemm(ctx, !oa.trans, false, K, N, M, 1.0f, oa.data, oa.ld, oa.batch_stride, dC, N, M * N, 1.0f,
+                     pft_tensor_data(db), N, b_shared ? 0 : K * N, batch);
+        }
+        ctx->stats.backward_flops += 2 * batch * M * N * K;
+    }
+done:
+    pft_tensor_release(oa.owner);
+    pft_tensor_release(ob.owner);
+    return st;
+}
+
+pft_tensor *pft_matmul(pft_tensor *a, pft_tensor *b) {
+    pft_ctx *ctx = a->ctx;
+    char sa[128], sb[128];
+    pft_tensor_shape_str(a, sa, sizeof sa);
+    pft_tensor_shape_str(b, sb, sizeof sb);
+    if (a->ndim < 2 || b->ndim < 2) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "matmul: needs at least 2 dims, got %s and %s", sa, sb);
+        return NULL;
+    }
+    int nbatch = a->ndim - 2;
+    bool b_shared = b->ndim == 2 && nbatch > 0;
+    if (!b_shared && b->ndim != a->ndim) goto bad_batch;
+    for (int i = 0; i < nbatch && !b_shared; i++)
+        if (a->shape[i] != b->shape[i]) goto bad_batch;
+    int64_t M = a->shape[a->ndim - 2], K = a->shape[a->ndim - 1], N = b->shape[b->ndim - 1];
+    if (b->shape[b->ndim - 2] != K) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "matmul: inner dims differ: %s x %s (%lld vs %lld)", sa, sb, (long long)K,
+                       (long long)b->shape[b->ndim - 2]);
+        return NULL;
+    }
+    int64_t shape[PFT_MAX_DIMS];
+    memcpy(shape, a->shape, sizeof shape);
+    shape[a->ndim - 1] = N;
+    pft_tensor *out = pft_tensor_empty(ctx, a->ndim, shape);
+    if (!out) return NULL;
+    int64_t batch = batch_count(a, nbatch);
+    operand oa, ob;
+    if (operand_of(a, nbatch, &oa)) goto fail;
+    if (operand_of(b, b_shared ? 0 : nbatch, &ob)) {
+        pft_tensor_release(oa.owner);
+        goto fail;
+    }
+    const pft_backend *be = pft_backend_for(a);
+    if (b_shared && !oa.trans && oa.ld == K && (batch == 1 || oa.batch_stride == M * K))
+        be->gemm(ctx, false, ob.trans, batch * M, N, K, 1.0f, oa.data, oa.ld, 0, ob.data, ob.ld, 0, 0.0f,
+                 pft_tensor_data(out), N, 0, 1);
+    else
+        be->gemm(ctx, oa.trans, ob.trans, M, N, K, 1.0f, oa.data, oa.ld, oa.batch_stride, ob.data, ob.ld,
+                 ob.batch_stride, 0.0f, pft_tensor_data(out), N, M * N, batch);
+    ctx->stats.forward_flops += 2 * batch * M * N * K;
+    pft_tensor_release(oa.owner);
+    pft_tensor_release(ob.owner);
+    pft_tensor *inputs[2] = {a, b};
+    if (pft_autograd_needed(ctx, 2, inputs)) {
+        pft_node *node = pft_autograd_record(ctx, out, "matmul", matmul_backward, 2, inputs);
+        if (!node) goto fail;
+        node->i[0] = batch;
+        node->i[1] = M;
+        node->i[2] = N;
+        node->i[3] = K;
+        node->i[4] = b_shared;
+    }
+    return out;
+bad_batch:
+    pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "matmul: batch dims differ: %s x %s", sa, sb);
+    return NULL;
+fail:
+    pft_tensor_release(out);
+    return NULL;
+}
+
+/* --- linear --------------------------------------------------------------------------------------- */
+
+/* node->i: [0] N rows, [1] in, [2] out. inputs: x (as recorded), w, bias (may be NULL). */
+static pft_status linear_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
+    int64_t N = node->i[0], in = node->i[1], out = node->i[2];
+    const pft_backend *be = pft_backend_for(dout);
+    const float *dy = pft_tensor_data(dout);
+    pft_tensor *dx = pft_node_input_grad(ctx, node, 0);
+    pft_tensor *dw = pft_node_input_grad(ctx, node, 1);
+    pft_tensor *db = node->n_inputs > 2 ? pft_node_input_grad(ctx, node, 2) : NULL;
+    operand ow = {0};
+    pft_status st = PFT_OK;
+    if (dx) { /* dx [N, in] += dy [N, out] . w [out, in] */
+        if ((st = operand_of(node->inputs[1], 0, &ow))) goto done;
+        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
+        ctx->stats.backward_flops += 2 * N * in * out;
+    }
+    if (dw) { /* dw [out, in] += dy^T [out, N] . x [N, in] */
+        const float *xd = pft_tensor_data(node->saved[0]); /* the contiguous [N, in] the forward used */
+        be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
+        ctx->stats.backward_flops += 2 * N * in * out;
+    }
+    if (db) { /* db [out] += column sums of dy, rows in order */
+        float *g = pft_tensor_data(db);
+        for (int64_t r = 0; r < N; r++)
+            for (int64_t c = 0; c < out; c++) g[c] += dy[r * out + c];
+    }
+done:
+    pft_tensor_release(ow.owner);
+    return st;
+}
+
+pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
+    pft_ctx *ctx = x->ctx;
+    char sx[128], sw[128], sbias[128];
+    pft_tensor_shape_str(x, sx, sizeof sx);
+    pft_tensor_shape_str(w, sw, sizeof sw);
+    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "linear: input %s does not match weight %s (expected [..., %lld])", sx, sw,
+                       (long long)(w->ndim == 2 ? w->shape[1] : -1));
+        return NULL;
+    }
+    int64_t in = w->shape[1], outf = w->shape[0];
+    if (bias && (bias->ndim != 1 || bias->shape[0] != outf)) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "linear: bias %s does not match weight %s (expected [%lld])",
+                       pft_tensor_shape_str(bias, sbias, sizeof sbias), sw, (long long)outf);
+        return NULL;
+    }
+    int64_t N = in ? pft_tensor_numel(x) / in : 0;
+    int64_t shape[PFT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = outf;
+    pft_tensor *xc = pft_tensor_contiguous(x); /* rows of x as one [N, in] matrix */
+    if (!xc) return NULL;
+    pft_tensor *out = pft_tensor_empty(ctx, x->ndim, shape);
+    operand ow = {0};
+    if (!out || operand_of(w, 0, &ow)) goto fail;
+    float *y = pft_tensor_data(out);
+    float beta = 0.0f;
+    if (bias) { /* start every row from the bias and let GEMM accumulate onto it */
+        float *bc = malloc(sizeof(float) * (size_t)outf);
+        if (!bc) {
+            pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "linear: out of memory");
+            goto fail;
+        }
+        pft_tensor_to_buffer(bias, bc);
+        for (int64_t r = 0; r < N; r++) memcpy(y + r * outf, bc, sizeof(float) * (size_t)outf);
+        free(bc);
+        beta = 1.0f;
+    }
+    pft_backend_for(x)->gemm(ctx, false, !ow.trans, N, outf, in, 1.0f, pft_tensor_data(xc), in, 0, ow.data, ow.ld, 0,
+                             beta, y, outf, 0, 1);
+    ctx->stats.forward_flops += 2 * N * in * outf;
+    pft_tensor *inputs[3] = {x, w, bias};
+    int n = bias ? 3 : 2;
+    if (pft_autograd_needed(ctx, n, inputs)) {
+        pft_node *node = pft_autograd_record(ctx, out, "linear", linear_backward, n, inputs);
+        if (!node || pft_node_save(ctx, node, xc)) goto fail;
+        node->i[0] = N;
+        node->i[1] = in;
+        node->i[2] = outf;
+    }
+    pft_tensor_release(ow.owner);
+    pft_tensor_release(xc);
+    return out;
+fail:
+    pft_tensor_release(ow.owner);
+    pft_tensor_release(xc);
+    pft_tensor_release(out);
+    return NULL;
+}

@@ -1,0 +1,506 @@
+/* tensor.c - storage, tensors, views. The ownership rule is in tensor.h. */
+#include "tensor.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "autograd.h"
+#include "rng.h"
+
+#define PFT_ALIGN 64
+
+/* --- storage ------------------------------------------------------------------------------------ */
+
+static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, size_t numel) {
+    char sh[128];
+    if (ctx->alloc_fail_after == 0) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate a tensor of shape %s: out of memory (simulated)",
+                       pft_shape_str(sh, sizeof sh, ndim, shape));
+        return NULL;
+    }
+    if (ctx->alloc_fail_after > 0) ctx->alloc_fail_after--;
+    size_t bytes = numel * sizeof(float);
+    bytes = (bytes + PFT_ALIGN - 1) / PFT_ALIGN * PFT_ALIGN;
+    if (bytes == 0) bytes = PFT_ALIGN;
+    pft_storage *s = calloc(1, sizeof *s);
+    float *data = s ? aligned_alloc(PFT_ALIGN, bytes) : NULL;
+    if (!data) {
+        free(s);
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate %zu bytes for a tensor of shape %s", bytes,
+                       pft_shape_str(sh, sizeof sh, ndim, shape));
+        return NULL;
+    }
+    s->data = data;
+    s->numel = numel;
+    s->refcount = 1;
+    s->device = PFT_DEVICE_CPU;
+    s->ctx = ctx;
+    ctx->stats.live_storages++;
+    return s;
+}
+
+static void storage_release(pft_storage *s) {
+    if (!s || --s->refcount > 0) return;
+    s->ctx->stats.live_storages--;
+    if (s->release)
+        s->release(s);
+    else
+        free(s->data);
+    free(s);
+}
+
+/* --- tensors ------------------------------------------------------------------------------------ */
+
+/* Checks the shape and returns its element count, or -1 with an error set (negative dims, overflow). */
+static int64_t checked_numel(pft_ctx *ctx, int ndim, const int64_t *shape) {
+    char sh[128];
+    if (ndim < 0 || ndim > PFT_MAX_DIMS) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "a tensor has 0 to %d dims, not %d", PFT_MAX_DIMS, ndim);
+        return -1;
+    }
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        if (shape[i] < 0) {
+            pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "negative size in shape %s", pft_shape_str(sh, sizeof sh, ndim, shape));
+            return -1;
+        }
+        if (shape[i] && n > (INT64_MAX / (int64_t)sizeof(float)) / shape[i]) {
+            pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate a tensor of shape %s: size overflows",
+                           pft_shape_str(sh, sizeof sh, ndim, shape));
+            return -1;
+        }
+        n *= shape[i];
+    }
+    return n;
+}
+
+static void set_contiguous_strides(pft_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        t->stride[i] = s;
+        s *= t->shape[i];
+    }
+}
+
+static pft_tensor *tensor_struct(pft_ctx *ctx, pft_storage *s, int ndim, const int64_t *shape) {
+    pft_tensor *t = calloc(1, sizeof *t);
+    if (!t) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate a tensor header");
+        return NULL;
+    }
+    t->ctx = ctx;
+    t->storage = s;
+    s->refcount++;
+    t->ndim = ndim;
+    if (ndim) memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    set_contiguous_strides(t);
+    t->refcount = 1;
+    ctx->stats.live_tensors++;
+    return t;
+}
+
+pft_tensor *pft_tensor_empty(pft_ctx *ctx, int ndim, const int64_t *shape) {
+    int64_t n = checked_numel(ctx, ndim, shape);
+    if (n < 0) return NULL;
+    pft_storage *s = storage_new(ctx, ndim, shape, (size_t)n);
+    if (!s) return NULL;
+    pft_tensor *t = tensor_struct(ctx, s, ndim, shape);
+    storage_release(s); /* the tensor holds the only reference now */
+    return t;
+}
+
+pft_tensor *pft_tensor_zeros(pft_ctx *ctx, int ndim, const int64_t *shape) {
+    pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
+    if (t) memset(t->storage->data, 0, t->storage->numel * sizeof(float));
+    return t;
+}
+
+pft_tensor *pft_tensor_full(pft_ctx *ctx, int ndim, const int64_t *shape, float value) {
+    pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
+    if (t) pft_tensor_fill_(t, value);
+    return t;
+}
+
+pft_tensor *pft_tensor_from_data(pft_ctx *ctx, int ndim, const int64_t *shape, const float *data) {
+    pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
+    if (t) memcpy(t->storage->data, data, (size_t)pft_tensor_numel(t) * sizeof(float));
+    return t;
+}
+
+pft_tensor *pft_tensor_wrap(pft_ctx *ctx, int ndim, const int64_t *shape, float *data, size_t numel,
+                            void (*release)(pft_storage *), void *owner) {
+    int64_t n = checked_numel(ctx, ndim, shape);
+    if (n < 0) return NULL;
+    if ((size_t)n > numel) {
+        char sh[128];
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "cannot wrap %zu elements as shape %s", numel,
+                       pft_shape_str(sh, sizeof sh, ndim, shape));
+        return NULL;
+    }
+    pft_storage *s = calloc(1, sizeof *s);
+    if (!s) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate a storage header");
+        return NULL;
+    }
+    s->data = data;
+    s->numel = numel;
+    s->refcount = 1;
+    s->ctx = ctx;
+    s->release = release;
+    s->owner = owner;
+    ctx->stats.live_storages++;
+    pft_tensor *t = tensor_struct(ctx, s, ndim, shape);
+    storage_release(s);
+    return t;
+}
+
+pft_tensor *pft_tensor_randn(pft_ctx *ctx, int ndim, const int64_t *shape, float mean, float std) {
+    pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = pft_tensor_numel(t);
+    float *d = t->storage->data;
+    uint64_t base = ctx->rng_counter;
+    for (int64_t i = 0; i < n; i += 2) {
+        /* Box-Muller: two uniforms in (0, 1] give two normals */
+        double u1 = 1.0 - pft_rng_uniform(ctx->seed, base + (uint64_t)i);
+        double u2 = pft_rng_uniform(ctx->seed, base + (uint64_t)i + 1);
+        double r = sqrt(-2.0 * log(u1));
+        d[i] = (float)(mean + std * r * cos(2.0 * M_PI * u2));
+        if (i + 1 < n) d[i + 1] = (float)(mean + std * r * sin(2.0 * M_PI * u2));
+    }
+    ctx->rng_counter += (uint64_t)n + (n & 1);
+    return t;
+}
+
+pft_tensor *pft_tensor_rand(pft_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi) {
+    pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
+    if (!t) return NULL;
+    int64_t n = pft_tensor_numel(t);
+    for (int64_t i = 0; i < n; i++)
+        t->storage->data[i] = lo + (hi - lo) * (float)pft_rng_uniform(ctx->seed, ctx->rng_counter + (uint64_t)i);
+    ctx->rng_counter += (uint64_t)n;
+    return t;
+}
+
+pft_tensor *pft_tensor_retain(pft_tensor *t) {
+    if (t) t->refcount++;
+    return t;
+}
+
+void pft_tensor_release(pft_tensor *t) {
+    if (!t || --t->refcount > 0) return;
+    t->ctx->stats.live_tensors--;
+    pft_tensor_release(t->grad);
+    pft_node_release(t->grad_fn);
+    storage_release(t->storage);
+    free(t->name);
+    free(t);
+}
+
+/* --- queries ------------------------------------------------------------------------------------ */
+
+int64_t pft_tensor_numel(const pft_tensor *t) {
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+    return n;
+}
+
+bool pft_tensor_is_contiguous(const pft_tensor *t) {
+    int64_t s = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->stride[i] != s) return false;
+        s *= t->shape[i];
+    }
+    return true;
+}
+
+bool pft_tensor_same_shape(const pft_tensor *a, const pft_tensor *b) {
+    if (a->ndim != b->ndim) return false;
+    for (int i = 0; i < a->ndim; i++)
+        if (a->shape[i] != b->shape[i]) return false;
+    return true;
+}
+
+float pft_tensor_get(const pft_tensor *t, const int64_t *index) {
+    int64_t off = t->offset;
+    for (int i = 0; i < t->ndim; i++) off += index[i] * t->stride[i];
+    return t->storage->data[off];
+}
+
+void pft_tensor_to_buffer(const pft_tensor *t, float *dst) {
+    int64_t n = pft_tensor_numel(t);
+    if (pft_tensor_is_contiguous(t)) {
+        memcpy(dst, pft_tensor_data(t), (size_t)n * sizeof(float));
+        return;
+    }
+    int64_t idx[PFT_MAX_DIMS] = {0};
+    const float *base = t->storage->data;
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = t->offset;
+        for (int i = 0; i < t->ndim; i++) off += idx[i] * t->stride[i];
+        dst[k] = base[off];
+        for (int i = t->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < t->shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
+pft_status pft_tensor_set_name(pft_tensor *t, const char *name) {
+    char *copy = strdup(name);
+    if (!copy) return pft_ctx_seterr(t->ctx, PFT_ERR_ALLOC, "cannot allocate a tensor name");
+    free(t->name);
+    t->name = copy;
+    return PFT_OK;
+}
+
+char *pft_tensor_shape_str(const pft_tensor *t, char *buf, size_t n) {
+    return pft_shape_str(buf, n, t->ndim, t->shape);
+}
+
+/* --- in-place ----------------------------------------------------------------------------------- */
+
+pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src) {
+    if (pft_tensor_numel(dst) != pft_tensor_numel(src)) {
+        char a[128], b[128];
+        return pft_ctx_seterr(dst->ctx, PFT_ERR_SHAPE, "copy: destination %s and source %s differ in size",
+                              pft_tensor_shape_str(dst, a, sizeof a), pft_tensor_shape_str(src, b, sizeof b));
+    }
+    if (pft_tensor_is_contiguous(dst)) {
+        pft_tensor_to_buffer(src, pft_tensor_data(dst));
+        return PFT_OK;
+    }
+    /* strided destination: walk it in row-major order alongside src's row-major elements */
+    int64_t n = pft_tensor_numel(dst);
+    float *tmp = malloc((size_t)n * sizeof(float));
+    if (!tmp) return pft_ctx_seterr(dst->ctx, PFT_ERR_ALLOC, "copy: out of memory");
+    pft_tensor_to_buffer(src, tmp);
+    int64_t idx[PFT_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = dst->offset;
+        for (int i = 0; i < dst->ndim; i++) off += idx[i] * dst->stride[i];
+        dst->storage->data[off] = tmp[k];
+        for (int i = dst->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < dst->shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+    free(tmp);
+    return PFT_OK;
+}
+
+void pft_tensor_fill_(pft_tensor *t, float value) {
+    if (pft_tensor_is_contiguous(t)) {
+        float *d = pft_tensor_data(t);
+        int64_t n = pft_tensor_numel(t);
+        for (int64_t i = 0; i < n; i++) d[i] = value;
+        return;
+    }
+    int64_t n = pft_tensor_numel(t), idx[PFT_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = t->offset;
+        for (int i = 0; i < t->ndim; i++) off += idx[i] * t->stride[i];
+        t->storage->data[off] = value;
+        for (int i = t->ndim - 1; i >= 0; i--) {
+            if (++idx[i] < t->shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
+/* --- views -------------------------------------------------------------------------------------- */
+
+/* A new header over t's storage with the given geometry; no autograd. */
+static pft_tensor *alias(pft_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset) {
+    pft_tensor *v = tensor_struct(t->ctx, t->storage, ndim, shape);
+    if (!v) return NULL;
+    if (ndim) memcpy(v->stride, stride, sizeof(int64_t) * (size_t)ndim);
+    v->offset = offset;
+    return v;
+}
+
+pft_tensor *pft_tensor_detach(pft_tensor *t) {
+    return alias(t, t->ndim, t->shape, t->stride, t->offset);
+}
+
+/* Backward of every view: the view's gradient is added into the same view of the input's gradient.
+ * For expand, several output elements alias one input element (stride 0), so the += loop sums them:
+ * it runs sequentially in row-major order, which also fixes the summation order. */
+static pft_status view_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
+    pft_tensor *dinp = pft_node_input_grad(ctx, node, 0);
+    if (!dinp) return PFT_OK;
+    int ndim = node->out_ndim;
+    const int64_t *stride = node->i; /* view strides relative to a contiguous input */
+    int64_t offset = node->i[PFT_MAX_DIMS];
+    float *base = pft_tensor_data(dinp) + offset;
+    const float *g = pft_tensor_data(dout);
+    int64_t n = pft_tensor_numel(dout), idx[PFT_MAX_DIMS] = {0};
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int i = 0; i < ndim; i++) off += idx[i] * stride[i];
+        base[off] += g[k];
+        for (int i = ndim - 1; i >= 0; i--) {
+            if (++idx[i] < node->out_shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+    return PFT_OK;
+}
+
+/* Makes a view and, when t needs a gradient, records it. The gradient buffer of t is contiguous, so the
+ * node stores the view geometry as it would be over a contiguous t: strides are recomputed from t's
+ * logical layout by the caller (lstride, loffset). */
+static pft_tensor *make_view(pft_tensor *t, const char *op, int ndim, const int64_t *shape, const int64_t *stride,
+                             int64_t offset, const int64_t *lstride, int64_t loffset) {
+    pft_tensor *v = alias(t, ndim, shape, stride, offset);
+    if (!v) return NULL;
+    if (pft_autograd_needed(t->ctx, 1, &t)) {
+        pft_node *node = pft_autograd_record(t->ctx, v, op, view_backward, 1, &t);
+        if (!node) {
+            pft_tensor_release(v);
+            return NULL;
+        }
+        if (ndim) memcpy(node->i, lstride, sizeof(int64_t) * (size_t)ndim);
+        node->i[PFT_MAX_DIMS] = loffset;
+    }
+    return v;
+}
+
+static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
+    int64_t s = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        stride[i] = s;
+        s *= shape[i];
+    }
+}
+
+pft_tensor *pft_tensor_contiguous(pft_tensor *t) {
+    if (pft_tensor_is_contiguous(t)) return pft_tensor_retain(t);
+    pft_tensor *c = pft_tensor_empty(t->ctx, t->ndim, t->shape);
+    if (!c) return NULL;
+    pft_tensor_to_buffer(t, pft_tensor_data(c));
+    if (pft_autograd_needed(t->ctx, 1, &t)) {
+        int64_t ls[PFT_MAX_DIMS];
+        contiguous_strides(t->ndim, t->shape, ls);
+        pft_node *node = pft_autograd_record(t->ctx, c, "contiguous", view_backward, 1, &t);
+        if (!node) {
+            pft_tensor_release(c);
+            return NULL;
+        }
+        memcpy(node->i, ls, sizeof ls);
+        node->i[PFT_MAX_DIMS] = 0;
+    }
+    return c;
+}
+
+pft_tensor *pft_tensor_reshape(pft_tensor *t, int ndim, const int64_t *shape_in) {
+    pft_ctx *ctx = t->ctx;
+    char a[128], b[128];
+    if (ndim < 0 || ndim > PFT_MAX_DIMS) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "reshape: %d dims (at most %d)", ndim, PFT_MAX_DIMS);
+        return NULL;
+    }
+    int64_t shape[PFT_MAX_DIMS], known = 1, n = pft_tensor_numel(t);
+    int infer = -1;
+    for (int i = 0; i < ndim; i++) {
+        shape[i] = shape_in[i];
+        if (shape[i] == -1 && infer < 0) {
+            infer = i;
+        } else if (shape[i] < 0) {
+            pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "reshape: invalid target shape %s", pft_shape_str(a, sizeof a, ndim, shape_in));
+            return NULL;
+        } else {
+            known *= shape[i];
+        }
+    }
+    if (infer >= 0) shape[infer] = known ? n / known : 0;
+    int64_t m = 1;
+    for (int i = 0; i < ndim; i++) m *= shape[i];
+    if (m != n) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "reshape: cannot view %s (%lld elements) as %s",
+                       pft_tensor_shape_str(t, a, sizeof a), (long long)n, pft_shape_str(b, sizeof b, ndim, shape_in));
+        return NULL;
+    }
+    pft_tensor *src = pft_tensor_contiguous(t); /* a copy only when t is a non-contiguous view */
+    if (!src) return NULL;
+    int64_t stride[PFT_MAX_DIMS];
+    contiguous_strides(ndim, shape, stride);
+    pft_tensor *v = make_view(src, "reshape", ndim, shape, stride, src->offset, stride, 0);
+    pft_tensor_release(src);
+    return v;
+}
+
+pft_tensor *pft_tensor_permute(pft_tensor *t, const int *perm) {
+    int64_t shape[PFT_MAX_DIMS], stride[PFT_MAX_DIMS], lstride[PFT_MAX_DIMS], cs[PFT_MAX_DIMS];
+    bool seen[PFT_MAX_DIMS] = {false};
+    contiguous_strides(t->ndim, t->shape, cs);
+    for (int i = 0; i < t->ndim; i++) {
+        int p = perm[i];
+        if (p < 0 || p >= t->ndim || seen[p]) {
+            pft_ctx_seterr(t->ctx, PFT_ERR_ARG, "permute: invalid permutation of %d dims", t->ndim);
+            return NULL;
+        }
+        seen[p] = true;
+        shape[i] = t->shape[p];
+        stride[i] = t->stride[p];
+        lstride[i] = cs[p];
+    }
+    return make_view(t, "permute", t->ndim, shape, stride, t->offset, lstride, 0);
+}
+
+pft_tensor *pft_tensor_transpose(pft_tensor *t, int d0, int d1) {
+    if (d0 < 0) d0 += t->ndim;
+    if (d1 < 0) d1 += t->ndim;
+    if (d0 < 0 || d1 < 0 || d0 >= t->ndim || d1 >= t->ndim) {
+        char a[128];
+        pft_ctx_seterr(t->ctx, PFT_ERR_ARG, "transpose: dims out of range for shape %s", pft_tensor_shape_str(t, a, sizeof a));
+        return NULL;
+    }
+    int perm[PFT_MAX_DIMS];
+    for (int i = 0; i < t->ndim; i++) perm[i] = i;
+    perm[d0] = d1;
+    perm[d1] = d0;
+    return pft_tensor_permute(t, perm);
+}
+
+pft_tensor *pft_tensor_narrow(pft_tensor *t, int dim, int64_t start, int64_t length) {
+    char a[128];
+    if (dim < 0) dim += t->ndim;
+    if (dim < 0 || dim >= t->ndim || start < 0 || length < 0 || start + length > t->shape[dim]) {
+        pft_ctx_seterr(t->ctx, PFT_ERR_ARG, "narrow: dim %d, start %lld, length %lld out of range for shape %s", dim,
+                       (long long)start, (long long)length, pft_tensor_shape_str(t, a, sizeof a));
+        return NULL;
+    }
+    int64_t shape[PFT_MAX_DIMS], cs[PFT_MAX_DIMS];
+    memcpy(shape, t->shape, sizeof shape);
+    shape[dim] = length;
+    contiguous_strides(t->ndim, t->shape, cs);
+    return make_view(t, "narrow", t->ndim, shape, t->stride, t->offset + start * t->stride[dim], cs, start * cs[dim]);
+}
+
+pft_tensor *pft_tensor_expand(pft_tensor *t, int ndim, const int64_t *shape) {
+    char a[128], b[128];
+    if (ndim < t->ndim || ndim > PFT_MAX_DIMS) goto bad;
+    int64_t stride[PFT_MAX_DIMS], lstride[PFT_MAX_DIMS], cs[PFT_MAX_DIMS];
+    contiguous_strides(t->ndim, t->shape, cs);
+    int lead = ndim - t->ndim;
+    for (int i = 0; i < ndim; i++) {
+        int j = i - lead;
+        if (j < 0) {
+            stride[i] = lstride[i] = 0;
+        } else if (t->shape[j] == shape[i]) {
+            stride[i] = t->stride[j];
+            lstride[i] = cs[j];
+        } else if (t->shape[j] == 1) {
+            stride[i] = lstride[i] = 0;
+        } else {
+            goto bad;
+        }
+    }
+    return make_view(t, "expand", ndim, shape, stride, t->offset, lstride, 0);
+bad:
+    pft_ctx_seterr(t->ctx, PFT_ERR_SHAPE, "expand: cannot broadcast %s to %s", pft_tensor_shape_str(t, a, sizeof a),
+                   pft_shape_str(b, sizeof b, ndim, shape));
+    return NULL;
+}

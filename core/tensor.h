@@ -1,0 +1,102 @@
+/* tensor.h - float32 tensors with shape, strides and offset over refcounted storage.
+ *
+ *     pft_ctx *ctx = pft_ctx_new(2, 42);
+ *     pft_tensor *x = pft_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
+ *     pft_tensor *xt = pft_tensor_transpose(x, 0, 1);   // a view: shares x's storage, shape [3, 2]
+ *     pft_tensor *c = pft_tensor_contiguous(xt);       // a copy, since xt is not contiguous
+ *     pft_tensor_release(c); pft_tensor_release(xt); pft_tensor_release(x);
+ *
+ * OWNERSHIP - the one rule:
+ *   Every function that returns a pft_tensor * hands the caller one reference; the caller gives it back
+ *   with pft_tensor_release. pft_tensor_retain adds a reference. A view holds a reference to its storage,
+ *   not to the tensor it was taken from, so releasing the base while a view lives is fine. Storage is
+ *   refcounted by the tensors over it and freed with the last of them (a storage over an mmap'ed file
+ *   calls its own release hook instead of free). An autograd node holds references to its inputs; it never
+ *   holds its own output (saved outputs are detached aliases), so graphs have no cycles. Borrowed
+ *   pointers (const pft_tensor * arguments, t->grad) are valid while the owner holds its reference.
+ *
+ * Constructors return NULL on failure with the reason in pft_ctx_error(ctx). Data is 64-byte aligned.
+ * Offsets and strides count elements, not bytes. Shapes are row-major; a scalar has ndim 0, numel 1. */
+#ifndef PFT_TENSOR_H
+#define PFT_TENSOR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "ctx.h"
+
+#define PFT_MAX_DIMS 8
+
+typedef enum pft_device { PFT_DEVICE_CPU = 0, PFT_DEVICE_CUDA = 1, PFT_DEVICE_COUNT } pft_device;
+
+typedef struct pft_storage {
+    float *data;
+    size_t numel;
+    int refcount;
+    pft_device device;
+    pft_ctx *ctx;
+    /* Non-NULL for storage that pft did not allocate (an mmap'ed checkpoint): called instead of free. */
+    void (*release)(struct pft_storage *s);
+    void *owner;
+} pft_storage;
+
+struct pft_node;
+
+typedef struct pft_tensor {
+    pft_ctx *ctx;
+    pft_storage *storage;
+    int ndim;
+    int64_t shape[PFT_MAX_DIMS];
+    int64_t stride[PFT_MAX_DIMS];
+    int64_t offset;
+    int refcount;
+    bool requires_grad;       /* leaves: set by the user; results: set when the op was recorded */
+    struct pft_tensor *grad;  /* leaves only: contiguous, same shape, allocated by the first backward */
+    struct pft_node *grad_fn; /* the node that produced this tensor; NULL for leaves */
+    char *name;               /* optional; parameters carry their Hugging Face name */
+} pft_tensor;
+
+/* --- construction ------------------------------------------------------------------------------- */
+pft_tensor *pft_tensor_empty(pft_ctx *ctx, int ndim, const int64_t *shape); /* uninitialised */
+pft_tensor *pft_tensor_zeros(pft_ctx *ctx, int ndim, const int64_t *shape);
+pft_tensor *pft_tensor_full(pft_ctx *ctx, int ndim, const int64_t *shape, float value);
+pft_tensor *pft_tensor_from_data(pft_ctx *ctx, int ndim, const int64_t *shape, const float *data);
+/* A tensor over storage someone else owns (e.g. an mmap): `release` is called when the last view goes. */
+pft_tensor *pft_tensor_wrap(pft_ctx *ctx, int ndim, const int64_t *shape, float *data, size_t numel,
+                            void (*release)(pft_storage *), void *owner);
+/* Normal(mean, std) from the context's seed (Box-Muller over a counter-based generator). */
+pft_tensor *pft_tensor_randn(pft_ctx *ctx, int ndim, const int64_t *shape, float mean, float std);
+pft_tensor *pft_tensor_rand(pft_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi);
+
+pft_tensor *pft_tensor_retain(pft_tensor *t);
+void pft_tensor_release(pft_tensor *t); /* NULL is fine */
+
+/* --- queries ------------------------------------------------------------------------------------ */
+int64_t pft_tensor_numel(const pft_tensor *t);
+bool pft_tensor_is_contiguous(const pft_tensor *t);
+bool pft_tensor_same_shape(const pft_tensor *a, const pft_tensor *b);
+static inline float *pft_tensor_data(const pft_tensor *t) { return t->storage->data + t->offset; }
+/* element at a multi-index (slow; for tests and printing) */
+float pft_tensor_get(const pft_tensor *t, const int64_t *index);
+/* Writes the elements in row-major order into dst (numel floats), whatever the strides. */
+void pft_tensor_to_buffer(const pft_tensor *t, float *dst);
+pft_status pft_tensor_set_name(pft_tensor *t, const char *name);
+/* "[2, 3]" into buf */
+char *pft_tensor_shape_str(const pft_tensor *t, char *buf, size_t n);
+
+/* --- views (share storage; differentiable: gradients flow back through them) --------------------- */
+pft_tensor *pft_tensor_reshape(pft_tensor *t, int ndim, const int64_t *shape); /* one dim may be -1; copies when t is not viewable */
+pft_tensor *pft_tensor_permute(pft_tensor *t, const int *perm);
+pft_tensor *pft_tensor_transpose(pft_tensor *t, int dim0, int dim1);
+pft_tensor *pft_tensor_narrow(pft_tensor *t, int dim, int64_t start, int64_t length);
+pft_tensor *pft_tensor_expand(pft_tensor *t, int ndim, const int64_t *shape); /* broadcast: size-1 dims get stride 0 */
+pft_tensor *pft_tensor_contiguous(pft_tensor *t); /* t itself (retained) when already contiguous */
+/* An alias of t's data with no gradient history and requires_grad off. */
+pft_tensor *pft_tensor_detach(pft_tensor *t);
+
+/* --- in-place (never recorded; for optimizers, initialisation, tests) ---------------------------- */
+pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src); /* same shape; any strides */
+void pft_tensor_fill_(pft_tensor *t, float value);
+
+#endif
