@@ -1,0 +1,186 @@
+/* optim.c - SGD with momentum and AdamW over parameter groups; state allocated on first update. */
+#include "optim.h"
+
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct param_slot {
+    pft_tensor *param; /* one reference */
+    int group;
+    int64_t step;      /* updates applied to this parameter (AdamW bias correction) */
+    float *m, *v;      /* AdamW moments, or SGD's momentum buffer in m; NULL until the first update */
+} param_slot;
+
+struct pft_optim {
+    pft_ctx *ctx;
+    pft_optim_kind kind;
+    int n_groups, cap_groups;
+    pft_optim_group *groups;
+    int n_params, cap_params;
+    param_slot *params;
+    size_t state_bytes;
+};
+
+pft_optim *pft_optim_new(pft_ctx *ctx, pft_optim_kind kind) {
+    pft_optim *opt = calloc(1, sizeof *opt);
+    if (!opt) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "optimizer: out of memory");
+        return NULL;
+    }
+    opt->ctx = ctx;
+    opt->kind = kind;
+    return opt;
+}
+
+void pft_optim_free(pft_optim *opt) {
+    if (!opt) return;
+    for (int i = 0; i < opt->n_params; i++) {
+        pft_tensor_release(opt->params[i].param);
+        free(opt->params[i].m);
+        free(opt->params[i].v);
+    }
+    free(opt->params);
+    free(opt->groups);
+    free(opt);
+}
+
+pft_optim_group pft_optim_group_defaults(pft_optim_kind kind) {
+    pft_optim_group g = {.lr = 1e-3, .weight_decay = 0.0, .momentum = 0.0, .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8};
+    if (kind == PFT_OPTIM_ADAMW) g.weight_decay = 0.01; /* torch.optim.AdamW's default */
+    return g;
+}
+
+static bool grow(void **p, int *cap, int need, size_t size) {
+    if (need <= *cap) return true;
+    int c = *cap ? *cap * 2 : 8;
+    while (c < need) c *= 2;
+    void *q = realloc(*p, size * (size_t)c);
+    if (!q) return false;
+    *p = q;
+    *cap = c;
+    return true;
+}
+
+int pft_optim_add_group(pft_optim *opt, const pft_optim_group *settings, int n, pft_tensor *const *params) {
+    pft_ctx *ctx = opt->ctx;
+    const pft_optim_group *g = settings;
+    if (!(g->lr >= 0) || !(g->weight_decay >= 0) || !(g->momentum >= 0 && g->momentum < 1) ||
+        !(g->beta1 >= 0 && g->beta1 < 1) || !(g->beta2 >= 0 && g->beta2 < 1) || !(g->eps > 0 || opt->kind == PFT_OPTIM_SGD)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "optimizer: invalid group settings (lr %g, weight_decay %g, momentum %g, "
+                                          "betas %g/%g, eps %g)", g->lr, g->weight_decay, g->momentum, g->beta1, g->beta2, g->eps);
+        return -1;
+    }
+    for (int k = 0; k < n; k++) {
+        for (int i = 0; i < opt->n_params; i++)
+            if (opt->params[i].param == params[k]) {
+                pft_ctx_seterr(ctx, PFT_ERR_ARG, "optimizer: parameter '%s' is already in group %d",
+                               params[k]->name ? params[k]->name : "(unnamed)", opt->params[i].group + 1);
+                return -1;
+            }
+        for (int j = 0; j < k; j++)
+            if (params[j] == params[k]) {
+                pft_ctx_seterr(ctx, PFT_ERR_ARG, "optimizer: parameter '%s' appears twice in one group",
+                               params[k]->name ? params[k]->name : "(unnamed)");
+                return -1;
+            }
+    }
+    if (!grow((void **)&opt->groups, &opt->cap_groups, opt->n_groups + 1, sizeof *opt->groups) ||
+        !grow((void **)&opt->params, &opt->cap_params, opt->n_params + n, sizeof *opt->params)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "optimizer: out of memory");
+        return -1;
+    }
+    int gi = opt->n_groups++;
+    opt->groups[gi] = *g;
+    for (int k = 0; k < n; k++)
+        opt->params[opt->n_params++] = (param_slot){.param = pft_tensor_retain(params[k]), .group = gi};
+    return gi;
+}
+
+int pft_optim_group_count(const pft_optim *opt) { return opt->n_groups; }
+
+pft_optim_group *pft_optim_group_get(pft_optim *opt, int group) {
+    return group >= 0 && group < opt->n_groups ? &opt->groups[group] : NULL;
+}
+
+static float *state_alloc(pft_optim *opt, int64_t n) {
+    float *s = calloc((size_t)n, sizeof(float));
+    if (s) opt->state_bytes += (size_t)n * sizeof(float);
+    return s;
+}
+
+/* The parameter as one contiguous block: the optimizer updates storage in place, which needs the
+ * parameter to be a dense tensor (parameters are created that way; views of them are not parameters). */
+static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
+    if (pft_tensor_is_contiguous(p)) return PFT_OK;
+    return pft_ctx_seterr(opt->ctx, PFT_ERR_ARG, "optimizer: parameter '%s' is a non-contiguous view",
+                          p->name ? p->name : "(unnamed)");
+}
+
+static void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, const pft_optim_group *G, int64_t t) {
+    const float b1 = (float)G->beta1, b2 = (float)G->beta2, eps = (float)G->eps;
+    const float decay = (float)(1.0 - G->lr * G->weight_decay);
+    const double bc1 = 1.0 - pow(G->beta1, (double)t), bc2 = 1.0 - pow(G->beta2, (double)t);
+    const float step = (float)(G->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
+        p[i] = p[i] * decay - step * m[i] / denom;
+    }
+}
+
+static void sgd_update(float *p, const float *g, float *buf, int64_t n, const pft_optim_group *G, bool first) {
+    const float lr = (float)G->lr, wd = (float)G->weight_decay, mu = (float)G->momentum;
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i] + wd * p[i];
+        if (buf) {
+            buf[i] = first ? d : mu * buf[i] + d;
+            d = buf[i];
+        }
+        p[i] -= lr * d;
+    }
+}
+
+pft_status pft_optim_step(pft_optim *opt) {
+    for (int i = 0; i < opt->n_params; i++) {
+        param_slot *s = &opt->params[i];
+        pft_tensor *p = s->param;
+        if (!p->requires_grad || !p->grad) continue; /* frozen: no update, no decay, no state */
+        pft_status st = check_dense(opt, p);
+        if (st) return st;
+        int64_t n = pft_tensor_numel(p);
+        const pft_optim_group *G = &opt->groups[s->group];
+        bool first = s->step == 0;
+        if (opt->kind == PFT_OPTIM_ADAMW) {
+            if (!s->m) s->m = state_alloc(opt, n);
+            if (!s->v) s->v = state_alloc(opt, n);
+            if (!s->m || !s->v)
+                return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
+                                      p->name ? p->name : "(unnamed)");
+            s->step++;
+            adamw_update(pft_tensor_data(p), pft_tensor_data(p->grad), s->m, s->v, n, G, s->step);
+        } else {
+            if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
+                return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
+                                      p->name ? p->name : "(unnamed)");
+            s->step++;
+            sgd_update(pft_tensor_data(p), pft_tensor_data(p->grad), G->momentum > 0 ? s->m : NULL, n, G, first);
+        }
+    }
+    return PFT_OK;
+}
+
+void pft_optim_zero_grad(pft_optim *opt) {
+    for (int i = 0; i < opt->n_params; i++) pft_tensor_zero_grad(opt->params[i].param);
+}
+
+size_t pft_optim_state_bytes(const pft_optim *opt) { return opt->state_bytes; }
+
+bool pft_optim_has_state(const pft_optim *opt, const pft_tensor *p) {
+    for (int i = 0; i < opt->n_params; i++)
+        if (opt->params[i].param == p) return opt->params[i].m != NULL || opt->params[i].v != NULL;
+    return false;
+}

@@ -1,0 +1,52 @@
+/* optim.h - SGD with momentum and AdamW over parameter groups.
+ *
+ *     pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+ *     pft_optim_group g = pft_optim_group_defaults(PFT_OPTIM_ADAMW);   // lr 1e-3, betas .9/.999, eps 1e-8, wd 0.01
+ *     g.lr = 3e-5;
+ *     int body = pft_optim_add_group(opt, &g, n, params);              // returns the group index
+ *     ... forward, pft_backward(loss, NULL) ...
+ *     pft_optim_step(opt);          // updates every parameter that requires a gradient and has one
+ *     pft_optim_zero_grad(opt);
+ *     pft_optim_free(opt);
+ *
+ * The optimizer holds a reference to each parameter. State (momentum; AdamW's m and v) is allocated on
+ * a parameter's first update, so a parameter that never trains (requires_grad false, or no .grad) costs
+ * no optimizer memory and is never touched: no update, no weight decay. Each parameter has its own step
+ * count for bias correction, so a layer unfrozen late starts its correction afresh, as a fresh AdamW
+ * would. Group settings (lr above all) may be changed between steps with pft_optim_group_get.
+ *
+ * AdamW follows torch.optim.AdamW: p -= lr * wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+ * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). SGD follows torch.optim.SGD with momentum and
+ * dampening 0: buf = mu buf + g (buf = g on the first step); p -= lr * (g + wd p folded into g). */
+#ifndef PFT_OPTIM_H
+#define PFT_OPTIM_H
+
+#include "tensor.h"
+
+typedef enum pft_optim_kind { PFT_OPTIM_SGD = 0, PFT_OPTIM_ADAMW = 1 } pft_optim_kind;
+
+typedef struct pft_optim_group {
+    double lr;
+    double weight_decay;
+    double momentum;      /* SGD */
+    double beta1, beta2;  /* AdamW */
+    double eps;           /* AdamW */
+} pft_optim_group;
+
+typedef struct pft_optim pft_optim;
+
+pft_optim *pft_optim_new(pft_ctx *ctx, pft_optim_kind kind);
+void pft_optim_free(pft_optim *opt);
+pft_optim_group pft_optim_group_defaults(pft_optim_kind kind);
+/* Adds a group; returns its index, or -1 with the error set (a parameter already in another group). */
+int pft_optim_add_group(pft_optim *opt, const pft_optim_group *settings, int n, pft_tensor *const *params);
+int pft_optim_group_count(const pft_optim *opt);
+pft_optim_group *pft_optim_group_get(pft_optim *opt, int group);
+pft_status pft_optim_step(pft_optim *opt);
+void pft_optim_zero_grad(pft_optim *opt);
+/* Bytes of optimizer state allocated so far (tests: frozen parameters hold none). */
+size_t pft_optim_state_bytes(const pft_optim *opt);
+/* Whether parameter p has optimizer state yet. */
+bool pft_optim_has_state(const pft_optim *opt, const pft_tensor *p);
+
+#endif

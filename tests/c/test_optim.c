@@ -1,0 +1,115 @@
+/* test_optim.c - AdamW and SGD against double-precision references of torch.optim's update rules,
+ * parameter groups, and the frozen-parameter rules (no update, no decay, no state). */
+#include "check.h"
+#include "optim.h"
+
+/* torch.optim.AdamW, in double, for one parameter vector over `steps` steps with fixed gradients g[t] */
+static void adamw_ref(double *p, const float *const *g, int steps, int64_t n, pft_optim_group G) {
+    double m[16] = {0}, v[16] = {0};
+    for (int t = 1; t <= steps; t++)
+        for (int64_t i = 0; i < n; i++) {
+            p[i] *= 1 - G.lr * G.weight_decay;
+            m[i] = G.beta1 * m[i] + (1 - G.beta1) * g[t - 1][i];
+            v[i] = G.beta2 * v[i] + (1 - G.beta2) * g[t - 1][i] * g[t - 1][i];
+            double mh = m[i] / (1 - pow(G.beta1, t)), denom = sqrt(v[i]) / sqrt(1 - pow(G.beta2, t)) + G.eps;
+            p[i] -= G.lr * mh / denom;
+        }
+}
+
+static void sgd_ref(double *p, const float *const *g, int steps, int64_t n, pft_optim_group G) {
+    double buf[16] = {0};
+    for (int t = 0; t < steps; t++)
+        for (int64_t i = 0; i < n; i++) {
+            double d = g[t][i] + G.weight_decay * p[i];
+            buf[i] = t == 0 ? d : G.momentum * buf[i] + d;
+            p[i] -= G.lr * (G.momentum > 0 ? buf[i] : d);
+        }
+}
+
+static void run_case(pft_ctx *ctx, pft_optim_kind kind, pft_optim_group G, const char *what) {
+    enum { N = 6, STEPS = 4 };
+    static const float g0[N] = {0.5f, -1.0f, 2.0f, 0.0f, 1e-3f, -3.0f}, g1[N] = {-0.2f, 0.4f, 1.0f, 0.3f, -2.0f, 0.1f};
+    const float *grads[STEPS] = {g0, g1, g0, g1};
+    float init[N] = {1.0f, -0.5f, 0.25f, 2.0f, -1.5f, 0.0f};
+    double ref[N];
+    for (int i = 0; i < N; i++) ref[i] = init[i];
+    pft_tensor *p = pft_tensor_from_data(ctx, 1, (int64_t[]){N}, init);
+    p->requires_grad = true;
+    pft_optim *opt = pft_optim_new(ctx, kind);
+    CHECK(pft_optim_add_group(opt, &G, 1, &p) == 0, "%s: add group", what);
+    for (int t = 0; t < STEPS; t++) {
+        pft_tensor_release(p->grad);
+        p->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){N}, grads[t]);
+        CHECK(pft_optim_step(opt) == PFT_OK, "%s: step", what);
+    }
+    if (kind == PFT_OPTIM_ADAMW)
+        adamw_ref(ref, grads, STEPS, N, G);
+    else
+        sgd_ref(ref, grads, STEPS, N, G);
+    float worst = 0;
+    for (int i = 0; i < N; i++) worst = fmaxf(worst, fabsf((float)ref[i] - pft_tensor_data(p)[i]));
+    CHECK(worst < 2e-6f, "%s: max diff from the reference %g", what, worst);
+    pft_optim_free(opt);
+    pft_tensor_release(p);
+}
+
+static void test_frozen_and_groups(pft_ctx *ctx) {
+    float w0[4] = {1, 2, 3, 4};
+    pft_tensor *frozen = pft_tensor_from_data(ctx, 1, (int64_t[]){4}, w0);
+    pft_tensor *body = pft_tensor_from_data(ctx, 1, (int64_t[]){4}, w0);
+    pft_tensor *head = pft_tensor_from_data(ctx, 1, (int64_t[]){4}, w0);
+    body->requires_grad = head->requires_grad = true;
+    /* a frozen parameter that still has a stale gradient must not move either */
+    frozen->grad = pft_tensor_full(ctx, 1, (int64_t[]){4}, 1.0f);
+    body->grad = pft_tensor_full(ctx, 1, (int64_t[]){4}, 1.0f);
+    head->grad = pft_tensor_full(ctx, 1, (int64_t[]){4}, 1.0f);
+    pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+    pft_optim_group g = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    g.weight_decay = 0.1;
+    pft_tensor *group0[2] = {frozen, body};
+    CHECK(pft_optim_add_group(opt, &g, 2, group0) == 0, "group 0");
+    g.lr = 1e-2;
+    CHECK(pft_optim_add_group(opt, &g, 1, &head) == 1, "group 1");
+    CHECK(pft_optim_add_group(opt, &g, 1, &head) == -1 && strstr(pft_ctx_error(ctx), "already in group 2"),
+          "a parameter in two groups is refused: %s", pft_ctx_error(ctx));
+    pft_optim_step(opt);
+    CHECK(memcmp(pft_tensor_data(frozen), w0, sizeof w0) == 0, "frozen parameter bit-identical after a step");
+    CHECK(!pft_optim_has_state(opt, frozen), "frozen parameter has no optimizer state");
+    CHECK(pft_optim_has_state(opt, body) && pft_optim_has_state(opt, head), "trainable parameters have state");
+    CHECK(pft_optim_state_bytes(opt) == 2 * 2 * 4 * sizeof(float), "state bytes %zu", pft_optim_state_bytes(opt));
+    /* first AdamW step moves by lr (times sign) plus decay: head's larger lr moves it 10x further */
+    float db = w0[0] - pft_tensor_data(body)[0], dh = w0[0] - pft_tensor_data(head)[0];
+    CHECK(fabsf(dh / db - 10.0f) < 1e-3f, "group learning rates: body moved %g, head %g", db, dh);
+    pft_optim_group_get(opt, 0)->lr = 0; /* lr changes between steps take effect */
+    float before = pft_tensor_data(body)[0];
+    pft_optim_step(opt);
+    CHECK(pft_tensor_data(body)[0] == before, "lr 0 leaves the group unchanged");
+    pft_optim_zero_grad(opt);
+    CHECK(pft_tensor_data(head->grad)[0] == 0.0f, "zero_grad");
+    pft_optim_free(opt);
+    pft_tensor_release(frozen), pft_tensor_release(body), pft_tensor_release(head);
+}
+
+int main(void) {
+    TEST_BEGIN("optim");
+    pft_ctx *ctx = pft_ctx_new(1, 1);
+    pft_optim_group a = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    run_case(ctx, PFT_OPTIM_ADAMW, a, "adamw defaults");
+    a.lr = 0.05, a.weight_decay = 0.2, a.beta1 = 0.8, a.beta2 = 0.99, a.eps = 1e-6;
+    run_case(ctx, PFT_OPTIM_ADAMW, a, "adamw custom");
+    pft_optim_group s = pft_optim_group_defaults(PFT_OPTIM_SGD);
+    s.lr = 0.1;
+    run_case(ctx, PFT_OPTIM_SGD, s, "sgd plain");
+    s.momentum = 0.9, s.weight_decay = 0.01;
+    run_case(ctx, PFT_OPTIM_SGD, s, "sgd momentum + decay");
+    test_frozen_and_groups(ctx);
+    pft_optim_group bad = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    bad.beta1 = 1.5;
+    pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+    CHECK(pft_optim_add_group(opt, &bad, 0, NULL) == -1 && strstr(pft_ctx_error(ctx), "invalid group settings"),
+          "invalid betas refused: %s", pft_ctx_error(ctx));
+    pft_optim_free(opt);
+    CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
+    pft_ctx_free(ctx);
+    return TEST_END();
+}
