@@ -1,10 +1,11 @@
 /* optim.c - SGD with momentum and AdamW over parameter groups; state allocated on first update. */
 #include "optim.h"
 
-
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "autograd.h"
 
 typedef struct param_slot {
     pft_tensor *param; /* one reference */
