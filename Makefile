@@ -1,5 +1,6 @@
 # pft - build, test, install. Knobs: make CC=clang OPENBLAS=... PREFIX=...
 CC       ?= cc
+BUILD    ?= build
 VERSION  ?= 0.1.0
 PREFIX   ?= /usr/local
 OPT      ?= -O2
@@ -7,61 +8,79 @@ LUAJIT_CFLAGS ?= $(shell pkg-config --cflags luajit)
 LUAJIT_LIBS   ?= $(shell pkg-config --libs luajit)
 OPENBLAS_CFLAGS ?= $(shell pkg-config --cflags openblas)
 OPENBLAS_LIBS   ?= $(shell pkg-config --libs openblas)
-CFLAGS   ?= $(OPT) -g -std=c11 -D_GNU_SOURCE -Wall -Wextra -Wno-unused-parameter -fPIC
-ALL_CFLAGS = $(CFLAGS) -Icore $(OPENBLAS_CFLAGS) -I/usr/include/cjson
+CFLAGS   ?= $(OPT) -g -Wall -Wextra -Wno-unused-parameter
+# what the code needs whatever CFLAGS a caller (LuaRocks) passes
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(CFLAGS) -Icore $(OPENBLAS_CFLAGS) -I/usr/include/cjson
+SAN_CFLAGS = -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LIBS     = $(OPENBLAS_LIBS) -lutf8proc -lcjson -lm -lpthread
 
 CORE_SRC = $(sort $(filter-out core/lua_%.c core/pft_main.c,$(wildcard core/*.c)))
-CORE_OBJ = $(CORE_SRC:core/%.c=build/core/%.o)
+CORE_OBJ = $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
 TEST_SRC = $(sort $(wildcard tests/c/test_*.c))
-TEST_BIN = $(TEST_SRC:tests/c/%.c=build/tests/%)
+TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
 BIND_SRC = $(sort $(wildcard core/lua_*.c))
-BIND_OBJ = $(BIND_SRC:core/%.c=build/core/%.o)
+BIND_OBJ = $(BIND_SRC:core/%.c=$(BUILD)/core/%.o)
 
 # install locations: LuaRocks passes its own (LUADIR, LIBDIR, BINDIR) through the rockspec
 LUADIR   ?= $(PREFIX)/share/lua/5.1
 LIBDIR   ?= $(PREFIX)/lib/lua/5.1
 BINDIR   ?= $(PREFIX)/bin
 
-.PHONY: all test test-c test-lua asan clean install setup
-all: build/libpftcore.a build/lib/pft/core.so build/pft
+.PHONY: all test test-bin asan clean install setup
+all: $(BUILD)/libpftcore.a $(BUILD)/lib/pft/core.so $(BUILD)/pft
 
-build/core/%.o: core/%.c $(wildcard core/*.h) | build/core
+$(BUILD)/core/%.o: core/%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
-build/core/lua_%.o: core/lua_%.c $(wildcard core/*.h) | build/core
+$(BUILD)/core/lua_%.o: core/lua_%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) $(LUAJIT_CFLAGS) -c $< -o $@
 
-build/core/pft_main.o: core/pft_main.c $(wildcard core/*.h) | build/core
+$(BUILD)/core/pft_main.o: core/pft_main.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) $(LUAJIT_CFLAGS) -DPFT_VERSION='"$(VERSION)"' -c $< -o $@
 
 # the Lua C module `pft.core`: LuaJIT's symbols come from the process that loads it
-build/lib/pft/core.so: $(BIND_OBJ) build/libpftcore.a
-	mkdir -p build/lib/pft
-	$(CC) -shared $(LDFLAGS) $(BIND_OBJ) build/libpftcore.a $(LIBS) -o $@
+$(BUILD)/lib/pft/core.so: $(BIND_OBJ) $(BUILD)/libpftcore.a
+	mkdir -p $(BUILD)/lib/pft
+	$(CC) -shared $(LDFLAGS) $(BIND_OBJ) $(BUILD)/libpftcore.a $(LIBS) -o $@
 
 # the host binary: LuaJIT embedded, pft.core linked in; -E lets C modules it loads (lua-cjson) see LuaJIT
-build/pft: build/core/pft_main.o $(BIND_OBJ) build/libpftcore.a
+$(BUILD)/pft: $(BUILD)/core/pft_main.o $(BIND_OBJ) $(BUILD)/libpftcore.a
 	$(CC) $(LDFLAGS) -Wl,-E $^ $(LUAJIT_LIBS) $(LIBS) -ldl -o $@
 
 install: all
 	mkdir -p $(DESTDIR)$(LUADIR)/pft $(DESTDIR)$(LIBDIR)/pft $(DESTDIR)$(BINDIR)
 	cp lua/pft/*.lua $(DESTDIR)$(LUADIR)/pft/
-	cp build/lib/pft/core.so $(DESTDIR)$(LIBDIR)/pft/core.so
-	cp build/pft $(DESTDIR)$(BINDIR)/pft
+	cp $(BUILD)/lib/pft/core.so $(DESTDIR)$(LIBDIR)/pft/core.so
+	cp $(BUILD)/pft $(DESTDIR)$(BINDIR)/pft
 
-build/libpftcore.a: $(CORE_OBJ)
+$(BUILD)/libpftcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
 
-build/tests/%: tests/c/%.c build/libpftcore.a $(wildcard tests/c/*.h) | build/tests
-	$(CC) $(ALL_CFLAGS) -Itests/c $< build/libpftcore.a $(LIBS) -o $@
+$(BUILD)/tests/%: tests/c/%.c $(BUILD)/libpftcore.a $(wildcard tests/c/*.h) | $(BUILD)/tests
+	$(CC) $(ALL_CFLAGS) $(LDFLAGS) -Itests/c $< $(BUILD)/libpftcore.a $(LIBS) -o $@
 
-build/core build/tests:
+$(BUILD)/core $(BUILD)/tests:
 	mkdir -p $@
 
-test-c: $(TEST_BIN)
-	@for t in $(TEST_BIN); do $$t || echo "FAILED: $$t"; done
+test-bin: $(TEST_BIN)
+
+# the C tests again under AddressSanitizer + UndefinedBehaviorSanitizer, in their own build tree
+asan:
+	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_CFLAGS)" LDFLAGS="-fsanitize=address,undefined" test-bin
+
+# every test: C (plain and sanitized), Lua, the LuaRocks install; ends with one `N passed, N failed` line
+test: all test-bin asan
+	bash tests/run.sh
+
+# a fresh Debian machine: packages, build (safe to run twice: apt runs only when something is missing)
+DEB_PACKAGES = build-essential pkg-config luajit libluajit-5.1-dev libopenblas-dev libutf8proc-dev \
+               libcjson-dev luarocks lua-cjson unzip python3-pip
+setup:
+	@if dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then echo "setup: Debian packages present"; else \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y $(DEB_PACKAGES); fi
+	$(MAKE) all
 
 clean:
 	rm -rf build

@@ -13,10 +13,43 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     ctx->seed = seed;
     ctx->grad_enabled = 1;
     ctx->alloc_fail_after = -1;
+#if defined(__SANITIZE_ADDRESS__)
+    ctx->cache_limit = 0; /* let AddressSanitizer see every free: a reused block would hide a use after free */
+#else
+    ctx->cache_limit = (size_t)1 << 30;
+#endif
     return ctx;
 }
 
-void pft_ctx_free(pft_ctx *ctx) { free(ctx); }
+void pft_ctx_free(pft_ctx *ctx) {
+    if (!ctx) return;
+    pft_ctx_cache_clear(ctx);
+    free(ctx);
+}
+
+void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes) {
+    for (int i = ctx->cache_count - 1; i >= 0; i--) /* newest first: its pages are the warmest */
+        if (ctx->cache[i].bytes == bytes) {
+            void *p = ctx->cache[i].ptr;
+            ctx->cache[i] = ctx->cache[--ctx->cache_count];
+            ctx->cache_bytes -= bytes;
+            return p;
+        }
+    return NULL;
+}
+
+bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes) {
+    if (ctx->cache_count == PFT_CACHE_SLOTS || ctx->cache_bytes + bytes > ctx->cache_limit) return false;
+    ctx->cache[ctx->cache_count++] = (pft_cached_block){ptr, bytes};
+    ctx->cache_bytes += bytes;
+    return true;
+}
+
+void pft_ctx_cache_clear(pft_ctx *ctx) {
+    for (int i = 0; i < ctx->cache_count; i++) free(ctx->cache[i].ptr);
+    ctx->cache_count = 0;
+    ctx->cache_bytes = 0;
+}
 
 pft_status pft_ctx_seterr(pft_ctx *ctx, pft_status code, const char *fmt, ...) {
     if (!ctx) return code;

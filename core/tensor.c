@@ -24,7 +24,8 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
     bytes = (bytes + PFT_ALIGN - 1) / PFT_ALIGN * PFT_ALIGN;
     if (bytes == 0) bytes = PFT_ALIGN;
     pft_storage *s = calloc(1, sizeof *s);
-    float *data = s ? aligned_alloc(PFT_ALIGN, bytes) : NULL;
+    float *data = s ? pft_ctx_cache_take(ctx, bytes) : NULL;
+    if (s && !data) data = aligned_alloc(PFT_ALIGN, bytes);
     if (!data) {
         free(s);
         pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate %zu bytes for a tensor of shape %s", bytes,
@@ -33,6 +34,7 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
     }
     s->data = data;
     s->numel = numel;
+    s->bytes = bytes;
     s->refcount = 1;
     s->device = PFT_DEVICE_CPU;
     s->ctx = ctx;
@@ -45,7 +47,7 @@ static void storage_release(pft_storage *s) {
     s->ctx->stats.live_storages--;
     if (s->release)
         s->release(s);
-    else
+    else if (!pft_ctx_cache_put(s->ctx, s->data, s->bytes))
         free(s->data);
     free(s);
 }

@@ -33,6 +33,7 @@ typedef enum pft_device { PFT_DEVICE_CPU = 0, PFT_DEVICE_CUDA = 1, PFT_DEVICE_CO
 typedef struct pft_storage {
     float *data;
     size_t numel;
+    size_t bytes; /* allocated size (a multiple of 64); 0 for wrapped storage */
     int refcount;
     pft_device device;
     pft_ctx *ctx;

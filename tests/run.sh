@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Runs every test suite and ends with one line `N passed, N failed` (the sum over suites); exits non-zero
+# when anything failed, including a suite that crashed before printing its own summary line.
+# Suites: C unit tests (plain build, then AddressSanitizer + UBSan build), Lua tests through the pft
+# host, and the LuaRocks install check. Built by `make test`, which builds everything first.
+set -u
+cd "$(dirname "$0")/.."
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+total_pass=0 total_fail=0
+
+# run NAME CMD...: runs a suite, echoes its output, adds its `X: N passed, N failed` lines to the totals
+run() {
+  local name=$1; shift
+  local out="$log/$name.out" rc
+  "$@" >"$out" 2>&1
+  rc=$?
+  cat "$out"
+  local p f
+  read -r p f < <(awk '/^[A-Za-z0-9_ .-]+: [0-9]+ passed, [0-9]+ failed/ {
+      for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
+      END { print p + 0, f + 0 }' "$out")
+  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+    echo "FAIL $name: exited with status $rc without reporting a failed check"
+    f=1
+  fi
+  total_pass=$((total_pass + p)) total_fail=$((total_fail + f))
+}
+
+for t in build/tests/test_*; do run "c-$(basename "$t")" "$t"; done
+for t in build-asan/tests/test_*; do
+  run "asan-$(basename "$t")" env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 "$t"
+done
+[ -x build/pft ] && [ -f tests/lua/run.lua ] && run lua build/pft tests/lua/run.lua
+[ -f tests/luarocks.sh ] && run luarocks bash tests/luarocks.sh
+
+echo "$total_pass passed, $total_fail failed"
+[ "$total_fail" -eq 0 ]
