@@ -1,0 +1,475 @@
+/* nn.c - BERT: config, parameters under Hugging Face names, forward, losses, weight load/save. */
+#include "nn.h"
+
+#include <cJSON.h>
+#include <errno.h>
+#include <float.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "safetensors.h"
+
+/* --- config.json ---------------------------------------------------------------------------------- */
+
+static char *read_text_file(pft_ctx *ctx, const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        pft_ctx_seterr(ctx, PFT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
+        return NULL;
+    }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 && n < (1L << 26) ? malloc((size_t)n + 1) : NULL;
+    if (!buf || fread(buf, 1, (size_t)n, f) != (size_t)n) {
+        pft_ctx_seterr(ctx, PFT_ERR_IO, "%s: cannot read (%ld bytes)", path, n);
+        free(buf);
+        fclose(f);
+        return NULL;
+    }
+    buf[n] = '\0';
+    fclose(f);
+    return buf;
+}
+
+static pft_status json_int(pft_ctx *ctx, const char *path, const cJSON *root, const char *key, int *dst, int dflt, bool required) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!it || cJSON_IsNull(it)) {
+        if (required) return pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: missing required key \"%s\"", path, key);
+        *dst = dflt;
+        return PFT_OK;
+    }
+    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valuedouble < 0)
+        return pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: \"%s\" must be a non-negative integer", path, key);
+    *dst = (int)it->valuedouble;
+    return PFT_OK;
+}
+
+static pft_status json_float(pft_ctx *ctx, const char *path, const cJSON *root, const char *key, float *dst, float dflt) {
+    const cJSON *it = cJSON_GetObjectItemCaseSensitive(root, key);
+    if (!it || cJSON_IsNull(it)) {
+        *dst = dflt;
+        return PFT_OK;
+    }
+    if (!cJSON_IsNumber(it)) return pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: \"%s\" must be a number", path, key);
+    *dst = (float)it->valuedouble;
+    return PFT_OK;
+}
+
+pft_status pft_bert_config_load(pft_ctx *ctx, const char *path, pft_bert_config *cfg) {
+    char *text = read_text_file(ctx, path);
+    if (!text) return ctx->last_status;
+    cJSON *root = cJSON_Parse(text);
+    free(text);
+    if (!root || !cJSON_IsObject(root)) {
+        cJSON_Delete(root);
+        return pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    memset(cfg, 0, sizeof *cfg);
+    pft_status st = PFT_OK;
+    const cJSON *mt = cJSON_GetObjectItemCaseSensitive(root, "model_type");
+    if (!cJSON_IsString(mt)) {
+        st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: missing \"model_type\"", path);
+        goto done;
+    }
+    /* Architectures with BERT's exact parameter layout and numerics. */
+    if (strcmp(mt->valuestring, "bert") != 0) {
+        st = pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "%s: model_type \"%s\" is not supported (pft runs BERT-family "
+                                                      "checkpoints with model_type \"bert\")", path, mt->valuestring);
+        goto done;
+    }
+    snprintf(cfg->model_type, sizeof cfg->model_type, "%s", mt->valuestring);
+    const cJSON *act = cJSON_GetObjectItemCaseSensitive(root, "hidden_act");
+    if (act && (!cJSON_IsString(act) || strcmp(act->valuestring, "gelu") != 0)) {
+        st = pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "%s: hidden_act \"%s\" is not supported (only \"gelu\")", path,
+                            cJSON_IsString(act) ? act->valuestring : "?");
+        goto done;
+    }
+    const cJSON *pe = cJSON_GetObjectItemCaseSensitive(root, "position_embedding_type");
+    if (pe && cJSON_IsString(pe) && strcmp(pe->valuestring, "absolute") != 0) {
+        st = pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "%s: position_embedding_type \"%s\" is not supported", path, pe->valuestring);
+        goto done;
+    }
+    if ((st = json_int(ctx, path, root, "vocab_size", &cfg->vocab_size, 0, true)) ||
+        (st = json_int(ctx, path, root, "hidden_size", &cfg->hidden_size, 0, true)) ||
+        (st = json_int(ctx, path, root, "num_hidden_layers", &cfg->num_layers, 0, true)) ||
+        (st = json_int(ctx, path, root, "num_attention_heads", &cfg->num_heads, 0, true)) ||
+        (st = json_int(ctx, path, root, "intermediate_size", &cfg->intermediate_size, 0, true)) ||
+        (st = json_int(ctx, path, root, "max_position_embeddings", &cfg->max_position_embeddings, 512, false)) ||
+        (st = json_int(ctx, path, root, "type_vocab_size", &cfg->type_vocab_size, 2, false)) ||
+        (st = json_int(ctx, path, root, "pad_token_id", &cfg->pad_token_id, 0, false)) ||
+        (st = json_float(ctx, path, root, "layer_norm_eps", &cfg->layer_norm_eps, 1e-12f)) ||
+        (st = json_float(ctx, path, root, "hidden_dropout_prob", &cfg->hidden_dropout, 0.1f)) ||
+        (st = json_float(ctx, path, root, "attention_probs_dropout_prob", &cfg->attention_dropout, 0.1f)) ||
+        (st = json_float(ctx, path, root, "classifier_dropout", &cfg->classifier_dropout, cfg->hidden_dropout)) ||
+        (st = json_float(ctx, path, root, "initializer_range", &cfg->initializer_range, 0.02f)))
+        goto done;
+    if (cfg->hidden_size == 0 || cfg->num_heads == 0 || cfg->hidden_size % cfg->num_heads)
+        st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: hidden_size %d does not split into %d attention heads", path,
+                            cfg->hidden_size, cfg->num_heads);
+done:
+    cJSON_Delete(root);
+    return st;
+}
+
+/* --- parameters ----------------------------------------------------------------------------------- */
+
+static pft_tensor *add_param(pft_bert *m, const char *name, int ndim, int64_t d0, int64_t d1, int init) {
+    char full[256];
+    snprintf(full, sizeof full, "%s%s", m->prefix, name);
+    int64_t shape[2] = {d0, d1};
+    pft_tensor *t;
+    if (init == 'n') /* normal(0, initializer_range), as transformers' _init_weights */
+        t = pft_tensor_randn(m->ctx, ndim, shape, 0.0f, m->cfg.initializer_range);
+    else
+        t = pft_tensor_full(m->ctx, ndim, shape, init == '1' ? 1.0f : 0.0f);
+    if (!t) return NULL;
+    if (pft_tensor_set_name(t, full)) {
+        pft_tensor_release(t);
+        return NULL;
+    }
+    t->requires_grad = true;
+    m->params[m->n_params++] = t;
+    return t;
+}
+
+pft_bert *pft_bert_new(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_kind head, int num_labels) {
+    if (head != PFT_HEAD_NONE && num_labels < 1) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert: a task head needs num_labels >= 1 (got %d)", num_labels);
+        return NULL;
+    }
+    pft_bert *m = calloc(1, sizeof *m);
+    int max_params = 5 + 16 * cfg->num_layers + 4;
+    if (m) m->params = calloc((size_t)max_params, sizeof *m->params);
+    if (m) m->layers = calloc((size_t)(cfg->num_layers ? cfg->num_layers : 1), sizeof *m->layers);
+    if (!m || !m->params || !m->layers) {
+        if (m) free(m->params), free(m->layers);
+        free(m);
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "bert: out of memory");
+        return NULL;
+    }
+    m->ctx = ctx;
+    m->cfg = *cfg;
+    m->head = head;
+    m->num_labels = head == PFT_HEAD_NONE ? 0 : num_labels;
+    m->prefix = head == PFT_HEAD_NONE ? "" : "bert.";
+    m->embeddings_training = m->head_training = true;
+    const int64_t C = cfg->hidden_size, F = cfg->intermediate_size;
+    char name[128];
+#define P(field, nm, nd, a, b, init)                                                                         \
+    do {                                                                                                     \
+        if (!((field) = add_param(m, nm, nd, a, b, init))) goto fail;                                        \
+    } while (0)
+    P(m->word_emb, "embeddings.word_embeddings.weight", 2, cfg->vocab_size, C, 'n');
+    P(m->pos_emb, "embeddings.position_embeddings.weight", 2, cfg->max_position_embeddings, C, 'n');
+    P(m->type_emb, "embeddings.token_type_embeddings.weight", 2, cfg->type_vocab_size, C, 'n');
+    P(m->emb_ln_w, "embeddings.LayerNorm.weight", 1, C, 0, '1');
+    P(m->emb_ln_b, "embeddings.LayerNorm.bias", 1, C, 0, '0');
+    if (cfg->pad_token_id >= 0 && cfg->pad_token_id < cfg->vocab_size) /* nn.Embedding zeroes its padding row */
+        memset(pft_tensor_data(m->word_emb) + (int64_t)cfg->pad_token_id * C, 0, sizeof(float) * (size_t)C);
+    for (int l = 0; l < cfg->num_layers; l++) {
+        pft_bert_layer *L = &m->layers[l];
+        L->training = true;
+#define LP(field, suffix, nd, a, b, init)                                                                    \
+    do {                                                                                                     \
+        snprintf(name, sizeof name, "encoder.layer.%d.%s", l, suffix);                                       \
+        P(field, name, nd, a, b, init);                                                                      \
+    } while (0)
+        LP(L->q_w, "attention.self.query.weight", 2, C, C, 'n');
+        LP(L->q_b, "attention.self.query.bias", 1, C, 0, '0');
+        LP(L->k_w, "attention.self.key.weight", 2, C, C, 'n');
+        LP(L->k_b, "attention.self.key.bias", 1, C, 0, '0');
+        LP(L->v_w, "attention.self.value.weight", 2, C, C, 'n');
+        LP(L->v_b, "attention.self.value.bias", 1, C, 0, '0');
+        LP(L->ao_w, "attention.output.dense.weight", 2, C, C, 'n');
+        LP(L->ao_b, "attention.output.dense.bias", 1, C, 0, '0');
+        LP(L->aln_w, "attention.output.LayerNorm.weight", 1, C, 0, '1');
+        LP(L->aln_b, "attention.output.LayerNorm.bias", 1, C, 0, '0');
+        LP(L->i_w, "intermediate.dense.weight", 2, F, C, 'n');
+        LP(L->i_b, "intermediate.dense.bias", 1, F, 0, '0');
+        LP(L->o_w, "output.dense.weight", 2, C, F, 'n');
+        LP(L->o_b, "output.dense.bias", 1, C, 0, '0');
+        LP(L->oln_w, "output.LayerNorm.weight", 1, C, 0, '1');
+        LP(L->oln_b, "output.LayerNorm.bias", 1, C, 0, '0');
+#undef LP
+    }
+    if (head != PFT_HEAD_TOKCLS) { /* BertForTokenClassification is built without the pooler */
+        P(m->pool_w, "pooler.dense.weight", 2, C, C, 'n');
+        P(m->pool_b, "pooler.dense.bias", 1, C, 0, '0');
+    }
+    if (head != PFT_HEAD_NONE) {
+        const char *saved = m->prefix;
+        m->prefix = ""; /* the head sits beside "bert.", not inside it */
+        P(m->cls_w, "classifier.weight", 2, num_labels, C, 'n');
+        P(m->cls_b, "classifier.bias", 1, num_labels, 0, '0');
+        m->prefix = saved;
+    }
+#undef P
+    return m;
+fail:
+    pft_bert_free(m);
+    return NULL;
+}
+
+void pft_bert_free(pft_bert *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_params; i++) pft_tensor_release(m->params[i]);
+    free(m->params);
+    free(m->layers);
+    free(m);
+}
+
+int pft_bert_param_count(const pft_bert *m) { return m->n_params; }
+pft_tensor *pft_bert_param(const pft_bert *m, int i) { return i >= 0 && i < m->n_params ? m->params[i] : NULL; }
+
+pft_tensor *pft_bert_param_find(const pft_bert *m, const char *name) {
+    for (int i = 0; i < m->n_params; i++)
+        if (strcmp(m->params[i]->name, name) == 0) return m->params[i];
+    return NULL;
+}
+
+int64_t pft_bert_numel(const pft_bert *m, bool trainable_only) {
+    int64_t n = 0;
+    for (int i = 0; i < m->n_params; i++)
+        if (!trainable_only || m->params[i]->requires_grad) n += pft_tensor_numel(m->params[i]);
+    return n;
+}
+
+void pft_bert_set_training(pft_bert *m, bool training) { m->training = training; }
+
+/* --- weights -------------------------------------------------------------------------------------- */
+
+static bool is_head_param(const char *name) {
+    return strncmp(name, "classifier.", 11) == 0;
+}
+
+/* The file's entry for a parameter: its exact name, or the same name with/without the "bert." prefix
+ * (a bare BertModel checkpoint has no prefix; one saved with a head has it). */
+static const pft_st_entry *find_entry(const pft_st_file *f, const char *name) {
+    const pft_st_entry *e = pft_st_find(f, name);
+    if (e) return e;
+    if (strncmp(name, "bert.", 5) == 0) return pft_st_find(f, name + 5);
+    char buf[300];
+    snprintf(buf, sizeof buf, "bert.%s", name);
+    return pft_st_find(f, buf);
+}
+
+pft_status pft_bert_load_weights(pft_bert *m, const char *path, bool *loaded_head) {
+    pft_ctx *ctx = m->ctx;
+    pft_st_file *f = pft_st_open(ctx, path);
+    if (!f) return ctx->last_status;
+    pft_status st = PFT_OK;
+    bool head = false;
+    char a[128], b[128];
+    for (int i = 0; i < m->n_params && !st; i++) {
+        pft_tensor *p = m->params[i];
+        const pft_st_entry *e = find_entry(f, p->name);
+        bool optional = is_head_param(p->name) || (strstr(p->name, "pooler.") && m->head == PFT_HEAD_NONE);
+        if (!e) {
+            if (!optional) st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: missing tensor '%s'", path, p->name);
+            continue;
+        }
+        bool same = e->ndim == p->ndim;
+        for (int d = 0; same && d < p->ndim; d++) same = e->shape[d] == p->shape[d];
+        if (!same) {
+            st = pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "%s: tensor '%s' has shape %s but config.json implies %s", path, e->name,
+                                pft_shape_str(a, sizeof a, e->ndim, e->shape), pft_tensor_shape_str(p, b, sizeof b));
+            continue;
+        }
+        st = pft_st_read_f32(ctx, f, e, pft_tensor_data(p));
+        if (is_head_param(p->name)) head = true;
+    }
+    pft_st_close(f);
+    if (loaded_head) *loaded_head = head;
+    return st;
+}
+
+pft_bert *pft_bert_load(pft_ctx *ctx, const char *dir, pft_head_kind head, int num_labels) {
+    char path[4096];
+    pft_bert_config cfg;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (pft_bert_config_load(ctx, path, &cfg)) return NULL;
+    pft_bert *m = pft_bert_new(ctx, &cfg, head, num_labels);
+    if (!m) return NULL;
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        char bin[4096];
+        snprintf(bin, sizeof bin, "%s/pytorch_model.bin", dir);
+        if (stat(bin, &sb) == 0)
+            pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "%s: no model.safetensors; this checkpoint has only pytorch_model.bin, "
+                                                     "which pft does not read: convert it to safetensors", dir);
+        else
+            pft_ctx_seterr(ctx, PFT_ERR_IO, "%s: cannot open: %s (no weights in %s)", path, strerror(errno), dir);
+        pft_bert_free(m);
+        return NULL;
+    }
+    if (pft_bert_load_weights(m, path, NULL)) {
+        pft_bert_free(m);
+        return NULL;
+    }
+    return m;
+}
+
+pft_status pft_bert_save_weights(const pft_bert *m, const char *path) {
+    pft_st_entry_in *in = malloc(sizeof *in * (size_t)m->n_params);
+    if (!in) return pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "%s: out of memory", path);
+    for (int i = 0; i < m->n_params; i++) {
+        const pft_tensor *p = m->params[i];
+        in[i] = (pft_st_entry_in){p->name, pft_tensor_data(p), p->ndim, p->shape};
+    }
+    pft_st_meta meta = {"format", "pt"};
+    pft_status st = pft_st_write(m->ctx, path, m->n_params, in, 1, &meta);
+    free(in);
+    return st;
+}
+
+/* --- forward -------------------------------------------------------------------------------------- */
+
+void pft_bert_output_release(pft_bert_output *out) {
+    pft_tensor_release(out->hidden);
+    pft_tensor_release(out->pooled);
+    pft_tensor_release(out->logits);
+    memset(out, 0, sizeof *out);
+}
+
+/* x -> layernorm(dropout(dense(x)) + residual) */
+static pft_tensor *dense_residual_norm(pft_tensor *x, pft_tensor *w, pft_tensor *b, pft_tensor *residual, pft_tensor *ln_w,
+                                       pft_tensor *ln_b, float eps, float p, bool train) {
+    pft_tensor *h = pft_linear(x, w, b);
+    if (!h) return NULL;
+    pft_tensor *d = pft_dropout(h, p, train);
+    pft_tensor_release(h);
+    if (!d) return NULL;
+    pft_tensor *s = pft_add(d, residual);
+    pft_tensor_release(d);
+    if (!s) return NULL;
+    pft_tensor *y = pft_layernorm(s, ln_w, ln_b, eps);
+    pft_tensor_release(s);
+    return y;
+}
+
+static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const float *mask) {
+    const pft_bert_config *c = &m->cfg;
+    const bool train = m->training && L->training;
+    const int64_t D = c->hidden_size / c->num_heads;
+    pft_tensor *q = pft_linear(x, L->q_w, L->q_b), *k = q ? pft_linear(x, L->k_w, L->k_b) : NULL;
+    pft_tensor *v = k ? pft_linear(x, L->v_w, L->v_b) : NULL;
+    pft_tensor *att = v ? pft_attention(q, k, v, mask, c->num_heads, 1.0f / sqrtf((float)D), c->attention_dropout, train) : NULL;
+    pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v);
+    if (!att) return NULL;
+    pft_tensor *x1 = dense_residual_norm(att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
+    pft_tensor_release(att);
+    if (!x1) return NULL;
+    pft_tensor *h = pft_linear(x1, L->i_w, L->i_b);
+    pft_tensor *g = h ? pft_gelu(h) : NULL;
+    pft_tensor_release(h);
+    pft_tensor *y = g ? dense_residual_norm(g, L->o_w, L->o_b, x1, L->oln_w, L->oln_b, c->layer_norm_eps, c->hidden_dropout, train) : NULL;
+    pft_tensor_release(g);
+    pft_tensor_release(x1);
+    return y;
+}
+
+static pft_tensor *embed(pft_bert *m, const pft_bert_batch *in, int32_t *scratch) {
+    const pft_bert_config *c = &m->cfg;
+    const int64_t B = in->B, T = in->T;
+    const int64_t shape[2] = {B, T};
+    pft_tensor *w = pft_embedding(m->word_emb, in->input_ids, 2, shape);
+    for (int64_t t = 0; t < T; t++) scratch[t] = (int32_t)t;
+    pft_tensor *pos = w ? pft_embedding(m->pos_emb, scratch, 1, &T) : NULL; /* [T, C], broadcast over B */
+    if (!in->token_type_ids) memset(scratch, 0, sizeof(int32_t) * (size_t)(B * T));
+    pft_tensor *typ = pos ? pft_embedding(m->type_emb, in->token_type_ids ? in->token_type_ids : scratch, 2, shape) : NULL;
+    pft_tensor *s1 = typ ? pft_add(w, typ) : NULL;
+    pft_tensor *s2 = s1 ? pft_add(s1, pos) : NULL;
+    pft_tensor *n = s2 ? pft_layernorm(s2, m->emb_ln_w, m->emb_ln_b, c->layer_norm_eps) : NULL;
+    pft_tensor *y = n ? pft_dropout(n, c->hidden_dropout, m->training && m->embeddings_training) : NULL;
+    pft_tensor_release(w), pft_tensor_release(pos), pft_tensor_release(typ);
+    pft_tensor_release(s1), pft_tensor_release(s2), pft_tensor_release(n);
+    return y;
+}
+
+pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_output *out) {
+    pft_ctx *ctx = m->ctx;
+    const pft_bert_config *c = &m->cfg;
+    memset(out, 0, sizeof *out);
+    if (in->B < 1 || in->T < 1)
+        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "bert: empty batch [%lld, %lld]", (long long)in->B, (long long)in->T);
+    if (in->T > c->max_position_embeddings)
+        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "bert: %lld tokens exceed max_position_embeddings %d", (long long)in->T,
+                              c->max_position_embeddings);
+    if (in->token_type_ids)
+        for (int64_t i = 0; i < in->B * in->T; i++)
+            if (in->token_type_ids[i] < 0 || in->token_type_ids[i] >= c->type_vocab_size)
+                return pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert: token_type_ids[%lld] = %d is outside [0, %d)", (long long)i,
+                                      in->token_type_ids[i], c->type_vocab_size);
+    const int64_t N = in->B * in->T;
+    float *mask = malloc(sizeof(float) * (size_t)N);
+    int32_t *scratch = malloc(sizeof(int32_t) * (size_t)(N > in->T ? N : in->T));
+    pft_tensor *x = NULL;
+    if (!mask || !scratch) {
+        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "bert: out of memory");
+        goto fail;
+    }
+    /* transformers' extended mask: (1 - mask) * finfo(float32).min */
+    for (int64_t i = 0; i < N; i++) mask[i] = in->attention_mask && !in->attention_mask[i] ? -FLT_MAX : 0.0f;
+    if (!(x = embed(m, in, scratch))) goto fail;
+    for (int l = 0; l < c->num_layers; l++) {
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, in->attention_mask ? mask : NULL);
+        pft_tensor_release(x);
+        if (!(x = y)) goto fail;
+    }
+    out->hidden = x;
+    if (m->pool_w) { /* dense + tanh on the first token ([CLS]) */
+        pft_tensor *first = pft_tensor_narrow(x, 1, 0, 1);
+        pft_tensor *cls = first ? pft_tensor_reshape(first, 2, (int64_t[]){in->B, c->hidden_size}) : NULL;
+        pft_tensor *d = cls ? pft_linear(cls, m->pool_w, m->pool_b) : NULL;
+        out->pooled = d ? pft_tanh(d) : NULL;
+        pft_tensor_release(first), pft_tensor_release(cls), pft_tensor_release(d);
+        if (!out->pooled) goto fail;
+    }
+    if (m->head != PFT_HEAD_NONE) {
+        pft_tensor *feat = m->head == PFT_HEAD_SEQCLS ? out->pooled : out->hidden;
+        pft_tensor *d = pft_dropout(feat, c->classifier_dropout, m->training && m->head_training);
+        out->logits = d ? pft_linear(d, m->cls_w, m->cls_b) : NULL;
+        pft_tensor_release(d);
+        if (!out->logits) goto fail;
+    }
+    free(mask);
+    free(scratch);
+    return PFT_OK;
+fail:
+    free(mask);
+    free(scratch);
+    pft_bert_output_release(out);
+    return ctx->last_status ? ctx->last_status : PFT_ERR_STATE;
+}
+
+pft_tensor *pft_bert_loss(pft_bert *m, pft_tensor *logits, const int32_t *int_labels, const float *float_labels) {
+    pft_ctx *ctx = m->ctx;
+    if (!logits || m->head == PFT_HEAD_NONE || (!int_labels == !float_labels)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert loss: needs logits from a task head and exactly one kind of labels");
+        return NULL;
+    }
+    const int64_t K = m->num_labels, N = pft_tensor_numel(logits) / K;
+    if (m->head == PFT_HEAD_SEQCLS && K == 1) { /* regression: MSE between logits [B, 1] and labels [B] */
+        if (!float_labels) {
+            pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert loss: a regression head (num_labels = 1) needs float labels");
+            return NULL;
+        }
+        pft_tensor *target = pft_tensor_from_data(ctx, 2, (int64_t[]){N, 1}, float_labels);
+        pft_tensor *l = target ? pft_mse(logits, target) : NULL;
+        pft_tensor_release(target);
+        return l;
+    }
+    if (!int_labels) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert loss: a classification head needs integer labels");
+        return NULL;
+    }
+    pft_tensor *flat = pft_tensor_reshape(logits, 2, (int64_t[]){N, K});
+    pft_tensor *l = flat ? pft_cross_entropy(flat, int_labels, N, -100) : NULL;
+    pft_tensor_release(flat);
+    return l;
+}

@@ -1,0 +1,110 @@
+/* nn.h - BERT (encoder, pooler) and its task heads, parameters under their Hugging Face names.
+ *
+ *     pft_bert *m = pft_bert_load(ctx, "models/all-MiniLM-L6-v2", PFT_HEAD_SEQCLS, 2);   // head fresh from the seed
+ *     pft_bert_batch in = {.B = 2, .T = 8, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
+ *     pft_bert_output out;
+ *     pft_bert_forward(m, &in, &out);                        // out.logits [2, 2], out.hidden [2, 8, 384], ...
+ *     pft_tensor *loss = pft_bert_loss(m, out.logits, labels_int, NULL);
+ *     pft_backward(loss, NULL);
+ *     pft_bert_output_release(&out); pft_tensor_release(loss);
+ *     pft_bert_free(m);
+ *
+ * Ownership: the model owns its parameters (pft_bert_param(m, i) borrows one). pft_bert_forward fills
+ * `out` with new references that pft_bert_output_release gives back.
+ *
+ * Numerics follow transformers' BertModel with eager attention: scores = q k^T / sqrt(D) + (1 - mask) *
+ * finfo(float32).min, softmax, dropout on the probabilities, exact-erf GELU, LayerNorm with the config's eps.
+ * Dropout runs only where the model is in training mode and the layer's flag says so (pft_bert_set_training
+ * and the per-layer flags): frozen layers can run in eval mode while the top trains. */
+#ifndef PFT_NN_H
+#define PFT_NN_H
+
+#include "ops.h"
+
+typedef enum pft_head_kind {
+    PFT_HEAD_NONE = 0, /* BertModel: hidden states and pooled output only */
+    PFT_HEAD_SEQCLS,   /* BertForSequenceClassification: pooler -> dropout -> classifier; MSE when num_labels = 1 */
+    PFT_HEAD_TOKCLS    /* BertForTokenClassification: hidden -> dropout -> classifier per token */
+} pft_head_kind;
+
+typedef struct pft_bert_config {
+    char model_type[32];
+    int vocab_size, hidden_size, num_layers, num_heads, intermediate_size;
+    int max_position_embeddings, type_vocab_size, pad_token_id;
+    float layer_norm_eps, hidden_dropout, attention_dropout, classifier_dropout, initializer_range;
+} pft_bert_config;
+
+typedef struct pft_bert_layer {
+    pft_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* attention.self.{query,key,value} [C, C], [C] */
+    pft_tensor *ao_w, *ao_b, *aln_w, *aln_b;         /* attention.output.dense, attention.output.LayerNorm */
+    pft_tensor *i_w, *i_b;                           /* intermediate.dense [F, C], [F] */
+    pft_tensor *o_w, *o_b, *oln_w, *oln_b;           /* output.dense [C, F], output.LayerNorm */
+    bool training;                                   /* dropout in this layer (when the model trains) */
+} pft_bert_layer;
+
+typedef struct pft_bert {
+    pft_ctx *ctx;
+    pft_bert_config cfg;
+    pft_head_kind head;
+    int num_labels;
+    bool training;
+    bool embeddings_training, head_training;
+    pft_tensor *word_emb, *pos_emb, *type_emb, *emb_ln_w, *emb_ln_b;
+    pft_bert_layer *layers;
+    pft_tensor *pool_w, *pool_b; /* may be NULL for a checkpoint without a pooler and no seq head */
+    pft_tensor *cls_w, *cls_b;   /* the head; NULL for PFT_HEAD_NONE */
+    int n_params;
+    pft_tensor **params;         /* every parameter, in Hugging Face order, each named */
+    const char *prefix;          /* "bert." for models with a head, "" for a bare BertModel */
+} pft_bert;
+
+/* A batch of token ids: int32 [B, T] arrays. token_type_ids and attention_mask may be NULL (all 0 /
+ * all 1). attention_mask: 1 = attend, 0 = padding. */
+typedef struct pft_bert_batch {
+    int64_t B, T;
+    const int32_t *input_ids, *token_type_ids, *attention_mask;
+} pft_bert_batch;
+
+typedef struct pft_bert_output {
+    pft_tensor *hidden; /* last hidden state [B, T, C] */
+    pft_tensor *pooled; /* pooler output [B, C] (NULL without a pooler) */
+    pft_tensor *logits; /* [B, K] or [B, T, K]; NULL for PFT_HEAD_NONE */
+} pft_bert_output;
+
+/* config.json -> cfg. Errors name the file; a model_type other than bert-family is refused. */
+pft_status pft_bert_config_load(pft_ctx *ctx, const char *path, pft_bert_config *cfg);
+/* A model with freshly initialised weights (normal(0, initializer_range), zero biases, LayerNorm 1/0),
+ * drawn from the context's seed, as transformers' _init_weights does. */
+pft_bert *pft_bert_new(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_kind head, int num_labels);
+/* Loads weights from a safetensors file. Names may carry the "bert." prefix or not; buffers such as
+ * position_ids are ignored. A missing encoder tensor, or a shape that disagrees with the config, is an
+ * error naming the tensor and both shapes. Head tensors that the file lacks keep their fresh values
+ * (the usual fine-tuning start); *loaded_head tells whether the file had them. */
+pft_status pft_bert_load_weights(pft_bert *m, const char *path, bool *loaded_head);
+/* Reads dir/config.json and dir/model.safetensors. */
+pft_bert *pft_bert_load(pft_ctx *ctx, const char *dir, pft_head_kind head, int num_labels);
+void pft_bert_free(pft_bert *m);
+
+int pft_bert_param_count(const pft_bert *m);
+pft_tensor *pft_bert_param(const pft_bert *m, int i);
+pft_tensor *pft_bert_param_find(const pft_bert *m, const char *name);
+int64_t pft_bert_numel(const pft_bert *m, bool trainable_only);
+
+void pft_bert_set_training(pft_bert *m, bool training);
+
+pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *batch, pft_bert_output *out);
+void pft_bert_output_release(pft_bert_output *out);
+/* Sequence classification: int labels [B] (cross-entropy) or float labels [B] (MSE, num_labels = 1).
+ * Token classification: int labels [B, T], -100 ignored. Pass exactly one of int_labels / float_labels. */
+pft_tensor *pft_bert_loss(pft_bert *m, pft_tensor *logits, const int32_t *int_labels, const float *float_labels);
+
+/* Writes dir/model.safetensors (atomically) with every parameter under its Hugging Face name. */
+pft_status pft_bert_save_weights(const pft_bert *m, const char *path);
+
+/* Fused self-attention over q, k, v [B, T, C] split into H heads of D = C / H: per (batch, head)
+ * softmax(q k^T * scale + mask) (dropout p on the probabilities when training) . v -> [B, T, C].
+ * mask: additive float [B, T] over keys (0 attend, a large negative for padding), may be NULL. */
+pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, int64_t heads, float scale,
+                          float dropout, bool train);
+
+#endif
