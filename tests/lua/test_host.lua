@@ -1,0 +1,83 @@
+-- The host binary build/pft: version, exit codes, error positions, arg, subcommand dispatch.
+local check = require "check"
+
+local T = {}
+
+local function tmpfile(text)
+  local name = os.tmpname() .. ".lua"
+  local f = assert(io.open(name, "w"))
+  f:write(text)
+  f:close()
+  return name
+end
+
+-- Runs build/pft (env: a prefix like VAR=1) with a shell-quoted argument string; returns its output (stdout and stderr) and exit code.
+local function pft_run(args, env)
+  local marker = "__pft_exit_code="
+  local p = assert(io.popen(("%s %q %s 2>&1; echo %s$?"):format(env or "", TEST_PFT, args, marker)))
+  local out = p:read("*a")
+  p:close()
+  local code = tonumber(out:match(marker .. "(%d+)%s*$"))
+  return out:gsub(marker .. "%d+%s*$", ""), code
+end
+
+function T.version()
+  local out, code = pft_run("--version")
+  check.eq(code, 0, "exit code")
+  check.truthy(out:match("^pft 0%.1%.0 %(LuaJIT 2"), out)
+end
+
+function T.help_documents_exit_codes()
+  local out, code = pft_run("--help")
+  check.eq(code, 0, "exit code")
+  check.truthy(out:find("exit status", 1, true) and out:find("2  usage error", 1, true), out)
+end
+
+function T.missing_script()
+  local out, code = pft_run("missing.lua")
+  check.eq(code, 2, "exit code")
+  check.eq(out, "pft: cannot open missing.lua\n", "message")
+end
+
+function T.unknown_option_and_command()
+  local out, code = pft_run("--frobnicate")
+  check.eq(code, 2, "unknown option: exit code")
+  check.truthy(out:find("unknown option '--frobnicate'", 1, true), out)
+  out, code = pft_run("frobnicate")
+  check.eq(code, 2, "unknown command: exit code")
+  check.truthy(out:find("'frobnicate' is neither a command nor a file", 1, true), out)
+end
+
+function T.syntax_error()
+  local name = tmpfile("local x = 1\nlocal y = = 2\n")
+  local out, code = pft_run(("%q"):format(name))
+  os.remove(name)
+  check.eq(code, 3, "exit code")
+  check.truthy(out:find(name .. ":2:", 1, true), out)
+end
+
+function T.runtime_error_position()
+  local name = tmpfile("local a = pft.zeros({2, 3})\n\nlocal b = a + pft.zeros({4, 5})\n")
+  local out, code = pft_run(("%q"):format(name))
+  check.eq(code, 1, "exit code")
+  check.eq(out, name .. ":3: add: shapes [2, 3] and [4, 5] do not broadcast\n", "message")
+  out, code = pft_run(("%q"):format(name), "PFT_TRACEBACK=1")
+  os.remove(name)
+  check.truthy(out:find("stack traceback", 1, true), "traceback with PFT_TRACEBACK=1: " .. out)
+end
+
+function T.script_arguments()
+  local name = tmpfile("print(arg[0] == ..., arg[1], arg[2], select('#', ...), type(pft), type(require 'cjson'))\n")
+  local out, code = pft_run(("%q one two"):format(name))
+  os.remove(name)
+  check.eq(code, 0, "exit code")
+  check.eq(out, "false\tone\ttwo\t2\ttable\ttable\n", "arg, ..., global pft, lua-cjson found")
+end
+
+function T.inline_chunk()
+  local out, code = pft_run("-e 'print(pft.version, pft.tensor({1, 2}):sum_all():item())'")
+  check.eq(code, 0, "exit code")
+  check.eq(out, "0.1.0\t3\n", "output")
+end
+
+return T
