@@ -1,0 +1,238 @@
+/* test_bert.c - BERT against transformers + PyTorch (fixtures from tests/gen_bert_fixtures.py):
+ * logits, loss and every parameter gradient of tiny sequence-classification, regression and
+ * token-classification models; the real MiniLM checkpoint's hidden states and pooled output on 32 SST-2
+ * sentences; and the loader's errors on bad checkpoints. Run from the repository root. */
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "check.h"
+#include "nn.h"
+#include "safetensors.h"
+
+#define FIX "tests/fixtures/bert/"
+
+/* An expected tensor from the fixture, as floats (caller frees), or NULL. */
+static float *expected(pft_ctx *ctx, pft_st_file *f, const char *name, int64_t *numel) {
+    const pft_st_entry *e = pft_st_find(f, name);
+    if (!e) return NULL;
+    float *buf = malloc(sizeof(float) * (size_t)(e->numel ? e->numel : 1));
+    if (pft_st_read_f32(ctx, f, e, buf)) {
+        free(buf);
+        return NULL;
+    }
+    if (numel) *numel = e->numel;
+    return buf;
+}
+
+static int32_t *expected_ids(pft_ctx *ctx, pft_st_file *f, const char *name, int64_t *B, int64_t *T) {
+    const pft_st_entry *e = pft_st_find(f, name);
+    int64_t n = 0;
+    float *v = expected(ctx, f, name, &n);
+    if (!v) return NULL;
+    int32_t *ids = malloc(sizeof(int32_t) * (size_t)n);
+    for (int64_t i = 0; i < n; i++) ids[i] = (int32_t)v[i];
+    if (B) *B = e->shape[0];
+    if (T) *T = e->ndim > 1 ? e->shape[1] : 1;
+    free(v);
+    return ids;
+}
+
+/* max |a - b| / (1 + |b|) over the tensor: relative where values are large, absolute near zero */
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]) / (1.0 + fabs((double)b[i]));
+        if (!(d <= m)) m = d;
+    }
+    return m;
+}
+
+static void tiny_case(pft_ctx *ctx, const char *dir, pft_head_kind head, int num_labels, bool regression) {
+    char path[512];
+    snprintf(path, sizeof path, FIX "%s/expected.safetensors", dir);
+    pft_st_file *f = pft_st_open(ctx, path);
+    CHECK(f != NULL, "%s: open fixture: %s", dir, pft_ctx_error(ctx));
+    if (!f) return;
+    snprintf(path, sizeof path, FIX "%s", dir);
+    pft_bert *m = pft_bert_load(ctx, path, head, num_labels);
+    CHECK(m != NULL, "%s: load: %s", dir, pft_ctx_error(ctx));
+    if (!m) {
+        pft_st_close(f);
+        return;
+    }
+    pft_bert_set_training(m, false);
+    int64_t B, T, n;
+    int32_t *ids = expected_ids(ctx, f, "input_ids", &B, &T), *types = expected_ids(ctx, f, "token_type_ids", NULL, NULL);
+    int32_t *mask = expected_ids(ctx, f, "attention_mask", NULL, NULL);
+    pft_bert_batch in = {.B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
+    pft_bert_output out;
+    CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "%s: forward: %s", dir, pft_ctx_error(ctx));
+    float *want = expected(ctx, f, "logits", &n);
+    CHECK(n == pft_tensor_numel(out.logits), "%s: logits size", dir);
+    float d = max_abs_diff(pft_tensor_data(out.logits), want, n);
+    printf("bert %s: logits max |diff| %.3g\n", dir, d);
+    CHECK(d < 1e-5f, "%s: logits differ by %g", dir, d);
+    free(want);
+    int32_t *int_labels = NULL;
+    float *float_labels = NULL;
+    if (regression)
+        float_labels = expected(ctx, f, "labels", NULL);
+    else
+        int_labels = expected_ids(ctx, f, "labels", NULL, NULL);
+    pft_tensor *loss = pft_bert_loss(m, out.logits, int_labels, float_labels);
+    CHECK(loss != NULL, "%s: loss: %s", dir, pft_ctx_error(ctx));
+    float *want_loss = expected(ctx, f, "loss", NULL);
+    if (loss) {
+        d = fabsf(pft_tensor_data(loss)[0] - want_loss[0]);
+        printf("bert %s: loss %.7f vs %.7f\n", dir, pft_tensor_data(loss)[0], want_loss[0]);
+        CHECK(d < 1e-5f, "%s: loss differs by %g", dir, d);
+        CHECK(pft_backward(loss, NULL) == PFT_OK, "%s: backward: %s", dir, pft_ctx_error(ctx));
+    }
+    double worst = 0;
+    const char *worst_name = "";
+    int checked = 0;
+    for (int i = 0; i < pft_bert_param_count(m); i++) {
+        pft_tensor *p = pft_bert_param(m, i);
+        char key[300];
+        snprintf(key, sizeof key, "grad.%s", p->name);
+        float *g = expected(ctx, f, key, &n);
+        CHECK(g != NULL, "%s: fixture has no %s", dir, key);
+        CHECK(p->grad != NULL, "%s: %s got no gradient", dir, p->name);
+        if (g && p->grad && n == pft_tensor_numel(p)) {
+            double r = max_rel(pft_tensor_data(p->grad), g, n);
+            if (r > worst) worst = r, worst_name = p->name;
+            CHECK(r < 1e-4, "%s: gradient of %s differs (max rel %g)", dir, p->name, r);
+            checked++;
+        }
+        free(g);
+    }
+    printf("bert %s: %d parameter gradients, worst max rel diff %.3g (%s)\n", dir, checked, worst, worst_name);
+    CHECK(checked == pft_bert_param_count(m), "%s: every parameter checked", dir);
+    pft_tensor_release(loss);
+    pft_bert_output_release(&out);
+    free(ids), free(types), free(mask), free(int_labels), free(float_labels), free(want_loss);
+    pft_bert_free(m);
+    pft_st_close(f);
+}
+
+static void minilm_case(pft_ctx *ctx) {
+    const char *dir = getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2";
+    pft_st_file *f = pft_st_open(ctx, FIX "minilm_sst2/expected.safetensors");
+    pft_bert *m = pft_bert_load(ctx, dir, PFT_HEAD_NONE, 0);
+    CHECK(m != NULL, "MiniLM: load %s: %s (run `make model`)", dir, pft_ctx_error(ctx));
+    if (!m || !f) {
+        pft_bert_free(m);
+        pft_st_close(f);
+        return;
+    }
+    pft_bert_set_training(m, false);
+    int64_t B, T, n;
+    int32_t *ids = expected_ids(ctx, f, "input_ids", &B, &T), *types = expected_ids(ctx, f, "token_type_ids", NULL, NULL);
+    int32_t *mask = expected_ids(ctx, f, "attention_mask", NULL, NULL);
+    pft_bert_batch in = {.B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
+    pft_bert_output out;
+    pft_ctx_no_grad_enter(ctx);
+    CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "MiniLM forward: %s", pft_ctx_error(ctx));
+    pft_ctx_no_grad_leave(ctx);
+    float *h = expected(ctx, f, "last_hidden_state", &n);
+    float dh = max_abs_diff(pft_tensor_data(out.hidden), h, n);
+    float *p = expected(ctx, f, "pooler_output", &n);
+    float dp = max_abs_diff(pft_tensor_data(out.pooled), p, n);
+    printf("bert MiniLM-L6 on %lld SST-2 sentences x %lld tokens: last_hidden_state max |diff| %.3g, pooler_output %.3g\n",
+           (long long)B, (long long)T, dh, dp);
+    CHECK(dh < 1e-4f, "MiniLM last hidden state differs by %g", dh);
+    CHECK(dp < 1e-4f, "MiniLM pooled output differs by %g", dp);
+    free(h), free(p), free(ids), free(types), free(mask);
+    pft_bert_output_release(&out);
+    pft_bert_free(m);
+    pft_st_close(f);
+}
+
+/* --- bad checkpoints ------------------------------------------------------------------------------ */
+
+static void write_file(const char *path, const char *text) {
+    FILE *f = fopen(path, "w");
+    fputs(text, f);
+    fclose(f);
+}
+
+static const char *TINY_CONFIG = "{\"model_type\": \"bert\", \"vocab_size\": 10, \"hidden_size\": 8, \"num_hidden_layers\": 1,"
+                                 " \"num_attention_heads\": 2, \"intermediate_size\": 16, \"max_position_embeddings\": 16}";
+
+static void error_cases(pft_ctx *ctx) {
+    char dir[] = "/tmp/pft_bert_XXXXXX", path[600];
+    CHECK(mkdtemp(dir) != NULL, "mkdtemp");
+    pft_bert *m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "config.json: cannot open"), "missing config.json: %s", pft_ctx_error(ctx));
+
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    write_file(path, "{\"model_type\": \"gpt2\", \"vocab_size\": 10}");
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "model_type \"gpt2\" is not supported"), "non-BERT model_type: %s", pft_ctx_error(ctx));
+
+    write_file(path, "{\"model_type\": \"bert\", \"vocab_size\": 10}");
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "missing required key \"hidden_size\""), "incomplete config: %s", pft_ctx_error(ctx));
+
+    write_file(path, TINY_CONFIG);
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "model.safetensors: cannot open"), "missing weights: %s", pft_ctx_error(ctx));
+
+    /* weights from a fresh model of the same config, then one tensor with the wrong shape / missing */
+    pft_bert_config cfg;
+    CHECK(pft_bert_config_load(ctx, path, &cfg) == PFT_OK, "config loads: %s", pft_ctx_error(ctx));
+    pft_bert *src = pft_bert_new(ctx, &cfg, PFT_HEAD_NONE, 0);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(pft_bert_save_weights(src, path) == PFT_OK, "save: %s", pft_ctx_error(ctx));
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(m != NULL, "a checkpoint without a head loads (head fresh): %s", pft_ctx_error(ctx));
+    pft_bert_free(m);
+
+    pft_st_entry_in in[2];
+    const int64_t bad_shape[2] = {10, 7}, ok_shape[1] = {8};
+    float zeros[80] = {0};
+    in[0] = (pft_st_entry_in){"embeddings.word_embeddings.weight", zeros, 2, bad_shape};
+    in[1] = (pft_st_entry_in){"embeddings.LayerNorm.bias", zeros, 1, ok_shape};
+    CHECK(pft_st_write(ctx, path, 2, in, 0, NULL) == PFT_OK, "write bad weights");
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "tensor 'embeddings.word_embeddings.weight' has shape [10, 7] but config.json implies [10, 8]"),
+          "shape mismatch names tensor and shapes: %s", pft_ctx_error(ctx));
+    in[0] = (pft_st_entry_in){"embeddings.LayerNorm.weight", zeros, 1, ok_shape};
+    CHECK(pft_st_write(ctx, path, 2, in, 0, NULL) == PFT_OK, "write incomplete weights");
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "missing tensor 'bert.embeddings.word_embeddings.weight'"), "missing tensor: %s",
+          pft_ctx_error(ctx));
+
+    /* a truncated weights file is refused by the safetensors reader, naming the file */
+    CHECK(pft_bert_save_weights(src, path) == PFT_OK, "save again");
+    CHECK(truncate(path, 1000) == 0, "truncate");
+    m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
+    CHECK(!m && strstr(pft_ctx_error(ctx), "model.safetensors"), "truncated weights: %s", pft_ctx_error(ctx));
+
+    /* a batch longer than the position table */
+    int32_t ids[20] = {0};
+    pft_bert_batch big = {.B = 1, .T = 20, .input_ids = ids};
+    pft_bert_output out;
+    CHECK(pft_bert_forward(src, &big, &out) != PFT_OK && strstr(pft_ctx_error(ctx), "exceed max_position_embeddings 16"),
+          "too many tokens: %s", pft_ctx_error(ctx));
+    ids[3] = 10;
+    pft_bert_batch oob = {.B = 1, .T = 8, .input_ids = ids};
+    CHECK(pft_bert_forward(src, &oob, &out) != PFT_OK, "token id out of the vocabulary is an error: %s", pft_ctx_error(ctx));
+    pft_bert_free(src);
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0, "cleanup");
+}
+
+int main(void) {
+    TEST_BEGIN("bert");
+    pft_ctx *ctx = pft_ctx_new(2, 1);
+    tiny_case(ctx, "tiny_seqcls", PFT_HEAD_SEQCLS, 3, false);
+    tiny_case(ctx, "tiny_regression", PFT_HEAD_SEQCLS, 1, true);
+    tiny_case(ctx, "tiny_tokcls", PFT_HEAD_TOKCLS, 5, false);
+    minilm_case(ctx);
+    error_cases(ctx);
+    CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
+    pft_ctx_free(ctx);
+    return TEST_END();
+}
