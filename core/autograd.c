@@ -172,9 +172,11 @@ pft_status pft_backward(pft_tensor *root, const pft_tensor *droot) {
     pft_status st = topo_sort(ctx, top, &order, &n);
     if (st) return st;
     for (int k = 0; k < n; k++) order[k]->refcount++; /* keep nodes alive while inputs are dropped */
+    pft_ctx_clear_error(ctx); /* a failure inside a backward (an allocation) shows up as last_status */
     for (int k = n - 1; k >= 0 && st == PFT_OK; k--) {
         pft_node *node = order[k];
         if (node->dout) st = node->backward(ctx, node, node->dout);
+        if (st == PFT_OK && ctx->last_status != PFT_OK) st = ctx->last_status;
         node_clear(node);
         node->released = true;
     }

@@ -56,7 +56,8 @@ pft_node *pft_autograd_record(pft_ctx *ctx, pft_tensor *out, const char *op, pft
 pft_status pft_node_save(pft_ctx *ctx, pft_node *node, pft_tensor *t);
 
 /* For use inside backward functions: the buffer to accumulate input i's gradient into, or NULL when
- * input i needs none. Allocated zero-filled on first use; counts one backward kernel. */
+ * input i needs none. Allocated zero-filled on first use; counts one backward kernel. When that
+ * allocation fails it also returns NULL with the error set, and pft_backward reports the failure. */
 pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i);
 
 /* Backpropagates from root. droot may be NULL only when root is a scalar (numel 1). */

@@ -42,7 +42,8 @@ pft_tensor *pft_sum_all(pft_tensor *a);  /* -> scalar */
 pft_tensor *pft_mean_all(pft_tensor *a); /* -> scalar */
 
 /* --- normalisation, attention pieces ------------------------------------------------------------ */
-/* softmax over the last dim of (a + mask); mask (may be NULL) broadcasts to a and gets no gradient. */
+/* softmax over the last dim of (a + mask); mask (may be NULL) broadcasts to a and gets no gradient.
+ * A row whose every entry is -inf gives zeros (and zero gradient) where PyTorch gives NaN. */
 pft_tensor *pft_softmax(pft_tensor *a, pft_tensor *mask);
 /* layer norm over the last dim: (x - mean) / sqrt(var + eps) * w + b, biased variance as PyTorch. */
 pft_tensor *pft_layernorm(pft_tensor *x, pft_tensor *w, pft_tensor *b, float eps);

@@ -207,7 +207,10 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     int64_t shape[PFT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = outf;
-    pft_tensor *xc = pft_tensor_contiguous(x); /* rows of x as one [N, in] matrix */
+    /* rows of x as one [N, in] matrix; untaped: dx goes straight to x's gradient, which is contiguous */
+    pft_ctx_no_grad_enter(ctx);
+    pft_tensor *xc = pft_tensor_contiguous(x);
+    pft_ctx_no_grad_leave(ctx);
     if (!xc) return NULL;
     pft_tensor *out = pft_tensor_empty(ctx, x->ndim, shape);
     operand ow = {0};

@@ -47,7 +47,7 @@ static void storage_release(pft_storage *s) {
     s->ctx->stats.live_storages--;
     if (s->release)
         s->release(s);
-    else if (!pft_ctx_cache_put(s->ctx, s->data, s->bytes))
+    else if (s->bytes && !pft_ctx_cache_put(s->ctx, s->data, s->bytes)) /* bytes 0: borrowed, not ours */
         free(s->data);
     free(s);
 }

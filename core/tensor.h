@@ -63,7 +63,8 @@ pft_tensor *pft_tensor_empty(pft_ctx *ctx, int ndim, const int64_t *shape); /* u
 pft_tensor *pft_tensor_zeros(pft_ctx *ctx, int ndim, const int64_t *shape);
 pft_tensor *pft_tensor_full(pft_ctx *ctx, int ndim, const int64_t *shape, float value);
 pft_tensor *pft_tensor_from_data(pft_ctx *ctx, int ndim, const int64_t *shape, const float *data);
-/* A tensor over storage someone else owns (e.g. an mmap): `release` is called when the last view goes. */
+/* A tensor over storage someone else owns (e.g. an mmap): `release` is called when the last view goes;
+ * with release NULL the memory is only borrowed and must outlive every tensor over it. */
 pft_tensor *pft_tensor_wrap(pft_ctx *ctx, int ndim, const int64_t *shape, float *data, size_t numel,
                             void (*release)(pft_storage *), void *owner);
 /* Normal(mean, std) from the context's seed (Box-Muller over a counter-based generator). */

@@ -706,12 +706,12 @@ static long encode_one(pft_tokenizer *t, const char *a, size_t alen, const char 
     int32_t *o = t->out_ids, *ty = t->out_types;
     size_t k = 0;
     o[k++] = t->special[PFT_SPECIAL_CLS];
-    memcpy(o + k, t->ids, ka * sizeof(int32_t));
+    if (ka) memcpy(o + k, t->ids, ka * sizeof(int32_t)); /* t->ids is NULL before the first word */
     k += ka;
     o[k++] = t->special[PFT_SPECIAL_SEP];
     *n0 = k;
     if (b) {
-        memcpy(o + k, t->ids + na, kb * sizeof(int32_t));
+        if (kb) memcpy(o + k, t->ids + na, kb * sizeof(int32_t));
         k += kb;
         o[k++] = t->special[PFT_SPECIAL_SEP];
     }

@@ -92,7 +92,8 @@ static inline double gradcheck(pft_ctx *ctx, const char *name, gradcheck_fn f, v
     gc_loss(ctx, f, user, inputs, NULL, &n_out);
     float *r = malloc(sizeof(float) * (size_t)(n_out ? n_out : 1));
     for (int64_t i = 0; i < n_out; i++) r[i] = (float)(pft_rng_uniform(seed, (uint64_t)i) * 2.0 - 1.0);
-    for (int k = 0; k < n; k++) pft_tensor_free_grad(inputs[k]);
+    for (int k = 0; k < n; k++)
+        if (inputs[k]) pft_tensor_free_grad(inputs[k]);
     /* analytic */
     pft_tensor *out = f(user, inputs);
     if (!out) {
@@ -112,7 +113,7 @@ static inline double gradcheck(pft_ctx *ctx, const char *name, gradcheck_fn f, v
     double worst = 0;
     for (int k = 0; k < n; k++) {
         pft_tensor *x = inputs[k];
-        if (!x->requires_grad) continue;
+        if (!x || !x->requires_grad) continue;
         if (!x->grad) {
             printf("gradcheck %s: input %d got no gradient\n", name, k);
             worst = INFINITY;

@@ -1,0 +1,453 @@
+/* kernels_cpu.c - the CPU's elementwise, reduction, normalisation and loss kernels (single-threaded).
+ *
+ * Each kernel is one plain loop nest over contiguous buffers; the broadcasting kernels first merge the
+ * dims they can (so [B, T, C] + [C] runs as rows of C) and pick a tight inner loop for the common
+ * stride patterns (1 and 0). Outputs never alias inputs (they are fresh tensors or gradient buffers), so
+ * pointers are `restrict` and loops vectorise without alias checks. Reductions sum in a fixed order into
+ * double accumulators: the result depends only on the data, never on how work is split. */
+#include "kernels_cpu.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "rng.h"
+
+/* --- strided iteration ------------------------------------------------------------------------------ */
+
+#define MAX_OPS 3
+
+/* Dims of a broadcast loop after merging: operand k reads element (i0, .., in) at sum_d i_d st[k][d]. */
+typedef struct loop_dims {
+    int nd;
+    int64_t shape[PFT_MAX_DIMS];
+    int64_t st[MAX_OPS][PFT_MAX_DIMS];
+} loop_dims;
+
+/* Drops size-1 dims and merges a dim into the one outside it when every operand steps through both as
+ * one (outer stride == inner stride * inner size). A NULL stride array reads as all zeros. */
+static void loop_dims_init(loop_dims *L, int ndim, const int64_t *shape, int nops, const int64_t *const *st) {
+    L->nd = 0;
+    for (int d = 0; d < ndim; d++) {
+        if (shape[d] == 1) continue;
+        int last = L->nd - 1;
+        bool merge = last >= 0;
+        for (int k = 0; k < nops && merge; k++) {
+            int64_t s = st[k] ? st[k][d] : 0;
+            merge = L->st[k][last] == s * shape[d];
+        }
+        if (merge) {
+            L->shape[last] *= shape[d];
+            for (int k = 0; k < nops; k++) L->st[k][last] = st[k] ? st[k][d] : 0;
+        } else {
+            L->shape[L->nd] = shape[d];
+            for (int k = 0; k < nops; k++) L->st[k][L->nd] = st[k] ? st[k][d] : 0;
+            L->nd++;
+        }
+    }
+    if (L->nd == 0) { /* a single element */
+        L->nd = 1;
+        L->shape[0] = 1;
+        for (int k = 0; k < nops; k++) L->st[k][0] = 0;
+    }
+}
+
+/* Steps the outer (all but the innermost) dims' index and the operands' offsets; row-major order. */
+static void loop_dims_next(const loop_dims *L, int nops, int64_t *idx, int64_t *off) {
+    for (int d = L->nd - 2; d >= 0; d--) {
+        for (int k = 0; k < nops; k++) off[k] += L->st[k][d];
+        if (++idx[d] < L->shape[d]) return;
+        for (int k = 0; k < nops; k++) off[k] -= L->st[k][d] * L->shape[d];
+        idx[d] = 0;
+    }
+}
+
+static int64_t loop_dims_rows(const loop_dims *L) {
+    int64_t rows = 1;
+    for (int d = 0; d < L->nd - 1; d++) rows *= L->shape[d];
+    return rows;
+}
+
+static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) {
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        stride[d] = s;
+        s *= shape[d];
+    }
+}
+
+/* Row sums in double as 8 interleaved partial sums, added pairwise at the end: one fixed order (so the
+ * result is reproducible) that does not serialise on the adder's latency. */
+#define LANES 8
+
+static double row_sum(const float *x, int64_t n) {
+    double p[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) p[l] += x[i + l];
+    for (; i < n; i++) p[i % LANES] += x[i];
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+/* sum of (x - mu)^2 over the row, in the same order as row_sum */
+static double row_sqdev(const float *x, int64_t n, double mu) {
+    double p[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const double d = x[i + l] - mu;
+            p[l] += d * d;
+        }
+    for (; i < n; i++) {
+        const double d = x[i] - mu;
+        p[i % LANES] += d * d;
+    }
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+/* --- elementwise ------------------------------------------------------------------------------------ */
+
+/* one row of out = a op b, with x = a's element and y = b's in EXPR; the op is chosen outside the loops */
+#define BINARY_ROW(EXPR)                                                                                   \
+    do {                                                                                                   \
+        if (sa == 1 && sb == 1) {                                                                          \
+            for (int64_t i = 0; i < n; i++) {                                                              \
+                const float x = pa[i], y = pb[i];                                                          \
+                po[i] = (EXPR);                                                                            \
+            }                                                                                              \
+        } else if (sa == 1 && sb == 0) {                                                                   \
+            const float y = pb[0];                                                                         \
+            for (int64_t i = 0; i < n; i++) {                                                              \
+                const float x = pa[i];                                                                     \
+                po[i] = (EXPR);                                                                            \
+            }                                                                                              \
+        } else if (sa == 0 && sb == 1) {                                                                   \
+            const float x = pa[0];                                                                         \
+            for (int64_t i = 0; i < n; i++) {                                                              \
+                const float y = pb[i];                                                                     \
+                po[i] = (EXPR);                                                                            \
+            }                                                                                              \
+        } else {                                                                                           \
+            for (int64_t i = 0; i < n; i++) {                                                              \
+                const float x = pa[i * sa], y = pb[i * sb];                                                \
+                po[i] = (EXPR);                                                                            \
+            }                                                                                              \
+        }                                                                                                  \
+    } while (0)
+
+void pft_cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict a, const int64_t *stride_a,
+                    const float *restrict b, const int64_t *stride_b, pft_binary_op op, int ndim,
+                    const int64_t *shape) {
+    int64_t so[PFT_MAX_DIMS];
+    contiguous_strides(ndim, shape, so);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) return;
+    loop_dims L;
+    loop_dims_init(&L, ndim, shape, 3, (const int64_t *const[]){so, stride_a, stride_b});
+    const int64_t n = L.shape[L.nd - 1], sa = L.st[1][L.nd - 1], sb = L.st[2][L.nd - 1];
+    int64_t idx[PFT_MAX_DIMS] = {0}, off[MAX_OPS] = {0};
+    for (int64_t r = 0, rows = loop_dims_rows(&L); r < rows; r++) {
+        float *po = out + off[0];
+        const float *pa = a + off[1], *pb = b + off[2];
+        switch (op) {
+        case PFT_BINARY_ADD: BINARY_ROW(x + y); break;
+        case PFT_BINARY_SUB: BINARY_ROW(x - y); break;
+        case PFT_BINARY_MUL: BINARY_ROW(x * y); break;
+        }
+        loop_dims_next(&L, 3, idx, off);
+    }
+}
+
+#undef BINARY_ROW
+
+void pft_cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *stride_dst, const float *restrict dy,
+                             const float *restrict other, const int64_t *stride_other, float alpha, int ndim,
+                             const int64_t *shape) {
+    int64_t sg[PFT_MAX_DIMS];
+    contiguous_strides(ndim, shape, sg);
+    for (int d = 0; d < ndim; d++)
+        if (shape[d] == 0) return;
+    loop_dims L;
+    loop_dims_init(&L, ndim, shape, 3, (const int64_t *const[]){sg, stride_dst, other ? stride_other : NULL});
+    const int64_t n = L.shape[L.nd - 1], sd = L.st[1][L.nd - 1], sx = L.st[2][L.nd - 1];
+    int64_t idx[PFT_MAX_DIMS] = {0}, off[MAX_OPS] = {0};
+    for (int64_t r = 0, rows = loop_dims_rows(&L); r < rows; r++) {
+        const float *g = dy + off[0];
+        float *d = dst + off[1];
+        const float *o = other ? other + off[2] : NULL;
+        if (sd == 0) { /* the row reduces into one element */
+            double acc = 0;
+            if (!o)
+                for (int64_t i = 0; i < n; i++) acc += g[i];
+            else
+                for (int64_t i = 0; i < n; i++) acc += (double)g[i] * o[i * sx];
+            d[0] += alpha * (float)acc;
+        } else if (sd == 1 && !o) {
+            for (int64_t i = 0; i < n; i++) d[i] += alpha * g[i];
+        } else if (sd == 1 && sx == 1) {
+            for (int64_t i = 0; i < n; i++) d[i] += alpha * g[i] * o[i];
+        } else if (sd == 1 && sx == 0) {
+            const float s = alpha * o[0];
+            for (int64_t i = 0; i < n; i++) d[i] += s * g[i];
+        } else {
+            for (int64_t i = 0; i < n; i++) d[i * sd] += alpha * g[i] * (o ? o[i * sx] : 1.0f);
+        }
+        loop_dims_next(&L, 3, idx, off);
+    }
+}
+
+void pft_cpu_scale(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
+}
+
+void pft_cpu_axpy(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+}
+
+void pft_cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+    const float r2 = (float)M_SQRT1_2;
+    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * r2));
+}
+
+/* d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi its density */
+void pft_cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict x,
+                           int64_t n) {
+    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        const float cdf = 0.5f * (1.0f + erff(v * r2)), pdf = r2pi * expf(-0.5f * v * v);
+        dx[i] += dy[i] * (cdf + v * pdf);
+    }
+}
+
+void pft_cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+void pft_cpu_tanh_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
+                           int64_t n) {
+    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+}
+
+/* --- reductions ------------------------------------------------------------------------------------- */
+
+#define SUM_BLOCK 256 /* columns summed at once into a stack block of double accumulators */
+
+void pft_cpu_sum_dim(pft_ctx *ctx, float *restrict y, const float *restrict x, float scale, int64_t outer, int64_t n,
+                     int64_t inner) {
+    for (int64_t o = 0; o < outer; o++) {
+        const float *xo = x + o * n * inner;
+        if (inner == 1) {
+            double acc = 0;
+            for (int64_t k = 0; k < n; k++) acc += xo[k];
+            y[o] = (float)(acc * scale);
+            continue;
+        }
+        for (int64_t i0 = 0; i0 < inner; i0 += SUM_BLOCK) {
+            const int64_t w = inner - i0 < SUM_BLOCK ? inner - i0 : SUM_BLOCK;
+            double acc[SUM_BLOCK];
+            for (int64_t i = 0; i < w; i++) acc[i] = 0;
+            for (int64_t k = 0; k < n; k++) {
+                const float *row = xo + k * inner + i0;
+                for (int64_t i = 0; i < w; i++) acc[i] += row[i];
+            }
+            for (int64_t i = 0; i < w; i++) y[o * inner + i0 + i] = (float)(acc[i] * scale);
+        }
+    }
+}
+
+void pft_cpu_sum_dim_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float scale, int64_t outer,
+                              int64_t n, int64_t inner) {
+    for (int64_t o = 0; o < outer; o++)
+        for (int64_t k = 0; k < n; k++) {
+            float *row = dx + (o * n + k) * inner;
+            const float *g = dy + o * inner;
+            for (int64_t i = 0; i < inner; i++) row[i] += scale * g[i];
+        }
+}
+
+/* --- rows ------------------------------------------------------------------------------------------- */
+
+void pft_cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, const float *restrict mask,
+                             const int64_t *mask_stride, int ndim, const int64_t *shape) {
+    const int64_t cols = shape[ndim - 1];
+    int64_t rows = 1;
+    for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
+    if (cols == 0) return;
+    const int64_t ms = mask ? mask_stride[ndim - 1] : 0;
+    int64_t idx[PFT_MAX_DIMS] = {0}, moff = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        float m = -INFINITY;
+        if (mask) {
+            const float *mr = mask + moff;
+            for (int64_t j = 0; j < cols; j++) {
+                yr[j] = xr[j] + mr[j * ms];
+                m = yr[j] > m ? yr[j] : m;
+            }
+        } else {
+            for (int64_t j = 0; j < cols; j++) {
+                yr[j] = xr[j];
+                m = xr[j] > m ? xr[j] : m;
+            }
+        }
+        if (m == -INFINITY) { /* every position masked: no distribution to form; the row is zero */
+            memset(yr, 0, sizeof(float) * (size_t)cols);
+        } else {
+            for (int64_t j = 0; j < cols; j++) yr[j] = expf(yr[j] - m);
+            const float inv = (float)(1.0 / row_sum(yr, cols));
+            for (int64_t j = 0; j < cols; j++) yr[j] *= inv;
+        }
+        if (mask) /* step the mask's offset over the leading dims */
+            for (int d = ndim - 2; d >= 0; d--) {
+                moff += mask_stride[d];
+                if (++idx[d] < shape[d]) break;
+                moff -= mask_stride[d] * shape[d];
+                idx[d] = 0;
+            }
+    }
+}
+
+/* dx = y (dy - sum_j dy_j y_j) per row */
+void pft_cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
+                              int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *yr = y + r * cols, *gr = dy + r * cols;
+        float *dr = dx + r * cols;
+        double dot = 0;
+        for (int64_t j = 0; j < cols; j++) dot += (double)gr[j] * yr[j];
+        const float fd = (float)dot;
+        for (int64_t j = 0; j < cols; j++) dr[j] += yr[j] * (gr[j] - fd);
+    }
+}
+
+void pft_cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict mean, float *restrict rstd,
+                               const float *restrict x, const float *restrict w, const float *restrict b, float eps,
+                               int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = y + r * cols;
+        const double mu = row_sum(xr, cols) / (double)cols;
+        const double rs = 1.0 / sqrt(row_sqdev(xr, cols, mu) / (double)cols + eps); /* biased variance, as PyTorch */
+        mean[r] = (float)mu;
+        rstd[r] = (float)rs;
+        const float fm = (float)mu, fr = (float)rs;
+        if (w && b)
+            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j] + b[j];
+        else if (w)
+            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j];
+        else if (b)
+            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr + b[j];
+        else
+            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr;
+    }
+}
+
+/* With h = (x - mean) rstd and g = dy w: dx = rstd (g - mean(g) - h mean(g h)); dw += dy h; db += dy.
+ * dw and db sum over rows in row order. */
+void pft_cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
+                                const float *restrict dy, const float *restrict mean, const float *restrict rstd,
+                                const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
+    for (int64_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols, *gr = dy + r * cols;
+        const float mu = mean[r], rs = rstd[r];
+        if (dx) {
+            double s1 = 0, s2 = 0;
+            for (int64_t j = 0; j < cols; j++) {
+                const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
+                s1 += g;
+                s2 += (double)g * h;
+            }
+            const float m1 = (float)(s1 / (double)cols), m2 = (float)(s2 / (double)cols);
+            float *dr = dx + r * cols;
+            for (int64_t j = 0; j < cols; j++) {
+                const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
+                dr[j] += rs * (g - m1 - h * m2);
+            }
+        }
+        if (dw)
+            for (int64_t j = 0; j < cols; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
+        if (db)
+            for (int64_t j = 0; j < cols; j++) db[j] += gr[j];
+    }
+}
+
+void pft_cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, float p, uint64_t seed,
+                             uint64_t counter, int64_t n) {
+    const float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++) y[i] = pft_rng_uniform_f(seed, counter + (uint64_t)i) < p ? 0.0f : x[i] * scale;
+}
+
+/* the mask is drawn again from (seed, counter): nothing was stored */
+void pft_cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
+                              uint64_t counter, int64_t n) {
+    const float scale = 1.0f / (1.0f - p);
+    for (int64_t i = 0; i < n; i++)
+        if (!(pft_rng_uniform_f(seed, counter + (uint64_t)i) < p)) dx[i] += dy[i] * scale;
+}
+
+/* --- lookups and losses ----------------------------------------------------------------------------- */
+
+void pft_cpu_embedding_forward(pft_ctx *ctx, float *restrict y, const int32_t *restrict ids,
+                               const float *restrict weight, int64_t n, int64_t C) {
+    for (int64_t k = 0; k < n; k++) memcpy(y + k * C, weight + (int64_t)ids[k] * C, sizeof(float) * (size_t)C);
+}
+
+/* rows are added in position order, so a repeated id sums its gradients deterministically */
+void pft_cpu_embedding_backward(pft_ctx *ctx, float *restrict dweight, const float *restrict dy,
+                                const int32_t *restrict ids, int64_t n, int64_t C) {
+    for (int64_t k = 0; k < n; k++) {
+        float *row = dweight + (int64_t)ids[k] * C;
+        const float *g = dy + k * C;
+        for (int64_t c = 0; c < C; c++) row[c] += g[c];
+    }
+}
+
+void pft_cpu_cross_entropy_forward(pft_ctx *ctx, float *restrict loss, float *restrict lse,
+                                   const float *restrict logits, const int32_t *restrict targets, int32_t ignore_index,
+                                   float inv_count, int64_t N, int64_t K) {
+    double total = 0;
+    for (int64_t r = 0; r < N; r++) {
+        const float *xr = logits + r * K;
+        float m = -INFINITY;
+        for (int64_t j = 0; j < K; j++) m = xr[j] > m ? xr[j] : m;
+        double s = 0;
+        for (int64_t j = 0; j < K; j++) s += expf(xr[j] - m);
+        const double l = (double)m + log(s);
+        lse[r] = (float)l;
+        if (targets[r] != ignore_index) total += l - xr[targets[r]];
+    }
+    loss[0] = (float)(total * inv_count);
+}
+
+/* dlogits += dloss / count * (softmax(row) - onehot(target)) for rows that count */
+void pft_cpu_cross_entropy_backward(pft_ctx *ctx, float *restrict dlogits, const float *restrict dloss,
+                                    const float *restrict lse, const float *restrict logits,
+                                    const int32_t *restrict targets, int32_t ignore_index, float inv_count, int64_t N,
+                                    int64_t K) {
+    const float g = dloss[0] * inv_count;
+    for (int64_t r = 0; r < N; r++) {
+        if (targets[r] == ignore_index) continue;
+        const float *xr = logits + r * K;
+        float *dr = dlogits + r * K;
+        const float l = lse[r];
+        for (int64_t j = 0; j < K; j++) dr[j] += g * expf(xr[j] - l);
+        dr[targets[r]] -= g;
+    }
+}
+
+void pft_cpu_mse_forward(pft_ctx *ctx, float *restrict loss, const float *restrict pred, const float *restrict target,
+                         int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = (double)pred[i] - target[i];
+        s += d * d;
+    }
+    loss[0] = (float)(s / (double)n);
+}
+
+void pft_cpu_mse_backward(pft_ctx *ctx, float *restrict dpred, const float *restrict dloss, const float *restrict pred,
+                          const float *restrict target, int64_t n) {
+    const float s = dloss[0] * 2.0f / (float)n;
+    for (int64_t i = 0; i < n; i++) dpred[i] += s * (pred[i] - target[i]);
+}

@@ -1,0 +1,55 @@
+/* ops_internal.h - helpers shared by the op files (ops_elementwise.c, ops_reduce.c, ops_nn.c); not part of
+ * the public API. */
+#ifndef PFT_OPS_INTERNAL_H
+#define PFT_OPS_INTERNAL_H
+
+#include "autograd.h"
+#include "backend.h"
+#include "tensor.h"
+
+/* t's elements as a contiguous tensor (t itself, retained, when already contiguous) without a tape entry:
+ * the op records its own node over t, so a "contiguous" node would only cost a backward copy. */
+static inline pft_tensor *pft_ops_contiguous(pft_tensor *t) {
+    pft_ctx_no_grad_enter(t->ctx);
+    pft_tensor *c = pft_tensor_contiguous(t);
+    pft_ctx_no_grad_leave(t->ctx);
+    return c;
+}
+
+/* Input i's gradient buffer in *g, or NULL when input i needs none. pft_node_input_grad also answers
+ * NULL when the buffer cannot be allocated: that case is an error here, not a skipped gradient. */
+static inline pft_status pft_ops_grad(pft_ctx *ctx, pft_node *node, int i, pft_tensor **g) {
+    *g = pft_node_input_grad(ctx, node, i);
+    if (!*g && node->inputs[i] && node->inputs[i]->requires_grad) return ctx->last_status ? ctx->last_status : PFT_ERR_ALLOC;
+    return PFT_OK;
+}
+
+/* True (with PFT_ERR_UNSUPPORTED set) when t's backend lacks a kernel the op needs. */
+static inline bool pft_ops_missing(pft_ctx *ctx, const pft_backend *be, bool present, const char *op) {
+    if (present) return false;
+    pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "%s: the %s backend has no kernel for it", op, be->name);
+    return true;
+}
+
+/* Strides that read t as if broadcast to shape (ndim dims, t's dims aligned to the right), 0 on the
+ * broadcast dims. `dense` uses the strides of a contiguous tensor of t's shape (its gradient buffer)
+ * instead of t's own. False when t does not broadcast to shape. */
+static inline bool pft_ops_broadcast_strides(const pft_tensor *t, int ndim, const int64_t *shape, bool dense,
+                                             int64_t *stride) {
+    if (t->ndim > ndim) return false;
+    int lead = ndim - t->ndim;
+    int64_t s = 1;
+    for (int d = ndim - 1; d >= 0; d--) {
+        int j = d - lead;
+        if (j < 0) {
+            stride[d] = 0;
+            continue;
+        }
+        if (t->shape[j] != shape[d] && t->shape[j] != 1) return false;
+        stride[d] = t->shape[j] == 1 ? 0 : dense ? s : t->stride[j];
+        s *= t->shape[j];
+    }
+    return true;
+}
+
+#endif

@@ -1,0 +1,242 @@
+/* test_autograd.c - the tape itself: gradcheck catches a wrong backward, backward's error cases, no-grad,
+ * gradient accumulation, and the frozen-prefix test (frozen bottom layers cost no backward kernels and no
+ * weight-gradient GEMMs, counted exactly). Every test ends with no live tensors. */
+#include "check.h"
+
+static pft_ctx *ctx;
+static uint64_t seed;
+
+static void check_live(const char *what) {
+    CHECK(ctx->stats.live_tensors == 0, "%s: %lld tensors still alive", what, (long long)ctx->stats.live_tensors);
+}
+
+/* --- (1) gradcheck must be able to fail ---------------------------------------------------------------
+ * y = x * x recorded by hand, once with the right backward (2 x dy) and once with a wrong one (x dy). */
+static pft_status square_backward_right(pft_ctx *c, pft_node *node, const pft_tensor *dout) {
+    pft_tensor *dx = pft_node_input_grad(c, node, 0);
+    if (!dx) return PFT_OK;
+    const float *x = pft_tensor_data(node->inputs[0]), *g = pft_tensor_data(dout);
+    for (int64_t i = 0, n = pft_tensor_numel(dx); i < n; i++) pft_tensor_data(dx)[i] += 2.0f * x[i] * g[i];
+    return PFT_OK;
+}
+
+static pft_status square_backward_wrong(pft_ctx *c, pft_node *node, const pft_tensor *dout) {
+    pft_tensor *dx = pft_node_input_grad(c, node, 0);
+    if (!dx) return PFT_OK;
+    const float *x = pft_tensor_data(node->inputs[0]), *g = pft_tensor_data(dout);
+    for (int64_t i = 0, n = pft_tensor_numel(dx); i < n; i++) pft_tensor_data(dx)[i] += x[i] * g[i]; /* missing the 2 */
+    return PFT_OK;
+}
+
+static pft_tensor *square(pft_tensor *x, pft_backward_fn bw) { /* x contiguous */
+    pft_tensor *y = pft_tensor_empty(ctx, x->ndim, x->shape);
+    for (int64_t i = 0, n = pft_tensor_numel(x); i < n; i++) pft_tensor_data(y)[i] = pft_tensor_data(x)[i] * pft_tensor_data(x)[i];
+    if (pft_autograd_needed(ctx, 1, &x) && !pft_autograd_record(ctx, y, "square", bw, 1, &x)) {
+        pft_tensor_release(y);
+        return NULL;
+    }
+    return y;
+}
+
+typedef struct square_case {
+    pft_backward_fn backward;
+} square_case;
+
+static pft_tensor *f_square(void *u, pft_tensor **in) { return square(in[0], ((square_case *)u)->backward); }
+
+static void test_gradcheck_can_fail(void) {
+    pft_tensor *x = rand_param(ctx, 2, (int64_t[]){3, 4});
+    square_case rc = {square_backward_right}, wc = {square_backward_wrong};
+    double right = gradcheck(ctx, "square (right backward)", f_square, &rc, 1, &x, seed);
+    printf("autograd: the next gradcheck is expected to report a mismatch\n");
+    double wrong = gradcheck(ctx, "square (wrong backward)", f_square, &wc, 1, &x, seed);
+    CHECK(right <= 1, "gradcheck passes the right backward: error %g", right);
+    CHECK(wrong > 1, "gradcheck catches the wrong backward: error %g", wrong);
+    pft_tensor_release(x);
+    check_live("gradcheck can fail");
+}
+
+/* --- (2)-(4) backward and record error cases --------------------------------------------------------- */
+
+static void test_backward_errors(void) {
+    pft_tensor *x = rand_param(ctx, 2, (int64_t[]){2, 3});
+    pft_tensor *y = pft_scale(x, 2.0f);
+    pft_ctx_clear_error(ctx);
+    pft_status st = pft_backward(y, NULL);
+    CHECK(st == PFT_ERR_SHAPE && strstr(pft_ctx_error(ctx), "backward: the output has shape [2, 3]") &&
+              strstr(pft_ctx_error(ctx), "scalar"),
+          "backward of a non-scalar without a gradient: status %d, '%s'", st, pft_ctx_error(ctx));
+
+    pft_tensor *xx = pft_mul(x, x), *loss = pft_sum_all(xx);
+    CHECK(pft_backward(loss, NULL) == PFT_OK, "first backward: %s", pft_ctx_error(ctx));
+    pft_ctx_clear_error(ctx);
+    st = pft_backward(loss, NULL);
+    CHECK(st == PFT_ERR_STATE && strstr(pft_ctx_error(ctx), "already released"),
+          "second backward over a released graph: status %d, '%s'", st, pft_ctx_error(ctx));
+
+    pft_tensor *z = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
+    pft_ctx_clear_error(ctx);
+    pft_node *node = pft_autograd_record(ctx, z, "nobackward", NULL, 1, &x);
+    CHECK(!node && ctx->last_status != PFT_OK && strstr(pft_ctx_error(ctx), "nobackward: op has no backward") && !z->grad_fn,
+          "recording an op without a backward: '%s'", pft_ctx_error(ctx));
+
+    pft_tensor_release(z), pft_tensor_release(loss), pft_tensor_release(xx), pft_tensor_release(y), pft_tensor_release(x);
+    check_live("backward errors");
+}
+
+/* --- (5) no-grad scope ------------------------------------------------------------------------------- */
+
+static void test_no_grad(void) {
+    pft_tensor *x = rand_param(ctx, 2, (int64_t[]){4, 6}), *w = rand_param(ctx, 2, (int64_t[]){5, 6});
+    pft_tensor *v = rand_param(ctx, 1, (int64_t[]){6});
+    pft_ctx_no_grad_enter(ctx);
+    pft_ctx_no_grad_enter(ctx); /* scopes nest */
+    pft_ctx_no_grad_leave(ctx);
+    pft_tensor *ys[] = {pft_add(x, v),         pft_mul(x, x),           pft_gelu(x),   pft_tanh(x),
+                        pft_linear(x, w, NULL), pft_softmax(x, NULL),    pft_sum(x, 1, false), pft_layernorm(x, v, v, 1e-5f),
+                        pft_dropout(x, 0.5f, true), pft_tensor_transpose(x, 0, 1), pft_mse(x, x)};
+    pft_ctx_no_grad_leave(ctx);
+    int recorded = 0;
+    for (size_t i = 0; i < sizeof ys / sizeof *ys; i++) {
+        recorded += !ys[i] || ys[i]->grad_fn || ys[i]->requires_grad;
+        pft_tensor_release(ys[i]);
+    }
+    CHECK(recorded == 0, "no-grad: %d ops recorded (or failed)", recorded);
+    pft_tensor *y = pft_gelu(x);
+    CHECK(y->grad_fn && y->requires_grad, "after the scope, ops record again");
+    pft_tensor_release(y), pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(v);
+    check_live("no-grad");
+}
+
+/* --- (6) accumulation -------------------------------------------------------------------------------- */
+
+static void test_accumulation(void) {
+    pft_tensor *x = rand_param(ctx, 1, (int64_t[]){5});
+    for (int pass = 1; pass <= 2; pass++) {
+        pft_tensor *y = pft_scale(x, 3.0f), *l = pft_sum_all(y);
+        CHECK(pft_backward(l, NULL) == PFT_OK, "backward %d: %s", pass, pft_ctx_error(ctx));
+        bool ok = x->grad != NULL;
+        for (int i = 0; ok && i < 5; i++) ok = pft_tensor_data(x->grad)[i] == 3.0f * pass;
+        CHECK(ok, "after %d backward passes the gradient is %d x 3", pass, pass);
+        pft_tensor_release(l), pft_tensor_release(y);
+    }
+    float *buf = pft_tensor_data(x->grad);
+    pft_tensor_zero_grad(x);
+    bool zero = pft_tensor_data(x->grad) == buf;
+    for (int i = 0; zero && i < 5; i++) zero = buf[i] == 0.0f;
+    CHECK(zero, "zero_grad zeroes the gradient and keeps its buffer");
+    pft_tensor_free_grad(x);
+    CHECK(!x->grad, "free_grad drops the gradient");
+    pft_tensor_release(x);
+    check_live("accumulation");
+}
+
+/* --- (7) the frozen prefix --------------------------------------------------------------------------- */
+
+enum { ROWS = 8, LAYERS = 4 };
+static const int64_t dims[LAYERS + 1] = {6, 10, 12, 9, 4}; /* layer l maps dims[l] -> dims[l+1] */
+
+typedef struct mlp_run {
+    int64_t kernels, flops;
+    float *grads[LAYERS][2]; /* copies of dW, db of each layer (NULL when it has none) */
+} mlp_run;
+
+/* loss = mse(gelu(linear(... gelu(linear(x)) ...)), target); layers < frozen have requires_grad off */
+static mlp_run run_mlp(int frozen) {
+    mlp_run r = {0};
+    pft_ctx_set_seed(ctx, seed); /* the same weights for every run */
+    pft_tensor *x = pft_tensor_rand(ctx, 2, (int64_t[]){ROWS, dims[0]}, -1, 1);
+    pft_tensor *target = pft_tensor_rand(ctx, 2, (int64_t[]){ROWS, dims[LAYERS]}, -1, 1);
+    pft_tensor *w[LAYERS], *b[LAYERS], *h = pft_tensor_retain(x);
+    for (int l = 0; l < LAYERS; l++) {
+        w[l] = pft_tensor_rand(ctx, 2, (int64_t[]){dims[l + 1], dims[l]}, -0.5f, 0.5f);
+        b[l] = pft_tensor_rand(ctx, 1, &dims[l + 1], -0.5f, 0.5f);
+        w[l]->requires_grad = b[l]->requires_grad = l >= frozen;
+    }
+    for (int l = 0; l < LAYERS; l++) {
+        pft_tensor *z = pft_linear(h, w[l], b[l]);
+        pft_tensor_release(h);
+        h = pft_gelu(z);
+        pft_tensor_release(z);
+        CHECK((h->grad_fn != NULL) == (l >= frozen), "layer %d records a node only when it is trainable", l);
+    }
+    pft_tensor *loss = pft_mse(h, target);
+    pft_ctx_reset_stats(ctx);
+    CHECK(pft_backward(loss, NULL) == PFT_OK, "MLP backward: %s", pft_ctx_error(ctx));
+    r.kernels = ctx->stats.backward_kernels;
+    r.flops = ctx->stats.backward_flops;
+    for (int l = 0; l < LAYERS; l++) {
+        CHECK((w[l]->grad != NULL) == (l >= frozen) && (b[l]->grad != NULL) == (l >= frozen),
+              "layer %d (frozen below %d): weight and bias have a gradient only when trainable", l, frozen);
+        for (int k = 0; k < 2; k++) {
+            pft_tensor *g = (k ? b[l] : w[l])->grad;
+            if (!g) continue;
+            r.grads[l][k] = malloc(sizeof(float) * (size_t)pft_tensor_numel(g));
+            memcpy(r.grads[l][k], pft_tensor_data(g), sizeof(float) * (size_t)pft_tensor_numel(g));
+        }
+    }
+    pft_tensor_release(loss), pft_tensor_release(h), pft_tensor_release(x), pft_tensor_release(target);
+    for (int l = 0; l < LAYERS; l++) pft_tensor_release(w[l]), pft_tensor_release(b[l]);
+    return r;
+}
+
+/* Expected backward work, by hand. Per trainable layer l (top down): gelu dx (1 kernel) only if its
+ * linear needs a gradient (always, for a trainable layer); linear dW and db (2 kernels, dW a GEMM of
+ * 2 ROWS in out FLOPs); linear dx (1 kernel + 1 GEMM of the same size) only when the layer's input
+ * needs a gradient, i.e. when layer l-1 is trainable too. Plus the mse dpred (1 kernel). */
+static void expected(int frozen, int64_t *kernels, int64_t *flops) {
+    *kernels = 1; /* mse */
+    *flops = 0;
+    for (int l = frozen; l < LAYERS; l++) {
+        int64_t gemm = 2 * ROWS * dims[l] * dims[l + 1];
+        *kernels += 1 + 2; /* gelu dx, dW, db */
+        *flops += gemm;    /* dW */
+        if (l > frozen) {  /* the input comes from a trainable layer: dx */
+            *kernels += 1;
+            *flops += gemm;
+        }
+    }
+}
+
+static void test_frozen_prefix(void) {
+    mlp_run all = run_mlp(0), top = run_mlp(2);
+    int64_t ek_all, ef_all, ek_top, ef_top;
+    expected(0, &ek_all, &ef_all);
+    expected(2, &ek_top, &ef_top);
+    /* spelled out for the frozen case: mse 1 + gelu4 1 + L4 (dx, dW, db) 3 + gelu3 1 + L3 (dW, db) 2 = 8 */
+    CHECK(ek_top == 8, "hand count for the frozen prefix: %lld", (long long)ek_top);
+    CHECK(ef_top == 2 * ROWS * (dims[2] * dims[3] + 2 * dims[3] * dims[4]), "hand FLOPs: dW3 + dW4 + dx4");
+    CHECK(top.kernels == ek_top, "frozen prefix: %lld backward kernels, expected %lld", (long long)top.kernels, (long long)ek_top);
+    CHECK(top.flops == ef_top, "frozen prefix: %lld backward FLOPs, expected %lld", (long long)top.flops, (long long)ef_top);
+    CHECK(all.kernels == ek_all, "all trainable: %lld backward kernels, expected %lld", (long long)all.kernels, (long long)ek_all);
+    CHECK(all.flops == ef_all, "all trainable: %lld backward FLOPs, expected %lld", (long long)all.flops, (long long)ef_all);
+    printf("autograd: frozen prefix: %lld kernels / %lld FLOPs vs all trainable %lld / %lld (%.0f%% of the FLOPs)\n",
+           (long long)top.kernels, (long long)top.flops, (long long)all.kernels, (long long)all.flops,
+           100.0 * (double)top.flops / (double)all.flops);
+    CHECK(top.kernels < all.kernels && top.flops < all.flops, "freezing saves backward work");
+    /* the top layers' gradients do not depend on whether the layers below are frozen */
+    float worst = 0;
+    for (int l = 2; l < LAYERS; l++)
+        for (int k = 0; k < 2; k++) {
+            int64_t n = k ? dims[l + 1] : dims[l] * dims[l + 1];
+            float d = max_abs_diff(all.grads[l][k], top.grads[l][k], n);
+            worst = d > worst ? d : worst;
+        }
+    CHECK(worst == 0.0f, "top layers' gradients are the same with and without the frozen prefix: max diff %g", worst);
+    for (int l = 0; l < LAYERS; l++)
+        for (int k = 0; k < 2; k++) free(all.grads[l][k]), free(top.grads[l][k]);
+    check_live("frozen prefix");
+}
+
+int main(void) {
+    TEST_BEGIN("autograd");
+    seed = test_seed();
+    ctx = pft_ctx_new(1, seed);
+    test_gradcheck_can_fail();
+    test_backward_errors();
+    test_no_grad();
+    test_accumulation();
+    test_frozen_prefix();
+    pft_ctx_free(ctx);
+    return TEST_END();
+}

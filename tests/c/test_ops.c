@@ -1,0 +1,740 @@
+/* test_ops.c - every elementwise, reduction, normalisation, lookup and loss op: forward against a double
+ * precision reference on random shapes (broadcast, transposed and narrowed operands included), backward
+ * against finite differences, dropout's mask rules, and one bad input per op (shape mismatch in every
+ * binary op, ids and targets out of range, p out of range, allocation failures). */
+#include "check.h"
+
+static pft_ctx *ctx;
+static uint64_t seed, draws;
+
+/* an integer in [lo, hi] from the test's own stream (the context's counter is left to the ops) */
+static int64_t rnd(int64_t lo, int64_t hi) { return lo + (int64_t)(pft_rng_u64(seed ^ 0x5eed, draws++) % (uint64_t)(hi - lo + 1)); }
+
+static float *elems(const pft_tensor *t) {
+    float *b = malloc(sizeof(float) * (size_t)(pft_tensor_numel(t) + 1));
+    pft_tensor_to_buffer(t, b);
+    return b;
+}
+
+/* uniform [lo, hi) tensor of `shape`; when `transposed` (and ndim >= 2) a transposed view of a dense
+ * tensor of the shape with first and last dims swapped: the same logical shape, non-contiguous */
+static pft_tensor *make(int ndim, const int64_t *shape, bool transposed, float lo, float hi) {
+    if (!transposed || ndim < 2) return pft_tensor_rand(ctx, ndim, shape, lo, hi);
+    int64_t s[PFT_MAX_DIMS];
+    memcpy(s, shape, sizeof(int64_t) * (size_t)ndim);
+    s[0] = shape[ndim - 1], s[ndim - 1] = shape[0];
+    pft_tensor *base = pft_tensor_rand(ctx, ndim, s, lo, hi);
+    pft_tensor *v = pft_tensor_transpose(base, 0, ndim - 1);
+    pft_tensor_release(base);
+    return v;
+}
+
+/* row-major multi-index of element k of shape */
+static void unravel(int64_t k, int ndim, const int64_t *shape, int64_t *idx) {
+    for (int d = ndim - 1; d >= 0; d--) {
+        idx[d] = k % shape[d];
+        k /= shape[d];
+    }
+}
+
+/* t's element at out-index idx (ndim dims) under numpy broadcasting */
+static double bget(const pft_tensor *t, int ndim, const int64_t *idx) {
+    int64_t ti[PFT_MAX_DIMS];
+    int lead = ndim - t->ndim;
+    for (int j = 0; j < t->ndim; j++) ti[j] = t->shape[j] == 1 ? 0 : idx[j + lead];
+    return pft_tensor_get(t, ti);
+}
+
+static bool has_shape(const pft_tensor *t, int ndim, const int64_t *shape) {
+    if (!t || t->ndim != ndim) return false;
+    for (int d = 0; d < ndim; d++)
+        if (t->shape[d] != shape[d]) return false;
+    return true;
+}
+
+static void check_live(const char *what, int64_t before) {
+    CHECK(ctx->stats.live_tensors == before, "%s: %lld tensors leaked", what, (long long)(ctx->stats.live_tensors - before));
+}
+
+/* === forward against references ====================================================================== */
+
+static void test_binary_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    pft_tensor *(*fns[3])(pft_tensor *, pft_tensor *) = {pft_add, pft_sub, pft_mul};
+    const char *names[3] = {"add", "sub", "mul"};
+    float worst = 0;
+    int bad_shape = 0;
+    for (int trial = 0; trial < 40; trial++) {
+        /* a random output shape; each operand drops some leading dims and sets some dims to 1 */
+        int nd = (int)rnd(0, 4);
+        int64_t out[PFT_MAX_DIMS], sa[PFT_MAX_DIMS], sb[PFT_MAX_DIMS];
+        for (int d = 0; d < nd; d++) out[d] = rnd(1, 5);
+        int na = nd - (int)rnd(0, nd ? 1 : 0), nb = nd - (int)rnd(0, nd);
+        for (int d = 0; d < na; d++) sa[d] = rnd(0, 3) ? out[d + nd - na] : 1;
+        for (int d = 0; d < nb; d++) sb[d] = rnd(0, 3) ? out[d + nd - nb] : 1;
+        pft_tensor *a = make(na, sa, trial % 2, -2, 2), *b = make(nb, sb, trial % 3 == 0, -2, 2);
+        for (int op = 0; op < 3; op++) {
+            pft_tensor *c = fns[op](a, b);
+            int ndim = na > nb ? na : nb;
+            int64_t exp[PFT_MAX_DIMS];
+            for (int d = 0; d < ndim; d++) {
+                int64_t x = d - (ndim - na) >= 0 ? sa[d - (ndim - na)] : 1, y = d - (ndim - nb) >= 0 ? sb[d - (ndim - nb)] : 1;
+                exp[d] = x == 1 ? y : x;
+            }
+            if (!has_shape(c, ndim, exp)) {
+                bad_shape++;
+                printf("%s: wrong result shape (trial %d): %s\n", names[op], trial, c ? "" : pft_ctx_error(ctx));
+                pft_tensor_release(c);
+                continue;
+            }
+            int64_t n = pft_tensor_numel(c), idx[PFT_MAX_DIMS];
+            for (int64_t k = 0; k < n; k++) {
+                unravel(k, ndim, c->shape, idx);
+                double x = bget(a, ndim, idx), y = bget(b, ndim, idx);
+                double r = op == 0 ? x + y : op == 1 ? x - y : x * y;
+                float d = fabsf((float)r - pft_tensor_data(c)[k]);
+                worst = d > worst ? d : worst;
+            }
+            pft_tensor_release(c);
+        }
+        pft_tensor_release(a), pft_tensor_release(b);
+    }
+    CHECK(bad_shape == 0, "binary ops: %d results with a wrong shape", bad_shape);
+    CHECK(worst < 1e-6f, "binary ops against the broadcasting reference: max diff %g", worst);
+    check_live("binary forward", live);
+}
+
+static void test_unary_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    float worst[3] = {0};
+    for (int trial = 0; trial < 10; trial++) {
+        int nd = (int)rnd(1, 3);
+        int64_t s[PFT_MAX_DIMS];
+        for (int d = 0; d < nd; d++) s[d] = rnd(1, 7);
+        pft_tensor *x = make(nd, s, trial % 2, -4, 4);
+        float *xv = elems(x);
+        pft_tensor *y[3] = {pft_scale(x, -1.5f), pft_gelu(x), pft_tanh(x)};
+        for (int64_t k = 0, n = pft_tensor_numel(x); k < n; k++) {
+            double v = xv[k], r[3] = {-1.5 * v, 0.5 * v * (1.0 + erf(v / sqrt(2.0))), tanh(v)};
+            for (int i = 0; i < 3; i++) {
+                float d = fabsf((float)r[i] - pft_tensor_data(y[i])[k]);
+                worst[i] = d > worst[i] ? d : worst[i];
+            }
+        }
+        for (int i = 0; i < 3; i++) pft_tensor_release(y[i]);
+        free(xv);
+        pft_tensor_release(x);
+    }
+    CHECK(worst[0] < 1e-6f, "scale: max diff %g", worst[0]);
+    CHECK(worst[1] < 2e-6f, "gelu (exact erf): max diff %g", worst[1]);
+    CHECK(worst[2] < 2e-6f, "tanh: max diff %g", worst[2]);
+    check_live("unary forward", live);
+}
+
+static void test_reduce_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    float worst = 0;
+    int bad_shape = 0;
+    for (int trial = 0; trial < 8; trial++) {
+        int nd = (int)rnd(1, 4);
+        int64_t s[PFT_MAX_DIMS];
+        for (int d = 0; d < nd; d++) s[d] = rnd(1, 6);
+        pft_tensor *x = make(nd, s, trial % 2, -1, 1);
+        for (int dim = -nd; dim < nd; dim++)
+            for (int keep = 0; keep < 2; keep++)
+                for (int mean = 0; mean < 2; mean++) {
+                    pft_tensor *y = mean ? pft_mean(x, dim, keep) : pft_sum(x, dim, keep);
+                    int d0 = dim < 0 ? dim + nd : dim, ond = 0;
+                    int64_t os[PFT_MAX_DIMS];
+                    for (int d = 0; d < nd; d++)
+                        if (d != d0 || keep) os[ond++] = d == d0 ? 1 : s[d];
+                    if (!has_shape(y, ond, os)) {
+                        bad_shape++;
+                        pft_tensor_release(y);
+                        continue;
+                    }
+                    int64_t n = pft_tensor_numel(y), idx[PFT_MAX_DIMS], full[PFT_MAX_DIMS];
+                    int64_t ks[PFT_MAX_DIMS]; /* y's shape with the reduced dim kept as 1 */
+                    memcpy(ks, s, sizeof ks);
+                    ks[d0] = 1;
+                    for (int64_t k = 0; k < n; k++) {
+                        unravel(k, nd, ks, idx);
+                        double acc = 0;
+                        for (int64_t j = 0; j < s[d0]; j++) {
+                            memcpy(full, idx, sizeof full);
+                            full[d0] = j;
+                            acc += pft_tensor_get(x, full);
+                        }
+                        if (mean) acc /= (double)s[d0];
+                        float d = fabsf((float)acc - pft_tensor_data(y)[k]);
+                        worst = d > worst ? d : worst;
+                    }
+                    pft_tensor_release(y);
+                }
+        double all = 0;
+        float *xv = elems(x);
+        for (int64_t k = 0, n = pft_tensor_numel(x); k < n; k++) all += xv[k];
+        pft_tensor *sa = pft_sum_all(x), *ma = pft_mean_all(x);
+        CHECK(sa->ndim == 0 && ma->ndim == 0, "sum_all/mean_all give scalars");
+        float d1 = fabsf((float)all - pft_tensor_data(sa)[0]), d2 = fabsf((float)(all / (double)pft_tensor_numel(x)) - pft_tensor_data(ma)[0]);
+        worst = d1 > worst ? d1 : worst;
+        worst = d2 > worst ? d2 : worst;
+        pft_tensor_release(sa), pft_tensor_release(ma);
+        free(xv);
+        pft_tensor_release(x);
+    }
+    CHECK(bad_shape == 0, "sum/mean: %d results with a wrong shape", bad_shape);
+    CHECK(worst < 2e-6f, "sum/mean/sum_all/mean_all against the reference: max diff %g", worst);
+    check_live("reduce forward", live);
+}
+
+/* softmax of scores [B, H, T, T] + mask [B, 1, 1, T] (0 or -inf); batch 1's mask is all -inf */
+static void test_softmax_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    const int64_t B = 3, H = 2, T = 5;
+    pft_tensor *x = make(4, (int64_t[]){B, H, T, T}, true, -3, 3);
+    float mv[B * T];
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) mv[b * T + t] = b == 1 || (b == 2 && t >= 3) ? -INFINITY : 0.0f;
+    pft_tensor *mask = pft_tensor_from_data(ctx, 4, (int64_t[]){B, 1, 1, T}, mv);
+    pft_tensor *y = pft_softmax(x, mask), *y0 = pft_softmax(x, NULL);
+    float worst = 0, worst0 = 0;
+    bool nan = false, masked_zero = true;
+    int64_t idx[4];
+    for (int64_t r = 0; r < B * H * T; r++) {
+        unravel(r * T, 4, x->shape, idx);
+        int64_t b = idx[0];
+        double m = -INFINITY, m0 = -INFINITY, s = 0, s0 = 0, v[T], v0[T];
+        for (int64_t j = 0; j < T; j++) {
+            idx[3] = j;
+            v0[j] = pft_tensor_get(x, idx);
+            v[j] = v0[j] + mv[b * T + j];
+            m = v[j] > m ? v[j] : m;
+            m0 = v0[j] > m0 ? v0[j] : m0;
+        }
+        for (int64_t j = 0; j < T; j++) {
+            s += m == -INFINITY ? 0 : exp(v[j] - m);
+            s0 += exp(v0[j] - m0);
+        }
+        for (int64_t j = 0; j < T; j++) {
+            double ref = m == -INFINITY ? 0 : exp(v[j] - m) / s; /* a fully masked row is defined as zeros */
+            float got = pft_tensor_data(y)[r * T + j], got0 = pft_tensor_data(y0)[r * T + j];
+            nan |= got != got;
+            if (mv[b * T + j] == -INFINITY) masked_zero &= got == 0.0f;
+            worst = fabsf((float)ref - got) > worst ? fabsf((float)ref - got) : worst;
+            worst0 = fabsf((float)(exp(v0[j] - m0) / s0) - got0) > worst0 ? fabsf((float)(exp(v0[j] - m0) / s0) - got0) : worst0;
+        }
+    }
+    /* the same mask as a transposed view (last-dim stride B), and a per-query mask [1, 1, T, 1] */
+    pft_tensor *mt_base = pft_tensor_empty(ctx, 4, (int64_t[]){T, 1, 1, B});
+    for (int64_t b = 0; b < B; b++)
+        for (int64_t t = 0; t < T; t++) pft_tensor_data(mt_base)[t * B + b] = mv[b * T + t];
+    pft_tensor *mt = pft_tensor_transpose(mt_base, 0, 3);
+    pft_tensor *yt = pft_softmax(x, mt);
+    CHECK(yt && !memcmp(pft_tensor_data(yt), pft_tensor_data(y), sizeof(float) * (size_t)(B * H * T * T)),
+          "softmax: a strided mask gives the same result as a contiguous one");
+    pft_tensor *mq = pft_tensor_from_data(ctx, 4, (int64_t[]){1, 1, T, 1}, (float[]){0, -INFINITY, 2, 0, -1});
+    pft_tensor *yq = pft_softmax(x, mq);
+    float worst_q = 0;
+    for (int64_t r = 0; r < B * H * T; r++) {
+        int64_t t = r % T;
+        for (int64_t j = 0; j < T; j++) {
+            float ref = t == 1 ? 0.0f : pft_tensor_data(y0)[r * T + j]; /* a per-row constant cancels; -inf zeroes */
+            float d = fabsf(ref - pft_tensor_data(yq)[r * T + j]);
+            worst_q = d > worst_q || d != d ? d : worst_q;
+        }
+    }
+    CHECK(worst_q < 1e-6f, "softmax with a per-query mask [1, 1, T, 1]: max diff %g", worst_q);
+    pft_tensor_release(mt_base), pft_tensor_release(mt), pft_tensor_release(yt), pft_tensor_release(mq), pft_tensor_release(yq);
+    CHECK(!nan, "softmax: a fully masked row produced NaN");
+    CHECK(masked_zero, "softmax: masked positions are exactly 0");
+    CHECK(worst < 1e-6f, "softmax with mask: max diff %g", worst);
+    CHECK(worst0 < 1e-6f, "softmax without mask: max diff %g", worst0);
+    pft_tensor_release(x), pft_tensor_release(mask), pft_tensor_release(y), pft_tensor_release(y0);
+    check_live("softmax forward", live);
+}
+
+static void test_layernorm_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    for (int affine = 0; affine < 2; affine++) {
+        const int64_t R = rnd(1, 9), C = rnd(2, 33);
+        pft_tensor *x = make(2, (int64_t[]){R, C}, affine, -2, 3);
+        pft_tensor *w = affine ? pft_tensor_rand(ctx, 1, &C, 0.5f, 1.5f) : NULL;
+        pft_tensor *b = affine ? pft_tensor_rand(ctx, 1, &C, -1, 1) : NULL;
+        pft_tensor *y = pft_layernorm(x, w, b, 1e-5f);
+        float worst = 0;
+        for (int64_t r = 0; r < R; r++) {
+            double mu = 0, var = 0;
+            for (int64_t j = 0; j < C; j++) mu += pft_tensor_get(x, (int64_t[]){r, j});
+            mu /= (double)C;
+            for (int64_t j = 0; j < C; j++) {
+                double d = pft_tensor_get(x, (int64_t[]){r, j}) - mu;
+                var += d * d;
+            }
+            var /= (double)C;
+            for (int64_t j = 0; j < C; j++) {
+                double h = (pft_tensor_get(x, (int64_t[]){r, j}) - mu) / sqrt(var + 1e-5);
+                if (affine) h = h * pft_tensor_data(w)[j] + pft_tensor_data(b)[j];
+                float d = fabsf((float)h - pft_tensor_data(y)[r * C + j]);
+                worst = d > worst ? d : worst;
+            }
+        }
+        CHECK(worst < 5e-6f, "layernorm (%s): max diff %g", affine ? "weight and bias" : "no affine", worst);
+        pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(y);
+    }
+    check_live("layernorm forward", live);
+}
+
+static void test_lookup_loss_forward(void) {
+    int64_t live = ctx->stats.live_tensors;
+    /* embedding: ids [2, 3] with repeats */
+    const int64_t V = 7, C = 5;
+    pft_tensor *w = pft_tensor_rand(ctx, 2, (int64_t[]){V, C}, -1, 1);
+    int32_t ids[6] = {3, 0, 6, 3, 3, 1};
+    pft_tensor *e = pft_embedding(w, ids, 2, (int64_t[]){2, 3});
+    bool same = has_shape(e, 3, (int64_t[]){2, 3, C});
+    for (int k = 0; same && k < 6; k++) same = !memcmp(pft_tensor_data(e) + k * C, pft_tensor_data(w) + ids[k] * C, sizeof(float) * C);
+    CHECK(same, "embedding gathers rows into [2, 3, C]");
+    pft_tensor_release(e), pft_tensor_release(w);
+
+    /* cross-entropy over transposed logits, with ignored rows */
+    enum { N = 6, K = 9 };
+    pft_tensor *lg = make(2, (int64_t[]){N, K}, true, -4, 4);
+    int32_t tg[N] = {2, -100, 8, 0, -100, 5};
+    pft_tensor *ce = pft_cross_entropy(lg, tg, N, -100);
+    double ref = 0;
+    int cnt = 0;
+    for (int64_t r = 0; r < N; r++) {
+        if (tg[r] == -100) continue;
+        double m = -INFINITY, s = 0;
+        for (int64_t j = 0; j < K; j++) m = fmax(m, pft_tensor_get(lg, (int64_t[]){r, j}));
+        for (int64_t j = 0; j < K; j++) s += exp(pft_tensor_get(lg, (int64_t[]){r, j}) - m);
+        ref += m + log(s) - pft_tensor_get(lg, (int64_t[]){r, tg[r]});
+        cnt++;
+    }
+    ref /= cnt;
+    CHECK(ce && ce->ndim == 0 && fabs(pft_tensor_data(ce)[0] - ref) < 1e-5, "cross_entropy: %g vs reference %g",
+          ce ? pft_tensor_data(ce)[0] : NAN, ref);
+    int32_t all_ignored[N] = {-100, -100, -100, -100, -100, -100};
+    pft_tensor *ce0 = pft_cross_entropy(lg, all_ignored, N, -100);
+    CHECK(ce0 && pft_tensor_data(ce0)[0] == 0.0f, "cross_entropy with every target ignored is 0");
+    /* a large logit must not overflow: log-softmax is computed stably */
+    pft_tensor *big = pft_tensor_from_data(ctx, 2, (int64_t[]){1, 3}, (float[]){1000, 0, -1000});
+    pft_tensor *ceb = pft_cross_entropy(big, (int32_t[]){1}, 1, -100);
+    CHECK(ceb && fabsf(pft_tensor_data(ceb)[0] - 1000.0f) < 1e-3f, "cross_entropy with logits of 1000: %g",
+          ceb ? pft_tensor_data(ceb)[0] : NAN);
+    pft_tensor_release(lg), pft_tensor_release(ce), pft_tensor_release(ce0), pft_tensor_release(big), pft_tensor_release(ceb);
+
+    /* mse over a transposed prediction */
+    pft_tensor *p = make(3, (int64_t[]){3, 4, 5}, true, -1, 1), *t = pft_tensor_rand(ctx, 3, (int64_t[]){3, 4, 5}, -1, 1);
+    pft_tensor *l = pft_mse(p, t);
+    float *pv = elems(p);
+    double s = 0;
+    for (int k = 0; k < 60; k++) s += ((double)pv[k] - pft_tensor_data(t)[k]) * ((double)pv[k] - pft_tensor_data(t)[k]);
+    CHECK(l && l->ndim == 0 && fabs(pft_tensor_data(l)[0] - s / 60) < 1e-6, "mse: %g vs reference %g", l ? pft_tensor_data(l)[0] : NAN, s / 60);
+    free(pv);
+    pft_tensor_release(p), pft_tensor_release(t), pft_tensor_release(l);
+    check_live("lookup/loss forward", live);
+}
+
+/* === dropout ========================================================================================= */
+
+static void test_dropout(void) {
+    int64_t live = ctx->stats.live_tensors;
+    const int64_t n = 100000;
+    const float p = 0.3f, scale = 1.0f / (1.0f - p);
+    pft_tensor *x = pft_tensor_rand(ctx, 2, (int64_t[]){100, 1000}, 1, 2); /* no zeros: a zero is a drop */
+    x->requires_grad = true;
+    uint64_t c0 = 4242;
+    ctx->rng_counter = c0;
+    pft_tensor *y1 = pft_dropout(x, p, true);
+    CHECK(ctx->rng_counter == c0 + (uint64_t)n, "dropout advances the counter by numel: %llu",
+          (unsigned long long)(ctx->rng_counter - c0));
+    ctx->rng_counter = c0;
+    pft_tensor *y2 = pft_dropout(x, p, true);
+    pft_tensor *y3 = pft_dropout(x, p, true); /* the next counter: a different mask */
+    CHECK(!memcmp(pft_tensor_data(y1), pft_tensor_data(y2), sizeof(float) * n), "same seed and counter: same mask");
+    int64_t dropped = 0, differ = 0, wrong_scale = 0, wrong_rule = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float yv = pft_tensor_data(y1)[i], xv = pft_tensor_data(x)[i];
+        bool drop = pft_rng_uniform_f(ctx->seed, c0 + (uint64_t)i) < p;
+        dropped += yv == 0.0f;
+        wrong_rule += drop != (yv == 0.0f);
+        wrong_scale += yv != 0.0f && yv != xv * scale;
+        differ += (yv == 0.0f) != (pft_tensor_data(y3)[i] == 0.0f);
+    }
+    double frac = (double)dropped / n;
+    CHECK(fabs(frac - p) < 0.01, "dropout drops a fraction %.4f (p = %.2f)", frac, p);
+    CHECK(wrong_rule == 0, "dropout: %lld elements disagree with the rule u(seed, counter + i) < p", (long long)wrong_rule);
+    CHECK(wrong_scale == 0, "dropout: %lld kept elements not scaled by 1/(1-p)", (long long)wrong_scale);
+    CHECK(differ > n / 10, "dropout: the next counter gives a different mask (%lld differ)", (long long)differ);
+    /* backward: the same mask, drawn again from (seed, counter) after other random ops moved the counter */
+    pft_tensor_release(pft_tensor_rand(ctx, 1, (int64_t[]){17}, 0, 1));
+    pft_tensor *loss = pft_sum_all(y1);
+    CHECK(pft_backward(loss, NULL) == PFT_OK, "dropout backward: %s", pft_ctx_error(ctx));
+    int64_t wrong_grad = 0;
+    for (int64_t i = 0; i < n && x->grad; i++)
+        wrong_grad += pft_tensor_data(x->grad)[i] != (pft_tensor_data(y1)[i] == 0.0f ? 0.0f : scale);
+    CHECK(x->grad && wrong_grad == 0, "dropout backward uses the forward's mask (%lld wrong)", (long long)wrong_grad);
+    /* off: the input itself */
+    pft_tensor *e1 = pft_dropout(x, p, false), *e2 = pft_dropout(x, 0.0f, true);
+    CHECK(e1 == x && e2 == x, "dropout off (eval, or p = 0) returns x itself");
+    pft_tensor_release(e1), pft_tensor_release(e2);
+    pft_tensor_release(loss), pft_tensor_release(y1), pft_tensor_release(y2), pft_tensor_release(y3), pft_tensor_release(x);
+    check_live("dropout", live);
+}
+
+/* === gradients ======================================================================================= */
+
+typedef struct gcase {
+    int kind, dim, keep;
+    const int32_t *ids;
+} gcase;
+
+/* every f takes leaves and builds views itself: transposes, narrows and expands are part of the check */
+static pft_tensor *f_add_bcast(void *u, pft_tensor **in) { return pft_add(in[0], in[1]); }
+
+static pft_tensor *f_sub_t(void *u, pft_tensor **in) { /* [5,4]^T - [5], and the reverse order */
+    pft_tensor *t = pft_tensor_transpose(in[0], 0, 1);
+    pft_tensor *y = ((gcase *)u)->kind ? pft_sub(in[1], t) : pft_sub(t, in[1]);
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_mul_views(void *u, pft_tensor **in) { /* expand([4,1] -> [4,5]) * narrow([2,4,7]) */
+    pft_tensor *e = pft_tensor_expand(in[0], 2, (int64_t[]){4, 5});
+    pft_tensor *n = pft_tensor_narrow(in[1], 2, 1, 5);
+    pft_tensor *y = pft_mul(e, n);
+    pft_tensor_release(e), pft_tensor_release(n);
+    return y;
+}
+
+static pft_tensor *f_mul_t(void *u, pft_tensor **in) { /* transpose([5,4]) * [2,4,5] */
+    pft_tensor *t = pft_tensor_transpose(in[0], 0, 1);
+    pft_tensor *y = pft_mul(t, in[1]);
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_mul_self(void *u, pft_tensor **in) { return pft_mul(in[0], in[0]); }
+static pft_tensor *f_mul_scalar(void *u, pft_tensor **in) { return pft_mul(in[1], in[0]); }
+
+static pft_tensor *f_unary(void *u, pft_tensor **in) {
+    pft_tensor *t = pft_tensor_transpose(in[0], 0, 1), *y;
+    switch (((gcase *)u)->kind) {
+    case 0: y = pft_scale(t, -2.5f); break;
+    case 1: {
+        pft_tensor *s = pft_scale(t, 3.0f); /* spread x over [-3, 3]: both tails of gelu */
+        y = pft_gelu(s);
+        pft_tensor_release(s);
+        break;
+    }
+    default: y = pft_tanh(t); break;
+    }
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_reduce(void *u, pft_tensor **in) {
+    gcase *g = u;
+    pft_tensor *t = pft_tensor_transpose(in[0], 0, 2), *y; /* [5,4,3] -> [3,4,5], non-contiguous */
+    switch (g->kind) {
+    case 0: y = pft_sum(t, g->dim, g->keep); break;
+    case 1: y = pft_mean(t, g->dim, g->keep); break;
+    case 2: y = pft_sum_all(t); break;
+    default: y = pft_mean_all(t); break;
+    }
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_softmax(void *u, pft_tensor **in) {
+    pft_tensor *t = pft_tensor_transpose(in[0], 2, 3); /* [2,2,4,3] -> [2,2,3,4] */
+    pft_tensor *y = pft_softmax(t, in[1]);
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_layernorm(void *u, pft_tensor **in) {
+    pft_tensor *x = pft_tensor_narrow(in[0], 2, 1, 6); /* [2,3,8] -> [2,3,6] */
+    pft_tensor *y = pft_layernorm(x, in[1], in[2], 1e-5f);
+    pft_tensor_release(x);
+    return y;
+}
+
+static pft_tensor *f_dropout(void *u, pft_tensor **in) {
+    ctx->rng_counter = 777; /* every evaluation draws the same mask */
+    pft_tensor *x = pft_tensor_narrow(in[0], 1, 2, 5);
+    pft_tensor *y = pft_dropout(x, 0.4f, true);
+    pft_tensor_release(x);
+    return y;
+}
+
+static pft_tensor *f_embedding(void *u, pft_tensor **in) { return pft_embedding(in[0], ((gcase *)u)->ids, 2, (int64_t[]){2, 4}); }
+
+static pft_tensor *f_cross_entropy(void *u, pft_tensor **in) {
+    pft_tensor *t = pft_tensor_transpose(in[0], 0, 1); /* [7,5] -> [5,7] */
+    pft_tensor *y = pft_cross_entropy(t, ((gcase *)u)->ids, 5, -1);
+    pft_tensor_release(t);
+    return y;
+}
+
+static pft_tensor *f_mse(void *u, pft_tensor **in) {
+    pft_tensor *p = pft_tensor_narrow(in[0], 0, 1, 3);
+    pft_tensor *y = pft_mse(p, in[1]);
+    pft_tensor_release(p);
+    return y;
+}
+
+static void gc(const char *name, gradcheck_fn f, void *u, int n, pft_tensor **in) {
+    double e = gradcheck(ctx, name, f, u, n, in, seed);
+    CHECK(e <= 1, "%s gradient: error %g", name, e);
+}
+
+static pft_tensor *p_(int ndim, const int64_t *shape) { return rand_param(ctx, ndim, shape); }
+
+static void release_n(int n, pft_tensor **t) {
+    for (int i = 0; i < n; i++) pft_tensor_release(t[i]);
+}
+
+static void test_grads(void) {
+    int64_t live = ctx->stats.live_tensors;
+    gcase g = {0};
+    {
+        pft_tensor *in[2] = {p_(3, (int64_t[]){3, 1, 5}), p_(2, (int64_t[]){4, 5})};
+        gc("add [3,1,5] + [4,5]", f_add_bcast, NULL, 2, in);
+        release_n(2, in);
+        pft_tensor *in2[2] = {p_(2, (int64_t[]){3, 1}), p_(3, (int64_t[]){2, 3, 5})};
+        gc("add [3,1] + [2,3,5]", f_add_bcast, NULL, 2, in2);
+        release_n(2, in2);
+    }
+    for (g.kind = 0; g.kind < 2; g.kind++) {
+        pft_tensor *in[2] = {p_(2, (int64_t[]){5, 4}), p_(1, (int64_t[]){5})};
+        gc(g.kind ? "sub [5] - transposed" : "sub transposed - [5]", f_sub_t, &g, 2, in);
+        release_n(2, in);
+    }
+    {
+        pft_tensor *in[2] = {p_(2, (int64_t[]){4, 1}), p_(3, (int64_t[]){2, 4, 7})};
+        gc("mul expand * narrow", f_mul_views, NULL, 2, in);
+        release_n(2, in);
+        pft_tensor *tin[2] = {p_(2, (int64_t[]){5, 4}), p_(3, (int64_t[]){2, 4, 5})};
+        gc("mul transposed * [2,4,5]", f_mul_t, NULL, 2, tin);
+        release_n(2, tin);
+        pft_tensor *x[1] = {p_(2, (int64_t[]){3, 4})};
+        gc("mul x * x", f_mul_self, NULL, 1, x);
+        release_n(1, x);
+        pft_tensor *s[2] = {p_(0, NULL), p_(2, (int64_t[]){3, 4})};
+        gc("mul [3,4] * scalar", f_mul_scalar, NULL, 2, s);
+        release_n(2, s);
+    }
+    const char *unames[3] = {"scale", "gelu", "tanh"};
+    for (g.kind = 0; g.kind < 3; g.kind++) {
+        pft_tensor *in[1] = {p_(2, (int64_t[]){5, 4})};
+        gc(unames[g.kind], f_unary, &g, 1, in);
+        release_n(1, in);
+    }
+    for (g.kind = 0; g.kind < 4; g.kind++)
+        for (g.dim = -1; g.dim < (g.kind < 2 ? 3 : 0); g.dim++)
+            for (g.keep = 0; g.keep < (g.kind < 2 ? 2 : 1); g.keep++) {
+                pft_tensor *in[1] = {p_(3, (int64_t[]){5, 4, 3})};
+                char name[64];
+                snprintf(name, sizeof name, "%s dim %d keepdim %d", (const char *[]){"sum", "mean", "sum_all", "mean_all"}[g.kind],
+                         g.dim, g.keep);
+                gc(name, f_reduce, &g, 1, in);
+                release_n(1, in);
+            }
+    {
+        pft_tensor *x = p_(4, (int64_t[]){2, 2, 4, 3});
+        pft_tensor *m = pft_tensor_from_data(ctx, 4, (int64_t[]){2, 1, 1, 4}, (float[]){0, -INFINITY, 0, 0, -1, 0, -INFINITY, 0.5f});
+        pft_tensor *in[2] = {x, m};
+        gc("softmax with mask [2,1,1,4]", f_softmax, NULL, 2, in);
+        pft_tensor *in0[2] = {x, NULL};
+        gc("softmax without mask", f_softmax, NULL, 1, in0);
+        release_n(2, in);
+    }
+    for (int mode = 0; mode < 3; mode++) { /* weight and bias trainable; frozen; absent */
+        pft_tensor *x = p_(3, (int64_t[]){2, 3, 8});
+        pft_tensor *w = mode < 2 ? pft_tensor_rand(ctx, 1, (int64_t[]){6}, 0.5f, 1.5f) : NULL;
+        pft_tensor *b = mode < 2 ? pft_tensor_rand(ctx, 1, (int64_t[]){6}, -1, 1) : NULL;
+        if (mode == 0) w->requires_grad = b->requires_grad = true;
+        pft_tensor *in[3] = {x, w, b};
+        gc((const char *[]){"layernorm (trainable w, b)", "layernorm (frozen w, b)", "layernorm (no w, b)"}[mode], f_layernorm,
+           NULL, mode < 2 ? 3 : 1, in);
+        if (mode == 1) CHECK(!w->grad && !b->grad, "layernorm: frozen weight and bias get no gradient");
+        release_n(3, in);
+    }
+    {
+        pft_tensor *in[1] = {p_(2, (int64_t[]){4, 8})};
+        uint64_t keep = ctx->rng_counter;
+        gc("dropout p=0.4", f_dropout, NULL, 1, in);
+        ctx->rng_counter = keep;
+        release_n(1, in);
+    }
+    {
+        int32_t ids[8] = {1, 5, 1, 0, 5, 5, 2, 1};
+        g.ids = ids;
+        pft_tensor *in[1] = {p_(2, (int64_t[]){6, 3})};
+        gc("embedding (repeated ids)", f_embedding, &g, 1, in);
+        release_n(1, in);
+        int32_t tg[5] = {3, -1, 0, 6, 2};
+        g.ids = tg;
+        pft_tensor *lg[1] = {p_(2, (int64_t[]){7, 5})};
+        gc("cross_entropy (transposed, ignore_index)", f_cross_entropy, &g, 1, lg);
+        release_n(1, lg);
+    }
+    {
+        pft_tensor *pred = p_(2, (int64_t[]){5, 4}), *tgt = p_(2, (int64_t[]){3, 4});
+        pft_tensor *in[2] = {pred, tgt};
+        tgt->requires_grad = false;
+        gc("mse (narrowed pred)", f_mse, NULL, 2, in);
+        tgt->requires_grad = true; /* even when asked for, the target gets no gradient */
+        pft_tensor *l = f_mse(NULL, in);
+        CHECK(pft_backward(l, NULL) == PFT_OK && !tgt->grad, "mse: the target gets no gradient");
+        pft_tensor_release(l);
+        release_n(2, in);
+    }
+    check_live("gradients", live);
+}
+
+/* === bad inputs ====================================================================================== */
+
+#define EXPECT_ERR(expr, code, text)                                                                        \
+    do {                                                                                                    \
+        pft_ctx_clear_error(ctx);                                                                           \
+        pft_tensor *r_ = (expr);                                                                            \
+        CHECK(!r_ && ctx->last_status == (code) && strstr(pft_ctx_error(ctx), (text)), "%s: expected error '%s', got '%s'", \
+              #expr, (text), pft_ctx_error(ctx));                                                           \
+        pft_tensor_release(r_);                                                                             \
+    } while (0)
+
+static void test_errors(void) {
+    int64_t live = ctx->stats.live_tensors;
+    pft_tensor *a = pft_tensor_zeros(ctx, 2, (int64_t[]){2, 3}), *b = pft_tensor_zeros(ctx, 2, (int64_t[]){4, 5});
+    EXPECT_ERR(pft_add(a, b), PFT_ERR_SHAPE, "add: shapes [2, 3] and [4, 5] do not broadcast");
+    EXPECT_ERR(pft_sub(a, b), PFT_ERR_SHAPE, "sub: shapes [2, 3] and [4, 5] do not broadcast");
+    EXPECT_ERR(pft_mul(a, b), PFT_ERR_SHAPE, "mul: shapes [2, 3] and [4, 5] do not broadcast");
+    EXPECT_ERR(pft_mse(a, b), PFT_ERR_SHAPE, "mse: shapes [2, 3] and [4, 5] differ");
+    pft_tensor *a23 = pft_tensor_zeros(ctx, 2, (int64_t[]){3, 2});
+    EXPECT_ERR(pft_mse(a, a23), PFT_ERR_SHAPE, "mse: shapes [2, 3] and [3, 2] differ"); /* same numel is not enough */
+    pft_tensor *v4 = pft_tensor_zeros(ctx, 1, (int64_t[]){4}), *v3 = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
+    EXPECT_ERR(pft_layernorm(a, v4, v3, 1e-5f), PFT_ERR_SHAPE, "layernorm: weight [4] does not match input [2, 3] (expected [3])");
+    EXPECT_ERR(pft_layernorm(a, v3, v4, 1e-5f), PFT_ERR_SHAPE, "layernorm: bias [4] does not match input [2, 3] (expected [3])");
+    pft_tensor *m25 = pft_tensor_zeros(ctx, 2, (int64_t[]){2, 5});
+    EXPECT_ERR(pft_softmax(a, m25), PFT_ERR_SHAPE, "softmax: mask [2, 5] does not broadcast to scores [2, 3]");
+    EXPECT_ERR(pft_sum(a, 2, false), PFT_ERR_ARG, "sum: dim 2 out of range for shape [2, 3]");
+    EXPECT_ERR(pft_mean(a, -3, true), PFT_ERR_ARG, "mean: dim -3 out of range for shape [2, 3]");
+    pft_tensor *w = pft_tensor_zeros(ctx, 2, (int64_t[]){5, 4});
+    EXPECT_ERR(pft_embedding(w, (int32_t[]){0, 1, 2, 7, 4, 0}, 2, (int64_t[]){2, 3}), PFT_ERR_ARG,
+               "embedding: id 7 at position [1, 0] of ids [2, 3] is out of range [0, 5) for weight [5, 4]");
+    EXPECT_ERR(pft_embedding(w, (int32_t[]){-1}, 1, (int64_t[]){1}), PFT_ERR_ARG, "id -1 at position [0]");
+    EXPECT_ERR(pft_embedding(v4, (int32_t[]){0}, 1, (int64_t[]){1}), PFT_ERR_SHAPE, "embedding: weight [4] is not [V, C]");
+    EXPECT_ERR(pft_cross_entropy(b, (int32_t[]){0, 1, 9, 2}, 4, -100), PFT_ERR_ARG,
+               "cross_entropy: target 9 at row 2 is out of range [0, 5) for logits [4, 5]");
+    EXPECT_ERR(pft_cross_entropy(b, (int32_t[]){0, 1, 2}, 3, -100), PFT_ERR_SHAPE,
+               "cross_entropy: logits [4, 5] and targets [3] do not match");
+    EXPECT_ERR(pft_dropout(a, 1.0f, true), PFT_ERR_ARG, "dropout: p = 1 must be in [0, 1)");
+    EXPECT_ERR(pft_dropout(a, -0.1f, false), PFT_ERR_ARG, "dropout: p = -0.1 must be in [0, 1)");
+    EXPECT_ERR(pft_dropout(a, NAN, true), PFT_ERR_ARG, "dropout: p = nan must be in [0, 1)");
+
+    /* allocation: a shape whose size overflows, then the testing hook on every op at every allocation */
+    pft_ctx_clear_error(ctx);
+    pft_tensor *huge = pft_tensor_zeros(ctx, 2, (int64_t[]){1LL << 40, 1LL << 30});
+    CHECK(!huge && ctx->last_status == PFT_ERR_ALLOC && strstr(pft_ctx_error(ctx), "cannot allocate a tensor of shape [1099511627776, 1073741824]"),
+          "huge allocation: %s", pft_ctx_error(ctx));
+    pft_tensor_release(a), pft_tensor_release(b), pft_tensor_release(a23), pft_tensor_release(v4), pft_tensor_release(v3);
+    pft_tensor_release(m25), pft_tensor_release(w);
+    check_live("errors", live);
+}
+
+enum { N_ALLOC_OPS = 16 };
+
+static pft_tensor *alloc_op(int k, pft_tensor *x, pft_tensor *x2, pft_tensor *w, pft_tensor *v) {
+    static const int32_t ids[6] = {0, 1, 2, 3, 2, 1};
+    pft_tensor *xt = NULL, *y = NULL;
+    switch (k) {
+    case 0: y = pft_add(x, x2); break;
+    case 1: y = pft_sub(x, v); break;
+    case 2: y = pft_mul(x, x2); break;
+    case 3: y = pft_scale(x, 2); break;
+    case 4: y = pft_gelu(x); break;
+    case 5: y = pft_tanh(x); break;
+    case 6: y = pft_sum(x, 0, false); break;
+    case 7: y = pft_mean_all(x); break;
+    case 8: y = pft_softmax(x, v); break;
+    case 9: y = pft_layernorm(x, v, v, 1e-5f); break;
+    case 10: y = pft_dropout(x, 0.5f, true); break;
+    case 11: y = pft_embedding(w, ids, 1, (int64_t[]){6}); break;
+    case 12: y = pft_cross_entropy(x, ids, 6, -100); break;
+    case 13: y = pft_mse(x, x2); break;
+    case 14: /* non-contiguous input: the contiguous copy is one more allocation to fail */
+        xt = pft_tensor_transpose(w, 0, 1);
+        y = xt ? pft_gelu(xt) : NULL;
+        break;
+    default:
+        xt = pft_tensor_transpose(w, 0, 1);
+        y = xt ? pft_layernorm(xt, NULL, NULL, 1e-5f) : NULL;
+        break;
+    }
+    pft_tensor_release(xt);
+    return y;
+}
+
+/* ctx->alloc_fail_after = j fails the (j+1)-th allocation from now: every op, every j, forward and backward */
+static void test_alloc_failures(void) {
+    int64_t live = ctx->stats.live_tensors;
+    pft_tensor *x = p_(2, (int64_t[]){6, 4}), *x2 = p_(2, (int64_t[]){6, 4}), *w = p_(2, (int64_t[]){4, 6}), *v = p_(1, (int64_t[]){4});
+    int clean = 0, total = 0, first_fails = 0, bw_clean = 0, bw_total = 0;
+    for (int k = 0; k < N_ALLOC_OPS; k++) {
+        for (int j = 0; j < 6; j++) {
+            int64_t before = ctx->stats.live_tensors;
+            pft_ctx_clear_error(ctx);
+            ctx->alloc_fail_after = j;
+            pft_tensor *y = alloc_op(k, x, x2, w, v);
+            ctx->alloc_fail_after = -1;
+            total++;
+            if (!y) {
+                clean += ctx->last_status == PFT_ERR_ALLOC && strstr(pft_ctx_error(ctx), "out of memory") &&
+                         ctx->stats.live_tensors == before;
+                first_fails += j == 0;
+                continue;
+            }
+            clean++;
+            /* the forward fit: fail an allocation inside backward instead (gradient buffers) */
+            pft_tensor *l = pft_sum_all(y);
+            for (pft_tensor **p = (pft_tensor *[]){x, x2, w, v, NULL}; *p; p++) pft_tensor_free_grad(*p);
+            ctx->alloc_fail_after = j;
+            pft_status st = pft_backward(l, NULL);
+            ctx->alloc_fail_after = -1;
+            bw_total++;
+            bw_clean += st == PFT_OK || (st == PFT_ERR_ALLOC && pft_ctx_error(ctx)[0]);
+            for (pft_tensor **p = (pft_tensor *[]){x, x2, w, v, NULL}; *p; p++) pft_tensor_free_grad(*p);
+            pft_tensor_release(l), pft_tensor_release(y);
+            if (ctx->stats.live_tensors != before) printf("alloc op %d, j %d: %lld leaked\n", k, j, (long long)(ctx->stats.live_tensors - before));
+        }
+    }
+    CHECK(clean == total, "allocation failures: %d of %d cases failed cleanly (NULL, PFT_ERR_ALLOC, a message, no leak)", clean,
+          total);
+    CHECK(first_fails == N_ALLOC_OPS, "every op fails when its first allocation fails (%d of %d)", first_fails, N_ALLOC_OPS);
+    CHECK(bw_clean == bw_total, "backward with a failing allocation: %d of %d reported cleanly", bw_clean, bw_total);
+    pft_tensor_release(x), pft_tensor_release(x2), pft_tensor_release(w), pft_tensor_release(v);
+    check_live("allocation failures", live);
+}
+
+int main(void) {
+    TEST_BEGIN("ops");
+    seed = test_seed();
+    ctx = pft_ctx_new(1, seed);
+    test_binary_forward();
+    test_unary_forward();
+    test_reduce_forward();
+    test_softmax_forward();
+    test_layernorm_forward();
+    test_lookup_loss_forward();
+    test_dropout();
+    test_grads();
+    test_errors();
+    test_alloc_failures();
+    CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
+    pft_ctx_free(ctx);
+    return TEST_END();
+}
