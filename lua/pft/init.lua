@@ -17,6 +17,10 @@ for k, v in pairs(core) do pft[k] = v end
 pft.core = core
 pft.version = "0.1.0"
 
+-- models: pft.load_model("minilm", {head = "seqcls", labels = {"negative", "positive"}}); see pft/model.lua
+pft.model = require "pft.model"
+pft.load_model = pft.model.load
+
 -- nn: modules are tables with forward(x) and parameters(); a plain function (pft.tanh) is a module too.
 local nn = {}
 pft.nn = nn

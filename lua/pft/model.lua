@@ -1,0 +1,298 @@
+-- pft.model: find, load and export BERT checkpoints (a C model from pft.core plus its tokenizer).
+--
+--   local model = require "pft.model"
+--   local m = model.load("minilm", { head = "seqcls", labels = { "negative", "positive" } })
+--   local batch = m:encode({ "a gripping film", "dull" })            -- pft.Batch, max_length 128
+--   local hidden, pooled, logits = m:forward(batch)
+--   local loss = m:loss(logits, { 1, 0 })                          -- 0-based class ids
+--   m:export("out/sst2-minilm")     -- transformers: AutoModelForSequenceClassification.from_pretrained
+--
+-- Names: a path to an existing directory is used as is; otherwise the name (or an alias: "minilm" ->
+-- all-MiniLM-L6-v2) is looked up under $PFT_MODELS, then <pft root>/models (`make setup` puts
+-- all-MiniLM-L6-v2 there). Any Hugging Face BERT directory with config.json, vocab.txt and
+-- model.safetensors can be given by path. The model owns its memory in C; the Lua object only holds it.
+local core = require "pft.core"
+
+local M = {}
+
+M.aliases = { minilm = "all-MiniLM-L6-v2", ["all-minilm-l6-v2"] = "all-MiniLM-L6-v2" }
+
+local HEADS = { none = true, seqcls = true, tokcls = true }
+local ARCH_HEAD = {
+  BertForSequenceClassification = "seqcls",
+  BertForTokenClassification = "tokcls",
+}
+local HEAD_ARCH = { seqcls = "BertForSequenceClassification", tokcls = "BertForTokenClassification", none = "BertModel" }
+local TOKENIZER_FILES = { "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json" }
+
+local function is_dir(path)
+  return core.list_dir(path) ~= nil
+end
+
+local function file_exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+-- "/a/b/../c/./d" -> "/a/c/d" (lexically; enough for the paths built here)
+local function clean_path(p)
+  local abs, parts = p:sub(1, 1) == "/", {}
+  for seg in p:gmatch("[^/]+") do
+    if seg == ".." and #parts > 0 and parts[#parts] ~= ".." then parts[#parts] = nil
+    elseif seg ~= "." then parts[#parts + 1] = seg end
+  end
+  return (abs and "/" or "") .. (#parts > 0 and table.concat(parts, "/") or (abs and "" or "."))
+end
+
+-- The directories searched for short names, in order.
+function M.search_dirs()
+  local dirs = {}
+  local env = os.getenv("PFT_MODELS")
+  if env and env ~= "" then dirs[#dirs + 1] = env end
+  local src = debug.getinfo(1, "S").source
+  local here = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/[^/]*$") or "."
+  if here:match("share/lua/5%.1/pft$") then -- installed tree: <prefix>/share/lua/5.1/pft/model.lua
+    dirs[#dirs + 1] = clean_path(here .. "/../../../pft/models")
+  else -- source tree: lua/pft/model.lua
+    dirs[#dirs + 1] = clean_path(here .. "/../../models")
+  end
+  return dirs
+end
+
+-- Every model directory found under the search dirs (those holding a config.json), sorted.
+function M.available()
+  local seen, names = {}, {}
+  for _, d in ipairs(M.search_dirs()) do
+    for _, name in ipairs(core.list_dir(d) or {}) do
+      if not seen[name] and file_exists(d .. "/" .. name .. "/config.json") then
+        seen[name] = true
+        names[#names + 1] = name
+      end
+    end
+  end
+  table.sort(names)
+  return names
+end
+
+-- name_or_path -> a model directory; raises listing what is available when nothing matches.
+function M.resolve(name)
+  if type(name) ~= "string" or name == "" then
+    error(("pft.model.resolve: bad argument #1 (model name or directory expected, got %s)"):format(type(name)), 2)
+  end
+  if is_dir(name) then return name end
+  local short = M.aliases[name] or M.aliases[name:lower()] or name
+  if not name:find("/", 1, true) then
+    for _, d in ipairs(M.search_dirs()) do
+      local p = d .. "/" .. short
+      if is_dir(p) then return p end
+    end
+  end
+  local avail = M.available()
+  error(("pft: unknown model '%s' (not a directory, and not found under %s). Available: %s. Aliases: minilm -> " ..
+    "all-MiniLM-L6-v2 (`make setup` downloads it). To use another Hugging Face BERT checkpoint (e.g. " ..
+    "bert-base-uncased downloaded elsewhere), pass the path of its directory (config.json, vocab.txt, " ..
+    "model.safetensors) or put it under $PFT_MODELS."):format(name, table.concat(M.search_dirs(), ", "),
+    #avail > 0 and table.concat(avail, ", ") or "none"), 2)
+end
+
+local function read_file(path)
+  local f, err = io.open(path, "rb")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Writes data to path through a temporary file in the same directory and a rename: old file or new.
+local function write_atomic(path, data)
+  local tmp = ("%s.tmp.%d%d"):format(path, os.time(), math.random(1, 1e9))
+  local f, err = io.open(tmp, "wb")
+  if not f then error("pft.model: cannot write " .. tmp .. ": " .. tostring(err), 0) end
+  local ok, werr = f:write(data)
+  local cok = f:close()
+  if not ok or not cok then
+    os.remove(tmp)
+    error("pft.model: cannot write " .. tmp .. ": " .. tostring(werr), 0)
+  end
+  local rok, rerr = os.rename(tmp, path)
+  if not rok then
+    os.remove(tmp)
+    error("pft.model: cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr), 0)
+  end
+end
+
+local function read_config(dir)
+  local cjson = require "cjson"
+  local path = dir .. "/config.json"
+  local text, err = read_file(path)
+  if not text then error(("pft: %s: cannot open: %s"):format(path, tostring(err)), 0) end
+  local ok, cfg = pcall(cjson.decode, text)
+  if not ok or type(cfg) ~= "table" then error(("pft: %s: not a JSON object (%s)"):format(path, tostring(cfg)), 0) end
+  return cfg
+end
+
+local function count_keys(t)
+  local n = 0
+  for _ in pairs(t) do n = n + 1 end
+  return n
+end
+
+-- id2label of a config as a 1-based list, when it has exactly n entries "0".."n-1".
+local function config_labels(cfg, n)
+  if type(cfg.id2label) ~= "table" or count_keys(cfg.id2label) ~= n then return nil end
+  local labels = {}
+  for i = 0, n - 1 do
+    local v = cfg.id2label[tostring(i)]
+    if type(v) ~= "string" then return nil end
+    labels[i + 1] = v
+  end
+  return labels
+end
+
+local Model = {}
+Model.__index = Model
+
+local OPTS = { head = true, num_labels = true, labels = true }
+
+-- load(name_or_path, {head = "seqcls" | "tokcls" | "none", num_labels = K, labels = {...}}).
+-- Without head, a directory exported by pft (config.json "architectures") gets its head back, its
+-- classifier weights and its labels; otherwise head "none". num_labels defaults to #labels, then the
+-- config's id2label (when its architecture has the same head), then 2.
+function M.load(name, opts)
+  opts = opts or {}
+  if type(opts) ~= "table" then error("pft.model.load: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2) end
+  for k in pairs(opts) do
+    if not OPTS[k] then error(("pft.model.load: unknown option '%s' (head, num_labels, labels)"):format(tostring(k)), 2) end
+  end
+  if opts.head ~= nil and not HEADS[opts.head] then
+    error(("pft.model.load: head must be \"none\", \"seqcls\" or \"tokcls\", got %s"):format(tostring(opts.head)), 2)
+  end
+  if opts.labels ~= nil then
+    if type(opts.labels) ~= "table" or #opts.labels == 0 then error("pft.model.load: labels must be a non-empty list of strings", 2) end
+    for i, l in ipairs(opts.labels) do
+      if type(l) ~= "string" then error(("pft.model.load: labels[%d] is a %s, expected a string"):format(i, type(l)), 2) end
+    end
+  end
+  local dir = M.resolve(name)
+  local cfg = read_config(dir)
+  local arch = type(cfg.architectures) == "table" and cfg.architectures[1] or nil
+  local saved_head = ARCH_HEAD[arch]
+  local head = opts.head or saved_head or "none"
+  local num_labels = 0
+  local labels
+  if head ~= "none" then
+    local from_cfg = saved_head == head and type(cfg.id2label) == "table" and config_labels(cfg, count_keys(cfg.id2label)) or nil
+    num_labels = opts.num_labels or (opts.labels and #opts.labels) or (from_cfg and #from_cfg) or 2
+    if opts.labels and #opts.labels ~= num_labels then
+      error(("pft.model.load: %d labels for num_labels %d"):format(#opts.labels, num_labels), 2)
+    end
+    labels = opts.labels or config_labels(cfg, num_labels)
+    if not labels then
+      labels = {}
+      for i = 1, num_labels do labels[i] = "LABEL_" .. (i - 1) end
+    end
+  end
+  local bert = core.bert_load(dir, head, num_labels)
+  local tok = core.tokenizer_load(dir)
+  return setmetatable({ bert = bert, tokenizer = tok, dir = dir, labels = labels, head = head, source_config = cfg }, Model)
+end
+
+-- Returns the C method's results as they are, except that a method returning the model itself
+-- (train, eval) returns the wrapper, so that calls chain on it.
+local function pass(self, bert, first, ...)
+  if first == bert and select("#", ...) == 0 then return self end
+  return first, ...
+end
+
+-- Methods of the C model, called on the wrapper.
+for _, name in ipairs({ "forward", "loss", "params", "param", "train", "eval", "is_training", "set_layer_training",
+  "set_embeddings_training", "set_head_training", "config", "num_layers", "save_weights", "load_weights", "numel" }) do
+  Model[name] = function(self, ...)
+    return pass(self, self.bert, self.bert[name](self.bert, ...))
+  end
+end
+
+-- m:encode(texts[, pairs][, opts]) -> pft.Batch (the tokenizer's encode_batch)
+function Model:encode(...)
+  return self.tokenizer:encode_batch(...)
+end
+
+-- JSON with sorted keys and two-space indents, as transformers writes config.json; scalars via cjson.
+local function pretty_json(cjson, v, indent)
+  if type(v) ~= "table" then return cjson.encode(v) end
+  local pad, inner = ("  "):rep(indent), ("  "):rep(indent + 1)
+  local parts = {}
+  if #v > 0 or next(v) == nil and getmetatable(v) == cjson.array_mt then
+    for i = 1, #v do parts[i] = inner .. pretty_json(cjson, v[i], indent + 1) end
+    return "[\n" .. table.concat(parts, ",\n") .. "\n" .. pad .. "]"
+  end
+  if next(v) == nil then return "{}" end
+  local keys = {}
+  for k in pairs(v) do keys[#keys + 1] = tostring(k) end
+  table.sort(keys)
+  for i, k in ipairs(keys) do
+    local val = v[k]
+    if val == nil then val = v[tonumber(k)] end
+    parts[i] = inner .. cjson.encode(k) .. ": " .. pretty_json(cjson, val, indent + 1)
+  end
+  return "{\n" .. table.concat(parts, ",\n") .. "\n" .. pad .. "}"
+end
+
+local function copy_file(src, dst)
+  local data, err = read_file(src)
+  if not data then error(("pft.model.export: cannot read %s: %s"):format(src, tostring(err)), 0) end
+  write_atomic(dst, data)
+end
+
+-- m:export(dest[, {labels = {...}}]): a directory transformers loads with from_pretrained: config.json
+-- (the source config plus architectures, id2label, label2id, problem_type), model.safetensors (every
+-- parameter under its Hugging Face name) and the source's tokenizer files.
+function Model:export(dest, opts)
+  opts = opts or {}
+  if type(dest) ~= "string" or dest == "" then error("pft.model.export: bad argument #1 (directory path expected)", 2) end
+  if type(opts) ~= "table" then error("pft.model.export: bad argument #2 (options table expected)", 2) end
+  for k in pairs(opts) do
+    if k ~= "labels" then error(("pft.model.export: unknown option '%s' (labels)"):format(tostring(k)), 2) end
+  end
+  local c = self.bert:config()
+  local labels = opts.labels or self.labels
+  if c.head ~= "none" and labels and #labels ~= c.num_labels then
+    error(("pft.model.export: %d labels for a head with %d"):format(#labels, c.num_labels), 2)
+  end
+  local ok, err = core.mkdir(dest)
+  if not ok then error("pft.model.export: " .. err, 2) end
+
+  local cjson = require "cjson"
+  local cfg = read_config(self.dir)
+  cfg.architectures = { HEAD_ARCH[c.head] }
+  cfg.num_labels = nil -- transformers takes it from id2label
+  if c.head == "none" then
+    cfg.id2label, cfg.label2id, cfg.problem_type = nil, nil, nil
+  else
+    local id2label, label2id = {}, {}
+    for i = 1, c.num_labels do
+      local l = labels and labels[i] or ("LABEL_" .. (i - 1))
+      id2label[tostring(i - 1)] = l
+      label2id[l] = i - 1
+    end
+    cfg.id2label, cfg.label2id = id2label, label2id
+    if c.head == "seqcls" then
+      cfg.problem_type = c.num_labels == 1 and "regression" or "single_label_classification"
+    else
+      cfg.problem_type = nil
+    end
+  end
+  self.bert:save_weights(dest .. "/model.safetensors")
+  for _, f in ipairs(TOKENIZER_FILES) do
+    if file_exists(self.dir .. "/" .. f) then copy_file(self.dir .. "/" .. f, dest .. "/" .. f) end
+  end
+  write_atomic(dest .. "/config.json", pretty_json(cjson, cfg, 0) .. "\n")
+  return dest
+end
+
+function Model:__tostring()
+  return ("pft.model(%s, %s)"):format(self.dir, tostring(self.bert))
+end
+
+return M

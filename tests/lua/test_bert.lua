@@ -1,0 +1,251 @@
+-- pft.Bert, pft.model and the exporter against the transformers fixtures (tests/fixtures/bert/README.md):
+-- the tiny_seqcls batch tokenized by pft, logits/loss/gradients, parameter names, export and reload,
+-- transformers' own logits on the export (roundtrip.json), error messages, leaks.
+local pft = require "pft"
+local check = require "check"
+local cjson = require "cjson"
+
+local FIX = TEST_ROOT .. "/tests/fixtures/bert"
+local TINY = FIX .. "/tiny_seqcls"
+local TEXTS = { "hello world", "the movie is very good , i loved it", "a funny film", "actors acting" }
+local PAIRS = { false, false, "not boring", "but the plot is slow and too long" }
+
+local T = {}
+
+local function max_diff(a, b)
+  local fa, fb = a:flat(), b:flat()
+  check.eq(#fa, #fb, "element count")
+  local m = 0
+  for i = 1, #fa do m = math.max(m, math.abs(fa[i] - fb[i])) end
+  return m
+end
+
+local function near_tensor(got, want, tol, what)
+  local d = max_diff(got, want)
+  if d > tol then error(("%s: max |diff| %g > %g"):format(what, d, tol), 2) end
+  return d
+end
+
+-- the fixture's F32 integer tensor [B, T] as nested Lua integers
+local function int_rows(t)
+  local rows = t:totable()
+  for _, r in ipairs(rows) do for j = 1, #r do r[j] = math.floor(r[j] + 0.5) end end
+  return rows
+end
+
+local function fixture_batch(m)
+  return m:encode(TEXTS, PAIRS, { max_length = 12, pad_to = 12 })
+end
+
+local function tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(pft.mkdir(p))
+  return p
+end
+
+local function rmdir(p)
+  for _, f in ipairs(pft.list_dir(p) or {}) do os.remove(p .. "/" .. f) end
+  os.remove(p)
+end
+
+local function read_json(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return cjson.decode(s)
+end
+
+function T.seqcls_matches_transformers()
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local e = pft.read_safetensors(TINY .. "/expected.safetensors")
+  local b = fixture_batch(m)
+  local B, Tn = b:size()
+  check.eq(B, 4, "B")
+  check.eq(Tn, 12, "T")
+  check.all_near(b:ids(), int_rows(e.input_ids), 0, "input_ids")
+  check.all_near(b:type_ids(), int_rows(e.token_type_ids), 0, "token_type_ids")
+  check.all_near(b:mask(), int_rows(e.attention_mask), 0, "attention_mask")
+  check.eq(b:tokens(), 35, "non-pad tokens")
+  local hidden, pooled, logits = m:forward(b)
+  near_tensor(hidden, e["hidden_states.2"], 1e-4, "hidden")
+  near_tensor(pooled, e.pooled, 1e-5, "pooled")
+  local d = near_tensor(logits, e.logits, 1e-5, "logits")
+  print(("  tiny_seqcls logits max |diff| %.3g"):format(d))
+  local loss = m:loss(logits, { 0, 2, 1, 2 })
+  check.near(loss:item(), e.loss:item(), 1e-5, "loss")
+  loss:backward()
+  for _, name in ipairs({ "bert.encoder.layer.0.attention.self.query.weight", "classifier.weight" }) do
+    near_tensor(m:param(name):grad(), e["grad." .. name], 1e-4, "grad " .. name)
+  end
+end
+
+function T.regression_and_tokcls_losses()
+  local e = pft.read_safetensors(FIX .. "/tiny_regression/expected.safetensors")
+  local m = pft.load_model(FIX .. "/tiny_regression", { head = "seqcls", num_labels = 1 })
+  local _, _, logits = m:forward(fixture_batch(m))
+  near_tensor(logits, e.logits, 1e-5, "regression logits")
+  check.near(m:loss(logits, { 0.5, -1.25, 2.0, 0.3 }):item(), e.loss:item(), 1e-5, "MSE loss")
+
+  e = pft.read_safetensors(FIX .. "/tiny_tokcls/expected.safetensors")
+  m = pft.load_model(FIX .. "/tiny_tokcls", { head = "tokcls", num_labels = 5 })
+  local hidden, pooled
+  hidden, pooled, logits = m:forward(fixture_batch(m))
+  check.eq(pooled, nil, "token classification has no pooler")
+  check.eq(#hidden:shape(), 3, "hidden dims")
+  near_tensor(logits, e.logits, 1e-5, "tokcls logits")
+  local labels = {}
+  for _, v in ipairs(e.labels:flat()) do labels[#labels + 1] = math.floor(v + 0.5) end
+  check.eq(#labels, 48, "B*T labels")
+  check.near(m:loss(logits, labels):item(), e.loss:item(), 1e-5, "token CE loss")
+end
+
+function T.params_in_hf_order()
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local ps = m:params()
+  check.eq(#ps, 41, "parameter count")
+  check.eq(ps[1]:name(), "bert.embeddings.word_embeddings.weight", "first")
+  check.eq(ps[6]:name(), "bert.encoder.layer.0.attention.self.query.weight", "sixth")
+  check.eq(ps[38]:name(), "bert.pooler.dense.weight", "pooler")
+  check.eq(ps[41]:name(), "classifier.bias", "last")
+  local n = 0
+  for _, p in ipairs(ps) do n = n + p:numel() end
+  check.eq(m:numel(), n, "numel")
+  check.eq(m:numel(true), n, "all trainable")
+  check.eq(m:param("nope"), nil, "unknown name")
+  check.eq(m:num_layers(), 2, "layers")
+  local c = m:config()
+  check.eq(c.hidden_size, 32, "hidden_size")
+  check.eq(c.num_heads, 4, "num_heads")
+  check.eq(c.model_type, "bert", "model_type")
+  check.eq(c.head, "seqcls", "head")
+  check.eq(c.num_labels, 3, "num_labels")
+  check.eq(c.layer_norm_eps, 1e-12, "layer_norm_eps")
+
+  local frozen = m:param("bert.embeddings.word_embeddings.weight")
+  frozen:requires_grad(false)
+  check.eq(m:numel(true), n - frozen:numel(), "trainable numel")
+  local _, _, logits = m:forward(fixture_batch(m))
+  m:loss(logits, { 0, 2, 1, 2 }):backward()
+  check.eq(frozen:grad(), nil, "frozen parameter has no gradient")
+  check.truthy(m:param("bert.embeddings.position_embeddings.weight"):grad(), "a trainable neighbour has one")
+end
+
+function T.train_eval_and_layer_flags()
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local b = fixture_batch(m)
+  check.eq(m:is_training(), false, "a loaded model starts in eval mode")
+  local _, _, a = m:forward(b)
+  local _, _, a2 = m:forward(b)
+  check.eq(max_diff(a, a2), 0, "eval is deterministic")
+  check.eq(m:train(), m, "train returns the model")
+  local _, _, t = m:forward(b)
+  check.truthy(max_diff(a, t) > 0, "dropout changes the logits in training mode")
+  for i = 0, m:num_layers() - 1 do m:set_layer_training(i, false) end
+  m:set_embeddings_training(false)
+  m:set_head_training(false)
+  local _, _, f = m:forward(b)
+  check.eq(max_diff(a, f), 0, "every part frozen in eval mode: same as eval")
+  m:eval()
+  check.raises(function() m:set_layer_training(2, true) end, "layer 2 out of range [0, 2)")
+  check.raises(function() m:set_layer_training(0, 1) end, "boolean expected")
+end
+
+function T.export_round_trip()
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local dir = tmpdir()
+  m:export(dir, { labels = { "a", "b", "c" } })
+  local cfg = read_json(dir .. "/config.json")
+  check.eq(cfg.architectures[1], "BertForSequenceClassification", "architectures")
+  check.eq(cfg.id2label["0"], "a", "id2label 0")
+  check.eq(cfg.id2label["2"], "c", "id2label 2")
+  check.eq(cfg.label2id.b, 1, "label2id")
+  check.eq(cfg.problem_type, "single_label_classification", "problem_type")
+  check.eq(cfg.hidden_size, 32, "source config kept")
+  for _, f in ipairs({ "model.safetensors", "vocab.txt", "tokenizer_config.json" }) do
+    check.truthy(io.open(dir .. "/" .. f), f .. " exported")
+  end
+  local r = pft.load_model(dir)
+  check.eq(r:config().head, "seqcls", "head restored from architectures")
+  check.eq(r:config().num_labels, 3, "num_labels restored from id2label")
+  check.eq(table.concat(r.labels, ","), "a,b,c", "labels restored")
+  local _, _, l1 = m:forward(fixture_batch(m))
+  local _, _, l2 = r:forward(fixture_batch(r))
+  check.eq(max_diff(l1, l2), 0, "reloaded logits bit for bit")
+  check.eq(r:load_weights(dir .. "/model.safetensors"), true, "the export holds the head")
+  check.eq(r:load_weights(TINY .. "/model.safetensors"), true, "back to the fixture's weights")
+  rmdir(dir)
+end
+
+function T.transformers_loads_the_export()
+  local rt = read_json(FIX .. "/roundtrip.json")
+  check.eq(rt.ok, true, "roundtrip.json ok")
+  check.eq(rt.architecture, "BertForSequenceClassification", "architecture")
+  check.eq(rt.num_labels, 3, "num_labels")
+  check.eq(rt.id2label["0"] .. rt.id2label["1"] .. rt.id2label["2"], "abc", "id2label")
+  check.eq(table.concat(rt.tokenizer_ids, " "), "2 42 43 3", "transformers' tokenizer on the exported vocab")
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local _, _, logits = m:forward(fixture_batch(m))
+  local d = near_tensor(logits, pft.tensor(rt.logits), 1e-5, "pft vs transformers on the export")
+  print(("  export round trip: transformers %s logits vs pft max |diff| %.3g"):format(rt.transformers, d))
+end
+
+function T.bare_model_and_fresh_model()
+  local m = pft.core.bert_load(TINY, "none")
+  local h, pooled, logits = m:forward(pft.core.tokenizer_load(TINY):encode_batch({ "hello world" }))
+  check.eq(logits, nil, "no head, no logits")
+  check.eq(#h:shape(), 3, "hidden")
+  check.truthy(pooled, "pooled")
+  check.raises(function() m:loss(h, { 0 }) end, "no task head")
+  check.eq(m:load_weights(TINY .. "/model.safetensors"), false, "a bare model loads no head")
+  local n = pft.core.bert_new(m:config(), "seqcls", 2)
+  check.eq(#n:params(), 41, "fresh model parameters")
+  check.eq(pft.core.bert_new(TINY, "tokcls", 4):config().num_labels, 4, "fresh model from a directory")
+  check.raises(function() pft.core.bert_new({ hidden_size = 32, bogus = 1 }) end, "unknown config key 'bogus'")
+end
+
+function T.errors()
+  local dir = tmpdir()
+  check.raises(function() pft.load_model(dir) end, dir .. "/config.json")
+  local f = assert(io.open(dir .. "/config.json", "w"))
+  f:write('{"model_type": "gpt2", "vocab_size": 10}')
+  f:close()
+  check.raises(function() pft.core.bert_load(dir, "none") end, 'model_type "gpt2" is not supported')
+  rmdir(dir)
+  local err = check.raises(function() pft.model.resolve("no-such-model-xyz") end, "unknown model 'no-such-model-xyz'")
+  check.truthy(err:find("Available:", 1, true) and err:find("pass the path", 1, true), "lists what is available: " .. err)
+  check.raises(function() pft.load_model(TINY, { heads = "seqcls" }) end, "unknown option 'heads'")
+  check.raises(function() pft.load_model(TINY, { head = "lm" }) end, "head must be")
+  check.raises(function() pft.core.bert_load(TINY, "lm") end, "invalid option 'lm'")
+  check.raises(function() pft.core.bert_load(TINY, "seqcls", 0) end, "num_labels must be >= 1")
+  check.raises(function() pft.core.bert_load({}) end, "string expected, got table")
+  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  check.raises(function() m:forward({}) end, "pft.Batch expected")
+  local _, _, logits = m:forward(fixture_batch(m))
+  check.raises(function() m:loss(logits, { 0, 1 }) end, "2 labels for 4 rows")
+  check.raises(function() m:loss(logits, { 0, 1, 3, 0 }) end, "label 3 is 3")
+  check.raises(function() m:loss(logits, { 0, 1, "x", 0 }) end, "label 3 is a string")
+  check.raises(function() m:loss("x", { 0 }) end, "pft.Tensor expected")
+  local b = fixture_batch(m)
+  b:free()
+  check.raises(function() m:forward(b) end, "batch is empty")
+  m.bert:free()
+  check.raises(function() m:forward(fixture_batch(m)) end, "model used after free")
+end
+
+function T.no_leaks()
+  local before = pft.live_tensors()
+  do
+    local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+    m:train()
+    local _, _, logits = m:forward(fixture_batch(m))
+    m:loss(logits, { 0, 2, 1, 2 }):backward()
+    local ps = m:params()
+    check.truthy(#ps == 41 and pft.live_tensors() > before, "model alive")
+  end
+  collectgarbage("collect")
+  collectgarbage("collect")
+  check.eq(pft.live_tensors(), before, "live tensors after the model is collected")
+end
+
+return T
