@@ -1,5 +1,6 @@
 /* lua_pft.c - the `pft.core` Lua module: context, pft.Tensor userdata, construction, conversion, views,
- * autograd entry points. Ops are in lua_ops.c, optimizers in lua_optim.c. Ownership rules: lua_pft.h.
+ * autograd entry points. Ops are in lua_ops.c, optimizers in lua_optim.c, BERT, its tokenizer and
+ * encoded batches in lua_bert.c. Ownership rules: lua_pft.h.
  * Dims and indices are 1-based in Lua (negative dims count from the end); token ids are 0-based. */
 #include <math.h>
 #include <stdarg.h>
@@ -745,6 +746,9 @@ int luaopen_pft_core(lua_State *L) {
 
     pftl_register_ops(L, M, methods, meta);
     pftl_register_optim(L, M);
+    pftl_register_bert(L, M);
+    pftl_register_train(L, M);
+    pftl_register_data(L, M);
     lua_settop(L, M);
     return 1;
 }

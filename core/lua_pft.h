@@ -63,8 +63,11 @@ int64_t pftl_check_int64(lua_State *L, int arg);
  * buffer pushed on the stack (*buf as floats, or *ids as int32 when ids != NULL). */
 int pftl_read_nested(lua_State *L, int idx, const char *op, int64_t *shape, float **buf, int32_t **ids);
 
-/* lua_ops.c, lua_optim.c */
+/* lua_ops.c, lua_optim.c, lua_bert.c */
 void pftl_register_ops(lua_State *L, int module_idx, int methods_idx, int meta_idx);
 void pftl_register_optim(lua_State *L, int module_idx);
+void pftl_register_bert(lua_State *L, int module_idx);
+void pftl_register_train(lua_State *L, int module_idx); /* lua_train.c: after pftl_register_optim */
+void pftl_register_data(lua_State *L, int module_idx);  /* lua_data.c: after pftl_register_bert (uses pft.Batch) */
 
 #endif

@@ -185,3 +185,61 @@ bool pft_optim_has_state(const pft_optim *opt, const pft_tensor *p) {
         if (opt->params[i].param == p) return opt->params[i].m != NULL || opt->params[i].v != NULL;
     return false;
 }
+
+int pft_optim_param_count(const pft_optim *opt) { return opt->n_params; }
+
+bool pft_optim_state_export(const pft_optim *opt, int i, pft_optim_param_state *out) {
+    if (i < 0 || i >= opt->n_params) return false;
+    const param_slot *s = &opt->params[i];
+    if (!s->m && !s->v) return false;
+    *out = (pft_optim_param_state){.param = s->param, .step = s->step, .numel = pft_tensor_numel(s->param),
+                                   .m = s->m, .v = s->v};
+    return true;
+}
+
+pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step, int64_t numel, const float *m,
+                                  const float *v) {
+    param_slot *s = NULL;
+    for (int i = 0; i < opt->n_params && !s; i++)
+        if (opt->params[i].param->name && !strcmp(opt->params[i].param->name, name)) s = &opt->params[i];
+    if (!s) return pft_ctx_seterr(opt->ctx, PFT_ERR_ARG, "optimizer state: no parameter named '%s'", name);
+    int64_t n = pft_tensor_numel(s->param);
+    if (numel != n)
+        return pft_ctx_seterr(opt->ctx, PFT_ERR_SHAPE, "optimizer state for '%s': %lld values, the parameter has %lld",
+                              name, (long long)numel, (long long)n);
+    bool adam = opt->kind == PFT_OPTIM_ADAMW;
+    if (!m || (adam && !v) || step < 0)
+        return pft_ctx_seterr(opt->ctx, PFT_ERR_ARG, "optimizer state for '%s': %s", name,
+                              step < 0 ? "negative step count" : adam ? "AdamW needs both m and v" : "no momentum buffer");
+    if (!s->m && !(s->m = state_alloc(opt, n)))
+        return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'", name);
+    if (adam && !s->v && !(s->v = state_alloc(opt, n)))
+        return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'", name);
+    memcpy(s->m, m, (size_t)n * sizeof(float));
+    if (adam) memcpy(s->v, v, (size_t)n * sizeof(float));
+    s->step = step;
+    return PFT_OK;
+}
+
+double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
+    double sq = 0;
+    for (int k = 0; k < n; k++) {
+        const pft_tensor *g = params[k]->grad;
+        if (!g) continue;
+        const float *d = pft_tensor_data(g); /* gradients are contiguous (autograd.h) */
+        double s = 0;
+        for (int64_t i = 0, e = pft_tensor_numel(g); i < e; i++) s += (double)d[i] * d[i];
+        sq += s;
+    }
+    double norm = sqrt(sq);
+    if (!isfinite(norm)) return norm;
+    double coef = max_norm / (norm + 1e-6);
+    if (coef < 1.0)
+        for (int k = 0; k < n; k++) {
+            const pft_tensor *g = params[k]->grad;
+            if (!g) continue;
+            float *d = pft_tensor_data(g), c = (float)coef;
+            for (int64_t i = 0, e = pft_tensor_numel(g); i < e; i++) d[i] *= c;
+        }
+    return norm;
+}

@@ -17,7 +17,11 @@
  *
  * AdamW follows torch.optim.AdamW: p -= lr * wd * p; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
  * p -= lr * (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). SGD follows torch.optim.SGD with momentum and
- * dampening 0: buf = mu buf + g (buf = g on the first step); p -= lr * (g + wd p folded into g). */
+ * dampening 0: buf = mu buf + g (buf = g on the first step); p -= lr * (g + wd p folded into g).
+ *
+ * Checkpoints: pft_optim_state_export walks the parameters that have state (borrowing the optimizer's
+ * buffers); pft_optim_state_import copies a saved state into the parameter of the same name, so that a
+ * resumed run continues exactly where it stopped (same m, v, momentum and bias-correction step). */
 #ifndef PFT_OPTIM_H
 #define PFT_OPTIM_H
 
@@ -48,5 +52,28 @@ void pft_optim_zero_grad(pft_optim *opt);
 size_t pft_optim_state_bytes(const pft_optim *opt);
 /* Whether parameter p has optimizer state yet. */
 bool pft_optim_has_state(const pft_optim *opt, const pft_tensor *p);
+
+/* One parameter's state as the optimizer holds it. m and v are borrowed (valid until the next step,
+ * import or free); AdamW has both, SGD with momentum has its buffer in m and v NULL. */
+typedef struct pft_optim_param_state {
+    const pft_tensor *param; /* its name is the key a checkpoint uses */
+    int64_t step;            /* updates applied so far */
+    int64_t numel;
+    const float *m, *v;
+} pft_optim_param_state;
+
+int pft_optim_param_count(const pft_optim *opt);
+/* The state of parameter i (0-based, group order); false when it has none yet (never updated). */
+bool pft_optim_state_export(const pft_optim *opt, int i, pft_optim_param_state *out);
+/* Sets the state of the parameter named `name`: step count and a copy of m (and v for AdamW; v may be
+ * NULL for SGD). Errors: no parameter of that name, numel mismatch, a missing m or v. */
+pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step, int64_t numel, const float *m,
+                                  const float *v);
+
+/* Scales the gradients of params (those that have one) so that their global L2 norm is at most
+ * max_norm, as torch.nn.utils.clip_grad_norm_: coef = max_norm / (norm + 1e-6), applied when < 1.
+ * Returns the norm before clipping (summed in double, parameter by parameter in order); a non-finite
+ * norm is returned as is and nothing is scaled. */
+double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm);
 
 #endif

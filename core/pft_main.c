@@ -7,8 +7,15 @@
  * Module search: <exe dir>/../lua (the source tree: the binary is build/pft) and
  * <exe dir>/../share/lua/5.1, <exe dir>/../lib/lua/5.1 (an installed tree), then LuaJIT's defaults.
  * Exit codes (also printed by --help): 0 ok, 1 runtime error, 2 usage error (unknown option or
- * command, a script that cannot be opened), 3 syntax error in a script. */
+ * command, a script that cannot be opened), 3 syntax error in a script, 130 interrupted (Ctrl-C).
+ *
+ * SIGINT: the one piece of process state pft keeps. A signal handler can only touch a volatile
+ * sig_atomic_t with static storage, so the flags live here, in the host, and their address is handed to
+ * pft.core through the registry (lua_train.c: core.interrupted, core.watch_interrupts). Unwatched (no
+ * trainer running), Ctrl-C ends the process as usual; watched, the first sets the flag that the trainer
+ * polls once a step (it saves a checkpoint and exits 130), a second exits at once with 130. */
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +33,29 @@
 enum { EXIT_OK = 0, EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_SYNTAX = 3 };
 
 int luaopen_pft_core(lua_State *L);
+
+/* [0] SIGINTs received while watched, [1] watched (set through core.watch_interrupts) */
+static volatile sig_atomic_t interrupt_flags[2];
+
+static void on_sigint(int sig) {
+    if (!interrupt_flags[1]) { /* nobody watches: the default action, as if no handler were installed */
+        signal(sig, SIG_DFL);
+        raise(sig);
+        return;
+    }
+    if (interrupt_flags[0] > 0) _exit(130); /* the second Ctrl-C: stop now */
+    interrupt_flags[0] = 1;
+}
+
+static void install_sigint(lua_State *L) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    lua_pushlightuserdata(L, (void *)interrupt_flags);
+    lua_setfield(L, LUA_REGISTRYINDEX, "pft.host.interrupt"); /* read by core/lua_train.c */
+}
 
 static const char usage_text[] =
     "usage: pft [options] [script.lua [args...]]\n"
@@ -46,7 +76,8 @@ static const char usage_text[] =
     "  0  success\n"
     "  1  runtime error (printed as file:line: message)\n"
     "  2  usage error: unknown option or command, script cannot be opened\n"
-    "  3  syntax error in a script or chunk\n";
+    "  3  syntax error in a script or chunk\n"
+    "  130  interrupted by Ctrl-C (pft train saves a checkpoint first)\n";
 
 /* Sets package.path / package.cpath so that require finds lua/pft in the build or the install tree. */
 static void set_paths(lua_State *L) {
@@ -241,6 +272,7 @@ struct main_args {
 static int pmain(lua_State *L) {
     struct main_args *a = lua_touserdata(L, 1);
     luaL_openlibs(L);
+    install_sigint(L);
     a->rc = pft_main(L, a->argc, a->argv);
     return 0;
 }

@@ -90,6 +90,54 @@ static void test_frozen_and_groups(pft_ctx *ctx) {
     pft_tensor_release(frozen), pft_tensor_release(body), pft_tensor_release(head);
 }
 
+/* Export after two steps, import into a fresh optimizer, step both with the same gradient: bit-identical. */
+static void test_state_roundtrip(pft_ctx *ctx, pft_optim_kind kind) {
+    float w0[3] = {0.5f, -1.0f, 2.0f}, g[3] = {0.3f, -0.7f, 1.1f};
+    pft_tensor *a = pft_tensor_from_data(ctx, 1, (int64_t[]){3}, w0), *b = pft_tensor_from_data(ctx, 1, (int64_t[]){3}, w0);
+    pft_tensor_set_name(a, "layer.weight"), pft_tensor_set_name(b, "layer.weight");
+    a->requires_grad = b->requires_grad = true;
+    a->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){3}, g);
+    b->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){3}, g);
+    pft_optim_group G = pft_optim_group_defaults(kind);
+    G.lr = 0.1, G.momentum = kind == PFT_OPTIM_SGD ? 0.9 : 0;
+    pft_optim *oa = pft_optim_new(ctx, kind), *ob = pft_optim_new(ctx, kind);
+    pft_optim_add_group(oa, &G, 1, &a), pft_optim_add_group(ob, &G, 1, &b);
+    pft_optim_param_state ps;
+    CHECK(!pft_optim_state_export(oa, 0, &ps), "no state before the first step");
+    pft_optim_step(oa), pft_optim_step(oa);
+    CHECK(pft_optim_state_export(oa, 0, &ps) && ps.step == 2 && ps.numel == 3 && ps.m && (kind == PFT_OPTIM_SGD) == !ps.v,
+          "exported state: step %lld", (long long)ps.step);
+    pft_tensor_copy_(b, a);
+    CHECK(pft_optim_state_import(ob, "layer.weight", ps.step, ps.numel, ps.m, ps.v) == PFT_OK, "import: %s", pft_ctx_error(ctx));
+    CHECK(pft_optim_state_import(ob, "nope", 1, 3, ps.m, ps.v) == PFT_ERR_ARG && strstr(pft_ctx_error(ctx), "'nope'"),
+          "unknown name refused: %s", pft_ctx_error(ctx));
+    CHECK(pft_optim_state_import(ob, "layer.weight", 1, 4, ps.m, ps.v) == PFT_ERR_SHAPE, "numel mismatch refused");
+    pft_optim_step(oa), pft_optim_step(ob);
+    CHECK(memcmp(pft_tensor_data(a), pft_tensor_data(b), sizeof w0) == 0, "%s: resumed step bit-identical",
+          kind == PFT_OPTIM_SGD ? "sgd" : "adamw");
+    pft_optim_free(oa), pft_optim_free(ob);
+    pft_tensor_release(a), pft_tensor_release(b);
+}
+
+/* torch.nn.utils.clip_grad_norm_ by hand: grads (3, 4) and (12): norm 13; max 6.5 -> coef 6.5 / (13 + 1e-6) */
+static void test_clip(pft_ctx *ctx) {
+    pft_tensor *a = pft_tensor_zeros(ctx, 1, (int64_t[]){2}), *b = pft_tensor_zeros(ctx, 1, (int64_t[]){1});
+    pft_tensor *none = pft_tensor_zeros(ctx, 1, (int64_t[]){1});
+    a->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){2}, (float[]){3, 4});
+    b->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){1}, (float[]){12});
+    pft_tensor *ps[3] = {a, none, b};
+    double n = pft_clip_grad_norm(3, ps, 6.5);
+    double c = 6.5 / (13 + 1e-6);
+    CHECK(fabs(n - 13) < 1e-12, "norm %g", n);
+    CHECK(pft_tensor_data(a->grad)[0] == (float)(3 * (float)c) && pft_tensor_data(b->grad)[0] == (float)(12 * (float)c),
+          "scaled by max/(norm+1e-6): %g", pft_tensor_data(a->grad)[0]);
+    n = pft_clip_grad_norm(3, ps, 100);
+    CHECK(fabs(n - 6.5) < 1e-5 && pft_tensor_data(b->grad)[0] == (float)(12 * (float)c), "below max: unchanged (%g)", n);
+    pft_tensor_data(a->grad)[0] = NAN;
+    CHECK(isnan(pft_clip_grad_norm(3, ps, 1.0)), "a NaN gradient gives a NaN norm");
+    pft_tensor_release(a), pft_tensor_release(b), pft_tensor_release(none);
+}
+
 int main(void) {
     TEST_BEGIN("optim");
     pft_ctx *ctx = pft_ctx_new(1, 1);
@@ -103,6 +151,9 @@ int main(void) {
     s.momentum = 0.9, s.weight_decay = 0.01;
     run_case(ctx, PFT_OPTIM_SGD, s, "sgd momentum + decay");
     test_frozen_and_groups(ctx);
+    test_state_roundtrip(ctx, PFT_OPTIM_ADAMW);
+    test_state_roundtrip(ctx, PFT_OPTIM_SGD);
+    test_clip(ctx);
     pft_optim_group bad = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
     bad.beta1 = 1.5;
     pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);

@@ -1,0 +1,595 @@
+-- pft.data: dataset readers (TSV, CSV, JSONL), label sets, and batch loaders over a split tokenized once
+-- in C. The formats, the malformed-row and invalid-UTF-8 policies, shuffling, bucketing and the cache are
+-- described in docs/data.md.
+--
+--   local D = require "pft.data"
+--   local train = D.read({ path = "../shared/data/sst2/train.tsv", text = "sentence", label = "label" })
+--   local dev = D.read({ path = ".../dev.tsv" }, { labels = train.label_names })  -- unseen label: error
+--   local loader = D.loader(train, tokenizer, { batch_size = 32, shuffle = true, bucket = true, seed = 42 })
+--   for item in loader:epoch(0) do  -- item.batch (pft.Batch), item.labels, item.index, item.rows
+--     ...
+--   end
+--
+-- Reading and splitting lines is Lua (orchestration, well under a second for 60k rows); tokenizing,
+-- padding, hashing and UTF-8 checks are C (core/lua_data.c). Rows are 1-based; label ids are 0-based.
+local core = require "pft.core"
+
+local D = {}
+
+local DEFAULT_SPEC = { header = true, text = "sentence", label = "label" }
+local SPEC_KEYS = { path = true, format = true, header = true, text = true, text_pair = true, label = true, limit = true }
+local READ_KEYS = { task = true, labels = true, on_error = true, preprocess = true }
+local LOADER_KEYS = { batch_size = true, shuffle = true, bucket = true, seed = true, max_length = true, cache = true,
+  cache_dir = true, bucket_chunks = true }
+local TASKS = { classification = true, regression = true, token_classification = true }
+local KEEP_LINES = 10 -- line numbers kept for skipped rows and rows with invalid UTF-8
+
+local function check_keys(t, allowed, what)
+  for k in pairs(t) do
+    if not allowed[k] then
+      local names = {}
+      for n in pairs(allowed) do names[#names + 1] = n end
+      table.sort(names)
+      error(("%s: unknown key '%s' (known: %s)"):format(what, tostring(k), table.concat(names, ", ")), 3)
+    end
+  end
+end
+
+local function format_of(spec)
+  if spec.format then
+    if spec.format ~= "tsv" and spec.format ~= "csv" and spec.format ~= "jsonl" then
+      error(("data: format '%s' is not one of tsv, csv, jsonl"):format(tostring(spec.format)), 3)
+    end
+    return spec.format
+  end
+  local ext = spec.path:match("%.([%w]+)$")
+  ext = ext and ext:lower()
+  if ext == "tsv" or ext == "csv" then return ext end
+  if ext == "jsonl" or ext == "ndjson" or ext == "json" then return "jsonl" end
+  error(("data: %s: cannot tell the format from the extension; set format = \"tsv\" | \"csv\" | \"jsonl\""):format(spec.path), 3)
+end
+
+-- --- record sources: each calls emit(fields, line) per row, bad(line, message) per malformed row --------
+
+local function is_blank(s) return s:find("^[ \t\r]*$") ~= nil end
+
+-- Lines of s without their "\r\n" / "\n", numbered from 1; blank lines are not passed on.
+local function each_line(s, fn)
+  local pos, line, n = 1, 0, #s
+  while pos <= n do
+    local nl = s:find("\n", pos, true)
+    local stop = nl and nl - 1 or n
+    line = line + 1
+    if s:byte(stop) == 13 then stop = stop - 1 end
+    local l = s:sub(pos, stop)
+    if not is_blank(l) then fn(l, line) end
+    pos = (nl or n) + 1
+  end
+end
+
+local function tsv_records(s, emit)
+  each_line(s, function(l, line)
+    local fields, p = {}, 1
+    while true do
+      local tab = l:find("\t", p, true)
+      if not tab then
+        fields[#fields + 1] = l:sub(p)
+        break
+      end
+      fields[#fields + 1] = l:sub(p, tab - 1)
+      p = tab + 1
+    end
+    emit(fields, line)
+  end)
+end
+
+-- RFC 4180: fields separated by commas, records by CRLF or LF; a field in double quotes may hold commas,
+-- tabs, newlines and doubled quotes. An unterminated quote cannot be resynchronised: it always raises.
+local function csv_records(s, emit, bad, path)
+  local pos, line, n = 1, 1, #s
+  while pos <= n do
+    local fields, start, broken = {}, line, nil
+    while true do
+      local field
+      if s:byte(pos) == 34 then -- '"'
+        local parts, p = {}, pos + 1
+        while true do
+          local q = s:find('"', p, true)
+          if not q then error(("%s:%d: unterminated quoted field"):format(path, line), 0) end
+          parts[#parts + 1] = s:sub(p, q - 1)
+          if s:byte(q + 1) == 34 then
+            parts[#parts + 1] = '"'
+            p = q + 2
+          else
+            p = q + 1
+            break
+          end
+        end
+        field = table.concat(parts)
+        for _ in field:gmatch("\n") do line = line + 1 end
+        pos = p
+        local c = s:byte(pos)
+        if c == 13 and s:byte(pos + 1) == 10 then pos, c = pos + 1, 10 end
+        if c ~= nil and c ~= 44 and c ~= 10 then
+          broken = broken or "text after a closing quote"
+          local nl = s:find("\n", pos, true) -- resynchronise at the end of this line
+          pos = nl or n + 1
+          c = 10
+        end
+        fields[#fields + 1] = field
+        pos = pos + 1
+        if c ~= 44 then break end
+      else
+        local q = s:find("[,\n]", pos)
+        local stop = (q or n + 1) - 1
+        local fs = stop
+        if q and s:byte(q) == 10 and s:byte(stop) == 13 then fs = stop - 1 end
+        fields[#fields + 1] = s:sub(pos, fs)
+        pos = stop + 2
+        if not q or s:byte(q) == 10 then break end
+      end
+    end
+    if broken then
+      bad(start, broken)
+    elseif not (#fields == 1 and is_blank(fields[1])) then
+      emit(fields, start)
+    end
+    line = line + 1
+  end
+end
+
+local function jsonl_records(s, emit, bad)
+  local ok_cjson, cjson = pcall(require, "cjson")
+  if not ok_cjson then error("data: JSONL needs lua-cjson (require \"cjson\" failed)", 0) end
+  local decode = cjson.decode
+  each_line(s, function(l, line)
+    if not l:find("^%s*{") then return bad(line, "not a JSON object") end
+    local ok, obj = pcall(decode, l)
+    if not ok then return bad(line, "invalid JSON: " .. tostring(obj):gsub("^.-: ", "")) end
+    for k, v in pairs(obj) do
+      if v == cjson.null then obj[k] = nil end
+    end
+    emit(obj, line)
+  end)
+end
+
+-- --- reading ----------------------------------------------------------------------------------------
+
+local function column_name(col)
+  return type(col) == "number" and ("column %d"):format(col) or ("column '%s'"):format(col)
+end
+
+-- A value read from a field as text: strings as they are, JSON numbers and booleans as written.
+local function as_string(v)
+  if type(v) == "string" then return v end
+  if type(v) == "number" then
+    if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return ("%d"):format(v) end
+    return ("%.17g"):format(v)
+  end
+  if type(v) == "boolean" then return tostring(v) end
+  return nil
+end
+
+local function trim(s) return (s:gsub("^%s+", ""):gsub("%s+$", "")) end
+
+local function all_integers(names)
+  for _, s in ipairs(names) do
+    if not s:find("^%-?%d+$") then return false end
+  end
+  return true
+end
+
+-- Sorted unique labels: numerically when every label is an integer, else by bytes.
+local function sorted_labels(seen)
+  local names = {}
+  for s in pairs(seen) do names[#names + 1] = s end
+  if all_integers(names) then
+    table.sort(names, function(a, b) return tonumber(a) < tonumber(b) end)
+  else
+    table.sort(names)
+  end
+  return names
+end
+
+-- D.read(spec, opts) -> dataset table (see docs/data.md and docs/recipe-contracts.md)
+function D.read(spec, opts)
+  if type(spec) == "string" then spec = { path = spec } end
+  if type(spec) ~= "table" or type(spec.path) ~= "string" then error("data.read: spec.path (a string) is required", 2) end
+  opts = opts or {}
+  check_keys(spec, SPEC_KEYS, "data.read: split")
+  check_keys(opts, READ_KEYS, "data.read: options")
+  local task = opts.task or "classification"
+  if not TASKS[task] then error(("data.read: task '%s' is not one of classification, regression, token_classification"):format(tostring(task)), 2) end
+  local on_error = opts.on_error or "fail"
+  if on_error ~= "fail" and on_error ~= "skip" then error(("data.read: on_error '%s' is not 'fail' or 'skip'"):format(tostring(on_error)), 2) end
+  local preprocess = opts.preprocess
+  if preprocess ~= nil and type(preprocess) ~= "function" then error("data.read: preprocess must be a function(text) -> text", 2) end
+  local path = spec.path
+  local fmt = format_of(spec)
+  local header = spec.header
+  if header == nil then header = DEFAULT_SPEC.header end
+  local text_col = spec.text or DEFAULT_SPEC.text
+  local pair_col = spec.text_pair
+  local label_col = spec.label
+  if label_col == nil then label_col = DEFAULT_SPEC.label end
+  local limit = spec.limit
+  if limit ~= nil and (type(limit) ~= "number" or limit < 1 or limit ~= math.floor(limit)) then
+    error(("data.read: %s: limit must be a positive integer"):format(path), 2)
+  end
+
+  local f, ferr = io.open(path, "rb")
+  if not f then error(("data: cannot open %s"):format(ferr or path), 2) end
+  local s = f:read("*a")
+  f:close()
+  if s:sub(1, 3) == "\239\187\191" then s = s:sub(4) end -- UTF-8 BOM
+
+  local ds = { path = path, format = fmt, task = task, n = 0, texts = {}, pairs = pair_col and {} or nil, labels = {},
+    label_names = {}, lines = {}, skipped = 0, skipped_lines = {}, skipped_messages = {}, invalid_utf8 = 0,
+    invalid_utf8_lines = {}, spec = { text = text_col, text_pair = pair_col, label = label_col, limit = limit, header = header } }
+  local raw_labels = {}
+
+  local function bad(line, msg)
+    local full = ("%s:%d: %s"):format(path, line, msg)
+    if on_error == "fail" then error(full, 0) end
+    ds.skipped = ds.skipped + 1
+    if #ds.skipped_lines < KEEP_LINES then
+      ds.skipped_lines[#ds.skipped_lines + 1] = line
+      ds.skipped_messages[#ds.skipped_messages + 1] = full
+    end
+  end
+
+  -- column -> field position (tsv/csv), resolved from the header or given as an index
+  local cols, header_names
+  local function resolve(col, fields)
+    if col == nil or col == false then return nil end
+    if type(col) == "number" then
+      if col < 1 or col ~= math.floor(col) then error(("data: %s: column index %s must be a positive integer"):format(path, col), 0) end
+      return col
+    end
+    if type(col) ~= "string" then error(("data: %s: a column is a name or a 1-based index, got a %s"):format(path, type(col)), 0) end
+    if fmt == "jsonl" then return col end
+    if not header then
+      error(("data: %s: column '%s' is given by name but the split has header = false; give its 1-based index"):format(path, col), 0)
+    end
+    for i, name in ipairs(fields) do
+      if name == col then return i end
+    end
+    error(("data: %s: no column '%s' in the header (%s)"):format(path, col, table.concat(fields, ", ")), 0)
+  end
+
+  local done = false
+  local function field_of(fields, which, col, line)
+    local key = cols[which]
+    if key == nil then return nil end
+    local v
+    if fmt == "jsonl" then
+      if type(key) == "number" then
+        error(("data: %s: JSONL rows have no column order; name the column instead of %d"):format(path, key), 0)
+      end
+      v = fields[key]
+      if v == nil then return nil, ("column '%s' missing"):format(key) end
+      return v
+    end
+    v = fields[key]
+    if v == nil then
+      local nf = #fields
+      local desc = type(col) == "string" and ("column '%s' (%d)"):format(col, key) or column_name(col)
+      return nil, ("row has %d field%s, %s missing"):format(nf, nf == 1 and "" or "s", desc)
+    end
+    return v
+  end
+
+  local function emit(fields, line)
+    if done then return end
+    if not cols then
+      local names = nil
+      if header and fmt ~= "jsonl" then names = fields end
+      cols = { text = resolve(text_col, names or {}), pair = resolve(pair_col, names or {}), label = resolve(label_col, names or {}) }
+      header_names = names
+      if names then return end -- the header row itself
+    end
+    local text, err = field_of(fields, "text", text_col, line)
+    if err then return bad(line, err) end
+    local pair
+    if cols.pair then
+      pair, err = field_of(fields, "pair", pair_col, line)
+      if err then return bad(line, err) end
+    end
+    local label
+    if cols.label then
+      label, err = field_of(fields, "label", label_col, line)
+      if err then return bad(line, err) end
+    end
+    if task == "token_classification" and type(text) == "table" then text = table.concat(text, " ") end
+    local t = as_string(text)
+    if not t then return bad(line, ("%s is a %s, expected text"):format(column_name(text_col), type(text))) end
+    local p
+    if cols.pair then
+      p = as_string(pair)
+      if not p then return bad(line, ("%s is a %s, expected text"):format(column_name(pair_col), type(pair))) end
+    end
+    local lab
+    if cols.label then
+      if task == "token_classification" then
+        if type(label) == "string" then
+          lab = {}
+          for tag in label:gmatch("%S+") do lab[#lab + 1] = tag end
+        elseif type(label) == "table" then
+          lab = {}
+          for i, tag in ipairs(label) do lab[i] = as_string(tag) end
+        end
+        if not lab then return bad(line, "tags must be a list or a space-separated string") end
+      else
+        lab = as_string(label)
+        if not lab then return bad(line, ("label is a %s, expected a string or a number"):format(type(label))) end
+        lab = trim(lab)
+        if lab == "" then return bad(line, "empty label") end
+        if task == "regression" then
+          local v = tonumber(lab)
+          if not v or v ~= v or v == math.huge or v == -math.huge then
+            return bad(line, ("label '%s' is not a finite number"):format(lab))
+          end
+          lab = v
+        end
+      end
+    end
+    if preprocess then
+      t = preprocess(t)
+      if p then p = preprocess(p) end
+    end
+    local k = ds.n + 1
+    ds.n = k
+    ds.texts[k] = t
+    if p then ds.pairs[k] = p end
+    ds.lines[k] = line
+    if lab ~= nil then raw_labels[k] = lab end
+    if limit and k >= limit then done = true end
+  end
+
+  if fmt == "tsv" then
+    tsv_records(s, emit)
+  elseif fmt == "csv" then
+    csv_records(s, emit, bad, path)
+  else
+    jsonl_records(s, emit, bad)
+  end
+  if ds.n == 0 then
+    if ds.skipped > 0 then error(("data: %s: no usable rows (%d malformed, skipped)"):format(path, ds.skipped), 0) end
+    error(("data: %s: no data rows (the file is empty%s)"):format(path, header_names and " but for its header" or ""), 0)
+  end
+  ds.columns = header_names
+
+  -- invalid UTF-8: passed through (the tokenizer drops ill-formed sequences), counted here
+  if not core.utf8_valid(s) then
+    for i = 1, ds.n do
+      if not core.utf8_valid(ds.texts[i]) or (ds.pairs and not core.utf8_valid(ds.pairs[i])) then
+        ds.invalid_utf8 = ds.invalid_utf8 + 1
+        if #ds.invalid_utf8_lines < KEEP_LINES then ds.invalid_utf8_lines[#ds.invalid_utf8_lines + 1] = ds.lines[i] end
+      end
+    end
+  end
+
+  -- labels
+  if not cols.label then
+    ds.labels = nil
+  elseif task == "regression" then
+    ds.labels = raw_labels
+    ds.label_names = nil
+  else
+    local names
+    if opts.labels then
+      names = {}
+      for i, v in ipairs(opts.labels) do names[i] = as_string(v) or error("data.read: labels must be strings or numbers", 0) end
+    else
+      local seen = {}
+      for i = 1, ds.n do
+        local l = raw_labels[i]
+        if type(l) == "table" then for _, tag in ipairs(l) do seen[tag] = true end else seen[l] = true end
+      end
+      names = sorted_labels(seen)
+    end
+    local id = {}
+    for i, name in ipairs(names) do id[name] = i - 1 end
+    local function lookup(name, i)
+      local v = id[name]
+      if v == nil then
+        error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(path, ds.lines[i], name,
+          table.concat(names, ", ")), 0)
+      end
+      return v
+    end
+    for i = 1, ds.n do
+      local l = raw_labels[i]
+      if type(l) == "table" then
+        local ids = {}
+        for j, tag in ipairs(l) do ids[j] = lookup(tag, i) end
+        ds.labels[i] = ids
+      else
+        ds.labels[i] = lookup(l, i)
+      end
+    end
+    ds.label_names = { unpack(names) }
+  end
+  return ds
+end
+
+-- D.label_set(spec_or_ds, opts) -> the label names of the training data, in label-id order
+function D.label_set(src, opts)
+  local ds = src
+  if type(src) == "string" or (type(src) == "table" and not src.texts) then
+    local o = {}
+    for k, v in pairs(opts or {}) do o[k] = v end
+    o.labels = nil
+    ds = D.read(src, o)
+  end
+  if not ds.label_names then error(("data.label_set: %s has no class labels"):format(ds.path), 2) end
+  return { unpack(ds.label_names) }
+end
+
+-- --- the tokenized-split cache ------------------------------------------------------------------------
+
+local function root_dir()
+  local src = debug.getinfo(1, "S").source
+  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/[^/]*$") or "."
+  return dir .. "/../.."
+end
+
+-- $PFT_CACHE, else <repo>/build/cache when pft runs from its source tree, else ~/.cache/pft
+function D.cache_dir()
+  local env = os.getenv("PFT_CACHE")
+  if env and env ~= "" then return env end
+  local root = root_dir()
+  local mk = io.open(root .. "/Makefile", "r")
+  if mk then
+    mk:close()
+    return root .. "/build/cache"
+  end
+  local xdg = os.getenv("XDG_CACHE_HOME")
+  if xdg and xdg ~= "" then return xdg .. "/pft" end
+  return (os.getenv("HOME") or ".") .. "/.cache/pft"
+end
+
+local function absolute(path)
+  if path:sub(1, 1) == "/" then return path end
+  return (os.getenv("PWD") or ".") .. "/" .. path
+end
+
+-- D.encode(ds, tokenizer, {max_length = 128, cache = true, cache_dir = nil}) -> pft.Encoded, info
+-- info = { hit = bool, path = cache file or nil, reason = why it missed ("missing: ..", "stale: ..",
+-- "corrupt: ..") or nil, saved = bool, save_error = message or nil }.
+function D.encode(ds, tokenizer, opts)
+  opts = opts or {}
+  local max_length = opts.max_length or 128
+  if opts.cache == false then
+    return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length), { hit = false }
+  end
+  local vocab = core.tokenizer_hash(tokenizer)
+  local size, mtime = core.file_stat(ds.path)
+  if not size then return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length), { hit = false, reason = mtime } end
+  local sp = ds.spec or {}
+  local key = table.concat({ absolute(ds.path), tostring(sp.text), tostring(sp.text_pair), vocab, tostring(max_length) }, "\0")
+  local dir = opts.cache_dir or D.cache_dir()
+  local base = ds.path:match("([^/]+)$"):gsub("[^%w%._-]", "_")
+  local file = ("%s/%s-%s.enc"):format(dir, base, core.text_hash({ key }))
+  local expect = { vocab_hash = vocab, max_length = max_length, source_size = size, source_mtime = mtime,
+    text_hash = core.text_hash(ds.texts, ds.pairs), count = ds.n }
+  local enc, why = core.load_encoded(file, expect)
+  if enc then return enc, { hit = true, path = file } end
+  enc = core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length)
+  local info = { hit = false, path = file, reason = why }
+  local ok, err = core.mkdir(dir)
+  if ok then ok, err = enc:save(file, expect) end
+  info.saved, info.save_error = ok and true or false, err
+  return enc, info
+end
+
+-- --- loaders ------------------------------------------------------------------------------------------
+
+local Loader = {}
+Loader.__index = Loader
+
+-- D.loader(ds, tokenizer, {batch_size = 32, shuffle = false, bucket = false, seed = 0, max_length = 128,
+--   cache = true, cache_dir = nil, bucket_chunks = 50})
+function D.loader(ds, tokenizer, opts)
+  opts = opts or {}
+  check_keys(opts, LOADER_KEYS, "data.loader: options")
+  local bs = opts.batch_size or 32
+  if type(bs) ~= "number" or bs < 1 or bs ~= math.floor(bs) then error("data.loader: batch_size must be a positive integer", 2) end
+  local seed = opts.seed or 0
+  if type(seed) ~= "number" or seed < 0 or seed ~= math.floor(seed) then error("data.loader: seed must be a non-negative integer", 2) end
+  local enc, info = D.encode(ds, tokenizer, { max_length = opts.max_length, cache = opts.cache, cache_dir = opts.cache_dir })
+  return setmetatable({
+    ds = ds, enc = enc, cache = info, lengths = enc:lengths(), batch_size = bs, seed = seed,
+    shuffle = opts.shuffle and true or false, bucket = opts.bucket and true or false,
+    chunk = (opts.bucket_chunks or 50) * bs,
+  }, Loader)
+end
+
+function Loader:num_batches() return math.ceil(self.ds.n / self.batch_size) end
+
+-- loader:batches(e) -> array of batches, each an array of 1-based rows; a pure function of (seed, e).
+-- Streams: 2e orders the rows, 2e + 1 orders the buckets' batches.
+function Loader:batches(e)
+  if self._plan_epoch == e then return self._plan end
+  local n, bs = self.ds.n, self.batch_size
+  local order
+  if self.shuffle then
+    order = core.permutation(n, self.seed, 2 * e)
+  else
+    order = {}
+    for i = 1, n do order[i] = i end
+  end
+  local out = {}
+  if self.bucket then
+    local len, pos = self.lengths, {}
+    for i = 1, n do pos[order[i]] = i end
+    local function longer_first(a, b)
+      if len[a] ~= len[b] then return len[a] > len[b] end
+      return pos[a] < pos[b]
+    end
+    for c = 1, n, self.chunk do
+      local chunk = {}
+      for i = c, math.min(n, c + self.chunk - 1) do chunk[#chunk + 1] = order[i] end
+      table.sort(chunk, longer_first)
+      for b = 1, #chunk, bs do
+        local rows = {}
+        for i = b, math.min(#chunk, b + bs - 1) do rows[#rows + 1] = chunk[i] end
+        out[#out + 1] = rows
+      end
+    end
+    if self.shuffle then
+      local perm, shuffled = core.permutation(#out, self.seed, 2 * e + 1), {}
+      for i, j in ipairs(perm) do shuffled[i] = out[j] end
+      out = shuffled
+    end
+  else
+    for b = 1, n, bs do
+      local rows = {}
+      for i = b, math.min(n, b + bs - 1) do rows[#rows + 1] = order[i] end
+      out[#out + 1] = rows
+    end
+  end
+  self._plan_epoch, self._plan = e, out
+  return out
+end
+
+-- loader:epoch(e, start_batch) -> iterator over {batch = pft.Batch, labels = {...}, index = i, rows = {...}}
+-- for batches start_batch (default 1) .. num_batches of epoch e (any integer; the trainer counts from 0).
+-- Each batch is padded to its longest row.
+function Loader:epoch(e, start_batch)
+  if type(e) ~= "number" or e ~= math.floor(e) or e < 0 then error("loader:epoch: epoch must be a non-negative integer", 2) end
+  start_batch = start_batch or 1
+  if type(start_batch) ~= "number" or start_batch < 1 or start_batch ~= math.floor(start_batch) then
+    error("loader:epoch: start_batch must be a positive integer (1 = the first batch)", 2)
+  end
+  local plan, labels = self:batches(e), self.ds.labels
+  local i = start_batch - 1
+  return function()
+    i = i + 1
+    local rows = plan[i]
+    if not rows then return nil end
+    local lab
+    if labels then
+      lab = {}
+      for k, r in ipairs(rows) do lab[k] = labels[r] end
+    end
+    return { batch = self.enc:gather(rows, 0), labels = lab, index = i, rows = rows }
+  end
+end
+
+-- loader:pad_tokens(e) -> padding cells over all batches of epoch e (what bucketing saves)
+function Loader:pad_tokens(e)
+  local pad = 0
+  for _, rows in ipairs(self:batches(e)) do
+    local t, sum = 0, 0
+    for _, r in ipairs(rows) do
+      local l = self.lengths[r]
+      sum = sum + l
+      if l > t then t = l end
+    end
+    pad = pad + t * #rows - sum
+  end
+  return pad
+end
+
+return D

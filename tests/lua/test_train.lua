@@ -1,0 +1,354 @@
+-- The trainer (lua/pft/train.lua) on the tiny fixture model: LR schedules, clipping, optimizer state,
+-- weight decay groups, freeze semantics, plan == what happens, resume equivalence, Ctrl-C, NaN stop,
+-- gradient accumulation. Each training here takes well under a second.
+local pft = require "pft"
+local core = require "pft.core"
+local check = require "check"
+local F = require "train_fixtures"
+local T = require "pft.train"
+local Ck = require "pft.checkpoint"
+
+local ROOT = TEST_ROOT
+local TMP = os.getenv("TMPDIR") or "/tmp"
+local tmp_n = 0
+local function tmpdir(tag)
+  tmp_n = tmp_n + 1
+  local d = ("%s/pft-test-train-%d-%s-%d"):format(TMP, os.time(), tag, tmp_n)
+  os.execute("rm -rf '" .. d .. "'")
+  return d
+end
+local function rm(d) os.execute("rm -rf '" .. d .. "'") end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local function lines(path)
+  local out = {}
+  for l in (read(path) or ""):gmatch("[^\n]+") do out[#out + 1] = l end
+  return out
+end
+
+local function run(dir, over, opts)
+  opts = opts or {}
+  opts.quiet = true
+  opts.run_dir = opts.run_dir or dir
+  return T.run(F.recipe(ROOT, dir, over), opts)
+end
+
+-- frees every tensor of a table now (the runner counts live tensors; stale stack slots would keep
+-- them until some later collection)
+local function free_all(t)
+  for _, v in pairs(t) do v:free() end
+end
+
+-- every parameter of a loaded model (or a weights file) as name -> flat table
+local function snapshot(params)
+  local s = {}
+  for _, p in ipairs(params) do s[p:name()] = p:flat() end
+  return s
+end
+
+local function snapshot_free(params)
+  local s = snapshot(params)
+  free_all(params)
+  return s
+end
+
+local function same(a, b)
+  if #a ~= #b then return false end
+  for i = 1, #a do if a[i] ~= b[i] then return false end end
+  return true
+end
+
+local Tst = {}
+
+function Tst.lr_schedules_at_given_steps()
+  local f = T.lr_factor
+  check.near(f({ name = "linear", warmup = 0.1 }, 0, 100), 0, 1e-12, "linear step 0")
+  check.near(f({ name = "linear", warmup = 0.1 }, 5, 100), 0.5, 1e-12, "linear warm-up half")
+  check.near(f({ name = "linear", warmup = 0.1 }, 10, 100), 1, 1e-12, "linear peak")
+  check.near(f({ name = "linear", warmup = 0.1 }, 55, 100), 0.5, 1e-12, "linear decay half")
+  check.near(f({ name = "linear", warmup = 0.1 }, 100, 100), 0, 1e-12, "linear end")
+  check.near(f({ name = "constant", warmup = 0 }, 37, 100), 1, 1e-12, "constant")
+  check.near(f({ name = "constant", warmup = 4 }, 2, 100), 0.5, 1e-12, "constant warm-up in steps")
+  check.near(f({ name = "cosine", warmup = 10 }, 10, 110), 1, 1e-12, "cosine peak")
+  check.near(f({ name = "cosine", warmup = 10 }, 60, 110), 0.5, 1e-12, "cosine half")
+  check.near(f({ name = "cosine", warmup = 10 }, 110, 110), 0, 1e-12, "cosine end")
+  local st = { name = "slanted_triangular", cut_frac = 0.1, ratio = 32 }
+  check.near(f(st, 0, 100), 1 / 32, 1e-12, "STLR start lr/ratio")
+  check.near(f(st, 10, 100), 1, 1e-12, "STLR peak at cut")
+  check.near(f(st, 55, 100), 16.5 / 32, 1e-12, "STLR halfway down")
+  local oc = { name = "one_cycle", pct_start = 0.3 }
+  check.near(f(oc, 0, 100), 1 / 25, 1e-12, "one-cycle start max/25")
+  check.near(f(oc, 29, 100), 1, 1e-12, "one-cycle peak")
+  check.near(f(oc, 64, 100), 0.5 + 1 / 25 / 1e4 / 2, 1e-12, "one-cycle halfway down")
+  check.near(f(oc, 99, 100), 1 / 25 / 1e4, 1e-12, "one-cycle end max/25/1e4")
+  check.raises(function() f({ name = "nope" }, 0, 10) end, "unknown lr_schedule.name 'nope'")
+end
+
+function Tst.clip_grad_norm_is_torchs()
+  local a = pft.zeros({ 2 }):requires_grad(true)
+  local b = pft.zeros({ 1 }):requires_grad(true)
+  local l = pft.sum_all(a * pft.tensor({ 3, 4 })) + pft.sum_all(b * pft.tensor({ 12 }))
+  l:backward()
+  local n = core.clip_grad_norm({ a, b }, 6.5)
+  check.near(n, 13, 1e-12, "norm sqrt(9+16+144)")
+  local c = 6.5 / (13 + 1e-6)
+  check.all_near(a:grad():flat(), { 3 * c, 4 * c }, 1e-7, "a scaled by max/(norm+1e-6)")
+  check.all_near(b:grad():flat(), { 12 * c }, 1e-7, "b scaled")
+  check.near(core.clip_grad_norm({ a, b }, 100), 6.5, 1e-6, "below max: norm only")
+  check.all_near(b:grad():flat(), { 12 * c }, 1e-7, "below max: unchanged")
+end
+
+function Tst.optimizer_state_round_trip_through_a_file()
+  local d = tmpdir("ost")
+  assert(core.mkdir(d))
+  local p = pft.tensor({ 1, -2, 3 }):requires_grad(true):set_name("w")
+  local q = pft.tensor({ 1, -2, 3 }):requires_grad(true):set_name("w")
+  local o1, o2 = pft.adamw({ p }, { lr = 0.1 }), pft.adamw({ q }, { lr = 0.1 })
+  for _ = 1, 3 do
+    o1:zero_grad()
+    pft.sum_all(p * p):backward()
+    o1:step()
+  end
+  local st = o1:state()
+  check.eq(st.w.step, 3, "step count")
+  core.save_tensors(d .. "/o.safetensors", { ["w.m"] = st.w.m, ["w.v"] = st.w.v }, { note = "x" })
+  local back = core.read_safetensors(d .. "/o.safetensors")
+  o2:load_state({ w = { step = 3, m = back["w.m"], v = back["w.v"] } })
+  q:copy_(p)
+  for _, o in ipairs({ o1, o2 }) do
+    o:zero_grad()
+  end
+  pft.sum_all(p * p):backward()
+  pft.sum_all(q * q):backward()
+  o1:step()
+  o2:step()
+  check.truthy(same(p:flat(), q:flat()), "a step after load_state is bit-identical")
+  check.raises(function() o2:load_state({ nope = { step = 1, m = back["w.m"], v = back["w.v"] } }) end,
+    "no parameter named 'nope'")
+  rm(d)
+end
+
+-- Bias and LayerNorm parameters are in no-decay groups: with zero gradients an AdamW step leaves them
+-- bit-identical while every other trainable weight shrinks by exactly (1 - lr * wd).
+function Tst.weight_decay_skips_bias_and_layernorm()
+  local Model = require "pft.model"
+  local m = Model.load(ROOT .. "/tests/fixtures/bert/tiny_seqcls", { head = "seqcls", num_labels = 3 })
+  local params = m.bert:params()
+  local info = T.model_info(m.bert)
+  local groups = T.param_groups(params, info, { lr = 0.1, weight_decay = 0.5, no_decay = { "bias", "LayerNorm" } })
+  local copt = {}
+  for i, g in ipairs(groups) do
+    copt[i] = { params = g.params, lr = g.lr, weight_decay = g.weight_decay }
+    for _, n in ipairs(g.names) do
+      local nd = n:find("bias", 1, true) or n:find("LayerNorm", 1, true)
+      check.eq(g.weight_decay == 0, nd ~= nil, "decay of " .. n)
+    end
+  end
+  local opt = core.adamw(copt)
+  local before = snapshot(params)
+  for _, p in ipairs(params) do p:requires_grad(true) end
+  local z
+  for _, p in ipairs(params) do
+    local s = core.scale(core.sum_all(p), 0)
+    z = z and (z + s) or s
+  end
+  z:backward()
+  opt:step()
+  for _, p in ipairs(params) do
+    local n, now, was = p:name(), p:flat(), before[p:name()]
+    if n:find("bias", 1, true) or n:find("LayerNorm", 1, true) then
+      check.truthy(same(now, was), n .. " unchanged (no decay)")
+    else
+      local f = 1 - 0.1 * 0.5
+      for i = 1, math.min(#was, 8) do check.near(now[i], was[i] * f, 1e-6, n .. " decayed") end
+    end
+  end
+  opt:free()
+  free_all(params)
+  m.bert:free()
+end
+
+-- Head only for steps 0-2, layer[1] joins at step 3: embeddings and layer[0] stay bit-identical to the
+-- checkpoint and get no optimizer state; layer[1] is unchanged after 3 steps and changed after the 4th;
+-- the trainable.log lines are the plan's phases.
+function Tst.freeze_schedule_is_exact_and_matches_the_plan()
+  local d = tmpdir("freeze")
+  local Model = require "pft.model"
+  local fresh = Model.load(ROOT .. "/tests/fixtures/bert/tiny_seqcls", { head = "seqcls", num_labels = 3 })
+  local initial = snapshot_free(fresh.bert:params())
+  fresh.bert:free()
+  local seen = {}
+  local stateful = {}
+  local sched_over = { initial = { "pooler", "head" }, rules = { { at = { step = 3 }, unfreeze = { "layer[1]" } } } }
+  local s = run(d, { ["train.max_steps"] = 6, ["train.eval_every"] = 3, schedule = sched_over }, {
+    on_step = function(step, st)
+      local w = st.model.bert:param("bert.encoder.layer.1.attention.self.query.weight")
+      seen[step] = same(w:flat(), initial[w:name()])
+      w:free()
+      local ps = st.model.bert:params()
+      for _, p in ipairs(ps) do
+        if st.optimizer:has_state(p) then stateful[p:name()] = true end
+      end
+      free_all(ps)
+    end,
+  })
+  check.eq(s.status, "done", "status")
+  check.eq(seen[3], true, "layer[1] unchanged after steps 0-2")
+  check.eq(seen[4], false, "layer[1] changed by step 3")
+  local final = core.read_safetensors(d .. "/model/model.safetensors")
+  for name, t in pairs(final) do
+    local frozen = name:find("embeddings", 1, true) or name:find("layer.0.", 1, true)
+    if frozen then
+      check.truthy(same(t:flat(), initial[name]), name .. " bit-identical after training")
+      check.eq(stateful[name], nil, name .. " has no optimizer state")
+    end
+  end
+  free_all(final)
+  local log = lines(d .. "/trainable.log")
+  check.eq(#log, 2, "two trainable sets")
+  check.eq(log[1], "step 0: pooler head", "log line 1")
+  check.eq(log[2], "step 3: layer[1] pooler head", "log line 2")
+  local plan = lines(d .. "/plan.txt")
+  check.eq(#plan, 2, "two phases in plan.txt")
+  check.truthy(plan[1]:find("(steps 0-2): pooler head", 1, true), plan[1])
+  check.truthy(plan[2]:find("(steps 3-5): layer[1] pooler head", 1, true), plan[2])
+  rm(d)
+end
+
+-- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
+-- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
+function Tst.resume_is_equivalent_to_an_uninterrupted_run()
+  local a, b = tmpdir("full"), tmpdir("resumed")
+  local over = { ["train.max_steps"] = 8, ["train.eval_every"] = 2 }
+  local sa = run(a, over)
+  check.eq(sa.exit_code, 0, "uninterrupted exit code")
+  local sb = run(b, over, { interrupt_at_step = 3 })
+  check.eq(sb.status, "interrupted", "interrupted")
+  check.eq(sb.exit_code, 130, "interrupt exit code")
+  check.truthy(sb.checkpoint:find("step%-3$"), "checkpoint at step 3: " .. tostring(sb.checkpoint))
+  local sc = run(b, over, { resume = b })
+  check.eq(sc.exit_code, 0, "resumed exit code")
+  check.eq(sc.steps, 8, "steps")
+  local ma, mb = lines(a .. "/metrics.jsonl"), lines(b .. "/metrics.jsonl")
+  check.eq(#mb, #ma, "metrics lines")
+  for i = 1, #ma do check.eq(mb[i], ma[i], "metrics.jsonl line " .. i) end
+  check.eq(read(b .. "/model/model.safetensors"), read(a .. "/model/model.safetensors"), "final weights identical")
+  check.eq(#Ck.list(b), 2, "output.keep = 2 checkpoints kept")
+  rm(a)
+  rm(b)
+end
+
+function Tst.nan_loss_stops_and_keeps_the_last_good_checkpoint()
+  local d = tmpdir("nan")
+  local s = run(d, { ["train.max_steps"] = 10, ["train.eval_every"] = 5 }, { nan_at_step = 7 })
+  check.eq(s.status, "nan", "status")
+  check.eq(s.exit_code, 1, "exit code")
+  check.eq(s.message, "loss is nan at step 7; stopped, last good checkpoint: " .. d .. "/checkpoints/step-5", "message")
+  local ck = Ck.load(s.checkpoint)
+  check.eq(ck.state.step, 5, "checkpoint intact")
+  check.eq(core.list_dir(d .. "/checkpoints/step-7"), nil, "no checkpoint of the bad step")
+  rm(d)
+  -- an absurd learning rate, for real: the loss overflows within a few steps
+  d = tmpdir("nan-lr")
+  s = run(d, { ["train.max_steps"] = 10, ["optim.lr"] = 1e30, ["train.grad_clip"] = 0 })
+  check.eq(s.status, "nan", "absurd lr stops")
+  check.truthy(s.message:find("^loss is [na][an][nf] at step %d+; stopped, last good checkpoint: none$"), s.message)
+  rm(d)
+end
+
+-- Gradient accumulation: 2 micro-batches of 4 = one batch of 8 (dropout off, SGD, no shuffle).
+function Tst.grad_accumulation_equals_a_bigger_batch()
+  local model = tmpdir("nodrop")
+  assert(core.mkdir(model))
+  local src = ROOT .. "/tests/fixtures/bert/tiny_seqcls/"
+  for _, f in ipairs({ "model.safetensors", "vocab.txt", "tokenizer_config.json" }) do
+    local fh = io.open(model .. "/" .. f, "wb")
+    fh:write(read(src .. f))
+    fh:close()
+  end
+  local cfg = read(src .. "config.json"):gsub('"attention_probs_dropout_prob": [%d.]+', '"attention_probs_dropout_prob": 0.0')
+    :gsub('"hidden_dropout_prob": [%d.]+', '"hidden_dropout_prob": 0.0')
+  local fh = io.open(model .. "/config.json", "wb")
+  fh:write(cfg)
+  fh:close()
+  local common = { ["model.name"] = model, ["data.shuffle"] = false, ["train.max_steps"] = 5, ["optim.name"] = "sgd",
+    ["optim.lr"] = 0.1, ["lr_schedule.name"] = "constant", ["lr_schedule.warmup"] = 0 }
+  local a, b = tmpdir("acc1"), tmpdir("acc2")
+  local oa, ob = {}, {}
+  for k, v in pairs(common) do oa[k], ob[k] = v, v end
+  oa["data.batch_size"], oa["train.grad_accum"] = 8, 1
+  ob["data.batch_size"], ob["train.grad_accum"] = 4, 2
+  run(a, oa)
+  run(b, ob)
+  local wa, wb = core.read_safetensors(a .. "/model/model.safetensors"), core.read_safetensors(b .. "/model/model.safetensors")
+  local worst = 0
+  for name, t in pairs(wa) do
+    local x, y = t:flat(), wb[name]:flat()
+    for i = 1, #x do worst = math.max(worst, math.abs(x[i] - y[i])) end
+  end
+  free_all(wa)
+  free_all(wb)
+  check.truthy(worst < 1e-6, ("max difference %g"):format(worst))
+  rm(a)
+  rm(b)
+  rm(model)
+end
+
+-- A real SIGINT to `build/pft` while it trains: a checkpoint, exit status 130.
+function Tst.ctrl_c_saves_a_checkpoint_and_exits_130()
+  local d = tmpdir("sigint")
+  assert(core.mkdir(d))
+  local cmd = ([[cd '%s' && ( '%s' tests/lua/train_driver.lua '%s/run' train.epochs=100000 train.log_every=1 \
+    train.eval_every=1000 >'%s/out' 2>&1 & p=$!; i=0; while [ $i -lt 200 ] && ! grep -q '^step 3/' '%s/out' 2>/dev/null; do \
+    sleep 0.05; i=$((i+1)); done; kill -INT $p; wait $p; echo $? >'%s/rc' )]]):format(ROOT, TEST_PFT, d, d, d, d)
+  os.execute(cmd)
+  check.eq((read(d .. "/rc") or ""):gsub("%s", ""), "130", "exit status (output: " .. tostring(read(d .. "/out")) .. ")")
+  local latest = Ck.latest(d .. "/run")
+  check.truthy(latest, "a checkpoint exists")
+  local ck = Ck.load(latest)
+  check.truthy(ck.state.step >= 3, "checkpoint after step 3 or later")
+  check.truthy((read(d .. "/out") or ""):find("interrupted at step", 1, true), "says it was interrupted")
+  rm(d)
+end
+
+function Tst.evaluate_predict_export_from_a_run()
+  local d = tmpdir("use")
+  run(d, { ["train.max_steps"] = 3, ["train.eval_every"] = 3 })
+  local mx = T.evaluate(d, { path = ROOT .. "/tests/fixtures/train/tiny_dev.tsv" })
+  local want = require("cjson").decode(lines(d .. "/metrics.jsonl")[1]).metrics
+  check.near(mx.accuracy, want.accuracy, 1e-12, "evaluate = the run's dev accuracy (best model)")
+  check.near(mx.loss, want.loss, 1e-6, "evaluate loss")
+  local inp = d .. "/in.txt"
+  local fh = io.open(inp, "wb")
+  fh:write("the movie is good\nit is awful\n")
+  fh:close()
+  check.eq(T.predict(d, inp, d .. "/p.jsonl"), 2, "two predictions")
+  for _, l in ipairs(lines(d .. "/p.jsonl")) do
+    local r = require("cjson").decode(l)
+    local sum, best, arg = 0, -1, nil
+    for k, v in pairs(r.probs) do
+      sum = sum + v
+      if v > best then best, arg = v, k end
+    end
+    check.near(sum, 1, 1e-6, "probabilities sum to 1")
+    check.eq(r.label, arg, "label = argmax")
+  end
+  T.export(d, d .. "/exported")
+  check.truthy(read(d .. "/exported/config.json"):find('"neg"', 1, true), "labels in the exported config")
+  rm(d)
+end
+
+function Tst.interrupt_hooks_outside_training()
+  check.eq(core.interrupted(), false, "not interrupted")
+  check.eq(type(core.watch_interrupts(false)), "boolean", "watch_interrupts answers")
+  check.eq(core.isatty(-1), false, "isatty of a bad fd")
+end
+
+return Tst
