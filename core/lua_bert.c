@@ -25,8 +25,8 @@
 #include "text.h"
 
 #define BERT_MT "pft.Bert"
-#define TOKENIZER_MT "pft.Tokenizer"
-#define BATCH_MT "pft.Batch"
+#define TOKENIZER_MT PFTL_TOKENIZER_MT
+#define BATCH_MT PFTL_BATCH_MT
 #define STFILE_MT "pft.SafetensorsFile"
 
 typedef struct bert_box {
@@ -34,15 +34,8 @@ typedef struct bert_box {
     pftl_state *S;
 } bert_box;
 
-typedef struct tok_box {
-    pft_tokenizer *tok;
-    pftl_state *S;
-} tok_box;
-
-typedef struct batch_box {
-    pft_batch b; /* b.ids == NULL until filled */
-    int filled;
-} batch_box;
+typedef pftl_tok_box tok_box;
+typedef pftl_batch_box batch_box;
 
 static const char *const head_names[] = {"none", "seqcls", "tokcls", NULL};
 

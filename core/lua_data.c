@@ -35,18 +35,11 @@
 
 #define ENCODED_MT "pft.Encoded"
 
-/* pft.Batch and pft.Tokenizer are defined by lua_bert.c (registered before this file's functions run);
- * these mirror its box layouts and must change with them. */
-#define BATCH_MT "pft.Batch"
-#define TOKENIZER_MT "pft.Tokenizer"
-typedef struct batch_box {
-    pft_batch b;
-    int filled;
-} batch_box;
-typedef struct tok_box {
-    pft_tokenizer *tok;
-    pftl_state *S;
-} tok_box;
+/* pft.Batch and pft.Tokenizer are registered by lua_bert.c; their box layouts are in lua_pft.h. */
+#define BATCH_MT PFTL_BATCH_MT
+#define TOKENIZER_MT PFTL_TOKENIZER_MT
+typedef pftl_batch_box batch_box;
+typedef pftl_tok_box tok_box;
 #define CACHE_MAGIC "PFTENC\0\0"
 #define CACHE_VERSION 1u
 #define ENCODE_CHUNK 512

@@ -11,11 +11,7 @@
 
 #include "lua_pft.h"
 
-typedef struct optim_box {
-    pft_optim *o;
-    pftl_state *S;
-    const char *kind; /* "adamw" or "sgd", for messages */
-} optim_box;
+typedef pftl_optim_box optim_box;
 
 static optim_box *check_optim(lua_State *L, int idx) {
     optim_box *b = luaL_checkudata(L, idx, PFTL_OPTIM_MT);

@@ -25,6 +25,7 @@
 #include "ops.h"
 #include "optim.h"
 #include "tensor.h"
+#include "text.h"
 
 #define PFTL_TENSOR_MT "pft.Tensor"
 #define PFTL_OPTIM_MT "pft.Optimizer"
@@ -34,6 +35,26 @@ typedef struct pftl_state {
     long handles; /* live tensor and optimizer boxes holding a core object */
     int closed;   /* the module's sentinel was collected (lua_close) */
 } pftl_state;
+
+/* Boxes shared across binding files: each layout is defined once, here. */
+#define PFTL_TOKENIZER_MT "pft.Tokenizer"
+#define PFTL_BATCH_MT "pft.Batch"
+
+typedef struct pftl_tok_box {
+    struct pft_tokenizer *tok;
+    pftl_state *S;
+} pftl_tok_box;
+
+typedef struct pftl_batch_box {
+    pft_batch b; /* b.ids == NULL until filled */
+    int filled;
+} pftl_batch_box;
+
+typedef struct pftl_optim_box {
+    pft_optim *o; /* first member: lua_train.c reads it through the box */
+    pftl_state *S;
+    const char *kind; /* "adamw" or "sgd", for messages */
+} pftl_optim_box;
 
 typedef struct pftl_tensor_box {
     pft_tensor *t;

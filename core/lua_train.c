@@ -126,12 +126,11 @@ static int l_save_tensors(lua_State *L) {
     return 0;
 }
 
-/* The pft_optim of a pft.Optimizer box: lua_optim.c's box starts with it (a struct's first member is at
- * its address, C11 6.7.2.1), which is all this file relies on. */
+/* The pft_optim of a pft.Optimizer box (layout in lua_pft.h). */
 static pft_optim *check_opt(lua_State *L, int idx) {
-    pft_optim **o = luaL_checkudata(L, idx, PFTL_OPTIM_MT);
-    if (!*o) luaL_argerror(L, idx, "optimizer used after free");
-    return *o;
+    pftl_optim_box *b = luaL_checkudata(L, idx, PFTL_OPTIM_MT);
+    if (!b->o) luaL_argerror(L, idx, "optimizer used after free");
+    return b->o;
 }
 
 static void push_copy(lua_State *L, pftl_state *S, const pft_tensor *like, const float *data) {
