@@ -1,0 +1,1060 @@
+-- pft.recipe: load a recipe file in a restricted environment, merge it onto its `base`, apply
+-- command-line overrides, check everything against the schema and fill in the defaults.
+--
+--   local R = require "pft.recipe"
+--   local r = R.load("sst2-gradual", { "optim.lr=3e-5", "~data.train.limit" })
+--   print(r.optim.lr, r.data.train.path)          --> 3e-05  /abs/path/to/shared/data/sst2/train.tsv
+--   print(R.dump(r))                              -- valid Lua that loads back to the same table
+--
+-- Errors name the place: "recipes/x.lua:12: unknown key 'optim.lrr' (did you mean 'optim.lr'?)",
+-- "override 'optim.lr=fast': optim.lr must be a number > 0 (got string \"fast\")".
+-- Every key, its type and its default is in SCHEMA below; docs/recipes.md carries the table that
+-- R.doc_table() prints (a test keeps the two equal).
+local R = {}
+
+-- An error object for malformed command-line arguments, so that the CLI can exit 2 instead of 1.
+R.UsageError = {}
+R.UsageError.__index = R.UsageError
+R.UsageError.__tostring = function(e) return e.msg end
+local function usage_error(msg) error(setmetatable({ msg = msg, usage = true }, R.UsageError), 0) end
+
+-- ---------------------------------------------------------------------------------------------
+-- Paths
+
+local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
+local function basename(p) return p:match("([^/]*)$") end
+local function file_exists(p)
+  local f = io.open(p, "r")
+  if f then f:close() end
+  return f ~= nil
+end
+local function read_file(p)
+  local f, err = io.open(p, "r")
+  if not f then return nil, err end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+local cwd_cache
+function R.cwd()
+  if not cwd_cache then
+    local p = io.popen("pwd")
+    cwd_cache = p and p:read("*l") or os.getenv("PWD") or "."
+    if p then p:close() end
+  end
+  return cwd_cache
+end
+
+-- Makes p absolute (against the current directory) and removes "." and "x/.." segments.
+function R.abspath(p)
+  if p:sub(1, 1) ~= "/" then p = R.cwd() .. "/" .. p end
+  local out = {}
+  for seg in p:gmatch("[^/]+") do
+    if seg == ".." then
+      if #out > 0 then out[#out] = nil end
+    elseif seg ~= "." then
+      out[#out + 1] = seg
+    end
+  end
+  return "/" .. table.concat(out, "/")
+end
+
+-- The path as the user should read it: relative to the current directory when it lies below it.
+local function display_path(p)
+  local c = R.cwd() .. "/"
+  if p:sub(1, #c) == c then return p:sub(#c + 1) end
+  return p
+end
+
+-- The repository (or install prefix) root: this file is <root>/lua/pft/recipe.lua in a source tree,
+-- <prefix>/share/lua/5.1/pft/recipe.lua when installed.
+function R.root()
+  local src = debug.getinfo(1, "S").source
+  local file = src:sub(1, 1) == "@" and R.abspath(src:sub(2)) or R.abspath("lua/pft/recipe.lua")
+  local dir = dirname(dirname(file)) -- .../lua or .../share/lua/5.1
+  if dir:match("/share/lua/5%.1$") then return (dir:gsub("/share/lua/5%.1$", "")), true end
+  return dirname(dir), false
+end
+
+-- Directories searched for shipped recipes, in order: $PFT_RECIPES, <root>/recipes (source tree),
+-- <prefix>/share/pft/recipes (installed).
+function R.recipe_dirs()
+  local dirs = {}
+  local env = os.getenv("PFT_RECIPES")
+  if env and env ~= "" then dirs[#dirs + 1] = env end
+  local root, installed = R.root()
+  dirs[#dirs + 1] = installed and (root .. "/share/pft/recipes") or (root .. "/recipes")
+  return dirs
+end
+
+-- The data root that "${PFT_DATA}" in recipe paths stands for: $PFT_DATA, else <root>/../shared/data.
+function R.data_root()
+  local env = os.getenv("PFT_DATA")
+  if env and env ~= "" then return R.abspath(env) end
+  return R.abspath(R.root() .. "/../shared/data")
+end
+
+local function is_path(s) return s:find("/", 1, true) or s:match("%.lua$") end
+
+-- A recipe name ("sst2-head") or a path ("recipes/x.lua", "x.lua"): the absolute file path, or
+-- nil and a message. rel_dir: the directory a relative path is taken against (default: cwd).
+function R.resolve_path(name, rel_dir)
+  if is_path(name) then
+    local p = name
+    if p:sub(1, 1) ~= "/" and rel_dir then p = rel_dir .. "/" .. p end
+    p = R.abspath(p)
+    if file_exists(p) then return p end
+    return nil, ("recipe file '%s' not found"):format(name)
+  end
+  for _, d in ipairs(R.recipe_dirs()) do
+    local p = R.abspath(d .. "/" .. name .. ".lua")
+    if file_exists(p) then return p end
+  end
+  return nil, ("no recipe named '%s' (see `pft ls`; a file path needs a '/' or '.lua')"):format(name)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Schema. Each spec: kind, default, doc, want (what a valid value is, for messages), and for
+-- tables `fields` (ordered). nullable: `false` in a file or `~key` on the command line sets it to
+-- nothing (nil) instead of its default.
+
+local function describe(v)
+  local t = type(v)
+  if t == "string" then return ("string %q"):format(v) end
+  if t == "number" or t == "boolean" then return t .. " " .. tostring(v) end
+  return "a " .. t
+end
+
+local function num(default, doc, o)
+  o = o or {}
+  local parts = {}
+  if o.gt then parts[#parts + 1] = "> " .. o.gt end
+  if o.ge then parts[#parts + 1] = ">= " .. o.ge end
+  if o.lt then parts[#parts + 1] = "< " .. o.lt end
+  if o.le then parts[#parts + 1] = "<= " .. o.le end
+  local want = (o.int and "an integer" or "a number") .. (#parts > 0 and " " .. table.concat(parts, " and ") or "")
+  return {
+    kind = "number", default = default, doc = doc, want = want, nullable = o.nullable, tname = o.int and "integer" or "number",
+    check = function(v)
+      return type(v) == "number" and v == v and (not o.int or v == math.floor(v)) and (not o.gt or v > o.gt)
+        and (not o.ge or v >= o.ge) and (not o.lt or v < o.lt) and (not o.le or v <= o.le)
+    end,
+  }
+end
+
+local function str(default, doc, o)
+  o = o or {}
+  return { kind = "string", default = default, doc = doc, want = "a string", nullable = o.nullable, tname = "string",
+    check = function(v) return type(v) == "string" end }
+end
+
+local function bool(default, doc)
+  return { kind = "boolean", default = default, doc = doc, want = "a boolean (true or false)", tname = "boolean",
+    check = function(v) return type(v) == "boolean" end }
+end
+
+local function enum(choices, default, doc)
+  local set, quoted = {}, {}
+  for i, c in ipairs(choices) do set[c] = true; quoted[i] = ("'%s'"):format(c) end
+  return { kind = "enum", choices = choices, default = default, doc = doc, tname = table.concat(choices, " \\| "),
+    want = "one of " .. table.concat(quoted, ", "), check = function(v) return set[v] == true end }
+end
+
+-- A list of scalars of one spec (elem), optionally of a fixed length.
+local function list(elem, default, doc, o)
+  o = o or {}
+  local want = (o.len and ("a list of %d "):format(o.len) or "a list of ") .. elem.tname .. "s"
+  return {
+    kind = "list", elem = elem, default = default, doc = doc, want = want, nullable = o.nullable,
+    tname = "list of " .. elem.tname .. (o.len and (" (" .. o.len .. ")") or ""),
+    check = function(v)
+      if type(v) ~= "table" then return false end
+      local n = 0
+      for k in pairs(v) do
+        if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return false end
+        n = n + 1
+      end
+      if n ~= #v or (o.len and n ~= o.len) then return false end
+      for _, x in ipairs(v) do if not elem.check(x) then return false end end
+      return true
+    end,
+  }
+end
+
+local function fn(doc)
+  return { kind = "function", doc = doc, want = "a function", nullable = true, tname = "function",
+    check = function(v) return type(v) == "function" end }
+end
+
+-- One of several specs (the first that accepts the value wins).
+local function alt(alts, default, doc, o)
+  o = o or {}
+  local wants, names = {}, {}
+  for i, a in ipairs(alts) do wants[i] = a.want; names[i] = a.tname end
+  return {
+    kind = "alt", alts = alts, default = default, doc = doc, want = table.concat(wants, " or "), nullable = o.nullable,
+    tname = table.concat(names, " or "),
+    check = function(v)
+      for _, a in ipairs(alts) do if a.check(v) then return true end end
+      return false
+    end,
+  }
+end
+
+-- A table with named fields (ordered pairs {name, spec}). o.absent: not filled in when not given
+-- (an optional section); o.post(v) -> nil or message: a check across fields.
+local function struct(fields, doc, o)
+  o = o or {}
+  local by = {}
+  for _, f in ipairs(fields) do by[f[1]] = f[2] end
+  return { kind = "struct", fields = fields, by = by, doc = doc, want = "a table", tname = "table",
+    absent = o.absent, nullable = o.nullable or o.absent, post = o.post,
+    check = function(v) return type(v) == "table" end }
+end
+
+local function array(elem, doc)
+  return { kind = "array", elem = elem, doc = doc, want = "a list of tables", tname = "list", default = nil,
+    check = function(v) return type(v) == "table" end }
+end
+
+-- Selector syntax (matching against a model happens in pft.schedule.select).
+local function selector_syntax_error(s)
+  if s == "" then return "an empty selector" end
+  if s:find("[%[%]%(%)]") then
+    if s:match("^layer%[%d+%]$") or s:match("^layer%[%d+%-%d+%]$") or s:match("^top%(%d+%)$")
+      or s:match("^bottom%(%d+%)$") then
+      local a, b = s:match("^layer%[(%d+)%-(%d+)%]$")
+      if a and tonumber(a) > tonumber(b) then return ("'%s': empty range"):format(s) end
+      local k = s:match("%((%d+)%)$")
+      if k and tonumber(k) < 1 then return ("'%s': k must be >= 1"):format(s) end
+      return nil
+    end
+    return ("'%s' is not a selector (groups: embeddings, layer[i], layer[i-j], top(k), bottom(k), pooler, head, all; kinds: bias, LayerNorm; or a name glob with * and ?)"):format(s)
+  end
+end
+
+local function selector(doc, o)
+  o = o or {}
+  local spec = { kind = "selector", doc = doc, nullable = true, tname = "selector",
+    want = "a selector (a string, or a list of selectors with an optional `minus = selector`)" }
+  local function chk(v, depth)
+    if depth > 8 then return false end
+    if type(v) == "string" then
+      local e = selector_syntax_error(v)
+      if e then return false, e end
+      return true
+    end
+    if type(v) ~= "table" then return false end
+    local n = 0
+    for k in pairs(v) do
+      if k ~= "minus" and (type(k) ~= "number" or k < 1 or k ~= math.floor(k)) then
+        return false, ("unknown key '%s' in a selector (only a list and `minus`)"):format(tostring(k))
+      end
+      if k ~= "minus" then n = n + 1 end
+    end
+    if n ~= #v or n == 0 then return false, "a selector list must be a non-empty list" end
+    for _, x in ipairs(v) do
+      local ok, e = chk(x, depth + 1)
+      if not ok then return false, e end
+    end
+    if v.minus ~= nil then
+      local ok, e = chk(v.minus, depth + 1)
+      if not ok then return false, e end
+    end
+    return true
+  end
+  spec.check = function(v) return chk(v, 0) end
+  return spec
+end
+
+local function exactly_one(names)
+  return function(v)
+    local got = {}
+    for _, n in ipairs(names) do if v[n] ~= nil then got[#got + 1] = n end end
+    if #got ~= 1 then
+      return ("needs exactly one of %s (got %s)"):format(table.concat(names, ", "),
+        #got == 0 and "none" or table.concat(got, ", "))
+    end
+  end
+end
+
+local every_spec = alt({ enum({ "epoch" }), num(nil, nil, { int = true, ge = 1 }) }, "epoch", nil)
+
+local trigger = struct({
+  { "epoch", num(nil, "at the start of this epoch (0-based: epoch = 1 is after the first epoch)", { int = true, ge = 0, nullable = true }) },
+  { "step", num(nil, "at this global optimizer step (0-based)", { int = true, ge = 0, nullable = true }) },
+  { "fraction", num(nil, "at this fraction of the total steps", { ge = 0, le = 1, nullable = true }) },
+  { "plateau", struct({
+      { "metric", str(nil, "dev metric to watch (default: train.best_metric)", { nullable = true }) },
+      { "patience", num(1, "evaluations without improvement", { int = true, ge = 1 }) },
+    }, "when the dev metric stops improving", { absent = true }) },
+}, "when a rule fires", { post = exactly_one({ "epoch", "step", "fraction", "plateau" }) })
+
+local rule = struct({
+  { "at", trigger },
+  { "unfreeze", selector("parameters to make trainable") },
+  { "freeze", selector("parameters to freeze") },
+}, "a schedule rule", {
+  post = function(v)
+    if v.at == nil then return "needs `at` (a trigger)" end
+    return exactly_one({ "unfreeze", "freeze" })(v)
+  end,
+})
+
+local function split(path_default, doc, nullable)
+  return struct({
+    { "path", str(path_default, "file to read; ${PFT_DATA} expands to the data root; stored absolute") },
+    { "format", enum({ "tsv", "csv", "jsonl" }, nil, "file format (default: from the extension, else tsv)") },
+    { "header", bool(true, "first line names the columns (tsv, csv)") },
+    { "text", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "sentence", "text column (name or 1-based index)") },
+    { "text_pair", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, nil, "second text column for sentence pairs", { nullable = true }) },
+    { "label", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "label", "label column (name or 1-based index)") },
+    { "limit", num(nil, "read at most this many rows", { int = true, ge = 1, nullable = true }) },
+  }, doc, { nullable = nullable })
+end
+
+local SCHEMA = struct({
+  { "name", str(nil, "run name (default: the recipe file's base name)") },
+  { "base", str(nil, "a shipped recipe name or a path (relative to this file) to start from", { nullable = true }) },
+  { "model", struct({
+      { "name", str("all-MiniLM-L6-v2", "model name (under models/ or $PFT_MODELS) or a Hugging Face BERT directory") },
+      { "max_length", num(128, "tokens per example (longer texts are truncated)", { int = true, ge = 2 }) },
+    }, "the pretrained model") },
+  { "task", struct({
+      { "kind", enum({ "classification", "regression", "token_classification" }, "classification", "what the head predicts") },
+      { "labels", list(str(), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true }) },
+    }, "the task and its head") },
+  { "data", struct({
+      { "train", split("${PFT_DATA}/sst2/train.tsv", "training split") },
+      { "dev", split("${PFT_DATA}/sst2/dev.tsv", "model-selection split (false or ~data.dev: none)", true) },
+      { "test", split("${PFT_DATA}/sst2/test.tsv", "final-evaluation split (false or ~data.test: none)", true) },
+      { "batch_size", num(32, "training batch size", { int = true, ge = 1 }) },
+      { "eval_batch_size", num(64, "evaluation batch size", { int = true, ge = 1 }) },
+      { "shuffle", bool(true, "shuffle the training data every epoch") },
+      { "bucket", bool(true, "batch examples of similar length together") },
+      { "on_error", enum({ "fail", "skip" }, "fail", "what a malformed row does") },
+      { "preprocess", fn("function(text) -> text, applied before tokenizing") },
+      { "cache", bool(true, "cache tokenized ids") },
+    }, "datasets") },
+  { "schedule", struct({
+      { "preset", enum({ "full", "head", "top_k", "gradual", "chain_thaw", "bitfit" }, "full", "the freeze schedule") },
+      { "k", num(2, "layers trained by top_k", { int = true, ge = 1 }) },
+      { "every", every_spec },
+      { "initial", selector("what trains at step 0 (replaces the preset's start)") },
+      { "rules", array(rule, "extra {at = TRIGGER, unfreeze|freeze = SELECTOR} rules, applied after the preset's") },
+    }, "which parameters train when") },
+  { "lr", struct({
+      { "discriminative", struct({
+          { "decay", num(nil, "layer i gets decay^(L-1-i), embeddings decay^L", { gt = 0, le = 1, nullable = true }) },
+          { "spread", list(num(nil, nil, { gt = 0 }), nil, "{lo, hi}: geometric from embeddings (lo) to head (hi)", { len = 2, nullable = true }) },
+        }, "layer-wise learning rates", { absent = true, post = exactly_one({ "decay", "spread" }) }) },
+      { "head_multiplier", num(1.0, "multiplies the head's learning rate", { gt = 0 }) },
+      { "unfreeze_warmup", num(0, "steps over which a newly unfrozen group ramps from 0 to its rate", { int = true, ge = 0 }) },
+    }, "learning-rate knobs per group") },
+  { "optim", struct({
+      { "name", enum({ "adamw", "sgd" }, "adamw", "optimizer") },
+      { "lr", num(2e-5, "base learning rate", { gt = 0 }) },
+      { "weight_decay", num(0.01, "decoupled weight decay", { ge = 0 }) },
+      { "betas", list(num(nil, nil, { ge = 0, lt = 1 }), { 0.9, 0.999 }, "AdamW betas", { len = 2 }) },
+      { "eps", num(1e-8, "AdamW epsilon", { gt = 0 }) },
+      { "momentum", num(0.9, "SGD momentum", { ge = 0, lt = 1 }) },
+      { "no_decay", list(str(), { "bias", "LayerNorm" }, "name parts exempt from weight decay") },
+    }, "optimizer") },
+  { "lr_schedule", struct({
+      { "name", enum({ "linear", "constant", "cosine", "slanted_triangular", "one_cycle" }, "linear", "learning-rate schedule over training") },
+      { "warmup", num(0.06, "warm-up: a fraction of the total steps if < 1, else steps", { ge = 0 }) },
+      { "cut_frac", num(0.1, "slanted_triangular: fraction of steps rising", { gt = 0, lt = 1 }) },
+      { "ratio", num(32, "slanted_triangular: peak / lowest rate", { ge = 1 }) },
+    }, "learning-rate schedule") },
+  { "train", struct({
+      { "epochs", num(3, "passes over the training data", { int = true, ge = 1 }) },
+      { "max_steps", num(nil, "stop after this many optimizer steps", { int = true, ge = 1, nullable = true }) },
+      { "grad_clip", num(1.0, "clip the global gradient norm (0: off)", { ge = 0 }) },
+      { "grad_accum", num(1, "batches per optimizer step", { int = true, ge = 1 }) },
+      { "seed", num(42, "random seed", { int = true, ge = 0 }) },
+      { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, nullable = true }) },
+      { "eval_every", every_spec },
+      { "log_every", num(50, "log every N steps", { int = true, ge = 1 }) },
+      { "early_stopping", struct({
+          { "patience", num(2, "evaluations without improvement before stopping", { int = true, ge = 1 }) },
+        }, "stop when the dev metric stops improving", { absent = true }) },
+      { "best_metric", str(nil, "dev metric that picks the best checkpoint (default: accuracy; pearson for regression)") },
+    }, "training loop") },
+  { "eval", struct({
+      { "metrics", list(str(), nil, "metrics to report (default: all that apply)", { nullable = true }) },
+    }, "evaluation") },
+  { "output", struct({
+      { "dir", str(nil, "run directory (default: runs/<name>-<yyyymmdd-hhmmss>); stored absolute") },
+      { "checkpoints", bool(true, "save checkpoints at evaluations") },
+      { "keep", num(2, "checkpoints kept (the best is always kept)", { int = true, ge = 1 }) },
+    }, "where results go") },
+}, "a recipe")
+every_spec.doc = nil
+R.SCHEMA = SCHEMA
+
+-- The docs for `every` differ by place; set after construction since every_spec is shared.
+local EVERY_DOCS = {
+  ["schedule.every"] = "\"epoch\" or N: gradual / chain_thaw move one group per epoch or per N steps",
+  ["train.eval_every"] = "\"epoch\" or N: evaluate on dev every epoch or every N steps",
+}
+
+-- The spec at a dotted path (array indices are numbers), or nil.
+local function spec_at(parts)
+  local s = SCHEMA
+  for _, p in ipairs(parts) do
+    if s.kind == "struct" then
+      s = s.by[p]
+    elseif s.kind == "array" and type(p) == "number" then
+      s = s.elem
+    else
+      return nil
+    end
+    if not s then return nil end
+  end
+  return s
+end
+
+local function join(parts)
+  local out = ""
+  for i, p in ipairs(parts) do
+    if type(p) == "number" then out = out .. "[" .. p .. "]"
+    else out = out .. (i > 1 and "." or "") .. p end
+  end
+  return out
+end
+
+local function copy_parts(parts, extra)
+  local c = {}
+  for i, p in ipairs(parts) do c[i] = p end
+  c[#c + 1] = extra
+  return c
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Places: "file:line" for a key found in a recipe's source, "override 'k=v'" for the command line.
+
+-- Finds the line of the key path in the source: each part must appear as `part =` (or ["part"] =)
+-- after the previous one. Returns nil when not found.
+local function find_line(src, parts)
+  local pos = 1
+  local found = false
+  for _, p in ipairs(parts) do
+    if type(p) == "string" then
+      local best
+      for _, pat in ipairs({ "[^%w_%.]" .. p .. "%s*=[^=]", "%[%s*[\"']" .. p .. "[\"']%s*%]%s*=" }) do
+        local s = src:find(pat, pos)
+        if s and (not best or s < best) then best = s end
+      end
+      if not best and pos == 1 and src:sub(1, #p) == p then best = 0 end
+      if not best then break end
+      pos, found = best + 1, true
+    end
+  end
+  if not found then return nil end
+  local line = 1
+  for _ in src:sub(1, pos):gmatch("\n") do line = line + 1 end
+  return line
+end
+
+local function place(ctx, parts)
+  if ctx.override then return ("override '%s'"):format(ctx.override) end
+  local line = ctx.src and find_line(ctx.src, parts)
+  return line and (ctx.file .. ":" .. line) or ctx.file
+end
+
+local function fail(ctx, parts, msg) error(place(ctx, parts) .. ": " .. msg, 0) end
+
+-- Levenshtein distance, for "did you mean".
+local function distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = { [0] = i }
+    for j = 1, #b do
+      local cost = a:byte(i) == b:byte(j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+-- All dotted key paths of the schema, in order (arrays as "rules[]").
+local function all_paths(s, prefix, out)
+  out = out or {}
+  if s.kind == "struct" then
+    for _, f in ipairs(s.fields) do
+      local p = prefix and (prefix .. "." .. f[1]) or f[1]
+      out[#out + 1] = { path = p, key = f[1], spec = f[2] }
+      all_paths(f[2], p, out)
+    end
+  elseif s.kind == "array" then
+    all_paths(s.elem, prefix .. "[]", out)
+  end
+  return out
+end
+
+local function suggestion(spec, parts, key)
+  local best, bestd
+  for _, f in ipairs(spec.fields) do
+    local d = distance(key:lower(), f[1]:lower())
+    if not bestd or d < bestd then best, bestd = f[1], d end
+  end
+  if best and bestd <= math.max(1, math.floor(#key / 3)) then return join(copy_parts(parts, best)) end
+  for _, e in ipairs(all_paths(SCHEMA)) do -- the same key in another section: `lr` for `optim.lr`
+    if e.key == key and not e.path:find("[]", 1, true) then return e.path end
+  end
+end
+
+-- Checks v against spec at parts; raises with ctx's place. NONE (false for nullable keys) passes.
+local function check_value(spec, v, parts, ctx)
+  local name = join(parts)
+  if v == false and spec.nullable and spec.kind ~= "boolean" then return end
+  if spec.kind == "struct" then
+    if type(v) ~= "table" then fail(ctx, parts, ("%s must be %s (got %s)"):format(name, spec.want, describe(v))) end
+    for k, x in pairs(v) do
+      if type(k) ~= "string" or not spec.by[k] then
+        local kp = copy_parts(parts, type(k) == "string" and k or ("[" .. tostring(k) .. "]"))
+        local msg = ("unknown key '%s'"):format(join(kp))
+        local sug = type(k) == "string" and suggestion(spec, parts, k)
+        if sug then msg = msg .. (" (did you mean '%s'?)"):format(sug) end
+        fail(ctx, kp, msg)
+      end
+      check_value(spec.by[k], x, copy_parts(parts, k), ctx)
+    end
+    if spec.post then
+      local e = spec.post(v)
+      if e then fail(ctx, parts, name .. " " .. e) end
+    end
+  elseif spec.kind == "array" then
+    if type(v) ~= "table" then fail(ctx, parts, ("%s must be %s (got %s)"):format(name, spec.want, describe(v))) end
+    for k in pairs(v) do
+      if type(k) ~= "number" or k < 1 or k > #v or k ~= math.floor(k) then
+        fail(ctx, parts, ("%s must be a list (got key '%s')"):format(name, tostring(k)))
+      end
+    end
+    for i, x in ipairs(v) do check_value(spec.elem, x, copy_parts(parts, i), ctx) end
+  else
+    local ok, why = spec.check(v)
+    if not ok then
+      if why then fail(ctx, parts, ("%s: bad selector %s"):format(name, why)) end
+      fail(ctx, parts, ("%s must be %s (got %s)"):format(name, spec.want, describe(v)))
+    end
+  end
+end
+
+-- R.validate(t, file [, source]): checks a recipe table (complete or partial) against the schema.
+-- file names the place in messages; source (default: read from file) gives the lines.
+function R.validate(t, file, source)
+  local ctx = { file = file or "recipe", src = source }
+  if not ctx.src and file then ctx.src = read_file(file) end
+  check_value(SCHEMA, t, {}, ctx)
+  return t
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Loading files in a restricted environment
+
+local function shallow_copy(t)
+  local c = {}
+  for k, v in pairs(t) do c[k] = v end
+  return c
+end
+
+local function sandbox()
+  local tbl = shallow_copy(table)
+  tbl.unpack = tbl.unpack or unpack
+  return {
+    math = shallow_copy(math), string = shallow_copy(string), table = tbl,
+    pairs = pairs, ipairs = ipairs, next = next, tostring = tostring, tonumber = tonumber, type = type,
+    select = select, error = error, assert = assert, unpack = unpack or table.unpack,
+  }
+end
+
+-- Runs one recipe file; returns its table and source. Errors carry file:line.
+local function run_file(path, display)
+  local src, err = read_file(path)
+  if not src then error(("%s: cannot read: %s"):format(display, err), 0) end
+  local chunk, serr = loadstring(src, "@" .. display)
+  if not chunk then error(setmetatable({ msg = serr, syntax = true }, R.UsageError), 0) end
+  setfenv(chunk, sandbox())
+  local ok, t = pcall(chunk)
+  if not ok then error(tostring(t), 0) end
+  if type(t) ~= "table" then error(("%s: a recipe must return a table (got %s)"):format(display, describe(t)), 0) end
+  return t, src
+end
+
+-- Deep merge by the schema: structs merge key by key; everything else (lists, selectors, rules,
+-- scalars) is replaced as a whole. Returns a new table; origins records where each key came from.
+local function merge(spec, base, top, parts, origins, origin)
+  if spec and spec.kind == "struct" and type(base) == "table" and type(top) == "table" then
+    local out = {}
+    for k, v in pairs(base) do out[k] = v end
+    for k, v in pairs(top) do
+      local p = copy_parts(parts, k)
+      out[k] = merge(spec.by[k], base[k], v, p, origins, origin)
+    end
+    return out
+  end
+  if origins then origins[join(parts)] = origin end
+  return top
+end
+
+local function note_origins(spec, t, parts, origins, origin)
+  if type(t) ~= "table" or not spec or spec.kind ~= "struct" then
+    origins[join(parts)] = origin
+    return
+  end
+  for k, v in pairs(t) do note_origins(spec.by[k], v, copy_parts(parts, k), origins, origin) end
+end
+
+-- Loads path and its chain of bases: the merged (unchecked-for-completeness) table.
+local function load_chain(path, stack, origins)
+  local display = display_path(path)
+  for i, p in ipairs(stack) do
+    if p == path then
+      local names = {}
+      for j = i, #stack do names[#names + 1] = display_path(stack[j]) end
+      names[#names + 1] = display
+      error(("%s: recipe base cycle: %s"):format(display, table.concat(names, " -> ")), 0)
+    end
+  end
+  local t, src = run_file(path, display)
+  R.validate(t, display, src)
+  local origin = { file = display, src = src }
+  if t.base == nil or t.base == false then
+    note_origins(SCHEMA, t, {}, origins, origin)
+    return t
+  end
+  local bpath, err = R.resolve_path(t.base, dirname(path))
+  if not bpath then error(("%s: base: %s"):format(place(origin, { "base" }), err), 0) end
+  stack[#stack + 1] = path
+  local b = load_chain(bpath, stack, origins)
+  stack[#stack] = nil
+  b.name, b.base = nil, nil -- a name belongs to its own file
+  local merged = merge(SCHEMA, b, t, {}, origins, origin)
+  return merged
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Overrides: "a.b=value" and "~a.b"
+
+-- A safe reader for Lua table literals: { 1, 2e-5, "x", true, key = value, ["k"] = v, {nested} }.
+-- Nothing is executed.
+local function parse_literal(s)
+  local pos = 1
+  local function perr(msg) usage_error(("cannot read '%s': %s at character %d"):format(s, msg, pos)) end
+  local function ws() pos = s:find("[^%s]", pos) or #s + 1 end
+  local value
+  local function str_lit()
+    local q = s:sub(pos, pos)
+    local i, out = pos + 1, {}
+    while i <= #s do
+      local c = s:sub(i, i)
+      if c == q then pos = i + 1; return table.concat(out) end
+      if c == "\\" then
+        local n = s:sub(i + 1, i + 1)
+        local map = { n = "\n", t = "\t", ["\\"] = "\\", ['"'] = '"', ["'"] = "'" }
+        if not map[n] then perr("unsupported escape") end
+        out[#out + 1] = map[n]
+        i = i + 2
+      else
+        out[#out + 1] = c
+        i = i + 1
+      end
+    end
+    perr("unfinished string")
+  end
+  local function tbl()
+    pos = pos + 1
+    local t, n = {}, 0
+    while true do
+      ws()
+      if s:sub(pos, pos) == "}" then pos = pos + 1; return t end
+      local key
+      local ident = s:match("^([%a_][%w_]*)%s*=[^=]", pos)
+      if ident then
+        key = ident
+        pos = s:find("=", pos, true) + 1
+      elseif s:sub(pos, pos) == "[" then
+        pos = pos + 1
+        ws()
+        key = value()
+        ws()
+        if s:sub(pos, pos) ~= "]" then perr("expected ']'") end
+        pos = pos + 1
+        ws()
+        if s:sub(pos, pos) ~= "=" then perr("expected '='") end
+        pos = pos + 1
+      end
+      local v = value()
+      if key ~= nil then t[key] = v else n = n + 1; t[n] = v end
+      ws()
+      local c = s:sub(pos, pos)
+      if c == "," or c == ";" then pos = pos + 1
+      elseif c ~= "}" then perr("expected ',' or '}'") end
+    end
+  end
+  value = function()
+    ws()
+    local c = s:sub(pos, pos)
+    if c == "{" then return tbl() end
+    if c == '"' or c == "'" then return str_lit() end
+    local word = s:match("^[%w_%.%+%-]+", pos)
+    if not word then perr("unexpected '" .. c .. "'") end
+    pos = pos + #word
+    if word == "true" then return true end
+    if word == "false" then return false end
+    local n = tonumber(word)
+    if n == nil then perr(("'%s' is not a number, string (quote it), boolean or table"):format(word)) end
+    return n
+  end
+  local v = value()
+  ws()
+  if pos <= #s then perr("unexpected text after the value") end
+  return v
+end
+R.parse_literal = parse_literal
+
+-- Types a command-line string by the spec it will go into.
+local function coerce(spec, raw)
+  if raw:match("^%s*{") then return parse_literal(raw) end
+  if not spec then return raw end
+  local k = spec.kind
+  if k == "number" then return tonumber(raw) or raw end
+  if k == "boolean" then
+    if raw == "true" then return true elseif raw == "false" then return false end
+    return raw
+  end
+  if k == "list" then
+    local out = {}
+    for item in (raw .. ","):gmatch("([^,]*),") do out[#out + 1] = coerce(spec.elem, (item:gsub("^%s+", ""):gsub("%s+$", ""))) end
+    return out
+  end
+  if k == "selector" then
+    if raw:find(",", 1, true) then
+      local out = {}
+      for item in raw:gmatch("[^,]+") do out[#out + 1] = (item:gsub("^%s+", ""):gsub("%s+$", "")) end
+      return out
+    end
+    return raw
+  end
+  if k == "alt" then
+    for _, a in ipairs(spec.alts) do
+      local v = coerce(a, raw)
+      if a.check(v) then return v end
+    end
+    return raw
+  end
+  return raw
+end
+
+local function split_key(key)
+  local parts = {}
+  for p in key:gmatch("[^%.]+") do
+    local name, idx = p:match("^([%a_][%w_]*)%[(%d+)%]$")
+    if name then
+      parts[#parts + 1] = name
+      parts[#parts + 1] = tonumber(idx)
+    elseif p:match("^%d+$") then
+      parts[#parts + 1] = tonumber(p)
+    else
+      parts[#parts + 1] = p
+    end
+  end
+  return parts
+end
+
+-- R.parse_override("optim.lr=3e-5") -> { key = "optim.lr", parts = {"optim", "lr"}, value = 3e-5, raw = ... };
+-- "~data.train.limit" -> { key =, parts =, remove = true }. Values are typed by the schema; an
+-- unknown key raises "override '...': unknown key ..."; a malformed argument raises a usage error.
+function R.parse_override(s)
+  local o
+  if s:sub(1, 1) == "~" then
+    o = { key = s:sub(2), remove = true, raw = s }
+  else
+    local k, v = s:match("^([^=]+)=(.*)$")
+    if not k then usage_error(("override '%s' is not key=value or ~key"):format(s)) end
+    o = { key = k, raw = s, text = v }
+  end
+  if not o.key:match("^[%a_][%w_%.%[%]]*$") then usage_error(("override '%s': bad key '%s'"):format(s, o.key)) end
+  o.parts = split_key(o.key)
+  local ctx = { override = s }
+  -- walk the schema to report the first unknown part
+  local spec = SCHEMA
+  for i, p in ipairs(o.parts) do
+    local parent = spec
+    if spec.kind == "struct" and type(p) == "string" then spec = spec.by[p]
+    elseif spec.kind == "array" and type(p) == "number" then spec = spec.elem
+    else spec = nil end
+    if not spec then
+      local prefix = {}
+      for j = 1, i - 1 do prefix[j] = o.parts[j] end
+      local msg = ("unknown key '%s'"):format(join(copy_parts(prefix, p)))
+      local sug = parent.kind == "struct" and type(p) == "string" and suggestion(parent, prefix, p)
+      if sug then msg = msg .. (" (did you mean '%s'?)"):format(sug) end
+      fail(ctx, o.parts, msg)
+    end
+  end
+  o.spec = spec
+  if not o.remove then
+    if spec.kind == "function" then fail(ctx, o.parts, o.key .. " is a function: set it in a recipe file") end
+    o.value = coerce(spec, o.text)
+    check_value(spec, o.value, o.parts, ctx)
+  end
+  return o
+end
+
+local NONE = false -- a removed nullable key, until defaults are filled
+
+local function apply_override(t, o)
+  local cur = t
+  for i = 1, #o.parts - 1 do
+    local p = o.parts[i]
+    if type(cur[p]) ~= "table" then
+      if o.remove then return end
+      if type(p) == "number" and p > #cur + 1 then
+        error(("override '%s': %s has no entry %d"):format(o.raw, join({ unpack(o.parts, 1, i - 1) }), p - 1), 0)
+      end
+      cur[p] = {}
+    end
+    cur = cur[p]
+  end
+  local last = o.parts[#o.parts]
+  if o.remove then
+    if type(last) == "number" then
+      table.remove(cur, last)
+    elseif o.spec.nullable and o.spec.kind ~= "boolean" then
+      cur[last] = NONE
+    else
+      cur[last] = nil
+    end
+  else
+    cur[last] = o.value
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Defaults and normalisation
+
+local function deep_copy(v)
+  if type(v) ~= "table" then return v end
+  local c = {}
+  for k, x in pairs(v) do c[k] = deep_copy(x) end
+  return c
+end
+
+local function fill(spec, v)
+  if v == NONE and spec.nullable and spec.kind ~= "boolean" then return nil end
+  if spec.kind == "struct" then
+    if v == nil then
+      if spec.absent then return nil end
+      v = {}
+    end
+    local out = {}
+    for k, x in pairs(v) do out[k] = x end
+    for _, f in ipairs(spec.fields) do out[f[1]] = fill(f[2], v[f[1]]) end
+    return out
+  end
+  if spec.kind == "array" then
+    if v == nil then return {} end
+    local out = {}
+    for i, x in ipairs(v) do out[i] = fill(spec.elem, x) end
+    return out
+  end
+  if v == nil then return deep_copy(spec.default) end
+  return deep_copy(v)
+end
+
+local function expand_path(p)
+  p = p:gsub("%${([%w_]+)}", function(var)
+    if var == "PFT_DATA" then return R.data_root() end
+    local e = os.getenv(var)
+    if not e then error(("path '%s': environment variable %s is not set"):format(p, var), 0) end
+    return e
+  end)
+  return R.abspath(p)
+end
+
+local function finish_split(s)
+  if not s then return nil end
+  s.path = expand_path(s.path)
+  if s.format == nil then
+    local ext = s.path:match("%.([%w]+)$")
+    s.format = (ext == "csv" or ext == "jsonl") and ext or "tsv"
+  end
+  return s
+end
+
+local function resolve(t, top_path)
+  local r = fill(SCHEMA, t)
+  r.base = nil
+  if r.name == nil then r.name = top_path and basename(top_path):gsub("%.lua$", "") or "recipe" end
+  for _, k in ipairs({ "train", "dev", "test" }) do r.data[k] = finish_split(r.data[k]) end
+  if r.train.best_metric == nil then
+    r.train.best_metric = r.task.kind == "regression" and "pearson" or "accuracy"
+  end
+  if r.output.dir == nil then r.output.dir = "runs/" .. r.name .. "-" .. os.date("%Y%m%d-%H%M%S") end
+  r.output.dir = R.abspath(r.output.dir)
+  return r
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- The entry point
+
+local origins_of = setmetatable({}, { __mode = "k" })
+
+-- R.load(path_or_name, overrides) -> the resolved recipe: base merged, overrides applied, every key
+-- present (nil only where nil is the documented default), data paths absolute. overrides: an
+-- array of "key=value" / "~key" strings (or parsed overrides).
+function R.load(name, overrides)
+  local path, err = R.resolve_path(name)
+  if not path then usage_error(err) end
+  local origins = {}
+  local t = load_chain(path, {}, origins)
+  t = deep_copy(t)
+  for _, s in ipairs(overrides or {}) do
+    local o = type(s) == "table" and s or R.parse_override(s)
+    apply_override(t, o)
+    origins[o.key] = { override = o.raw }
+  end
+  R.validate(t, display_path(path), read_file(path)) -- a removal can leave e.g. a rule without `at`
+  local r = resolve(t, path)
+  origins_of[r] = origins
+  return r
+end
+
+-- Where a key of a loaded recipe was set: "recipes/x.lua:12", "override 'k=v'", or nil (a default).
+function R.where(r, key)
+  local origins = origins_of[r]
+  if not origins then return nil end
+  local parts = split_key(key)
+  for n = #parts, 1, -1 do
+    local o = origins[join({ unpack(parts, 1, n) })]
+    if o then return place(o, parts) end
+  end
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Dump: pretty, stable, valid Lua
+
+local function is_ident(k) return type(k) == "string" and k:match("^[%a_][%w_]*$") and not ({
+  ["and"] = 1, ["break"] = 1, ["do"] = 1, ["else"] = 1, ["elseif"] = 1, ["end"] = 1, ["false"] = 1, ["for"] = 1,
+  ["function"] = 1, ["if"] = 1, ["in"] = 1, ["local"] = 1, ["nil"] = 1, ["not"] = 1, ["or"] = 1, ["repeat"] = 1,
+  ["return"] = 1, ["then"] = 1, ["true"] = 1, ["until"] = 1, ["while"] = 1 })[k] end
+
+local function fmt_number(v)
+  if v == math.floor(v) and math.abs(v) < 2 ^ 53 then return ("%d"):format(v) end
+  for _, f in ipairs({ "%.15g", "%.16g", "%.17g" }) do
+    local s = f:format(v)
+    if tonumber(s) == v then return s end
+  end
+end
+
+local function fmt_key(k)
+  if is_ident(k) then return k end
+  if type(k) == "number" then return "[" .. fmt_number(k) .. "]" end
+  return ("[%q]"):format(k)
+end
+
+local function ordered_keys(t, spec)
+  local keys, seen = {}, {}
+  if spec and spec.kind == "struct" then
+    for _, f in ipairs(spec.fields) do
+      if t[f[1]] ~= nil then keys[#keys + 1] = f[1]; seen[f[1]] = true end
+    end
+  end
+  local n = #t
+  for i = 1, n do if not seen[i] then keys[#keys + 1] = i; seen[i] = true end end
+  local rest = {}
+  for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
+  table.sort(rest, function(a, b)
+    if type(a) == type(b) then return a < b end
+    return type(a) == "number"
+  end)
+  for _, k in ipairs(rest) do keys[#keys + 1] = k end
+  return keys
+end
+
+local function is_flat(t)
+  for _, v in pairs(t) do if type(v) == "table" or type(v) == "function" then return false end end
+  return true
+end
+
+local function dump_value(v, spec, indent, out)
+  local t = type(v)
+  if t == "string" then out[#out + 1] = ("%q"):format(v):gsub("\\\n", "\\n")
+  elseif t == "number" then out[#out + 1] = fmt_number(v)
+  elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "table" then
+    local keys = ordered_keys(v, spec)
+    local n = #v
+    if #keys == 0 then out[#out + 1] = "{}"; return end
+    if is_flat(v) and #keys <= 8 then
+      local items = {}
+      for _, k in ipairs(keys) do
+        local sub = {}
+        dump_value(v[k], nil, indent, sub)
+        items[#items + 1] = ((type(k) == "number" and k <= n) and "" or (fmt_key(k) .. " = ")) .. table.concat(sub)
+      end
+      out[#out + 1] = "{ " .. table.concat(items, ", ") .. " }"
+      return
+    end
+    out[#out + 1] = "{\n"
+    local pad = indent .. "  "
+    for _, k in ipairs(keys) do
+      local x = v[k]
+      local sub_spec = spec and (spec.kind == "struct" and spec.by[k] or spec.kind == "array" and spec.elem) or nil
+      if type(x) == "function" then
+        out[#out + 1] = pad .. "-- " .. fmt_key(k) .. " = <function>\n"
+      else
+        out[#out + 1] = pad .. ((type(k) == "number" and k <= n) and "" or (fmt_key(k) .. " = "))
+        dump_value(x, sub_spec, pad, out)
+        out[#out + 1] = ",\n"
+      end
+    end
+    out[#out + 1] = indent .. "}"
+  else
+    out[#out + 1] = "nil --[[ " .. t .. " ]]"
+  end
+end
+
+-- R.dump(t) -> Lua source `return { ... }`, keys in schema order, functions as comments.
+function R.dump(t)
+  local out = { "return " }
+  dump_value(t, SCHEMA, "", out)
+  out[#out + 1] = "\n"
+  return table.concat(out)
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Docs: the key table of docs/recipes.md
+
+local function fmt_default(spec)
+  local d = spec.default
+  if spec.kind == "struct" then return spec.absent and "none" or "" end
+  if spec.kind == "array" then return "`{}`" end
+  if d == nil then return "none" end
+  local out = {}
+  dump_value(d, nil, "", out)
+  return "`" .. table.concat(out) .. "`"
+end
+
+-- R.doc_table() -> the markdown table of every key: | key | type | default | meaning |
+function R.doc_table()
+  local lines = { "| key | type | default | meaning |", "|---|---|---|---|" }
+  for _, e in ipairs(all_paths(SCHEMA)) do
+    local s = e.spec
+    local doc = EVERY_DOCS[e.path] or s.doc or ""
+    local default = fmt_default(s)
+    if e.path == "name" then default = "file name" end
+    if e.path == "train.best_metric" then default = "`\"accuracy\"`" end
+    if e.path:match("^data%.%w+%.format$") then default = "from extension" end
+    if e.path == "output.dir" then default = "`runs/<name>-<time>`" end
+    lines[#lines + 1] = ("| `%s` | %s | %s | %s |"):format(e.path, s.tname, default, doc:gsub("|", "\\|"))
+  end
+  return table.concat(lines, "\n") .. "\n"
+end
+
+return R

@@ -1,0 +1,468 @@
+-- pft.schedule: which parameters train when, and at what learning-rate multiplier. A schedule is a
+-- pure function of (step, epoch, eval history); the trainer asks it before every optimizer step.
+--
+--   local S = require "pft.schedule"
+--   local info = S.model_info(model.bert)   -- names, numel, group_of, num_layers
+--   local sched = S.build(recipe, info, { steps_per_epoch = 250, epochs = 3 })
+--   for _, ph in ipairs(sched:plan()) do print(ph.label, ph.trainable_numel) end
+--   local st = sched:at(step, epoch, history) -- st.trainable[name], st.lr_mult[group], st.warmup[group]
+--
+-- Groups, low to high: "embeddings", "layer[0]" .. "layer[L-1]", "pooler", "head".
+-- Steps and epochs are 0-based; a change triggered at step s applies to steps >= s.
+local S = {}
+
+-- ---------------------------------------------------------------------------------------------
+-- Model info
+
+-- The group of an HF parameter name, or nil for a name outside the four families.
+function S.group_of_name(name)
+  if name:match("^bert%.embeddings%.") then return "embeddings" end
+  local i = name:match("^bert%.encoder%.layer%.(%d+)%.")
+  if i then return "layer[" .. i .. "]" end
+  if name:match("^bert%.pooler%.") then return "pooler" end
+  if name:match("^classifier%.") then return "head" end
+end
+
+-- S.model_info(bert or {names}, [numel]) -> { names, numel = {[name] = n}, num_layers, group_of, groups }
+-- Accepts a model table (with .bert), the pft.Bert userdata, or a list of names and a numel table
+-- (for tests: no model needed).
+function S.model_info(m, numel)
+  local names, counts = {}, {}
+  if type(m) == "table" and m.bert then m = m.bert end
+  if type(m) == "table" then
+    for i, n in ipairs(m) do names[i] = n; counts[n] = numel and numel[n] or 1 end
+  else
+    for i, p in ipairs(m:params()) do
+      names[i] = p:name()
+      counts[names[i]] = p:numel()
+    end
+  end
+  local info = { names = names, numel = counts, group_of = {}, num_layers = 0 }
+  for _, n in ipairs(names) do
+    local g = S.group_of_name(n)
+    if not g then error(("schedule: parameter '%s' belongs to no group (embeddings, layer[i], pooler, head)"):format(n), 2) end
+    info.group_of[n] = g
+    local i = g:match("^layer%[(%d+)%]$")
+    if i then info.num_layers = math.max(info.num_layers, tonumber(i) + 1) end
+  end
+  info.groups = S.group_names(info.num_layers)
+  return info
+end
+
+function S.group_names(L)
+  local g = { "embeddings" }
+  for i = 0, L - 1 do g[#g + 1] = "layer[" .. i .. "]" end
+  g[#g + 1] = "pooler"
+  g[#g + 1] = "head"
+  return g
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Selectors
+
+local function glob_pattern(g)
+  return "^" .. g:gsub("[%^%$%(%)%%%.%[%]%+%-]", "%%%0"):gsub("%*", ".*"):gsub("%?", ".") .. "$"
+end
+
+local function sel_text(sel)
+  if type(sel) == "string" then return sel end
+  local parts = {}
+  for _, s in ipairs(sel) do parts[#parts + 1] = sel_text(s) end
+  local t = "{" .. table.concat(parts, ", ")
+  if sel.minus then t = t .. ", minus = " .. sel_text(sel.minus) end
+  return t .. "}"
+end
+S.selector_text = sel_text
+
+local function layer_set(info, a, b, sel)
+  local L = info.num_layers
+  if a < 0 or b > L - 1 then
+    error(("schedule: selector '%s' is out of range (the model has %d layers: layer[0-%d])"):format(sel, L, L - 1), 0)
+  end
+  local want = {}
+  for i = a, b do want["layer[" .. i .. "]"] = true end
+  return function(n) return want[info.group_of[n]] end
+end
+
+-- A predicate on names for one string selector.
+local function matcher(s, info)
+  local L = info.num_layers
+  if s == "all" then return function() return true end end
+  if s == "embeddings" or s == "pooler" or s == "head" then return function(n) return info.group_of[n] == s end end
+  if s == "bias" then return function(n) return n:match("%.bias$") ~= nil end end
+  if s == "LayerNorm" then return function(n) return n:find("LayerNorm", 1, true) ~= nil end end
+  local i = s:match("^layer%[(%d+)%]$")
+  if i then return layer_set(info, tonumber(i), tonumber(i), s) end
+  local a, b = s:match("^layer%[(%d+)%-(%d+)%]$")
+  if a then return layer_set(info, tonumber(a), tonumber(b), s) end
+  local k = s:match("^top%((%d+)%)$")
+  if k then
+    k = tonumber(k)
+    if k < 1 or k > L then error(("schedule: selector '%s': k must be 1..%d (the model's layers)"):format(s, L), 0) end
+    return layer_set(info, L - k, L - 1, s)
+  end
+  k = s:match("^bottom%((%d+)%)$")
+  if k then
+    k = tonumber(k)
+    if k < 1 or k > L then error(("schedule: selector '%s': k must be 1..%d (the model's layers)"):format(s, L), 0) end
+    return layer_set(info, 0, k - 1, s)
+  end
+  if s:find("[%[%]%(%)]") then error(("schedule: '%s' is not a selector"):format(s), 0) end
+  local pat = glob_pattern(s)
+  return function(n) return n:match(pat) ~= nil end
+end
+
+local function select_set(sel, info)
+  local set = {}
+  if type(sel) == "string" then
+    local m = matcher(sel, info)
+    for _, n in ipairs(info.names) do if m(n) then set[n] = true end end
+    if next(set) == nil then error(("schedule: selector '%s' matches no parameter"):format(sel), 0) end
+    return set
+  end
+  if type(sel) ~= "table" or #sel == 0 then error(("schedule: bad selector %s"):format(tostring(sel)), 0) end
+  for _, s in ipairs(sel) do for n in pairs(select_set(s, info)) do set[n] = true end end
+  if sel.minus ~= nil then for n in pairs(select_set(sel.minus, info)) do set[n] = nil end end
+  if next(set) == nil then error(("schedule: selector '%s' matches no parameter"):format(sel_text(sel)), 0) end
+  return set
+end
+
+-- S.select(selector, info) -> names in model order. Raises naming the selector when it matches nothing.
+function S.select(sel, info)
+  local set = select_set(sel, info)
+  local out = {}
+  for _, n in ipairs(info.names) do if set[n] then out[#out + 1] = n end end
+  return out
+end
+
+-- ---------------------------------------------------------------------------------------------
+-- Building: a start set plus events { at = trigger, step = activation step (static) or nil,
+-- unfreeze = set or nil, freeze = set or nil, label }
+
+local function set_of(names)
+  local s = {}
+  for _, n in ipairs(names) do s[n] = true end
+  return s
+end
+
+local function union(...)
+  local s = {}
+  for _, t in ipairs({ ... }) do for n in pairs(t) do s[n] = true end end
+  return s
+end
+
+local function group_set(info, g)
+  local s = {}
+  for _, n in ipairs(info.names) do if info.group_of[n] == g then s[n] = true end end
+  return s
+end
+
+local Schedule = {}
+Schedule.__index = Schedule
+
+-- "epoch" or N steps -> the step where the i-th move happens (i >= 1), and a trigger for it.
+local function every_trigger(every, i)
+  if every == "epoch" then return { epoch = i } end
+  return { step = i * every }
+end
+
+-- The preset's start set and events.
+local function preset(sc, info, where)
+  local p, L = sc.preset, info.num_layers
+  local all = set_of(info.names)
+  local head = group_set(info, "head")
+  local pooler = group_set(info, "pooler")
+  if next(head) == nil and p ~= "full" then
+    error(("schedule: preset '%s' needs a head, and the model has no classifier.* parameters"):format(p), 0)
+  end
+  if p == "full" then return all, {} end
+  if p == "head" then return head, {} end
+  if p == "bitfit" then return union(set_of(S.select("bias", info)), head), {} end
+  if p == "top_k" then
+    if sc.k > L then error(("%s: schedule.k = %d but the model has %d layers"):format(where("schedule.k"), sc.k, L), 0) end
+    return union(set_of(S.select("top(" .. sc.k .. ")", info)), pooler, head), {}
+  end
+  local groups = {}
+  if p == "gradual" then
+    for i = L - 1, 0, -1 do groups[#groups + 1] = "layer[" .. i .. "]" end
+    groups[#groups + 1] = "embeddings"
+    local ev = {}
+    for i, g in ipairs(groups) do
+      ev[#ev + 1] = { at = every_trigger(sc.every, i), unfreeze = group_set(info, g), what = "unfreeze " .. g }
+    end
+    return union(head, pooler), ev
+  end
+  if p == "chain_thaw" then
+    groups[1] = "embeddings"
+    for i = 0, L - 1 do groups[#groups + 1] = "layer[" .. i .. "]" end
+    groups[#groups + 1] = "pooler"
+    local ev, prev = {}, head
+    for i, g in ipairs(groups) do
+      local gs = group_set(info, g)
+      ev[#ev + 1] = { at = every_trigger(sc.every, i), unfreeze = gs, freeze = prev, what = g .. " alone" }
+      prev = gs
+    end
+    ev[#ev + 1] = { at = every_trigger(sc.every, #groups + 1), unfreeze = all, what = "everything" }
+    return head, ev
+  end
+  error("schedule: unknown preset '" .. tostring(p) .. "'", 0)
+end
+
+-- LR multiplier per group (before the head multiplier and warm-up).
+local function group_lr(recipe, info)
+  local L, groups = info.num_layers, S.group_names(info.num_layers)
+  local mult = {}
+  for _, g in ipairs(groups) do mult[g] = 1 end
+  local d = recipe.lr and recipe.lr.discriminative
+  if d and d.decay then
+    mult.embeddings = d.decay ^ L
+    for i = 0, L - 1 do mult["layer[" .. i .. "]"] = d.decay ^ (L - 1 - i) end
+  elseif d and d.spread then
+    local lo, hi, n = d.spread[1], d.spread[2], #groups
+    local base = recipe.optim and recipe.optim.lr or 2e-5
+    for j, g in ipairs(groups) do mult[g] = lo * (hi / lo) ^ ((j - 1) / (n - 1)) / base end
+  end
+  mult.head = mult.head * ((recipe.lr and recipe.lr.head_multiplier) or 1)
+  return mult
+end
+
+local function trigger_text(at, default_metric)
+  if at.epoch then return ("epoch %d"):format(at.epoch) end
+  if at.step then return ("step %d"):format(at.step) end
+  if at.fraction then return ("%g of training"):format(at.fraction) end
+  local p = at.plateau
+  return ("when %s plateaus (patience %d)"):format(p.metric or default_metric, p.patience or 1)
+end
+
+-- S.build(recipe, info, { steps_per_epoch, total_steps, epochs }) -> schedule. Raises when a selector
+-- matches nothing, naming the recipe key (and its file:line when the recipe came from pft.recipe).
+function S.build(recipe, info, opts)
+  opts = opts or {}
+  local sc = recipe.schedule or {}
+  sc = { preset = sc.preset or "full", k = sc.k or 2, every = sc.every or "epoch", initial = sc.initial, rules = sc.rules or {} }
+  local ok_R, R = pcall(require, "pft.recipe")
+  local function where(key)
+    local w = ok_R and R.where and R.where(recipe, key)
+    return w and (w .. ": " .. key) or key
+  end
+  local function sel(s, key)
+    local ok, r = pcall(S.select, s, info)
+    if not ok then error(("%s: %s"):format(where(key), tostring(r):gsub("^schedule: ", "")), 0) end
+    return set_of(r)
+  end
+  local spe = opts.steps_per_epoch or 1
+  local epochs = opts.epochs or (recipe.train and recipe.train.epochs) or 1
+  local total = opts.total_steps or spe * epochs
+  local metric = (recipe.train and recipe.train.best_metric) or "accuracy"
+
+  local start, events = preset(sc, info, where)
+  if sc.initial ~= nil then start = sel(sc.initial, "schedule.initial") end
+  for i, r in ipairs(sc.rules) do
+    local key = ("schedule.rules[%d]"):format(i)
+    local e = { at = r.at, rule = i }
+    if r.unfreeze ~= nil then e.unfreeze = sel(r.unfreeze, key .. ".unfreeze") end
+    if r.freeze ~= nil then e.freeze = sel(r.freeze, key .. ".freeze") end
+    e.what = (r.unfreeze ~= nil and "unfreeze " .. sel_text(r.unfreeze) or "freeze " .. sel_text(r.freeze))
+    events[#events + 1] = e
+  end
+  for i, e in ipairs(events) do
+    e.order = i
+    local at = e.at
+    if at.epoch then e.step = at.epoch * spe
+    elseif at.step then e.step = at.step
+    elseif at.fraction then e.step = math.floor(at.fraction * total + 0.5)
+    else
+      e.plateau = { metric = at.plateau.metric or metric, patience = at.plateau.patience or 1 }
+      e.step = nil
+    end
+    e.label = trigger_text(at, metric)
+  end
+  local static, dynamic = {}, {}
+  for _, e in ipairs(events) do
+    if e.step then static[#static + 1] = e else dynamic[#dynamic + 1] = e end
+  end
+  table.sort(static, function(a, b)
+    if a.step ~= b.step then return a.step < b.step end
+    return a.order < b.order
+  end)
+  local self = setmetatable({
+    info = info, start = start, static = static, dynamic = dynamic, lr_mult = group_lr(recipe, info),
+    warmup_steps = (recipe.lr and recipe.lr.unfreeze_warmup) or 0, steps_per_epoch = spe, total_steps = total,
+    epochs = epochs, metric = metric, optim = recipe.optim or {}, base_lr = (recipe.optim and recipe.optim.lr) or 2e-5,
+  }, Schedule)
+  return self
+end
+
+local function apply(set, e)
+  if e.freeze then for n in pairs(e.freeze) do set[n] = nil end end
+  if e.unfreeze then for n in pairs(e.unfreeze) do set[n] = true end end
+end
+
+-- Higher is better except for losses and errors.
+local function lower_is_better(metric) return metric:match("loss") or metric == "mse" or metric:match("error") end
+
+-- The steps at which the plateau events fire, given the eval history (in order of the rules: each
+-- waits for its own plateau, counted from the evaluation after the previous one fired).
+function Schedule:plateau_steps(history)
+  local fired = {}
+  if #self.dynamic == 0 or not history then return fired end
+  local recs = {}
+  for _, h in ipairs(history) do recs[#recs + 1] = h end
+  table.sort(recs, function(a, b) return (a.step or 0) < (b.step or 0) end)
+  local k, best, since = 1, nil, 0
+  for _, h in ipairs(recs) do
+    local e = self.dynamic[k]
+    if not e then break end
+    local v = h.metrics and h.metrics[e.plateau.metric]
+    if v ~= nil then
+      local better = best == nil or (lower_is_better(e.plateau.metric) and v < best) or (not lower_is_better(e.plateau.metric) and v > best)
+      if better then best, since = v, 0 else since = since + 1 end
+      if since >= e.plateau.patience then
+        fired[k] = h.step
+        k, best, since = k + 1, v, 0
+      end
+    end
+  end
+  return fired
+end
+
+-- The groups of a trainable set, low to high: { name, params, lr_mult, trainable_numel }.
+function Schedule:groups_of(set)
+  local out = {}
+  for _, g in ipairs(self.info.groups) do
+    local params, n = {}, 0
+    for _, name in ipairs(self.info.names) do
+      if set[name] and self.info.group_of[name] == g then
+        params[#params + 1] = name
+        n = n + (self.info.numel[name] or 0)
+      end
+    end
+    if #params > 0 then out[#out + 1] = { name = g, params = params, lr_mult = self.lr_mult[g], trainable_numel = n } end
+  end
+  return out
+end
+
+-- sched:at(step, epoch, history) -> { trainable = {[param] = true}, lr_mult = {[group or param] = x},
+-- warmup = {[group or param] = factor in (0, 1]}, groups = { {name, params, lr_mult, warmup}, ... } }.
+-- Epoch triggers read `epoch`; step and fraction triggers read `step`; plateau triggers read history.
+function Schedule:at(step, epoch, history)
+  epoch = epoch or math.floor(step / self.steps_per_epoch)
+  local fired = self:plateau_steps(history)
+  local evs = {}
+  for _, e in ipairs(self.static) do
+    local on = (e.at.epoch and epoch >= e.at.epoch) or (not e.at.epoch and step >= e.step)
+    if on then evs[#evs + 1] = { e = e, step = e.at.epoch and math.min(e.step, step) or e.step } end
+  end
+  for k, e in ipairs(self.dynamic) do
+    if fired[k] and step >= fired[k] then evs[#evs + 1] = { e = e, step = fired[k] } end
+  end
+  table.sort(evs, function(a, b)
+    if a.step ~= b.step then return a.step < b.step end
+    return a.e.order < b.e.order
+  end)
+  local set, since = {}, {}
+  for n in pairs(self.start) do set[n] = true end
+  for _, x in ipairs(evs) do
+    local before = {}
+    for n in pairs(set) do before[n] = true end
+    apply(set, x.e)
+    for n in pairs(set) do if not before[n] then since[n] = x.step end end
+  end
+  local st = { trainable = set, lr_mult = {}, warmup = {}, groups = {} }
+  local W = self.warmup_steps
+  for _, g in ipairs(self:groups_of(set)) do
+    local f = 1
+    if W > 0 then
+      for _, n in ipairs(g.params) do
+        if since[n] then f = math.min(f, math.min(1, (step - since[n] + 1) / W)) end
+      end
+    end
+    g.warmup = f
+    st.lr_mult[g.name], st.warmup[g.name] = g.lr_mult, f
+    for _, n in ipairs(g.params) do st.lr_mult[n], st.warmup[n] = g.lr_mult, f end
+    st.groups[#st.groups + 1] = g
+  end
+  return st
+end
+
+-- "layer[4-5], pooler, head": a group list with runs of layers compressed.
+function S.compress_groups(names)
+  local out, i = {}, 1
+  while i <= #names do
+    local a = names[i]:match("^layer%[(%d+)%]$")
+    if a then
+      a = tonumber(a)
+      local b, j = a, i + 1
+      while j <= #names and names[j] == ("layer[" .. (b + 1) .. "]") do b, j = b + 1, j + 1 end
+      out[#out + 1] = a == b and ("layer[" .. a .. "]") or ("layer[" .. a .. "-" .. b .. "]")
+      i = j
+    else
+      out[#out + 1] = names[i]
+      i = i + 1
+    end
+  end
+  return table.concat(out, ", ")
+end
+
+local function phase_label(self, from, to)
+  local spe = self.steps_per_epoch
+  if spe > 0 and from % spe == 0 and (to + 1) % spe == 0 then
+    local e1, e2 = from / spe + 1, (to + 1) / spe
+    return e1 == e2 and ("epoch %d"):format(e1) or ("epochs %d-%d"):format(e1, e2)
+  end
+  return ("steps %d-%d"):format(from, to)
+end
+
+local function make_phase(self, set, from, to, label, extra)
+  local ph = { from_step = from, to_step = to, label = label, trainable = {}, groups = self:groups_of(set), trainable_numel = 0 }
+  for n in pairs(set) do ph.trainable[n] = true end
+  for _, g in ipairs(ph.groups) do ph.trainable_numel = ph.trainable_numel + g.trainable_numel end
+  for k, v in pairs(extra or {}) do ph[k] = v end
+  return ph
+end
+
+-- sched:plan() -> phases { from_step, to_step (inclusive), label, trainable, groups, trainable_numel,
+-- change (what began it), unreached (starts after training ends) }; then one phase per plateau rule
+-- (from_step nil, label "when accuracy plateaus (patience 1)"), applied on top of the last phase.
+function Schedule:plan()
+  local phases, set = {}, {}
+  for n in pairs(self.start) do set[n] = true end
+  local from, change = 0, "start"
+  local i = 1
+  local ev = self.static
+  local total = self.total_steps
+  while true do
+    local nxt = ev[i] and ev[i].step
+    if from >= total then -- after training ends: shown, marked
+      local ph = make_phase(self, set, from, nxt and nxt - 1 or nil, ("from step %d"):format(from), { change = change, unreached = true })
+      phases[#phases + 1] = ph
+    else
+      local to = math.min(nxt or total, total) - 1
+      if to >= from then
+        phases[#phases + 1] = make_phase(self, set, from, to, phase_label(self, from, to), { change = change })
+      end
+    end
+    if not nxt then break end
+    local changes = {}
+    while ev[i] and ev[i].step == nxt do
+      apply(set, ev[i])
+      changes[#changes + 1] = ev[i].what
+      i = i + 1
+    end
+    from, change = nxt, table.concat(changes, "; ")
+  end
+  for _, e in ipairs(self.dynamic) do
+    apply(set, e)
+    phases[#phases + 1] = make_phase(self, set, nil, nil, e.label, { change = e.what, dynamic = true })
+  end
+  return phases
+end
+
+-- Optimizer state bytes for n trainable parameters: AdamW keeps m and v (2 x fp32), SGD a momentum
+-- buffer (fp32) when momentum > 0.
+function Schedule:optimizer_bytes(n)
+  if (self.optim.name or "adamw") == "sgd" then return (self.optim.momentum or 0.9) > 0 and 4 * n or 0 end
+  return 8 * n
+end
+
+return S

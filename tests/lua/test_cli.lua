@@ -1,0 +1,96 @@
+-- `pft <command>`: validate's plan, ls, cp, cat, exit codes. Runs build/pft through the shell.
+local check = require "check"
+
+local T = {}
+
+local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
+
+-- Runs build/pft in the repository root with the shell-quoted argument string; returns output and exit code.
+local function pft(args)
+  local marker = "__pft_exit_code="
+  local p = assert(io.popen(("cd %s && %s %s 2>&1; echo %s$?"):format(sh_quote(TEST_ROOT), sh_quote(TEST_PFT), args, marker)))
+  local out = p:read("*a")
+  p:close()
+  local code = tonumber(out:match(marker .. "(%d+)%s*$"))
+  return (out:gsub(marker .. "%d+%s*$", "")), code
+end
+
+local function has(s, needle) check.truthy(s:find(needle, 1, true), s .. "\n-- lacks: " .. needle) end
+
+function T.validate_prints_the_phases()
+  local out, code = pft("validate recipes/sst2-gradual.lua train.epochs=1")
+  check.eq(code, 0, "exit code: " .. out)
+  check.truthy(out:match("\n1%s+0%-99%s+1%s+pooler, head%s+148,610"), "phase 1: " .. out)
+  check.truthy(out:match("\n6%s+500%-%s+not run%s+layer%[1%-5%], pooler, head"), "phase 6 past the end: " .. out)
+  has(out, "layer[4-5], pooler, head")
+  has(out, "unfreeze embeddings")
+  has(out, "all groups 0.0001")
+  has(out, "peak optimizer state")
+end
+
+function T.validate_fails_on_a_selector_that_matches_nothing()
+  local out, code = pft("validate sst2 'schedule.rules={{at={epoch=1}, unfreeze=\"bert.encoder.nothing.*\"}}'")
+  check.eq(code, 1, "exit code")
+  has(out, "schedule.rules[1].unfreeze: selector 'bert.encoder.nothing.*' matches no parameter")
+end
+
+function T.ls_lists_shipped_recipes()
+  local out, code = pft("ls")
+  check.eq(code, 0, "exit code")
+  for _, n in ipairs({ "sst2 ", "sst2-head ", "sst2-top2 ", "sst2-gradual ", "sst2-bitfit ", "sst2-full ", "sst2-llrd " }) do has(out, n) end
+  has(out, "SST-2, BitFit")
+end
+
+function T.cp_copies_and_refuses_to_overwrite()
+  local dest = os.tmpname() .. ".lua"
+  local out, code = pft("cp sst2-head " .. sh_quote(dest))
+  check.eq(code, 0, "exit code: " .. out)
+  local f = assert(io.open(dest))
+  local text = f:read("*a")
+  f:close()
+  has(text, 'base = "sst2"')
+  out, code = pft("cp sst2-top2 " .. sh_quote(dest))
+  os.remove(dest)
+  check.eq(code, 1, "exit code when DEST exists")
+  has(out, "exists; not overwriting it")
+  out, code = pft("cp no-such " .. sh_quote(dest))
+  check.eq(code, 2, "unknown recipe name")
+end
+
+function T.cat_round_trip()
+  local out, code = pft("cat sst2-top2 optim.lr=3e-5")
+  check.eq(code, 0, "exit code: " .. out)
+  has(out, "lr = 3e-05")
+  local name = os.tmpname() .. ".lua"
+  local f = assert(io.open(name, "w"))
+  f:write(out)
+  f:close()
+  local again, code2 = pft("cat " .. sh_quote(name))
+  os.remove(name)
+  check.eq(code2, 0, "exit code")
+  check.eq(again:gsub("^[^\n]*\n", ""), out:gsub("^[^\n]*\n", ""), "cat of cat's output")
+end
+
+function T.exit_codes()
+  local out, code = pft("frobnicate")
+  check.eq(code, 2, "unknown subcommand")
+  out, code = pft("validate")
+  check.eq(code, 2, "missing argument")
+  has(out, "usage: pft validate RECIPE")
+  out, code = pft("cat sst2 --frob")
+  check.eq(code, 2, "unknown option")
+  has(out, "unknown option '--frob'")
+  out, code = pft("cat sst2 optim.lrr=1")
+  check.eq(code, 1, "recipe error")
+  has(out, "override 'optim.lrr=1': unknown key 'optim.lrr' (did you mean 'optim.lr'?)")
+  out, code = pft("cat tests/fixtures/recipes/unknown_key.lua")
+  check.eq(code, 1, "recipe error in a file")
+  has(out, "tests/fixtures/recipes/unknown_key.lua:5: unknown key 'optim.lrr'")
+  out, code = pft("cat tests/fixtures/recipes/syntax.lua")
+  check.eq(code, 3, "syntax error in a recipe")
+  out, code = pft("train --help")
+  check.eq(code, 0, "--help")
+  has(out, "usage: pft train RECIPE")
+end
+
+return T
