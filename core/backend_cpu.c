@@ -5,19 +5,65 @@
 #include "backend.h"
 #include "kernels_cpu.h"
 
-/* OpenBLAS keeps its thread count process-wide; match it to the context's before each call. */
-static void blas_threads(pft_ctx *ctx) {
-    if (openblas_get_num_threads() != ctx->threads) openblas_set_num_threads(ctx->threads);
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+/* Threads: OpenBLAS always runs single-threaded; pft splits a big GEMM into row (or column) blocks of
+ * C itself, one per OpenMP thread of ctx->threads. One thread pool (libgomp) instead of two: OpenBLAS's
+ * pthreads pool and libgomp's each spin-wait for work after their region and take cores from each other
+ * (measured: 12% of a MiniLM forward in sched_yield). OpenBLAS's result for an element of C depends on
+ * the shape of the call that computes it (measured: a [512, 64] x [64, 64] product split in two row
+ * halves differs from the whole in half its elements), so the blocks are a function of the shape alone,
+ * never of the thread count: threads only decide who computes which block, and results are bit-identical
+ * for every thread count (tests/c/test_threads.c). Inside a parallel region (attention runs one
+ * (batch, head) per thread) a GEMM stays whole on its caller. */
+#define GEMM_PAR_MIN (1 << 21) /* multiply-adds: below this a GEMM is one call */
+#define GEMM_ALIGN 16          /* block edges on multiples of this many rows / columns */
+#define GEMM_BLOCKS 8          /* at most this many blocks ... */
+#define GEMM_MIN_BLOCK 64      /* ... of at least this many rows / columns */
+
+static void blas_one_thread(void) {
+    if (openblas_get_num_threads() != 1) openblas_set_num_threads(1);
+}
+
+static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A, int64_t lda,
+                   const float *B, int64_t ldb, float beta, float *C, int64_t ldc) {
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N,
+                (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
 static void cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                      int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
                      int64_t sc, int64_t batch) {
-    blas_threads(ctx);
-    for (int64_t b = 0; b < batch; b++)
-        cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (blasint)M,
-                    (blasint)N, (blasint)K, alpha, A + b * sa, (blasint)lda, B + b * sb, (blasint)ldb, beta,
-                    C + b * sc, (blasint)ldc);
+    bool whole = M * N * K < GEMM_PAR_MIN;
+#ifdef _OPENMP
+    whole = whole || omp_in_parallel();
+#endif
+    if (whole) {
+        blas_one_thread(); /* outside a region this also readies BLAS for one (attention calls with batch 0) */
+        for (int64_t b = 0; b < batch; b++)
+            sgemm1(ta, tb, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta, C + b * sc, ldc);
+        return;
+    }
+    blas_one_thread();
+    /* blocks of C, from the shape only: over rows when M >= N, else over columns */
+    const bool rows = M >= N;
+    const int64_t len = rows ? M : N;
+    int64_t per = ((len + GEMM_BLOCKS - 1) / GEMM_BLOCKS + GEMM_ALIGN - 1) / GEMM_ALIGN * GEMM_ALIGN;
+    if (per < GEMM_MIN_BLOCK) per = GEMM_MIN_BLOCK;
+    const int64_t nblk = (len + per - 1) / per, tasks = batch * nblk;
+    const int nt = ctx->threads < tasks ? ctx->threads : (int)tasks;
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t t = 0; t < tasks; t++) {
+        const int64_t b = t / nblk, lo = (t % nblk) * per, n = lo + per < len ? per : len - lo;
+        const float *Ab = A + b * sa, *Bb = B + b * sb;
+        float *Cb = C + b * sc;
+        if (rows) /* rows lo.. of op(A) and C */
+            sgemm1(ta, tb, n, N, K, alpha, ta ? Ab + lo : Ab + lo * lda, lda, Bb, ldb, beta, Cb + lo * ldc, ldc);
+        else /* columns lo.. of op(B) and C */
+            sgemm1(ta, tb, M, n, K, alpha, Ab, lda, tb ? Bb + lo * ldb : Bb + lo, ldb, beta, Cb + lo, ldc);
+    }
 }
 
 static bool cpu_supports(const char *op) {

@@ -5,11 +5,24 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+
+/* threads <= 0 asks for the default: PFT_THREADS when it is a positive integer, else the online CPUs */
+static int default_threads(void) {
+    const char *env = getenv("PFT_THREADS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (*end == '\0' && n > 0 && n <= 4096) return (int)n;
+    }
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
+}
 
 pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     pft_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
-    ctx->threads = threads > 0 ? threads : 1;
+    ctx->threads = threads > 0 ? threads : default_threads();
     ctx->seed = seed;
     ctx->grad_enabled = 1;
     ctx->alloc_fail_after = -1;

@@ -1,4 +1,10 @@
-/* kernels_cpu.c - the CPU's elementwise, reduction, normalisation and loss kernels (single-threaded).
+/* kernels_cpu.c - the CPU's elementwise, reduction, normalisation and loss kernels.
+ *
+ * Threads: the big kernels split their rows (or fixed chunks of elements) over ctx->threads OpenMP
+ * threads. Each row is computed by one thread with the same code whatever the split, and reductions
+ * across rows (LayerNorm's dw, db) are split by column instead, each column summed over rows in row
+ * order: results are bit-identical for every thread count (tests/c/test_threads.c). Small inputs
+ * (under PAR_MIN elements) stay on the calling thread.
  *
  * Each kernel is one plain loop nest over contiguous buffers; the broadcasting kernels first merge the
  * dims they can (so [B, T, C] + [C] runs as rows of C) and pick a tight inner loop for the common
@@ -11,6 +17,33 @@
 #include <string.h>
 
 #include "rng.h"
+
+/* --- threads ---------------------------------------------------------------------------------------- */
+
+#define PAR_MIN 32768 /* elements: below this, a parallel region costs more than it saves */
+#define CHUNK 8192    /* elementwise work is split into chunks of this many elements */
+
+/* threads to use for `work` elements */
+static int par_threads(const pft_ctx *ctx, int64_t work) {
+#ifdef _OPENMP
+    return work >= PAR_MIN && ctx->threads > 1 ? ctx->threads : 1;
+#else
+    (void)ctx, (void)work;
+    return 1;
+#endif
+}
+
+/* for (c = 0; c < nchunks(n); c++) { lo = c * CHUNK; hi = min(n, lo + CHUNK); BODY } over the threads */
+#define PAR_CHUNKS(ctx, n, ...)                                                                            \
+    do {                                                                                                   \
+        const int64_t n_ = (n), nc_ = (n_ + CHUNK - 1) / CHUNK;                                            \
+        const int nt_ = par_threads(ctx, n_);                                                              \
+        _Pragma("omp parallel for num_threads(nt_) schedule(static) if (nt_ > 1)")                         \
+        for (int64_t c_ = 0; c_ < nc_; c_++) {                                                             \
+            const int64_t lo = c_ * CHUNK, hi = lo + CHUNK < n_ ? lo + CHUNK : n_;                         \
+            __VA_ARGS__                                                                                    \
+        }                                                                                                  \
+    } while (0)
 
 /* --- strided iteration ------------------------------------------------------------------------------ */
 
@@ -196,27 +229,46 @@ void pft_cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *s
 }
 
 void pft_cpu_scale(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] = s * x[i];
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] = s * x[i];);
 }
 
 void pft_cpu_axpy(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) y[i] += s * x[i];
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] += s * x[i];);
+}
+
+/* the reference GELU forward, with libm's erff: tests compare the fast kernel against it */
+void pft_cpu_gelu_forward_ref(float *restrict y, const float *restrict x, int64_t n) {
+    const float r2 = (float)M_SQRT1_2;
+    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * r2));
+}
+
+void pft_cpu_gelu_backward_ref(float *restrict dx, const float *restrict dy, const float *restrict x, int64_t n) {
+    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    for (int64_t i = 0; i < n; i++) {
+        const float v = x[i];
+        const float cdf = 0.5f * (1.0f + erff(v * r2)), pdf = r2pi * expf(-0.5f * v * v);
+        dx[i] += dy[i] * (cdf + v * pdf);
+    }
 }
 
 void pft_cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
     const float r2 = (float)M_SQRT1_2;
-    for (int64_t i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * r2));
+    PAR_CHUNKS(ctx, n, {
+        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + pft_fast_erff(x[i] * r2));
+    });
 }
 
 /* d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi its density */
 void pft_cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict x,
                            int64_t n) {
     const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
-    for (int64_t i = 0; i < n; i++) {
-        const float v = x[i];
-        const float cdf = 0.5f * (1.0f + erff(v * r2)), pdf = r2pi * expf(-0.5f * v * v);
-        dx[i] += dy[i] * (cdf + v * pdf);
-    }
+    PAR_CHUNKS(ctx, n, {
+        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {
+            const float v = x[i];
+            const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
+            dx[i] += dy[i] * (cdf + v * pdf);
+        }
+    });
 }
 
 void pft_cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
@@ -225,7 +277,7 @@ void pft_cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict
 
 void pft_cpu_tanh_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
                            int64_t n) {
-    for (int64_t i = 0; i < n; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]);
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]););
 }
 
 /* --- reductions ------------------------------------------------------------------------------------- */
@@ -274,8 +326,15 @@ void pft_cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restr
     for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
     if (cols == 0) return;
     const int64_t ms = mask ? mask_stride[ndim - 1] : 0;
-    int64_t idx[PFT_MAX_DIMS] = {0}, moff = 0;
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
+        int64_t moff = 0;
+        if (mask) /* the mask's offset of row r over the leading dims */
+            for (int64_t d = ndim - 2, rem = r; d >= 0; d--) {
+                moff += (rem % shape[d]) * mask_stride[d];
+                rem /= shape[d];
+            }
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
         float m = -INFINITY;
@@ -294,23 +353,19 @@ void pft_cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restr
         if (m == -INFINITY) { /* every position masked: no distribution to form; the row is zero */
             memset(yr, 0, sizeof(float) * (size_t)cols);
         } else {
-            for (int64_t j = 0; j < cols; j++) yr[j] = expf(yr[j] - m);
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) yr[j] = pft_fast_expf(yr[j] - m);
             const float inv = (float)(1.0 / row_sum(yr, cols));
             for (int64_t j = 0; j < cols; j++) yr[j] *= inv;
         }
-        if (mask) /* step the mask's offset over the leading dims */
-            for (int d = ndim - 2; d >= 0; d--) {
-                moff += mask_stride[d];
-                if (++idx[d] < shape[d]) break;
-                moff -= mask_stride[d] * shape[d];
-                idx[d] = 0;
-            }
     }
 }
 
 /* dx = y (dy - sum_j dy_j y_j) per row */
 void pft_cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
                               int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
         const float *yr = y + r * cols, *gr = dy + r * cols;
         float *dr = dx + r * cols;
@@ -324,6 +379,8 @@ void pft_cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *res
 void pft_cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict mean, float *restrict rstd,
                                const float *restrict x, const float *restrict w, const float *restrict b, float eps,
                                int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * cols;
         float *yr = y + r * cols;
@@ -348,10 +405,12 @@ void pft_cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict 
 void pft_cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
                                 const float *restrict dy, const float *restrict mean, const float *restrict rstd,
                                 const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols, *gr = dy + r * cols;
-        const float mu = mean[r], rs = rstd[r];
-        if (dx) {
+    const int nt = par_threads(ctx, rows * cols);
+    if (dx) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * cols, *gr = dy + r * cols;
+            const float mu = mean[r], rs = rstd[r];
             double s1 = 0, s2 = 0;
             for (int64_t j = 0; j < cols; j++) {
                 const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
@@ -365,25 +424,36 @@ void pft_cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restric
                 dr[j] += rs * (g - m1 - h * m2);
             }
         }
-        if (dw)
-            for (int64_t j = 0; j < cols; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
-        if (db)
-            for (int64_t j = 0; j < cols; j++) db[j] += gr[j];
+    }
+    if (!dw && !db) return;
+    /* dw, db: split by column blocks, each column summed over the rows in row order */
+    const int64_t CB = 64, nb = (cols + CB - 1) / CB;
+    const int ntc = nb > 1 ? nt : 1;
+#pragma omp parallel for num_threads(ntc) schedule(static) if (ntc > 1)
+    for (int64_t cb = 0; cb < nb; cb++) {
+        const int64_t j0 = cb * CB, j1 = j0 + CB < cols ? j0 + CB : cols;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * cols, *gr = dy + r * cols;
+            const float mu = mean[r], rs = rstd[r];
+            if (dw)
+                for (int64_t j = j0; j < j1; j++) dw[j] += gr[j] * ((xr[j] - mu) * rs);
+            if (db)
+                for (int64_t j = j0; j < j1; j++) db[j] += gr[j];
+        }
     }
 }
 
 void pft_cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, float p, uint64_t seed,
                              uint64_t counter, int64_t n) {
     const float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++) y[i] = pft_rng_uniform_f(seed, counter + (uint64_t)i) < p ? 0.0f : x[i] * scale;
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] = pft_rng_uniform_f(seed, counter + (uint64_t)i) < p ? 0.0f : x[i] * scale;);
 }
 
 /* the mask is drawn again from (seed, counter): nothing was stored */
 void pft_cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
                               uint64_t counter, int64_t n) {
     const float scale = 1.0f / (1.0f - p);
-    for (int64_t i = 0; i < n; i++)
-        if (!(pft_rng_uniform_f(seed, counter + (uint64_t)i) < p)) dx[i] += dy[i] * scale;
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) if (!(pft_rng_uniform_f(seed, counter + (uint64_t)i) < p)) dx[i] += dy[i] * scale;);
 }
 
 /* --- lookups and losses ----------------------------------------------------------------------------- */

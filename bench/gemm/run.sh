@@ -5,6 +5,6 @@ set -eu
 cd "$(dirname "$0")/../.."
 make -s build/libpftcore.a
 cc -O2 -std=c11 -D_GNU_SOURCE -Icore $(pkg-config --cflags openblas) bench/gemm/bench_gemm.c build/libpftcore.a \
-   $(pkg-config --libs openblas) -lutf8proc -lcjson -lm -lpthread -o build/bench_gemm
+   $(pkg-config --libs openblas) -fopenmp -lutf8proc -lcjson -lm -lpthread -o build/bench_gemm
 lscpu | grep -E 'Model name|^CPU\(s\)' | sed 's/  */ /g'
 build/bench_gemm "${1:-2}" "${2:-7}"

@@ -522,8 +522,20 @@ function T.run(recipe, opts)
   release()
   summary.status, summary.exit_code, summary.checkpoint = status, T.EXIT_OK, last_ck
   summary.model_dir = run_dir .. "/model"
+  summary.train_wall_s = elapsed_before + core.clock() - wall0
+  -- the final number: the test split, scored by the model selected on dev (the last one without dev)
+  if recipe.data.test then
+    local chosen = Ck.read_file(run_dir .. "/best/config.json") and run_dir .. "/best" or summary.model_dir
+    local mx = T.evaluate(chosen, recipe.data.test, recipe.task.kind, recipe)
+    summary.test = mx
+    write_file(run_dir .. "/metrics.jsonl", cjson.encode({ step = step, epoch = epoch, split = "test",
+      model = chosen:sub(#run_dir + 2), metrics = mx }) .. "\n", "ab")
+    local ok, Mx = pcall(require, "pft.metrics")
+    say(("test (%s model): %s"):format(chosen:sub(#run_dir + 2), ok and Mx.format(mx) or ""))
+  end
   summary.wall_s = elapsed_before + core.clock() - wall0
-  say(("done: %d steps in %s%s; %d trainable parameters; model in %s%s"):format(step, Progress.fmt_time(summary.wall_s),
+  say(("done: %d steps in %s (training %s)%s; %d trainable parameters; model in %s%s"):format(step,
+    Progress.fmt_time(summary.wall_s), Progress.fmt_time(summary.train_wall_s),
     best.value and (", best %s %.4f at step %d"):format(best.metric, best.value, best.step) or "",
     trainable_numel, summary.model_dir, best.value and (", best model in " .. run_dir .. "/best") or ""))
   return summary
@@ -560,10 +572,10 @@ local function close_model(m, owned)
 end
 
 -- T.evaluate(run_dir_or_model, split_spec[, task_kind]) -> metrics (loss included)
-function T.evaluate(src, split, kind)
+function T.evaluate(src, split, kind, run_recipe)
   local D = require "pft.data"
   local m, recipe, owned = open_model(src)
-  recipe = recipe or { task = { kind = kind or (m.bert:config().num_labels == 1 and "regression" or "classification") },
+  recipe = run_recipe or recipe or { task = { kind = kind or (m.bert:config().num_labels == 1 and "regression" or "classification") },
     data = { eval_batch_size = 64, on_error = "fail" }, model = { max_length = 128 }, train = { seed = 42 } }
   local labels = recipe.task.kind ~= "regression" and m.labels or nil
   local ds = D.read(split, { task = recipe.task.kind, labels = labels, on_error = recipe.data.on_error })

@@ -1,0 +1,46 @@
+/* bench/common.h - shared by bench/forward and bench/train: read the first B sentences (and labels) of a
+ * GLUE-style TSV (header line, then "sentence<TAB>label"), a monotonic clock, a median. */
+#ifndef PFT_BENCH_COMMON_H
+#define PFT_BENCH_COMMON_H
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double bench_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static int bench_cmp(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static double bench_median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, bench_cmp);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Reads up to B rows; sentences[i] is malloc'd, labels[i] the integer after the tab (0 if none). */
+static int bench_read_tsv(const char *path, int B, char **sentences, int *labels) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[65536];
+    int n = 0;
+    if (!fgets(line, sizeof line, f)) { fclose(f); return -1; } /* header */
+    while (n < B && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "\n")] = 0;
+        char *tab = strchr(line, '\t');
+        if (tab) *tab = 0;
+        sentences[n] = strdup(line);
+        labels[n] = tab ? atoi(tab + 1) : 0;
+        n++;
+    }
+    fclose(f);
+    return n;
+}
+
+#endif

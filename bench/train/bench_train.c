@@ -1,0 +1,90 @@
+/* bench/train: one training step (forward + backward + AdamW) of MiniLM with a sequence-classification
+ * head on the first B SST-2 train sentences padded to T tokens, train mode (dropout as configured).
+ * CONFIG full: every parameter trains. CONFIG top2: the top 2 encoder layers, the pooler and the head
+ * train; embeddings and the lower layers have requires_grad false and run in eval mode (no tape).
+ * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2
+ * Prints `pft steps/s: X` (median over REPS after one warm-up step). */
+#include "../common.h"
+#include "autograd.h"
+#include "nn.h"
+#include "optim.h"
+#include "text.h"
+
+int main(int argc, char **argv) {
+    if (argc != 8) {
+        fprintf(stderr, "usage: %s MODEL_DIR DATA_TSV B T THREADS REPS full|top2\n", argv[0]);
+        return 2;
+    }
+    const char *dir = argv[1], *data = argv[2], *config = argv[7];
+    int B = atoi(argv[3]), T = atoi(argv[4]), threads = atoi(argv[5]), reps = atoi(argv[6]);
+    const int top2 = strcmp(config, "top2") == 0;
+    char **sent = calloc((size_t)B, sizeof *sent);
+    int *labels = calloc((size_t)B, sizeof *labels);
+    int32_t *lab = calloc((size_t)B, sizeof *lab);
+    if (bench_read_tsv(data, B, sent, labels) != B) {
+        fprintf(stderr, "%s: fewer than %d sentences\n", data, B);
+        return 1;
+    }
+    for (int i = 0; i < B; i++) lab[i] = labels[i];
+    pft_ctx *ctx = pft_ctx_new(threads, 1234);
+    pft_tokenizer *tok = pft_tokenizer_load(ctx, dir);
+    pft_bert *m = tok ? pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2) : NULL;
+    pft_batch batch = {0};
+    if (!m || pft_tokenizer_encode_batch(tok, B, (const char *const *)sent, NULL, NULL, NULL, T, T, &batch)) {
+        fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+        return 1;
+    }
+    pft_bert_set_training(m, true);
+    const int L = m->cfg.num_layers;
+    if (top2) {
+        m->embeddings_training = false;
+        for (int i = 0; i < pft_bert_param_count(m); i++) {
+            pft_tensor *p = pft_bert_param(m, i);
+            int layer = -1;
+            if (strstr(p->name, "embeddings.")) p->requires_grad = false;
+            const char *s = strstr(p->name, "encoder.layer.");
+            if (s) layer = atoi(s + 14);
+            if (layer >= 0 && layer < L - 2) p->requires_grad = false;
+        }
+        for (int l = 0; l < L - 2; l++) m->layers[l].training = false;
+    }
+    pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+    pft_optim_group g = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    g.lr = 2e-5;
+    if (pft_optim_add_group(opt, &g, pft_bert_param_count(m), m->params) < 0) {
+        fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+        return 1;
+    }
+    pft_bert_batch in = {B, batch.t, batch.ids, batch.type_ids, batch.mask};
+    double *times = calloc((size_t)reps, sizeof *times);
+    float last_loss = 0;
+    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+        double t0 = bench_now();
+        pft_optim_zero_grad(opt);
+        pft_bert_output out;
+        pft_tensor *loss = NULL;
+        if (pft_bert_forward(m, &in, &out) || !(loss = pft_bert_loss(m, out.logits, lab, NULL)) ||
+            pft_backward(loss, NULL) || pft_optim_step(opt)) {
+            fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+            return 1;
+        }
+        last_loss = pft_tensor_data(loss)[0];
+        pft_tensor_release(loss);
+        pft_bert_output_release(&out);
+        double dt = bench_now() - t0;
+        if (r >= 0) times[r] = dt;
+    }
+    double med = bench_median(times, reps);
+    printf("pft steps/s: %.3f  tokens/s %.0f  (%s: %lld of %lld parameters train; B %d, T %d, threads %d, median of %d, "
+           "last loss %.4f)\n",
+           1.0 / med, B * batch.t / med, config, (long long)pft_bert_numel(m, true), (long long)pft_bert_numel(m, false), B,
+           batch.t, ctx->threads, reps, last_loss);
+    pft_optim_free(opt);
+    pft_batch_free(&batch);
+    pft_bert_free(m);
+    pft_tokenizer_free(tok);
+    pft_ctx_free(ctx);
+    for (int i = 0; i < B; i++) free(sent[i]);
+    free(sent), free(labels), free(lab), free(times);
+    return 0;
+}
