@@ -11,7 +11,8 @@ the classifier only.
 Usage: python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data ../shared/data/sst2 \
           --limit 8000 --epochs 1 --lr 5e-5 --batch-size 32 --max-length 64 --warmup 0.06 \
           --trainable full --seed 42 --threads 2
-Prints `peer: test accuracy A  wall S s  train tokens/s R  trainable P`.
+Each epoch is scored on dev and the best epoch's weights are scored on test (as the pft recipes select
+their best model on dev). Prints `peer: test accuracy A  best dev D  wall S s  train tokens/s R  trainable P`.
 """
 import argparse
 import random
@@ -66,6 +67,7 @@ def main():
     model = BertForSequenceClassification.from_pretrained(a.model, num_labels=2)
     train_x, train_y = read_tsv(f"{a.data}/train.tsv", a.limit)
     test_x, test_y = read_tsv(f"{a.data}/test.tsv")
+    dev_x, dev_y = read_tsv(f"{a.data}/dev.tsv")
     L = model.config.num_hidden_layers
     frozen_modules = []
     for name, p in model.named_parameters():
@@ -87,9 +89,18 @@ def main():
     warm = int(a.warmup * steps) if a.warmup < 1 else int(a.warmup)
     sched = get_linear_schedule_with_warmup(opt, warm, steps)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    def accuracy(xs, ys):
+        model.eval()
+        right = 0
+        with torch.inference_mode():
+            for enc, y in batches(tok, xs, ys, 64, a.max_length, list(range(len(xs)))):
+                right += int((model(**enc).logits.argmax(-1) == y).sum())
+        return right / len(xs)
+
     t0 = time.perf_counter()
-    tokens = 0
+    tokens, train_time, best_dev, best_state = 0, 0.0, -1.0, None
     for epoch in range(a.epochs):
+        te = time.perf_counter()
         model.train()
         for m in frozen_modules:
             m.eval()
@@ -103,14 +114,15 @@ def main():
             sched.step()
             opt.zero_grad(set_to_none=True)
             tokens += int(enc["attention_mask"].sum())
-    train_time = time.perf_counter() - t0
-    model.eval()
-    right = 0
-    with torch.inference_mode():
-        for enc, y in batches(tok, test_x, test_y, 64, a.max_length, list(range(len(test_x)))):
-            right += int((model(**enc).logits.argmax(-1) == y).sum())
+        train_time += time.perf_counter() - te
+        dev = accuracy(dev_x, dev_y)  # model selection on dev, as the pft recipes do
+        print(f"peer: epoch {epoch + 1} dev accuracy {dev:.4f}", flush=True)
+        if dev > best_dev:
+            best_dev, best_state = dev, {k: v.detach().clone() for k, v in model.state_dict().items()}
+    model.load_state_dict(best_state)
+    test_acc = accuracy(test_x, test_y)
     wall = time.perf_counter() - t0
-    print(f"peer: test accuracy {right / len(test_x):.4f}  wall {wall:.1f} s  train tokens/s {tokens / train_time:.0f}  "
+    print(f"peer: test accuracy {test_acc:.4f}  best dev {best_dev:.4f}  wall {wall:.1f} s  train tokens/s {tokens / train_time:.0f}  "
           f"trainable {trainable}  (torch {torch.__version__}, threads {torch.get_num_threads()}, seed {a.seed})")
 
 

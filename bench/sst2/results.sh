@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# docs/results.md's figures: every shipped SST-2 recipe with the real pretrained model, and the same job
+# with PyTorch + transformers for the full fine-tune and the top-2 schedule, pft and peer alternating.
+# Usage: bash bench/sst2/results.sh [OUT_DIR=runs/results] [recipes...]   (from the repository root)
+# Prints one line per run; logs and run dirs stay in OUT_DIR.
+set -u
+cd "$(dirname "$0")/../.."
+out=${1:-runs/results}
+shift || true
+recipes=${*:-"sst2 sst2-top2 sst2-head sst2-bitfit sst2-gradual sst2-llrd sst2-chainthaw"}
+mkdir -p "$out"
+data=$(cd ../shared/data && pwd)
+threads=2
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads on both sides"
+
+# the peer with the recipe's hyperparameters (read from the resolved recipe, so they cannot drift)
+peer() { # name trainable
+  local r="$out/$1/recipe.lua"
+  local lr limit epochs bs ml warm
+  lr=$(build/pft -e "local t=dofile('$r') print(t.optim.lr)")
+  limit=$(build/pft -e "local t=dofile('$r') print(t.data.train.limit or '')")
+  epochs=$(build/pft -e "local t=dofile('$r') print(t.train.epochs)")
+  bs=$(build/pft -e "local t=dofile('$r') print(t.data.batch_size)")
+  ml=$(build/pft -e "local t=dofile('$r') print(t.model.max_length)")
+  warm=$(build/pft -e "local t=dofile('$r') print(t.lr_schedule.warmup)")
+  python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data "$data/sst2" ${limit:+--limit $limit} \
+    --epochs "$epochs" --lr "$lr" --batch-size "$bs" --max-length "$ml" --warmup "$warm" --trainable "$2" \
+    --seed 42 --threads $threads >"$out/peer-$1.log" 2>&1
+  echo "$1 torch: $(grep '^peer: test' "$out/peer-$1.log")"
+}
+
+for r in $recipes; do
+  rm -rf "${out:?}/$r"
+  PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" >"$out/$r.log" 2>&1
+  acc=$(grep -o 'test ([a-z]* model): acc [0-9.]*' "$out/$r.log" | grep -o '[0-9.]*$')
+  done_line=$(grep '^done:' "$out/$r.log")
+  tps=$(grep -o '[0-9]* tok/s' "$out/$r.log" | tail -1)
+  echo "$r pft: test accuracy $acc  $tps  $done_line"
+  case $r in
+    sst2) peer sst2 full ;;
+    sst2-top2) peer sst2-top2 top2 ;;
+  esac
+done
