@@ -362,8 +362,15 @@ function T.run(recipe, opts)
     bert:set_head_training(head_on)
   end
 
+  local evaluate_body
   local function evaluate()
     if not dev_loader then return nil end
+    local e0 = core.clock()
+    local r = evaluate_body()
+    if progress.t0 then progress.t0 = progress.t0 + (core.clock() - e0) end -- tok/s counts training time only
+    return r
+  end
+  function evaluate_body()
     bert:train(false)
     local loss, preds, gold = predict_loader(m, dev_loader, is_regression(recipe), false)
     local mx = compute_metrics(recipe, loss, preds, gold, labels)
