@@ -157,6 +157,7 @@ pft_bert *pft_bert_new(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_kind h
     m->num_labels = head == PFT_HEAD_NONE ? 0 : num_labels;
     m->prefix = head == PFT_HEAD_NONE ? "" : "bert.";
     m->embeddings_training = m->head_training = true;
+    m->pack_padding = true;
     const int64_t C = cfg->hidden_size, F = cfg->intermediate_size;
     char name[128];
 #define P(field, nm, nd, a, b, init)                                                                         \
@@ -352,13 +353,24 @@ static pft_tensor *dense_residual_norm(pft_tensor *x, pft_tensor *w, pft_tensor 
     return y;
 }
 
-static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const float *mask) {
+/* The token layout of a forward: dense [B, T] (with an additive key mask), or packed: only the n real
+ * tokens, sequence b being lens[b] rows, so no layer spends work on padding. */
+typedef struct layout {
+    const float *mask;  /* dense: [B, T] additive, or NULL */
+    int64_t B, N;       /* packed: sequences, real tokens */
+    const int64_t *lens; /* packed: NULL when dense */
+} layout;
+
+static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay) {
     const pft_bert_config *c = &m->cfg;
     const bool train = m->training && L->training;
     const int64_t D = c->hidden_size / c->num_heads;
+    const float scale = 1.0f / sqrtf((float)D);
     pft_tensor *q = pft_linear(x, L->q_w, L->q_b), *k = q ? pft_linear(x, L->k_w, L->k_b) : NULL;
     pft_tensor *v = k ? pft_linear(x, L->v_w, L->v_b) : NULL;
-    pft_tensor *att = v ? pft_attention(q, k, v, mask, c->num_heads, 1.0f / sqrtf((float)D), c->attention_dropout, train) : NULL;
+    pft_tensor *att = !v ? NULL
+                      : lay->lens ? pft_attention_packed(q, k, v, lay->B, lay->lens, c->num_heads, scale, c->attention_dropout, train)
+                                  : pft_attention(q, k, v, lay->mask, c->num_heads, scale, c->attention_dropout, train);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v);
     if (!att) return NULL;
     pft_tensor *x1 = dense_residual_norm(att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
@@ -373,22 +385,33 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
     return y;
 }
 
-static pft_tensor *embed(pft_bert *m, const pft_bert_batch *in, int32_t *scratch) {
+/* word + token type + position embeddings of n tokens (ids, types, positions each [n], ndim/shape the
+ * tokens' layout), LayerNorm, dropout. */
+static pft_tensor *embed(pft_bert *m, int ndim, const int64_t *shape, const int32_t *ids, const int32_t *types,
+                         const int32_t *positions) {
     const pft_bert_config *c = &m->cfg;
-    const int64_t B = in->B, T = in->T;
-    const int64_t shape[2] = {B, T};
-    pft_tensor *w = pft_embedding(m->word_emb, in->input_ids, 2, shape);
-    for (int64_t t = 0; t < T; t++) scratch[t] = (int32_t)t;
-    pft_tensor *pos = w ? pft_embedding(m->pos_emb, scratch, 1, &T) : NULL; /* [T, C], broadcast over B */
-    if (!in->token_type_ids) memset(scratch, 0, sizeof(int32_t) * (size_t)(B * T));
-    pft_tensor *typ = pos ? pft_embedding(m->type_emb, in->token_type_ids ? in->token_type_ids : scratch, 2, shape) : NULL;
-    pft_tensor *s1 = typ ? pft_add(w, typ) : NULL;
+    pft_tensor *w = pft_embedding(m->word_emb, ids, ndim, shape);
+    pft_tensor *typ = w ? pft_embedding(m->type_emb, types, ndim, shape) : NULL;
+    pft_tensor *pos = typ ? pft_embedding(m->pos_emb, positions, ndim, shape) : NULL;
+    pft_tensor *s1 = pos ? pft_add(w, typ) : NULL; /* transformers' order: (word + type) + position */
     pft_tensor *s2 = s1 ? pft_add(s1, pos) : NULL;
     pft_tensor *n = s2 ? pft_layernorm(s2, m->emb_ln_w, m->emb_ln_b, c->layer_norm_eps) : NULL;
     pft_tensor *y = n ? pft_dropout(n, c->hidden_dropout, m->training && m->embeddings_training) : NULL;
     pft_tensor_release(w), pft_tensor_release(pos), pft_tensor_release(typ);
     pft_tensor_release(s1), pft_tensor_release(s2), pft_tensor_release(n);
     return y;
+}
+
+/* Whether to drop the padding: some token is masked and every row starts with a real token (a row whose
+ * first token is padding pools padding in transformers; the dense path keeps that exact). */
+static bool use_packing(const pft_bert *m, const pft_bert_batch *in) {
+    if (!m->pack_padding || !in->attention_mask) return false;
+    bool any_pad = false;
+    for (int64_t b = 0; b < in->B; b++) {
+        if (!in->attention_mask[b * in->T]) return false;
+        for (int64_t t = 1; t < in->T && !any_pad; t++) any_pad = !in->attention_mask[b * in->T + t];
+    }
+    return any_pad;
 }
 
 pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_output *out) {
@@ -405,44 +428,79 @@ pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_outp
             if (in->token_type_ids[i] < 0 || in->token_type_ids[i] >= c->type_vocab_size)
                 return pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert: token_type_ids[%lld] = %d is outside [0, %d)", (long long)i,
                                       in->token_type_ids[i], c->type_vocab_size);
-    const int64_t N = in->B * in->T;
-    float *mask = malloc(sizeof(float) * (size_t)N);
-    int32_t *scratch = malloc(sizeof(int32_t) * (size_t)(N > in->T ? N : in->T));
-    pft_tensor *x = NULL;
-    if (!mask || !scratch) {
-        pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "bert: out of memory");
-        goto fail;
+    const int64_t B = in->B, T = in->T, BT = B * T, C = c->hidden_size;
+    const bool packed = use_packing(m, in);
+    /* one allocation: mask [BT] floats; ids, types, positions, rows [BT] int32 each; lens [B] int64 */
+    void *mem = malloc(sizeof(float) * (size_t)BT + 4 * sizeof(int32_t) * (size_t)BT + sizeof(int64_t) * (size_t)(B + 1));
+    if (!mem) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "bert: out of memory");
+    float *mask = mem;
+    int32_t *ids = (int32_t *)(mask + BT), *types = ids + BT, *pos = types + BT, *rows = pos + BT;
+    int64_t *lens = (int64_t *)(void *)(rows + BT), N = 0;
+    for (int64_t b = 0; b < B; b++) {
+        lens[b] = 0;
+        for (int64_t t = 0; t < T; t++) {
+            const int64_t i = b * T + t;
+            const bool real = !in->attention_mask || in->attention_mask[i];
+            /* transformers' extended mask: (1 - mask) * finfo(float32).min */
+            mask[i] = real ? 0.0f : -FLT_MAX;
+            if (packed && !real) continue;
+            ids[N] = in->input_ids[i], types[N] = in->token_type_ids ? in->token_type_ids[i] : 0;
+            pos[N] = (int32_t)t, rows[N] = (int32_t)i, N++, lens[b]++;
+        }
     }
-    /* transformers' extended mask: (1 - mask) * finfo(float32).min */
-    for (int64_t i = 0; i < N; i++) mask[i] = in->attention_mask && !in->attention_mask[i] ? -FLT_MAX : 0.0f;
-    if (!(x = embed(m, in, scratch))) goto fail;
+    layout lay = {.mask = in->attention_mask ? mask : NULL, .B = B, .N = N, .lens = packed ? lens : NULL};
+    const int64_t dense_shape[2] = {B, T};
+    pft_tensor *x = packed ? embed(m, 1, &N, ids, types, pos) : embed(m, 2, dense_shape, ids, types, pos);
+    if (!x) goto fail;
     for (int l = 0; l < c->num_layers; l++) {
-        pft_tensor *y = encoder_layer(m, &m->layers[l], x, in->attention_mask ? mask : NULL);
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, &lay);
         pft_tensor_release(x);
         if (!(x = y)) goto fail;
     }
-    out->hidden = x;
+    /* x: [B, T, C] dense, or [N, C] packed */
+    if (packed) {
+        pft_tensor *flat = pft_scatter_rows(x, rows, BT); /* padding rows come back as zeros */
+        out->hidden = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, C}) : NULL;
+        pft_tensor_release(flat);
+    } else {
+        out->hidden = pft_tensor_retain(x);
+    }
+    if (!out->hidden) goto fail;
     if (m->pool_w) { /* dense + tanh on the first token ([CLS]) */
-        pft_tensor *first = pft_tensor_narrow(x, 1, 0, 1);
-        pft_tensor *cls = first ? pft_tensor_reshape(first, 2, (int64_t[]){in->B, c->hidden_size}) : NULL;
+        pft_tensor *cls;
+        if (packed) { /* the first row of each sequence; every sequence starts with a real token */
+            int32_t *first = (int32_t *)ids; /* ids are not needed any more */
+            for (int64_t b = 0, r = 0; b < B; r += lens[b], b++) first[b] = (int32_t)r;
+            cls = pft_embedding(x, first, 1, &B);
+        } else {
+            pft_tensor *col = pft_tensor_narrow(x, 1, 0, 1);
+            cls = col ? pft_tensor_reshape(col, 2, (int64_t[]){B, C}) : NULL;
+            pft_tensor_release(col);
+        }
         pft_tensor *d = cls ? pft_linear(cls, m->pool_w, m->pool_b) : NULL;
         out->pooled = d ? pft_tanh(d) : NULL;
-        pft_tensor_release(first), pft_tensor_release(cls), pft_tensor_release(d);
+        pft_tensor_release(cls), pft_tensor_release(d);
         if (!out->pooled) goto fail;
     }
     if (m->head != PFT_HEAD_NONE) {
-        pft_tensor *feat = m->head == PFT_HEAD_SEQCLS ? out->pooled : out->hidden;
+        pft_tensor *feat = m->head == PFT_HEAD_SEQCLS ? out->pooled : x;
         pft_tensor *d = pft_dropout(feat, c->classifier_dropout, m->training && m->head_training);
-        out->logits = d ? pft_linear(d, m->cls_w, m->cls_b) : NULL;
+        pft_tensor *logits = d ? pft_linear(d, m->cls_w, m->cls_b) : NULL;
         pft_tensor_release(d);
-        if (!out->logits) goto fail;
+        if (logits && packed && m->head == PFT_HEAD_TOKCLS) { /* back to [B, T, K], zeros on padding */
+            pft_tensor *flat = pft_scatter_rows(logits, rows, BT);
+            pft_tensor_release(logits);
+            logits = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, m->num_labels}) : NULL;
+            pft_tensor_release(flat);
+        }
+        if (!(out->logits = logits)) goto fail;
     }
-    free(mask);
-    free(scratch);
+    pft_tensor_release(x);
+    free(mem);
     return PFT_OK;
 fail:
-    free(mask);
-    free(scratch);
+    pft_tensor_release(x);
+    free(mem);
     pft_bert_output_release(out);
     return ctx->last_status ? ctx->last_status : PFT_ERR_STATE;
 }

@@ -49,6 +49,10 @@ typedef struct pft_bert {
     int num_labels;
     bool training;
     bool embeddings_training, head_training;
+    /* Skip padding (default): with an attention mask, only real tokens go through the layers (attention
+     * per sequence over its own tokens); hidden states and token logits at padded positions are 0.
+     * Real positions match transformers, which computes values at padded positions that nothing uses. */
+    bool pack_padding;
     pft_tensor *word_emb, *pos_emb, *type_emb, *emb_ln_w, *emb_ln_b;
     pft_bert_layer *layers;
     pft_tensor *pool_w, *pool_b; /* may be NULL for a checkpoint without a pooler and no seq head */
@@ -106,5 +110,9 @@ pft_status pft_bert_save_weights(const pft_bert *m, const char *path);
  * mask: additive float [B, T] over keys (0 attend, a large negative for padding), may be NULL. */
 pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, int64_t heads, float scale,
                           float dropout, bool train);
+/* The same over packed sequences: q, k, v [N, C] hold n sequences back to back, sequence b being lens[b]
+ * rows (padding removed, so no mask and no work on padding). */
+pft_tensor *pft_attention_packed(pft_tensor *q, pft_tensor *k, pft_tensor *v, int64_t n, const int64_t *lens, int64_t heads,
+                                 float scale, float dropout, bool train);
 
 #endif

@@ -58,6 +58,9 @@ pft_tensor *pft_dropout(pft_tensor *x, float p, bool train);
 pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape);
 /* logits [N, K], targets [N] -> scalar mean over targets != ignore_index (0 when every target is ignored). */
 pft_tensor *pft_cross_entropy(pft_tensor *logits, const int32_t *targets, int64_t n, int32_t ignore_index);
+/* x [n, C] -> [total, C]: row r of x goes to row rows[r], every other row is 0. The inverse of gathering
+ * rows with pft_embedding(x, rows, ...); backward gathers the gradient's rows. Indices must be distinct. */
+pft_tensor *pft_scatter_rows(pft_tensor *x, const int32_t *rows, int64_t total);
 /* mean((pred - target)^2) over all elements; target gets no gradient. */
 pft_tensor *pft_mse(pft_tensor *pred, pft_tensor *target);
 

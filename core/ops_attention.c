@@ -28,16 +28,6 @@
 #include "nn.h"
 #include "rng.h"
 
-/* threads for B * H blocks of T x T */
-static int att_threads(const pft_ctx *ctx, int64_t blocks, int64_t T) {
-#ifdef _OPENMP
-    return ctx->threads > 1 && blocks > 1 && blocks * T * T >= 32768 ? (int)(blocks < ctx->threads ? blocks : ctx->threads) : 1;
-#else
-    (void)ctx, (void)blocks, (void)T;
-    return 1;
-#endif
-}
-
 /* A GEMM of batch 0 outside the region: the backend sets BLAS to one thread before the region's threads
  * call it concurrently. */
 static void blas_ready(pft_ctx *ctx, const pft_backend *be) {
@@ -59,13 +49,49 @@ static void dropout_block(float *dst, const float *src, int64_t n, float p, uint
     for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
 }
 
-/* node->i: [0] B, [1] T, [2] C, [3] H, [4] dropout on, [5] rng counter base; f: [0] scale, [1] p.
- * saved[0] = P (the mask is inside it already). */
+/* The sequences of one call: sequence b has len[b] tokens starting at row start[b] of q/k/v/out (rows of C
+ * floats); its probabilities for head h start at poff[b * H + h] in P. Dense [B, T, C] input is B
+ * sequences of T at b * T; packed input (padding removed) is sequences back to back. */
+typedef struct seqs {
+    int64_t n, H, maxlen, total; /* sequences, heads, longest, P floats */
+    int64_t *start, *len, *poff; /* one allocation: n + n + n * H */
+} seqs;
+
+static pft_status seqs_init(pft_ctx *ctx, seqs *s, int64_t n, int64_t H, const int64_t *lens, int64_t fixed_len) {
+    s->n = n, s->H = H, s->maxlen = 0, s->total = 0;
+    s->start = malloc(sizeof(int64_t) * (size_t)(n * (2 + H) + 1));
+    if (!s->start) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention: out of memory");
+    s->len = s->start + n, s->poff = s->len + n;
+    int64_t row = 0;
+    for (int64_t b = 0; b < n; b++) {
+        const int64_t L = lens ? lens[b] : fixed_len;
+        s->start[b] = row, s->len[b] = L;
+        row += L;
+        if (L > s->maxlen) s->maxlen = L;
+        for (int64_t h = 0; h < H; h++) s->poff[b * H + h] = s->total, s->total += L * L;
+    }
+    return PFT_OK;
+}
+
+/* threads for the blocks, given the work of all of them */
+static int att_threads(const pft_ctx *ctx, int64_t blocks, int64_t work) {
+#ifdef _OPENMP
+    return ctx->threads > 1 && blocks > 1 && work >= 32768 ? (int)(blocks < ctx->threads ? blocks : ctx->threads) : 1;
+#else
+    (void)ctx, (void)blocks, (void)work;
+    return 1;
+#endif
+}
+
+/* node->i: [0] C, [1] H, [2] dropout on, [3] rng counter base; f: [0] scale, [1] p; extra = seqs arrays
+ * (start, len, poff); saved[0] = P (the mask is inside it already). */
 static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
-    const int64_t B = node->i[0], T = node->i[1], C = node->i[2], H = node->i[3], D = C / H;
-    const bool drop = node->i[4];
-    const uint64_t base = (uint64_t)node->i[5];
+    const int64_t C = node->i[0], H = node->i[1], D = C / H;
+    const bool drop = node->i[2];
+    const uint64_t base = (uint64_t)node->i[3];
     const float scale = (float)node->f[0], p = (float)node->f[1];
+    const int64_t n = node->i[4], maxlen = node->i[5];
+    const int64_t *start = node->extra, *len = start + n, *poff = len + n;
     const pft_backend *be = pft_backend_for(dout);
     pft_tensor *dq = pft_node_input_grad(ctx, node, 0);
     pft_tensor *dk = pft_node_input_grad(ctx, node, 1);
@@ -73,19 +99,21 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
     const float *q = pft_tensor_data(node->inputs[0]), *k = pft_tensor_data(node->inputs[1]);
     const float *v = pft_tensor_data(node->inputs[2]), *dO = pft_tensor_data(dout);
     const float *P = pft_tensor_data(node->saved[0]);
-    const int nt = att_threads(ctx, B * H, T);
-    float *scratch = malloc(sizeof(float) * (size_t)(T * T * 2) * (size_t)nt);
+    const int nt = att_threads(ctx, n * H, pft_tensor_numel(node->saved[0]));
+    float *scratch = malloc(sizeof(float) * (size_t)(maxlen * maxlen * 2) * (size_t)nt + sizeof(float));
     if (!scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention backward: out of memory");
     blas_ready(ctx, be);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    int64_t flops = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : flops)
     {
-        float *dP = scratch + (size_t)thread_id() * (size_t)(T * T * 2), *Pd = dP + T * T;
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            const int64_t b = bh / H, h = bh % H;
-            const int64_t blk = b * T * C + h * D;
-            const float *Pbh = P + (b * H + h) * T * T;
-            const uint64_t cbase = base + (uint64_t)((b * H + h) * T * T);
+        float *dP = scratch + (size_t)thread_id() * (size_t)(maxlen * maxlen * 2), *Pd = dP + maxlen * maxlen;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < n * H; bh++) {
+            const int64_t b = bh / H, h = bh % H, T = len[b];
+            if (T == 0) continue;
+            const int64_t blk = start[b] * C + h * D;
+            const float *Pbh = P + poff[bh];
+            const uint64_t cbase = base + (uint64_t)poff[bh];
             if (dv) {
                 const float *Pv = Pbh;
                 if (drop) {
@@ -93,6 +121,7 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
                     Pv = Pd;
                 }
                 be->gemm(ctx, true, false, T, D, T, 1.0f, Pv, T, 0, dO + blk, C, 0, 1.0f, pft_tensor_data(dv) + blk, C, 0, 1);
+                flops += 2 * T * T * D;
             }
             if (!dq && !dk) continue; /* (a `continue` of the omp for: goes to the next block) */
             be->gemm(ctx, false, true, T, T, D, 1.0f, dO + blk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
@@ -106,39 +135,26 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
             }
             if (dq) be->gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, 1.0f, pft_tensor_data(dq) + blk, C, 0, 1);
             if (dk) be->gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, 1.0f, pft_tensor_data(dk) + blk, C, 0, 1);
+            flops += 2 * T * T * D * (1 + (dq ? 1 : 0) + (dk ? 1 : 0));
         }
     }
-    ctx->stats.backward_flops += 2 * B * H * T * T * D * ((dv ? 1 : 0) + (dq || dk ? 1 : 0) + (dq ? 1 : 0) + (dk ? 1 : 0));
+    ctx->stats.backward_flops += flops;
     free(scratch);
     return PFT_OK;
 }
 
-pft_tensor *pft_attention(pft_tensor *q_in, pft_tensor *k_in, pft_tensor *v_in, const float *mask, int64_t H, float scale,
-                          float p, bool train) {
+/* q, k, v: rows of C (any leading shape); out has their shape. mask: additive, per (sequence, key), for
+ * dense input only. */
+static pft_tensor *attention(pft_tensor *q_in, pft_tensor *k_in, pft_tensor *v_in, seqs *sq, const float *mask,
+                             float scale, float p, bool train) {
     pft_ctx *ctx = q_in->ctx;
-    char sq[128], sk[128], sv[128];
-    if (q_in->ndim != 3 || !pft_tensor_same_shape(q_in, k_in) || !pft_tensor_same_shape(q_in, v_in)) {
-        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "attention: q %s, k %s, v %s must be equal [B, T, C]",
-                       pft_tensor_shape_str(q_in, sq, sizeof sq), pft_tensor_shape_str(k_in, sk, sizeof sk),
-                       pft_tensor_shape_str(v_in, sv, sizeof sv));
-        return NULL;
-    }
-    const int64_t B = q_in->shape[0], T = q_in->shape[1], C = q_in->shape[2];
-    if (H <= 0 || C % H) {
-        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "attention: %lld channels do not split into %lld heads", (long long)C, (long long)H);
-        return NULL;
-    }
-    if (!(p >= 0 && p < 1)) {
-        pft_ctx_seterr(ctx, PFT_ERR_ARG, "attention: dropout probability %g is not in [0, 1)", p);
-        return NULL;
-    }
-    const int64_t D = C / H;
+    const int64_t H = sq->H, C = q_in->shape[q_in->ndim - 1], D = C / H, n = sq->n;
     const bool drop = train && p > 0;
     pft_tensor *q = pft_tensor_contiguous(q_in), *k = pft_tensor_contiguous(k_in), *v = pft_tensor_contiguous(v_in);
-    pft_tensor *probs = pft_tensor_empty(ctx, 4, (int64_t[]){B, H, T, T});
-    pft_tensor *out = pft_tensor_empty(ctx, 3, (int64_t[]){B, T, C});
-    const int nt = att_threads(ctx, B * H, T);
-    float *scratch = drop ? malloc(sizeof(float) * (size_t)(T * T) * (size_t)nt) : NULL;
+    pft_tensor *probs = pft_tensor_empty(ctx, 1, (int64_t[]){sq->total});
+    pft_tensor *out = pft_tensor_empty(ctx, q_in->ndim, q_in->shape);
+    const int nt = att_threads(ctx, n * H, sq->total);
+    float *scratch = drop ? malloc(sizeof(float) * (size_t)(sq->maxlen * sq->maxlen) * (size_t)nt + sizeof(float)) : NULL;
     if (!q || !k || !v || !probs || !out || (drop && !scratch)) {
         if (drop && !scratch) pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention: out of memory");
         goto fail;
@@ -147,15 +163,18 @@ pft_tensor *pft_attention(pft_tensor *q_in, pft_tensor *k_in, pft_tensor *v_in, 
     const uint64_t base = ctx->rng_counter;
     float *P = pft_tensor_data(probs), *O = pft_tensor_data(out);
     const float *qd = pft_tensor_data(q), *kd = pft_tensor_data(k), *vd = pft_tensor_data(v);
+    if (pft_tensor_numel(out)) memset(O, 0, sizeof(float) * (size_t)pft_tensor_numel(out)); /* rows in no sequence */
     blas_ready(ctx, be);
-#pragma omp parallel num_threads(nt) if (nt > 1)
+    int64_t flops = 0;
+#pragma omp parallel num_threads(nt) if (nt > 1) reduction(+ : flops)
     {
-        float *mine = drop ? scratch + (size_t)thread_id() * (size_t)(T * T) : NULL;
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            const int64_t b = bh / H, h = bh % H;
-            const int64_t blk = b * T * C + h * D;
-            float *S = P + bh * T * T;
+        float *mine = drop ? scratch + (size_t)thread_id() * (size_t)(sq->maxlen * sq->maxlen) : NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < n * H; bh++) {
+            const int64_t b = bh / H, h = bh % H, T = sq->len[b];
+            if (T == 0) continue;
+            const int64_t blk = sq->start[b] * C + h * D;
+            float *S = P + sq->poff[bh];
             be->gemm(ctx, false, true, T, T, D, scale, qd + blk, C, 0, kd + blk, C, 0, 0.0f, S, T, 0, 1);
             for (int64_t r = 0; r < T; r++) {
                 float *row = S + r * T, mx = -INFINITY;
@@ -176,20 +195,23 @@ pft_tensor *pft_attention(pft_tensor *q_in, pft_tensor *k_in, pft_tensor *v_in, 
             }
             const float *Pv = S;
             if (drop) {
-                dropout_block(mine, S, T * T, p, ctx->seed, base + (uint64_t)(bh * T * T));
+                dropout_block(mine, S, T * T, p, ctx->seed, base + (uint64_t)sq->poff[bh]);
                 Pv = mine;
             }
             be->gemm(ctx, false, false, T, D, T, 1.0f, Pv, T, 0, vd + blk, C, 0, 0.0f, O + blk, C, 0, 1);
+            flops += 4 * T * T * D;
         }
     }
-    ctx->stats.forward_flops += 4 * B * H * T * T * D;
-    if (drop) ctx->rng_counter += (uint64_t)(B * H * T * T);
+    ctx->stats.forward_flops += flops;
+    if (drop) ctx->rng_counter += (uint64_t)sq->total;
     pft_tensor *inputs[3] = {q, k, v};
     if (pft_autograd_needed(ctx, 3, inputs)) {
         pft_node *node = pft_autograd_record(ctx, out, "attention", attention_backward, 3, inputs);
         if (!node || pft_node_save(ctx, node, probs)) goto fail;
-        node->i[0] = B, node->i[1] = T, node->i[2] = C, node->i[3] = H, node->i[4] = drop, node->i[5] = (int64_t)base;
+        node->i[0] = C, node->i[1] = H, node->i[2] = drop, node->i[3] = (int64_t)base, node->i[4] = n, node->i[5] = sq->maxlen;
         node->f[0] = scale, node->f[1] = p;
+        node->extra = sq->start; /* the node owns the sequence arrays now */
+        sq->start = NULL;
     }
     free(scratch);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v), pft_tensor_release(probs);
@@ -198,4 +220,51 @@ fail:
     free(scratch);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v), pft_tensor_release(probs), pft_tensor_release(out);
     return NULL;
+}
+
+static bool check_qkv(pft_tensor *q, pft_tensor *k, pft_tensor *v, int ndim, int64_t H, float p, const char *layout) {
+    pft_ctx *ctx = q->ctx;
+    char sq[128], sk[128], sv[128];
+    if (q->ndim != ndim || !pft_tensor_same_shape(q, k) || !pft_tensor_same_shape(q, v)) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "attention: q %s, k %s, v %s must be equal %s", pft_tensor_shape_str(q, sq, sizeof sq),
+                       pft_tensor_shape_str(k, sk, sizeof sk), pft_tensor_shape_str(v, sv, sizeof sv), layout);
+        return false;
+    }
+    const int64_t C = q->shape[ndim - 1];
+    if (H <= 0 || C % H) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "attention: %lld channels do not split into %lld heads", (long long)C, (long long)H);
+        return false;
+    }
+    if (!(p >= 0 && p < 1)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "attention: dropout probability %g is not in [0, 1)", p);
+        return false;
+    }
+    return true;
+}
+
+pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, int64_t H, float scale, float p,
+                          bool train) {
+    if (!check_qkv(q, k, v, 3, H, p, "[B, T, C]")) return NULL;
+    seqs sq;
+    if (seqs_init(q->ctx, &sq, q->shape[0], H, NULL, q->shape[1])) return NULL;
+    pft_tensor *out = attention(q, k, v, &sq, mask, scale, p, train);
+    free(sq.start);
+    return out;
+}
+
+pft_tensor *pft_attention_packed(pft_tensor *q, pft_tensor *k, pft_tensor *v, int64_t n, const int64_t *lens, int64_t H,
+                                 float scale, float p, bool train) {
+    if (!check_qkv(q, k, v, 2, H, p, "[N, C]")) return NULL;
+    int64_t rows = 0;
+    for (int64_t b = 0; b < n; b++) rows += lens[b] > 0 ? lens[b] : 0;
+    if (rows != q->shape[0]) {
+        pft_ctx_seterr(q->ctx, PFT_ERR_SHAPE, "attention: sequence lengths add up to %lld rows, q has %lld", (long long)rows,
+                       (long long)q->shape[0]);
+        return NULL;
+    }
+    seqs sq;
+    if (seqs_init(q->ctx, &sq, n, H, lens, 0)) return NULL;
+    pft_tensor *out = attention(q, k, v, &sq, NULL, scale, p, train);
+    free(sq.start);
+    return out;
 }

@@ -3,6 +3,8 @@
  * For each shape both sides compute the same product on the same buffers, alternating A B A B, and the
  * median of the repetitions is quoted. The pft side goes through the whole op layer: shape checks,
  * operand description (transposed views handed to BLAS as flags), result allocation, FLOP accounting.
+ * The BLAS side is OpenBLAS with its own thread pool of the same size; pft runs OpenBLAS single-threaded
+ * inside its OpenMP blocks (core/backend_cpu.c).
  * Usage: bench_gemm [threads=2] [reps=7]. Prints GFLOP/s of both and the ratio pft / BLAS. */
 #include <cblas.h>
 #include <stdio.h>
@@ -67,6 +69,9 @@ int main(int argc, char **argv) {
                 return 1;
             }
             pft_tensor_release(y);
+            /* bare BLAS with its own pool of `threads` (pft itself keeps OpenBLAS at one thread and splits
+             * GEMMs over its OpenMP threads; set before every call since pft resets it) */
+            openblas_set_num_threads(threads);
             double t2 = now();
             if (sh.k == LINEAR_FWD)
                 cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, pft_tensor_data(x), K, pft_tensor_data(w), K, 0, c, N);
