@@ -1,7 +1,8 @@
 /* bench/forward: MiniLM (any BERT dir) forward in eval mode without a tape, on the first B sentences of a
  * TSV padded to T tokens by the C tokenizer (the same ids as the peer's fast tokenizer).
  * Usage: bench_forward MODEL_DIR DATA_TSV B T THREADS REPS
- * Prints `pft sentences/s: X` (median over REPS after one warm-up). */
+ * Prints `pft sentences/s: X` (median over REPS after one warm-up). pft skips padded positions unless
+ * PFT_BENCH_DENSE=1 (then it does the same padded work as the peer). */
 #include "../common.h"
 #include "nn.h"
 #include "text.h"
@@ -28,6 +29,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     pft_bert_set_training(m, false);
+    /* PFT_BENCH_DENSE=1: compute the padding too (the same work as the peer) instead of skipping it */
+    const char *dense = getenv("PFT_BENCH_DENSE");
+    m->pack_padding = !(dense && dense[0] == '1');
     pft_bert_batch in = {B, batch.t, batch.ids, batch.type_ids, batch.mask};
     double *times = calloc((size_t)reps, sizeof *times);
     pft_ctx_no_grad_enter(ctx);
@@ -43,7 +47,10 @@ int main(int argc, char **argv) {
         if (r >= 0) times[r] = dt;
     }
     pft_ctx_no_grad_leave(ctx);
-    printf("pft sentences/s: %.1f  (B %d, T %d, threads %d, median of %d)\n", B / bench_median(times, reps), B, batch.t,
+    int64_t real = 0;
+    for (int i = 0; i < B; i++) real += batch.lengths[i];
+    printf("pft sentences/s: %.1f  (B %d, T %d, %lld real tokens, %s, threads %d, median of %d)\n",
+           B / bench_median(times, reps), B, batch.t, (long long)real, m->pack_padding ? "padding skipped" : "dense",
            ctx->threads, reps);
     pft_batch_free(&batch);
     pft_bert_free(m);
