@@ -71,6 +71,7 @@ typedef struct pft_backend {
 
     /* --- lookups and losses (ids and targets are host int32, already checked against their range) --- */
     void (*embedding_forward)(pft_ctx *ctx, float *y, const int32_t *ids, const float *weight, int64_t n, int64_t C);
+    /* ids < 0 contribute nothing (padding_idx) */
     void (*embedding_backward)(pft_ctx *ctx, float *dweight, const float *dy, const int32_t *ids, int64_t n, int64_t C);
     /* loss[0] = inv_count * sum over rows whose target != ignore_index of (logsumexp(row) - row[target]);
      * lse [N] keeps each row's logsumexp for backward; dloss is the gradient of the scalar loss */

@@ -463,10 +463,12 @@ void pft_cpu_embedding_forward(pft_ctx *ctx, float *restrict y, const int32_t *r
     for (int64_t k = 0; k < n; k++) memcpy(y + k * C, weight + (int64_t)ids[k] * C, sizeof(float) * (size_t)C);
 }
 
-/* rows are added in position order, so a repeated id sums its gradients deterministically */
+/* rows are added in position order, so a repeated id sums its gradients deterministically; a negative id
+ * (a padding_idx position, see pft_embedding_padded) adds nothing */
 void pft_cpu_embedding_backward(pft_ctx *ctx, float *restrict dweight, const float *restrict dy,
                                 const int32_t *restrict ids, int64_t n, int64_t C) {
     for (int64_t k = 0; k < n; k++) {
+        if (ids[k] < 0) continue;
         float *row = dweight + (int64_t)ids[k] * C;
         const float *g = dy + k * C;
         for (int64_t c = 0; c < C; c++) row[c] += g[c];

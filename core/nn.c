@@ -390,7 +390,7 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
 static pft_tensor *embed(pft_bert *m, int ndim, const int64_t *shape, const int32_t *ids, const int32_t *types,
                          const int32_t *positions) {
     const pft_bert_config *c = &m->cfg;
-    pft_tensor *w = pft_embedding(m->word_emb, ids, ndim, shape);
+    pft_tensor *w = pft_embedding_padded(m->word_emb, ids, ndim, shape, c->pad_token_id);
     pft_tensor *typ = w ? pft_embedding(m->type_emb, types, ndim, shape) : NULL;
     pft_tensor *pos = typ ? pft_embedding(m->pos_emb, positions, ndim, shape) : NULL;
     pft_tensor *s1 = pos ? pft_add(w, typ) : NULL; /* transformers' order: (word + type) + position */

@@ -56,6 +56,9 @@ pft_tensor *pft_dropout(pft_tensor *x, float p, bool train);
 /* weight [V, C], ids [ndim..] -> [ids..., C]; backward scatter-adds into the rows of dweight. Ids out of
  * [0, V) are an error naming the position. */
 pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape);
+/* The same, except that row padding_idx gets no gradient wherever it occurs (torch's
+ * nn.Embedding(padding_idx=...), which BERT's word embeddings use for [PAD]). */
+pft_tensor *pft_embedding_padded(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape, int32_t padding_idx);
 /* logits [N, K], targets [N] -> scalar mean over targets != ignore_index (0 when every target is ignored). */
 pft_tensor *pft_cross_entropy(pft_tensor *logits, const int32_t *targets, int64_t n, int32_t ignore_index);
 /* x [n, C] -> [total, C]: row r of x goes to row rows[r], every other row is 0. The inverse of gathering

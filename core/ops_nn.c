@@ -185,7 +185,7 @@ static pft_status embedding_backward(pft_ctx *ctx, pft_node *node, const pft_ten
     return PFT_OK;
 }
 
-pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape) {
+static pft_tensor *embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape, int32_t padding_idx) {
     pft_ctx *ctx = weight->ctx;
     const pft_backend *be = pft_backend_for(weight);
     char s1[128], s2[128];
@@ -238,12 +238,20 @@ pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, cons
             if (node) pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "embedding: cannot keep %lld ids for backward", (long long)n);
             return release_all(out, NULL, NULL, NULL);
         }
-        if (n) memcpy(copy, ids, sizeof(int32_t) * (size_t)n);
+        for (int64_t k = 0; k < n; k++) copy[k] = ids[k] == padding_idx ? -1 : ids[k]; /* -1: no gradient */
         node->extra = copy;
         node->i[0] = n;
         node->i[1] = C;
     }
     return out;
+}
+
+pft_tensor *pft_embedding(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape) {
+    return embedding(weight, ids, ndim, shape, -1);
+}
+
+pft_tensor *pft_embedding_padded(pft_tensor *weight, const int32_t *ids, int ndim, const int64_t *shape, int32_t padding_idx) {
+    return embedding(weight, ids, ndim, shape, padding_idx);
 }
 
 /* --- cross-entropy -------------------------------------------------------------------------------- */

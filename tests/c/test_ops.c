@@ -720,6 +720,20 @@ static void test_alloc_failures(void) {
     check_live("allocation failures", live);
 }
 
+/* padding_idx: the [PAD] row gets no gradient even where it is looked up */
+static void test_embedding_padded(void) {
+    pft_tensor *w = rand_param(ctx, 2, (int64_t[]){5, 3});
+    const int32_t ids[6] = {0, 2, 0, 4, 2, 1};
+    pft_tensor *y = pft_embedding_padded(w, ids, 1, (int64_t[]){6}, 0);
+    pft_tensor *s = y ? pft_sum_all(y) : NULL;
+    CHECK(s && pft_backward(s, NULL) == PFT_OK, "embedding_padded backward: %s", pft_ctx_error(ctx));
+    const float *g = w->grad ? pft_tensor_data(w->grad) : NULL;
+    CHECK(g && g[0] == 0 && g[1] == 0 && g[2] == 0, "padding row has no gradient");
+    CHECK(g && g[3] == 1 && g[6] == 2 && g[12] == 1 && g[9] == 0, "other rows: counts of their lookups");
+    CHECK(y && pft_tensor_data(y)[0] == pft_tensor_data(w)[0], "forward still looks the padding row up");
+    pft_tensor_release(s), pft_tensor_release(y), pft_tensor_release(w);
+}
+
 int main(void) {
     TEST_BEGIN("ops");
     seed = test_seed();
@@ -730,6 +744,7 @@ int main(void) {
     test_softmax_forward();
     test_layernorm_forward();
     test_lookup_loss_forward();
+    test_embedding_padded();
     test_dropout();
     test_grads();
     test_errors();
