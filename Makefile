@@ -57,8 +57,8 @@ install: all
 	cp lua/pft/*.lua $(DESTDIR)$(LUADIR)/pft/
 	cp $(BUILD)/lib/pft/core.so $(DESTDIR)$(LIBDIR)/pft/core.so
 	cp $(BUILD)/pft $(DESTDIR)$(BINDIR)/pft
-	mkdir -p $(DESTDIR)$(PREFIX)/share/pft/recipes
-	cp recipes/*.lua $(DESTDIR)$(PREFIX)/share/pft/recipes/
+	mkdir -p $(DESTDIR)$(LUADIR)/pft/recipes
+	cp recipes/*.lua $(DESTDIR)$(LUADIR)/pft/recipes/
 
 $(BUILD)/libpftcore.a: $(CORE_OBJ)
 	ar rcs $@ $^

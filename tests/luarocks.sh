@@ -22,5 +22,6 @@ out=$(cd /tmp && luajit -e "package.path='$tree/share/lua/5.1/?.lua;$tree/share/
   package.cpath='$tree/lib/lua/5.1/?.so;'..package.cpath" "$OLDPWD/docs/examples/spirals.lua" 2>&1)
 if echo "$out" | grep -q "training accuracy 100.0%\|training accuracy 9[5-9]"; then ok; else bad "plain luajit + require 'pft' did not train: $out"; fi
 out=$("$tree/bin/pft" --version 2>&1) && echo "$out" | grep -q "^pft " && ok || bad "pft --version: $out"
+out=$(cd /tmp && "$tree/bin/pft" ls 2>&1) && echo "$out" | grep -q "^sst2-top2 " && ok || bad "the tree's pft ls finds no shipped recipes: $out"
 echo "luarocks: $pass passed, $fail failed"
 [ "$fail" -eq 0 ]

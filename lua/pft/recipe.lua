@@ -78,13 +78,18 @@ function R.root()
 end
 
 -- Directories searched for shipped recipes, in order: $PFT_RECIPES, <root>/recipes (source tree),
--- <prefix>/share/pft/recipes (installed).
+-- <LUADIR>/pft/recipes beside this file (installed: `make install` and LuaRocks put them there).
 function R.recipe_dirs()
   local dirs = {}
   local env = os.getenv("PFT_RECIPES")
   if env and env ~= "" then dirs[#dirs + 1] = env end
   local root, installed = R.root()
-  dirs[#dirs + 1] = installed and (root .. "/share/pft/recipes") or (root .. "/recipes")
+  if installed then
+    local src = debug.getinfo(1, "S").source
+    dirs[#dirs + 1] = dirname(R.abspath(src:sub(2))) .. "/recipes"
+  else
+    dirs[#dirs + 1] = root .. "/recipes"
+  end
   return dirs
 end
 
