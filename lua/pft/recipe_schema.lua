@@ -1,0 +1,291 @@
+-- pft.recipe_schema: every recipe key, its type, range, default and documentation, as data that
+-- pft.recipe checks recipes against and that docs/recipes.md's key table is printed from.
+--
+--   local Schema = require "pft.recipe_schema"
+--   Schema.SCHEMA.by.optim.by.lr.default   --> 2e-05
+local M = {}
+-- ---------------------------------------------------------------------------------------------
+-- Schema. Each spec: kind, default, doc, want (what a valid value is, for messages), and for
+-- tables `fields` (ordered). nullable: `false` in a file or `~key` on the command line sets it to
+-- nothing (nil) instead of its default.
+
+local function describe(v)
+  local t = type(v)
+  if t == "string" then return ("string %q"):format(v) end
+  if t == "number" or t == "boolean" then return t .. " " .. tostring(v) end
+  return "a " .. t
+end
+
+local function num(default, doc, o)
+  o = o or {}
+  local parts = {}
+  if o.gt then parts[#parts + 1] = "> " .. o.gt end
+  if o.ge then parts[#parts + 1] = ">= " .. o.ge end
+  if o.lt then parts[#parts + 1] = "< " .. o.lt end
+  if o.le then parts[#parts + 1] = "<= " .. o.le end
+  local want = (o.int and "an integer" or "a number") .. (#parts > 0 and " " .. table.concat(parts, " and ") or "")
+  return {
+    kind = "number", default = default, doc = doc, want = want, nullable = o.nullable, tname = o.int and "integer" or "number",
+    check = function(v)
+      return type(v) == "number" and v == v and (not o.int or v == math.floor(v)) and (not o.gt or v > o.gt)
+        and (not o.ge or v >= o.ge) and (not o.lt or v < o.lt) and (not o.le or v <= o.le)
+    end,
+  }
+end
+
+local function str(default, doc, o)
+  o = o or {}
+  return { kind = "string", default = default, doc = doc, want = "a string", nullable = o.nullable, tname = "string",
+    check = function(v) return type(v) == "string" end }
+end
+
+local function bool(default, doc)
+  return { kind = "boolean", default = default, doc = doc, want = "a boolean (true or false)", tname = "boolean",
+    check = function(v) return type(v) == "boolean" end }
+end
+
+local function enum(choices, default, doc)
+  local set, quoted = {}, {}
+  for i, c in ipairs(choices) do set[c] = true; quoted[i] = ("'%s'"):format(c) end
+  return { kind = "enum", choices = choices, default = default, doc = doc, tname = table.concat(choices, " \\| "),
+    want = "one of " .. table.concat(quoted, ", "), check = function(v) return set[v] == true end }
+end
+
+-- A list of scalars of one spec (elem), optionally of a fixed length.
+local function list(elem, default, doc, o)
+  o = o or {}
+  local want = (o.len and ("a list of %d "):format(o.len) or "a list of ") .. elem.tname .. "s"
+  return {
+    kind = "list", elem = elem, default = default, doc = doc, want = want, nullable = o.nullable,
+    tname = "list of " .. elem.tname .. (o.len and (" (" .. o.len .. ")") or ""),
+    check = function(v)
+      if type(v) ~= "table" then return false end
+      local n = 0
+      for k in pairs(v) do
+        if type(k) ~= "number" or k < 1 or k ~= math.floor(k) then return false end
+        n = n + 1
+      end
+      if n ~= #v or (o.len and n ~= o.len) then return false end
+      for _, x in ipairs(v) do if not elem.check(x) then return false end end
+      return true
+    end,
+  }
+end
+
+local function fn(doc)
+  return { kind = "function", doc = doc, want = "a function", nullable = true, tname = "function",
+    check = function(v) return type(v) == "function" end }
+end
+
+-- One of several specs (the first that accepts the value wins).
+local function alt(alts, default, doc, o)
+  o = o or {}
+  local wants, names = {}, {}
+  for i, a in ipairs(alts) do wants[i] = a.want; names[i] = a.tname end
+  return {
+    kind = "alt", alts = alts, default = default, doc = doc, want = table.concat(wants, " or "), nullable = o.nullable,
+    tname = table.concat(names, " or "),
+    check = function(v)
+      for _, a in ipairs(alts) do if a.check(v) then return true end end
+      return false
+    end,
+  }
+end
+
+-- A table with named fields (ordered pairs {name, spec}). o.absent: not filled in when not given
+-- (an optional section); o.post(v) -> nil or message: a check across fields.
+local function struct(fields, doc, o)
+  o = o or {}
+  local by = {}
+  for _, f in ipairs(fields) do by[f[1]] = f[2] end
+  return { kind = "struct", fields = fields, by = by, doc = doc, want = "a table", tname = "table",
+    absent = o.absent, nullable = o.nullable or o.absent, post = o.post,
+    check = function(v) return type(v) == "table" end }
+end
+
+local function array(elem, doc)
+  return { kind = "array", elem = elem, doc = doc, want = "a list of tables", tname = "list", default = nil,
+    check = function(v) return type(v) == "table" end }
+end
+
+-- Selector syntax (matching against a model happens in pft.schedule.select).
+local function selector_syntax_error(s)
+  if s == "" then return "an empty selector" end
+  if s:find("[%[%]%(%)]") then
+    if s:match("^layer%[%d+%]$") or s:match("^layer%[%d+%-%d+%]$") or s:match("^top%(%d+%)$")
+      or s:match("^bottom%(%d+%)$") then
+      local a, b = s:match("^layer%[(%d+)%-(%d+)%]$")
+      if a and tonumber(a) > tonumber(b) then return ("'%s': empty range"):format(s) end
+      local k = s:match("%((%d+)%)$")
+      if k and tonumber(k) < 1 then return ("'%s': k must be >= 1"):format(s) end
+      return nil
+    end
+    return ("'%s' is not a selector (groups: embeddings, layer[i], layer[i-j], top(k), bottom(k), pooler, head, all; kinds: bias, LayerNorm; or a name glob with * and ?)"):format(s)
+  end
+end
+
+local function selector(doc, o)
+  o = o or {}
+  local spec = { kind = "selector", doc = doc, nullable = true, tname = "selector",
+    want = "a selector (a string, or a list of selectors with an optional `minus = selector`)" }
+  local function chk(v, depth)
+    if depth > 8 then return false end
+    if type(v) == "string" then
+      local e = selector_syntax_error(v)
+      if e then return false, e end
+      return true
+    end
+    if type(v) ~= "table" then return false end
+    local n = 0
+    for k in pairs(v) do
+      if k ~= "minus" and (type(k) ~= "number" or k < 1 or k ~= math.floor(k)) then
+        return false, ("unknown key '%s' in a selector (only a list and `minus`)"):format(tostring(k))
+      end
+      if k ~= "minus" then n = n + 1 end
+    end
+    if n ~= #v or n == 0 then return false, "a selector list must be a non-empty list" end
+    for _, x in ipairs(v) do
+      local ok, e = chk(x, depth + 1)
+      if not ok then return false, e end
+    end
+    if v.minus ~= nil then
+      local ok, e = chk(v.minus, depth + 1)
+      if not ok then return false, e end
+    end
+    return true
+  end
+  spec.check = function(v) return chk(v, 0) end
+  return spec
+end
+
+local function exactly_one(names)
+  return function(v)
+    local got = {}
+    for _, n in ipairs(names) do if v[n] ~= nil then got[#got + 1] = n end end
+    if #got ~= 1 then
+      return ("needs exactly one of %s (got %s)"):format(table.concat(names, ", "),
+        #got == 0 and "none" or table.concat(got, ", "))
+    end
+  end
+end
+
+local every_spec = alt({ enum({ "epoch" }), num(nil, nil, { int = true, ge = 1 }) }, "epoch", nil)
+
+local trigger = struct({
+  { "epoch", num(nil, "at the start of this epoch (0-based: epoch = 1 is after the first epoch)", { int = true, ge = 0, nullable = true }) },
+  { "step", num(nil, "at this global optimizer step (0-based)", { int = true, ge = 0, nullable = true }) },
+  { "fraction", num(nil, "at this fraction of the total steps", { ge = 0, le = 1, nullable = true }) },
+  { "plateau", struct({
+      { "metric", str(nil, "dev metric to watch (default: train.best_metric)", { nullable = true }) },
+      { "patience", num(1, "evaluations without improvement", { int = true, ge = 1 }) },
+    }, "when the dev metric stops improving", { absent = true }) },
+}, "when a rule fires", { post = exactly_one({ "epoch", "step", "fraction", "plateau" }) })
+
+local rule = struct({
+  { "at", trigger },
+  { "unfreeze", selector("parameters to make trainable") },
+  { "freeze", selector("parameters to freeze") },
+}, "a schedule rule", {
+  post = function(v)
+    if v.at == nil then return "needs `at` (a trigger)" end
+    return exactly_one({ "unfreeze", "freeze" })(v)
+  end,
+})
+
+local function split(path_default, doc, nullable)
+  return struct({
+    { "path", str(path_default, "file to read; ${PFT_DATA} expands to the data root; stored absolute") },
+    { "format", enum({ "tsv", "csv", "jsonl" }, nil, "file format (default: from the extension, else tsv)") },
+    { "header", bool(true, "first line names the columns (tsv, csv)") },
+    { "text", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "sentence", "text column (name or 1-based index)") },
+    { "text_pair", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, nil, "second text column for sentence pairs", { nullable = true }) },
+    { "label", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "label", "label column (name or 1-based index)") },
+    { "limit", num(nil, "read at most this many rows", { int = true, ge = 1, nullable = true }) },
+  }, doc, { nullable = nullable })
+end
+
+local SCHEMA = struct({
+  { "name", str(nil, "run name (default: the recipe file's base name)") },
+  { "base", str(nil, "a shipped recipe name or a path (relative to this file) to start from", { nullable = true }) },
+  { "model", struct({
+      { "name", str("all-MiniLM-L6-v2", "model name (under models/ or $PFT_MODELS) or a Hugging Face BERT directory") },
+      { "max_length", num(128, "tokens per example (longer texts are truncated)", { int = true, ge = 2 }) },
+    }, "the pretrained model") },
+  { "task", struct({
+      { "kind", enum({ "classification", "regression", "token_classification" }, "classification", "what the head predicts") },
+      { "labels", list(str(), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true }) },
+    }, "the task and its head") },
+  { "data", struct({
+      { "train", split("${PFT_DATA}/sst2/train.tsv", "training split") },
+      { "dev", split("${PFT_DATA}/sst2/dev.tsv", "model-selection split (false or ~data.dev: none)", true) },
+      { "test", split("${PFT_DATA}/sst2/test.tsv", "final-evaluation split (false or ~data.test: none)", true) },
+      { "batch_size", num(32, "training batch size", { int = true, ge = 1 }) },
+      { "eval_batch_size", num(64, "evaluation batch size", { int = true, ge = 1 }) },
+      { "shuffle", bool(true, "shuffle the training data every epoch") },
+      { "bucket", bool(true, "batch examples of similar length together") },
+      { "on_error", enum({ "fail", "skip" }, "fail", "what a malformed row does") },
+      { "preprocess", fn("function(text) -> text, applied before tokenizing") },
+      { "cache", bool(true, "cache tokenized ids") },
+    }, "datasets") },
+  { "schedule", struct({
+      { "preset", enum({ "full", "head", "top_k", "gradual", "chain_thaw", "bitfit" }, "full", "the freeze schedule") },
+      { "k", num(2, "layers trained by top_k", { int = true, ge = 1 }) },
+      { "every", every_spec },
+      { "initial", selector("what trains at step 0 (replaces the preset's start)") },
+      { "rules", array(rule, "extra {at = TRIGGER, unfreeze|freeze = SELECTOR} rules, applied after the preset's") },
+    }, "which parameters train when") },
+  { "lr", struct({
+      { "discriminative", struct({
+          { "decay", num(nil, "layer i gets decay^(L-1-i), embeddings decay^L", { gt = 0, le = 1, nullable = true }) },
+          { "spread", list(num(nil, nil, { gt = 0 }), nil, "{lo, hi}: geometric from embeddings (lo) to head (hi)", { len = 2, nullable = true }) },
+        }, "layer-wise learning rates", { absent = true, post = exactly_one({ "decay", "spread" }) }) },
+      { "head_multiplier", num(1.0, "multiplies the head's learning rate", { gt = 0 }) },
+      { "unfreeze_warmup", num(0, "steps over which a newly unfrozen group ramps from 0 to its rate", { int = true, ge = 0 }) },
+    }, "learning-rate knobs per group") },
+  { "optim", struct({
+      { "name", enum({ "adamw", "sgd" }, "adamw", "optimizer") },
+      { "lr", num(2e-5, "base learning rate", { gt = 0 }) },
+      { "weight_decay", num(0.01, "decoupled weight decay", { ge = 0 }) },
+      { "betas", list(num(nil, nil, { ge = 0, lt = 1 }), { 0.9, 0.999 }, "AdamW betas", { len = 2 }) },
+      { "eps", num(1e-8, "AdamW epsilon", { gt = 0 }) },
+      { "momentum", num(0.9, "SGD momentum", { ge = 0, lt = 1 }) },
+      { "no_decay", list(str(), { "bias", "LayerNorm" }, "name parts exempt from weight decay") },
+    }, "optimizer") },
+  { "lr_schedule", struct({
+      { "name", enum({ "linear", "constant", "cosine", "slanted_triangular", "one_cycle" }, "linear", "learning-rate schedule over training") },
+      { "warmup", num(0.06, "warm-up: a fraction of the total steps if < 1, else steps", { ge = 0 }) },
+      { "cut_frac", num(0.1, "slanted_triangular: fraction of steps rising", { gt = 0, lt = 1 }) },
+      { "ratio", num(32, "slanted_triangular: peak / lowest rate", { ge = 1 }) },
+    }, "learning-rate schedule") },
+  { "train", struct({
+      { "epochs", num(3, "passes over the training data", { int = true, ge = 1 }) },
+      { "max_steps", num(nil, "stop after this many optimizer steps", { int = true, ge = 1, nullable = true }) },
+      { "grad_clip", num(1.0, "clip the global gradient norm (0: off)", { ge = 0 }) },
+      { "grad_accum", num(1, "batches per optimizer step", { int = true, ge = 1 }) },
+      { "seed", num(42, "random seed", { int = true, ge = 0 }) },
+      { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, nullable = true }) },
+      { "eval_every", every_spec },
+      { "log_every", num(50, "log every N steps", { int = true, ge = 1 }) },
+      { "early_stopping", struct({
+          { "patience", num(2, "evaluations without improvement before stopping", { int = true, ge = 1 }) },
+        }, "stop when the dev metric stops improving", { absent = true }) },
+      { "best_metric", str(nil, "dev metric that picks the best checkpoint (default: accuracy; pearson for regression)") },
+    }, "training loop") },
+  { "eval", struct({
+      { "metrics", list(str(), nil, "metrics to report (default: all that apply)", { nullable = true }) },
+    }, "evaluation") },
+  { "output", struct({
+      { "dir", str(nil, "run directory (default: runs/<name>-<yyyymmdd-hhmmss>); stored absolute") },
+      { "checkpoints", bool(true, "save checkpoints at evaluations") },
+      { "keep", num(2, "checkpoints kept (the best is always kept)", { int = true, ge = 1 }) },
+    }, "where results go") },
+}, "a recipe")
+every_spec.doc = nil
+
+-- The docs for `every` differ by place; set after construction since every_spec is shared.
+local EVERY_DOCS = {
+  ["schedule.every"] = "\"epoch\" or N: gradual / chain_thaw move one group per epoch or per N steps",
+  ["train.eval_every"] = "\"epoch\" or N: evaluate on dev every epoch or every N steps",
+}
+M.SCHEMA, M.EVERY_DOCS, M.describe = SCHEMA, EVERY_DOCS, describe
+return M
