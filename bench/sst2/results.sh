@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/results.md's figures: every shipped SST-2 recipe with the real pretrained model, and the same job
 # with PyTorch + transformers for the full fine-tune and the top-2 schedule, pft and peer alternating.
-# Usage: bash bench/sst2/results.sh [OUT_DIR=runs/results] [recipes...]   (from the repository root)
+# Usage: [SEED=42] bash bench/sst2/results.sh [OUT_DIR=runs/results] [recipes...]   (from the repository root)
 # Prints one line per run; logs and run dirs stay in OUT_DIR.
 set -u
 cd "$(dirname "$0")/../.."
@@ -11,7 +11,8 @@ recipes=${*:-"sst2 sst2-top2 sst2-head sst2-bitfit sst2-gradual sst2-llrd sst2-c
 mkdir -p "$out"
 data=$(cd ../shared/data && pwd)
 threads=2
-echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads on both sides"
+seed=${SEED:-42}
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads on both sides; seed $seed"
 
 # the peer with the recipe's hyperparameters (read from the resolved recipe, so they cannot drift)
 peer() { # name trainable
@@ -25,13 +26,13 @@ peer() { # name trainable
   warm=$(build/pft -e "local t=dofile('$r') print(t.lr_schedule.warmup)")
   python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data "$data/sst2" ${limit:+--limit $limit} \
     --epochs "$epochs" --lr "$lr" --batch-size "$bs" --max-length "$ml" --warmup "$warm" --trainable "$2" \
-    --seed 42 --threads $threads >"$out/peer-$1.log" 2>&1
+    --seed "$seed" --threads $threads >"$out/peer-$1.log" 2>&1
   echo "$1 torch: $(grep '^peer: test' "$out/peer-$1.log")"
 }
 
 for r in $recipes; do
   rm -rf "${out:?}/$r"
-  PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" >"$out/$r.log" 2>&1
+  PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" train.seed="$seed" >"$out/$r.log" 2>&1
   acc=$(grep -o 'test ([a-z]* model): acc [0-9.]*' "$out/$r.log" | grep -o '[0-9.]*$')
   done_line=$(grep '^done:' "$out/$r.log")
   tps=$(grep -o '[0-9]* tok/s' "$out/$r.log" | tail -1)
