@@ -12,7 +12,7 @@ lscpu | head -n 20
 echo "OpenBLAS: $(dpkg-query -W -f '${Version}' libopenblas0-pthread 2>/dev/null || echo '?') (pft runs it single-threaded, splitting GEMMs over its own $threads OpenMP threads)"
 python3 -c 'import torch, transformers; print("torch", torch.__version__, " transformers", transformers.__version__)'
 echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft, torch alternately)"
-pft=() dense=() torch=()
+pft=() dense=() torch=() longest=()
 for r in $(seq "$rounds"); do
   line=$(PFT_THREADS=$threads build/bench_forward $model $data "$B" "$T" "$threads" "$reps"); echo "  $line"
   pft+=("$(echo "$line" | awk '{print $3}')")
@@ -20,8 +20,12 @@ for r in $(seq "$rounds"); do
   dense+=("$(echo "$line" | awk '{print $3}')")
   line=$(python3 bench/forward/peer.py $model $data "$B" "$T" "$threads" "$reps" 2>/dev/null); echo "  $line"
   torch+=("$(echo "$line" | awk '{print $3}')")
+  line=$(python3 bench/forward/peer.py $model $data "$B" 0 "$threads" "$reps" 2>/dev/null); echo "  $line (padded to the longest row)"
+  longest+=("$(echo "$line" | awk '{print $3}')")
 done
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 p=$(med "${pft[@]}") d=$(med "${dense[@]}") t=$(med "${torch[@]}")
 echo "forward sentences/s, same padded work: pft $d  torch $t  ratio $(awk -v a="$d" -v b="$t" 'BEGIN {printf "%.2f", a / b}')"
 echo "forward sentences/s: pft $p  torch $t  ratio $(awk -v a="$p" -v b="$t" 'BEGIN {printf "%.2f", a / b}')  (pft skips padding)"
+l=$(med "${longest[@]}")
+echo "forward sentences/s, torch padding to the longest row instead: pft $p  torch $l  ratio $(awk -v a="$p" -v b="$l" 'BEGIN {printf "%.2f", a / b}')"
