@@ -35,6 +35,9 @@ int main(int argc, char **argv) {
         return 1;
     }
     pft_bert_set_training(m, true);
+    /* PFT_BENCH_DENSE=1: compute the padding too (the peer's work) instead of skipping it */
+    const char *dense = getenv("PFT_BENCH_DENSE");
+    m->pack_padding = !(dense && dense[0] == '1');
     const int L = m->cfg.num_layers;
     if (top2) {
         m->embeddings_training = false;

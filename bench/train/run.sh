@@ -13,16 +13,19 @@ python3 -c 'import torch, transformers; print("torch", torch.__version__, " tran
 echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft, torch alternately)"
 med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 for config in full top2; do
-  pft=() torch=()
+  pft=() dense=() torch=()
   for r in $(seq "$rounds"); do
-    line=$(build/bench_train $model $data "$B" "$T" "$threads" "$reps" $config); echo "  $line"
+    line=$(build/bench_train $model $data "$B" "$T" "$threads" "$reps" $config); echo "  $line (padding skipped)"
     pft+=("$(echo "$line" | awk '{print $3}')")
+    line=$(PFT_BENCH_DENSE=1 build/bench_train $model $data "$B" "$T" "$threads" "$reps" $config); echo "  $line (dense)"
+    dense+=("$(echo "$line" | awk '{print $3}')")
     line=$(python3 bench/train/peer.py $model $data "$B" "$T" "$threads" "$reps" $config 2>/dev/null); echo "  $line"
     torch+=("$(echo "$line" | awk '{print $3}')")
   done
-  p=$(med "${pft[@]}") t=$(med "${torch[@]}")
-  echo "train steps/s ($config): pft $p  torch $t  ratio $(awk -v a="$p" -v b="$t" 'BEGIN {printf "%.2f", a / b}')"
-  eval "p_$config=$p t_$config=$t"
+  p=$(med "${pft[@]}") d=$(med "${dense[@]}") t=$(med "${torch[@]}")
+  echo "train steps/s ($config), same padded work: pft $d  torch $t  ratio $(awk -v a="$d" -v b="$t" 'BEGIN {printf "%.2f", a / b}')"
+  echo "train steps/s ($config): pft $p  torch $t  ratio $(awk -v a="$p" -v b="$t" 'BEGIN {printf "%.2f", a / b}')  (pft skips padding)"
+  eval "p_$config=$d t_$config=$t"
 done
-echo "frozen-prefix speedup (top2 / full steps/s): pft $(awk -v a="$p_top2" -v b="$p_full" 'BEGIN {printf "%.2f", a / b}')" \
+echo "frozen-prefix speedup (top2 / full steps/s, same padded work): pft $(awk -v a="$p_top2" -v b="$p_full" 'BEGIN {printf "%.2f", a / b}')" \
      " torch $(awk -v a="$t_top2" -v b="$t_full" 'BEGIN {printf "%.2f", a / b}')"
