@@ -12,7 +12,6 @@
  * handle on the per-state context when it holds a core object that uses the context (model, tokenizer).
  * A pft.Batch owns plain int32 arrays (B*T ids, type ids, mask; B lengths) and no context. Tensors that
  * m:params() returns are new references to the model's parameters: they stay valid after the model goes. */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -718,66 +717,6 @@ static int l_read_safetensors(lua_State *L) {
     return 1;
 }
 
-/* core.mkdir(path): creates path and missing parents (mode 0777 & umask); an existing directory is fine.
- * Returns true, or nil and a message. */
-static int l_mkdir(lua_State *L) {
-    size_t n;
-    const char *path = luaL_checklstring(L, 1, &n);
-    char *p = lua_newuserdata(L, n + 1);
-    memcpy(p, path, n + 1);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != '\0') continue;
-        char c = p[i];
-        p[i] = '\0';
-        struct stat sb;
-        if (mkdir(p, 0777) != 0 && !(errno == EEXIST && stat(p, &sb) == 0 && S_ISDIR(sb.st_mode))) {
-            lua_pushnil(L);
-            lua_pushfstring(L, "%s: cannot create directory: %s", p, strerror(errno));
-            return 2;
-        }
-        p[i] = c;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
-static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* core.list_dir(path) -> sorted array of entry names (no "." or ".."), or nil and a message */
-static int l_list_dir(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    DIR *d = opendir(path);
-    if (!d) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
-        return 2;
-    }
-    lua_newtable(L); /* names, collected in C first so that no Lua error can leak d */
-    int n = 0;
-    size_t cap = 64, used = 0;
-    char **names = malloc(cap * sizeof *names);
-    struct dirent *ent;
-    while (names && (ent = readdir(d))) {
-        if (!strcmp(ent->d_name, ".") || !strcmp(ent->d_name, "..")) continue;
-        if (used == cap) {
-            char **g = realloc(names, 2 * cap * sizeof *names);
-            if (!g) break;
-            names = g, cap *= 2;
-        }
-        if (!(names[used] = strdup(ent->d_name))) break;
-        used++;
-    }
-    closedir(d);
-    if (names) qsort(names, used, sizeof *names, cmp_str);
-    for (size_t i = 0; i < used; i++) {
-        lua_pushstring(L, names[i]); /* could raise only on out-of-memory */
-        lua_rawseti(L, -2, ++n);
-    }
-    for (size_t i = 0; i < used; i++) free(names[i]);
-    free(names);
-    return 1;
-}
-
 /* --- registration --------------------------------------------------------------------------------- */
 
 static void new_class(lua_State *L, const char *mt, const luaL_Reg *methods, lua_CFunction gc, lua_CFunction tostring) {
@@ -801,7 +740,7 @@ void pftl_register_bert(lua_State *L, int module_idx) {
     new_class(L, STFILE_MT, NULL, stfile_gc, NULL);
     static const luaL_Reg fns[] = {
         {"bert_load", l_bert_load},           {"bert_new", l_bert_new},   {"tokenizer_load", l_tokenizer_load},
-        {"read_safetensors", l_read_safetensors}, {"mkdir", l_mkdir},     {"list_dir", l_list_dir},
+        {"read_safetensors", l_read_safetensors},
         {NULL, NULL}};
     for (const luaL_Reg *r = fns; r->name; r++) {
         lua_pushcfunction(L, r->func);

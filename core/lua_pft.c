@@ -746,6 +746,7 @@ int luaopen_pft_core(lua_State *L) {
 
     pftl_register_ops(L, M, methods, meta);
     pftl_register_optim(L, M);
+    pftl_register_fs(L, M);
     pftl_register_bert(L, M);
     pftl_register_train(L, M);
     pftl_register_data(L, M);

@@ -87,6 +87,7 @@ int pftl_read_nested(lua_State *L, int idx, const char *op, int64_t *shape, floa
 /* lua_ops.c, lua_optim.c, lua_bert.c */
 void pftl_register_ops(lua_State *L, int module_idx, int methods_idx, int meta_idx);
 void pftl_register_optim(lua_State *L, int module_idx);
+void pftl_register_fs(lua_State *L, int module_idx);
 void pftl_register_bert(lua_State *L, int module_idx);
 void pftl_register_train(lua_State *L, int module_idx); /* lua_train.c: after pftl_register_optim */
 void pftl_register_data(lua_State *L, int module_idx);  /* lua_data.c: after pftl_register_bert (uses pft.Batch) */

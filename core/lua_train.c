@@ -13,7 +13,6 @@
  * SIGINTs received while watched, [1] whether a trainer watches (armed). In plain luajit (pft/core.so)
  * the key is absent: core.watch_interrupts returns false and core.interrupted() is always false.
  * Ownership: as lua_pft.h; opt:state() returns new tensors holding copies of the optimizer's buffers. */
-#include <dirent.h>
 #include <errno.h>
 #include <math.h>
 #include <signal.h>
@@ -234,38 +233,11 @@ static int l_watch_interrupts(lua_State *L) {
     return 1;
 }
 
-/* core.remove_dir(path): removes the plain files in path, then path (checkpoint directories are flat).
- * Returns true, or nil and a message. */
-static int l_remove_dir(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    DIR *d = opendir(path);
-    if (!d) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: %s", path, strerror(errno));
-        return 2;
-    }
-    char buf[4096];
-    struct dirent *e;
-    int err = 0;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        if ((size_t)snprintf(buf, sizeof buf, "%s/%s", path, e->d_name) >= sizeof buf || unlink(buf) != 0) err = errno ? errno : ENAMETOOLONG;
-    }
-    closedir(d);
-    if (err || rmdir(path) != 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "%s: cannot remove: %s", path, strerror(err ? err : errno));
-        return 2;
-    }
-    lua_pushboolean(L, 1);
-    return 1;
-}
-
 void pftl_register_train(lua_State *L, int module_idx) {
     static const luaL_Reg fns[] = {{"clip_grad_norm", l_clip_grad_norm}, {"rng_state", l_rng_state},
                                    {"set_rng_state", l_set_rng_state},   {"save_tensors", l_save_tensors},
                                    {"isatty", l_isatty},                 {"interrupted", l_interrupted},
-                                   {"watch_interrupts", l_watch_interrupts}, {"remove_dir", l_remove_dir},
+                                   {"watch_interrupts", l_watch_interrupts},
                                    {"clock", l_clock},
                                    {NULL, NULL}};
     for (const luaL_Reg *r = fns; r->name; r++) {
