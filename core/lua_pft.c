@@ -716,7 +716,7 @@ int luaopen_pft_core(lua_State *L) {
         lua_setfield(L, -2, "__gc");
         lua_setmetatable(L, -2);
         pftl_state *S = calloc(1, sizeof *S);
-        pft_ctx *ctx = pft_ctx_new(0, 0) /* threads: PFT_THREADS, else every online CPU */;
+        pft_ctx *ctx = pft_ctx_new(0, 0); /* threads: PFT_THREADS, else every online CPU */
         if (!S || !ctx) {
             free(S);
             pft_ctx_free(ctx);
