@@ -37,6 +37,18 @@ static int32_t *expected_ids(pft_ctx *ctx, pft_st_file *f, const char *name, int
     return ids;
 }
 
+/* The fixture's batch: input_ids, token_type_ids, attention_mask as int32; free with batch_free. */
+static pft_bert_batch fixture_batch(pft_ctx *ctx, pft_st_file *f) {
+    int64_t B = 0, T = 0;
+    int32_t *ids = expected_ids(ctx, f, "input_ids", &B, &T);
+    return (pft_bert_batch){.B = B, .T = T, .input_ids = ids, .token_type_ids = expected_ids(ctx, f, "token_type_ids", NULL, NULL),
+                            .attention_mask = expected_ids(ctx, f, "attention_mask", NULL, NULL)};
+}
+
+static void batch_free(pft_bert_batch *in) {
+    free((void *)in->input_ids), free((void *)in->token_type_ids), free((void *)in->attention_mask);
+}
+
 /* max |a - b| over the rows (of `width` floats) whose mask is 1: padded positions are left out, since
  * pft skips padding (their values are 0) while transformers computes values there that nothing uses */
 static float masked_max_diff(const float *a, const float *b, const int32_t *mask, int64_t rows, int64_t width) {
@@ -74,10 +86,10 @@ static void tiny_case(pft_ctx *ctx, const char *dir, pft_head_kind head, int num
     }
     pft_bert_set_training(m, false);
     m->pack_padding = pack;
-    int64_t B, T, n;
-    int32_t *ids = expected_ids(ctx, f, "input_ids", &B, &T), *types = expected_ids(ctx, f, "token_type_ids", NULL, NULL);
-    int32_t *mask = expected_ids(ctx, f, "attention_mask", NULL, NULL);
-    pft_bert_batch in = {.B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
+    int64_t n;
+    pft_bert_batch in = fixture_batch(ctx, f);
+    const int64_t B = in.B, T = in.T;
+    const int32_t *mask = in.attention_mask;
     pft_bert_output out;
     CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "%s: forward: %s", dir, pft_ctx_error(ctx));
     float *want = expected(ctx, f, "logits", &n);
@@ -126,7 +138,7 @@ static void tiny_case(pft_ctx *ctx, const char *dir, pft_head_kind head, int num
     CHECK(checked == pft_bert_param_count(m), "%s: every parameter checked", dir);
     pft_tensor_release(loss);
     pft_bert_output_release(&out);
-    free(ids), free(types), free(mask), free(int_labels), free(float_labels), free(want_loss);
+    batch_free(&in), free(int_labels), free(float_labels), free(want_loss);
     pft_bert_free(m);
     pft_st_close(f);
 }
@@ -143,10 +155,10 @@ static void minilm_case(pft_ctx *ctx, bool pack) {
     }
     pft_bert_set_training(m, false);
     m->pack_padding = pack;
-    int64_t B, T, n;
-    int32_t *ids = expected_ids(ctx, f, "input_ids", &B, &T), *types = expected_ids(ctx, f, "token_type_ids", NULL, NULL);
-    int32_t *mask = expected_ids(ctx, f, "attention_mask", NULL, NULL);
-    pft_bert_batch in = {.B = B, .T = T, .input_ids = ids, .token_type_ids = types, .attention_mask = mask};
+    int64_t n;
+    pft_bert_batch in = fixture_batch(ctx, f);
+    const int64_t B = in.B, T = in.T;
+    const int32_t *mask = in.attention_mask;
     pft_bert_output out;
     pft_ctx_no_grad_enter(ctx);
     CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "MiniLM forward: %s", pft_ctx_error(ctx));
@@ -166,7 +178,8 @@ static void minilm_case(pft_ctx *ctx, bool pack) {
            pack ? "padding skipped" : "dense", (long long)B, (long long)T, dh, dp);
     CHECK(dh < 1e-4f, "MiniLM last hidden state differs by %g", dh);
     CHECK(dp < 1e-4f, "MiniLM pooled output differs by %g", dp);
-    free(h), free(p), free(ids), free(types), free(mask);
+    free(h), free(p);
+    batch_free(&in);
     pft_bert_output_release(&out);
     pft_bert_free(m);
     pft_st_close(f);
