@@ -1,6 +1,7 @@
 /* pft_main.c - the host binary: LuaJIT with `pft.core` linked in and lua/pft found next to the binary.
  *
- *     pft script.lua [args]     run a script; `arg` as luajit sets it, the global `pft` = require "pft"
+ *     pft script.lua [args]     run a script (a name with a '/' or ending .lua); `arg` as luajit sets it,
+ *                               the global `pft` = require "pft"
  *     pft -e 'print(pft.version)'
  *     pft train recipe.lua      anything else is a subcommand of lua/pft/cli.lua
  *
@@ -58,10 +59,11 @@ static void install_sigint(lua_State *L) {
 }
 
 static const char usage_text[] =
-    "usage: pft [options] [script.lua [args...]]\n"
+    "usage: pft [options] [script.lua | path/to/script [args...]]\n"
     "       pft <command> [args...]\n"
     "\n"
-    "Runs a Lua script with the pft library loaded as the global `pft`, or a pft command.\n"
+    "Runs a Lua script with the pft library loaded as the global `pft`, or a pft command. A script is\n"
+    "named by a path with a '/' or a name ending in .lua (./train runs the file train; train is the command).\n"
     "\n"
     "options:\n"
     "  -e CHUNK       run the Lua string CHUNK (before the script, if any)\n"
@@ -78,6 +80,29 @@ static const char usage_text[] =
     "  2  usage error: unknown option or command, script cannot be opened\n"
     "  3  syntax error in a script or chunk\n"
     "  130  interrupted by Ctrl-C (pft train saves a checkpoint first)\n";
+
+/* Removes the "./..." templates from package[field] (package on the stack top): LuaJIT's defaults put
+ * the current directory first, so a cjson.so lying in the directory pft runs in would be loaded. */
+static void drop_cwd_entries(lua_State *L, const char *field) {
+    lua_getfield(L, -1, field);
+    const char *p = lua_tostring(L, -1);
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    int first = 1;
+    while (p && *p) {
+        const char *end = strchr(p, ';');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        if (n > 0 && !(n >= 2 && p[0] == '.' && p[1] == '/')) {
+            if (!first) luaL_addchar(&b, ';');
+            luaL_addlstring(&b, p, n);
+            first = 0;
+        }
+        p = end ? end + 1 : p + n;
+    }
+    luaL_pushresult(&b);
+    lua_setfield(L, -3, field);
+    lua_pop(L, 1);
+}
 
 /* Sets package.path / package.cpath so that require finds lua/pft in the build or the install tree. */
 static void set_paths(lua_State *L) {
@@ -99,6 +124,8 @@ static void set_paths(lua_State *L) {
     lua_pushfstring(L, "%s/../lib/lua/5.1/?.so;%s", exe, lua_tostring(L, -1));
     lua_setfield(L, -3, "cpath");
     lua_pop(L, 1);
+    drop_cwd_entries(L, "path");
+    drop_cwd_entries(L, "cpath");
     /* pft.core is linked in: package.preload["pft.core"] */
     lua_getfield(L, -1, "preload");
     lua_pushcfunction(L, luaopen_pft_core);
@@ -202,16 +229,13 @@ static int run_command(lua_State *L, char **argv, int argc, int first) {
     return code;
 }
 
-static int file_exists(const char *path) {
-    FILE *f = fopen(path, "r");
-    if (f) fclose(f);
-    return f != NULL;
-}
-
 static int ends_with(const char *s, const char *suffix) {
     size_t n = strlen(s), m = strlen(suffix);
     return n >= m && strcmp(s + n - m, suffix) == 0;
 }
+
+/* A script is named by a path with a '/' or a name ending in .lua; anything else is a command. */
+static int is_script_name(const char *s) { return strchr(s, '/') != NULL || ends_with(s, ".lua"); }
 
 static int pft_main(lua_State *L, int argc, char **argv) {
     int i = 1, nchunks = 0;
@@ -244,9 +268,9 @@ static int pft_main(lua_State *L, int argc, char **argv) {
     }
     set_paths(L);
     int rc;
-    /* a command: not a file, and not named like a script */
-    if (i < argc && nchunks == 0 && !ends_with(argv[i], ".lua") && !file_exists(argv[i]))
-        return run_command(L, argv, argc, i);
+    /* A command unless it is named like a script (a '/' or ".lua"): what files lie in the current
+     * directory must not decide, or a file called `train` there would run instead of the command. */
+    if (i < argc && nchunks == 0 && !is_script_name(argv[i])) return run_command(L, argv, argc, i);
 
     set_arg(L, argv, argc, i < argc ? i : argc - 1);
     if ((rc = load_pft(L))) return rc;

@@ -457,7 +457,9 @@ function M.main(argv)
   local name = argv[1]
   local cmd = M.commands[name]
   if not cmd then
-    return M.usage_error(("'%s' is neither a command nor a file"):format(tostring(name)))
+    local msg = ("'%s' is neither a command nor a file"):format(tostring(name))
+    if name and exists(name) then msg = msg .. (" (to run the file %s as a script: pft ./%s)"):format(name, name) end
+    return M.usage_error(msg)
   end
   local args = { select(2, unpack(argv)) }
   for _, x in ipairs(args) do

@@ -287,25 +287,122 @@ local function shallow_copy(t)
   return c
 end
 
+-- The limits of one recipe evaluation (and of each later call of a function the recipe defined):
+-- Lua instructions, and growth of the Lua heap. A recipe is a few hundred instructions and kilobytes;
+-- these only stop an endless loop or a memory bomb, with an error that names the file.
+R.INSTRUCTION_BUDGET = 50000000
+R.MEMORY_CEILING_KB = 256 * 1024
+local HOOK_EVERY = 100 -- instructions between checks: a doubling string outgrows a check by 2^33 at most
+
+-- The recipe's strings: string.rep capped at the ceiling (one call could allocate gigabytes before a
+-- hook runs), no string.dump (bytecode has no use in a recipe).
+local function sandbox_string()
+  local s = shallow_copy(string)
+  s.dump = nil
+  local rep = string.rep
+  s.rep = function(str, n, sep)
+    local len = #tostring(str) + (sep and #tostring(sep) or 0)
+    if type(n) == "number" and len * n > R.MEMORY_CEILING_KB * 1024 then
+      error(("string.rep: %d copies of %d bytes is over the recipe memory ceiling (%d MiB)"):format(n, len,
+        R.MEMORY_CEILING_KB / 1024), 2)
+    end
+    return rep(str, n, sep)
+  end
+  return s
+end
+
 local function sandbox()
   local tbl = shallow_copy(table)
   tbl.unpack = tbl.unpack or unpack
   return {
-    math = shallow_copy(math), string = shallow_copy(string), table = tbl,
+    math = shallow_copy(math), string = sandbox_string(), table = tbl,
     pairs = pairs, ipairs = ipairs, next = next, tostring = tostring, tonumber = tonumber, type = type,
     select = select, error = error, assert = assert, unpack = unpack or table.unpack,
   }
+end
+
+-- Calls fn(...) with the instruction budget and memory ceiling in force (a count hook, set here,
+-- outside the sandbox; the JIT is off for recipe code, since compiled loops do not run count hooks).
+-- Errors name `display`. Returns fn's results.
+local function guarded_call(display, fn, ...)
+  local old_hook, old_mask, old_count = debug.gethook()
+  local ticks, max_ticks = 0, math.ceil(R.INSTRUCTION_BUDGET / HOOK_EVERY)
+  local kb_limit = collectgarbage("count") + R.MEMORY_CEILING_KB
+  local overrun
+  debug.sethook(function()
+    ticks = ticks + 1
+    if ticks > max_ticks then
+      overrun = ("%s: the recipe ran past its budget of %d Lua instructions (an endless loop?)"):format(display,
+        R.INSTRUCTION_BUDGET)
+    elseif collectgarbage("count") > kb_limit then
+      overrun = ("%s: the recipe used more than the recipe memory ceiling (%d MiB)"):format(display,
+        R.MEMORY_CEILING_KB / 1024)
+    end
+    if overrun then error(overrun, 0) end
+  end, "", HOOK_EVERY)
+  local res = { pcall(fn, ...) }
+  debug.sethook(old_hook, old_mask, old_count)
+  if res[1] and collectgarbage("count") > kb_limit then -- one big allocation just before returning
+    collectgarbage()
+    if collectgarbage("count") > kb_limit then
+      res = { false, ("%s: the recipe used more than the recipe memory ceiling (%d MiB)"):format(display,
+        R.MEMORY_CEILING_KB / 1024) }
+    end
+  end
+  if not res[1] then
+    local e = res[2]
+    if overrun then e = overrun end -- the hook's message, whatever the recipe's code made of it
+    if tostring(e):find("not enough memory", 1, true) then
+      e = ("%s: the recipe ran out of memory (ceiling %d MiB)"):format(display, R.MEMORY_CEILING_KB / 1024)
+      collectgarbage()
+    end
+    error(e, 0)
+  end
+  return unpack(res, 2, table.maxn(res))
+end
+
+-- Every function in the recipe's table, wrapped so that each later call runs under the same limits;
+-- R.function_source() finds the original through the wrapper.
+local original_of = setmetatable({}, { __mode = "k" })
+local function guard_functions(t, display, seen)
+  seen = seen or {}
+  if seen[t] then return end
+  seen[t] = true
+  for k, v in pairs(t) do
+    if type(v) == "function" then
+      local wrapped = function(...) return guarded_call(display, v, ...) end
+      original_of[wrapped] = v
+      t[k] = wrapped
+    elseif type(v) == "table" then
+      guard_functions(v, display, seen)
+    end
+  end
+end
+
+-- R.function_source(fn) -> the function a recipe defined (through the guard), for debug.getinfo.
+function R.function_source(fn) return original_of[fn] or fn end
+
+-- R.run_source(src, display) -> the value the recipe chunk returns, run in the restricted environment
+-- under the limits. Text only: a precompiled (bytecode) chunk is refused, since LuaJIT does not verify
+-- bytecode and a crafted one escapes any environment. Syntax errors raise {msg, syntax = true}.
+function R.run_source(src, display)
+  if src:sub(1, 1) == "\27" then
+    error(("%s: a precompiled (bytecode) chunk is not accepted as a recipe; give its Lua source"):format(display), 0)
+  end
+  local chunk, serr = loadstring(src, "@" .. display, "t")
+  if not chunk then error(setmetatable({ msg = serr, syntax = true }, R.UsageError), 0) end
+  setfenv(chunk, sandbox())
+  if jit then jit.off(chunk, true) end
+  local t = guarded_call(display, chunk)
+  if type(t) == "table" then guard_functions(t, display) end
+  return t
 end
 
 -- Runs one recipe file; returns its table and source. Errors carry file:line.
 local function run_file(path, display)
   local src, err = read_file(path)
   if not src then error(("%s: cannot read: %s"):format(display, err), 0) end
-  local chunk, serr = loadstring(src, "@" .. display)
-  if not chunk then error(setmetatable({ msg = serr, syntax = true }, R.UsageError), 0) end
-  setfenv(chunk, sandbox())
-  local ok, t = pcall(chunk)
-  if not ok then error(tostring(t), 0) end
+  local t = R.run_source(src, display)
   if type(t) ~= "table" then error(("%s: a recipe must return a table (got %s)"):format(display, describe(t)), 0) end
   return t, src
 end

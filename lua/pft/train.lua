@@ -550,12 +550,15 @@ end
 
 -- --- using a trained model -------------------------------------------------------------------------
 
+-- A run directory's recipe.lua (the resolved recipe), run in the recipe sandbox like any recipe; nil
+-- when src has none (a model directory).
 local function read_recipe(run_dir)
-  local chunk = loadfile(run_dir .. "/recipe.lua")
-  if not chunk then return nil end
-  setfenv(chunk, {})
-  local ok, r = pcall(chunk)
-  return ok and r or nil
+  local path = run_dir .. "/recipe.lua"
+  local src = Ck.read_file(path)
+  if not src then return nil end
+  local r = require("pft.recipe").run_source(src, path)
+  if type(r) ~= "table" then error(("%s: a recipe must return a table"):format(path), 0) end
+  return r
 end
 
 -- A model from a run dir (its best export, else the final one), an exported directory, or a model.
