@@ -53,6 +53,17 @@ end
 
 local function is_blank(s) return s:find("^[ \t\r]*$") ~= nil end
 
+-- Text from a file quoted in a message: control bytes shown escaped, cut to QUOTE_MAX characters (a CR-only
+-- or binary file is one long "line", which must not end up whole in a message).
+local QUOTE_MAX = 80
+local function short(s)
+  s = tostring(s):gsub("[%z\1-\8\11-\31\127]", function(c) return ("\\x%02x"):format(c:byte()) end)
+  s = s:gsub("\t", "\\t"):gsub("\n", "\\n")
+  if #s > QUOTE_MAX then s = s:sub(1, QUOTE_MAX) .. "..." end
+  return s
+end
+D.short = short
+
 -- Lines of s without their "\r\n" / "\n", numbered from 1; blank lines are not passed on.
 local function each_line(s, fn)
   local pos, line, n = 1, 0, #s
@@ -221,6 +232,20 @@ function D.read(spec, opts)
   if not f then error(("data: cannot open %s"):format(ferr or path), 2) end
   local s = f:read("*a")
   f:close()
+  if s == nil or core.list_dir(path) then -- io.open opens a directory; reading it fails
+    error(("data: %s is a directory, not a data file (give the path of a .tsv, .csv or .jsonl file)"):format(path), 0)
+  end
+  local nul = s:find("%z")
+  if nul then
+    local bom = s:sub(1, 2)
+    if bom == "\255\254" or bom == "\254\255" then
+      error(("data: %s: UTF-16 text; save it as UTF-8"):format(path), 0)
+    end
+    error(("data: %s: a binary file (a NUL byte at byte %d), not %s text"):format(path, nul, fmt), 0)
+  end
+  if not s:find("\n", 1, true) and s:find("\r[^\r]") then
+    error(("data: %s: the lines end in CR only (old Mac line endings); convert them to LF, e.g. tr '\\r' '\\n'"):format(path), 0)
+  end
   if s:sub(1, 3) == "\239\187\191" then s = s:sub(4) end -- UTF-8 BOM
 
   local ds = { path = path, format = fmt, task = task, n = 0, texts = {}, pairs = pair_col and {} or nil, labels = {},
@@ -254,7 +279,7 @@ function D.read(spec, opts)
     for i, name in ipairs(fields) do
       if name == col then return i end
     end
-    error(("data: %s: no column '%s' in the header (%s)"):format(path, col, table.concat(fields, ", ")), 0)
+    error(("data: %s: no column '%s' in the header (%s)"):format(path, short(col), short(table.concat(fields, ", "))), 0)
   end
 
   local done = false
@@ -286,7 +311,17 @@ function D.read(spec, opts)
       if header and fmt ~= "jsonl" then names = fields end
       cols = { text = resolve(text_col, names or {}), pair = resolve(pair_col, names or {}), label = resolve(label_col, names or {}) }
       header_names = names
-      if names then return end -- the header row itself
+      if names then -- the header row itself: a name twice makes a column ambiguous
+        local at = {}
+        for i, name in ipairs(names) do
+          if name ~= "" and at[name] then
+            error(("data: %s:%d: duplicate column '%s' in the header (columns %d and %d)"):format(path, line, short(name),
+              at[name], i), 0)
+          end
+          at[name] = at[name] or i
+        end
+        return
+      end
     end
     local text, err = field_of(fields, "text", text_col, line)
     if err then return bad(line, err) end
@@ -327,7 +362,7 @@ function D.read(spec, opts)
         if task == "regression" then
           local v = tonumber(lab)
           if not v or v ~= v or v == math.huge or v == -math.huge then
-            return bad(line, ("label '%s' is not a finite number"):format(lab))
+            return bad(line, ("label '%s' is not a finite number"):format(short(lab)))
           end
           lab = v
         end
@@ -393,8 +428,8 @@ function D.read(spec, opts)
     local function lookup(name, i)
       local v = id[name]
       if v == nil then
-        error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(path, ds.lines[i], name,
-          table.concat(names, ", ")), 0)
+        error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(path, ds.lines[i], short(name),
+          short(table.concat(names, ", "))), 0)
       end
       return v
     end

@@ -9,34 +9,77 @@ local M = {}
 -- tables `fields` (ordered). nullable: `false` in a file or `~key` on the command line sets it to
 -- nothing (nil) instead of its default.
 
+-- Quoted text in messages is cut to this many characters (a CR-only or binary file is one long "line").
+local QUOTE_MAX = 80
+local function short(s)
+  s = tostring(s)
+  if #s > QUOTE_MAX then s = s:sub(1, QUOTE_MAX) .. "..." end
+  return s
+end
+
 local function describe(v)
   local t = type(v)
-  if t == "string" then return ("string %q"):format(v) end
+  if t == "string" then return ("string %s"):format(short(("%q"):format(v):gsub("\\\n", "\\n"))) end
   if t == "number" or t == "boolean" then return t .. " " .. tostring(v) end
+  if t == "table" then -- a short list of scalars is shown: {"a", "a"}
+    local items, n = {}, 0
+    for _ in pairs(v) do n = n + 1 end
+    if n > 0 and n == #v then
+      for i, x in ipairs(v) do
+        if type(x) == "string" then items[i] = ("%q"):format(x)
+        elseif type(x) == "number" or type(x) == "boolean" then items[i] = tostring(x)
+        else items = nil; break end
+      end
+      if items then return short("{ " .. table.concat(items, ", ") .. " }") end
+    end
+  end
   return "a " .. t
+end
+
+-- Numbers: every number key must be finite; integers lie within +-2^53 (where doubles stop counting by 1),
+-- or within a smaller `max` that a key sets (train.epochs, ...).
+local MAX_INT = 2 ^ 53
+local function fmt_bound(x)
+  if x == MAX_INT then return "2^53" end
+  return tostring(x)
 end
 
 local function num(default, doc, o)
   o = o or {}
+  -- o.max (and, for integers, 2^53): a cap named in the message only when a value breaks it or is not finite
+  local cap = o.max
+  if o.int and (cap == nil or cap > MAX_INT) then cap = MAX_INT end
   local parts = {}
-  if o.gt then parts[#parts + 1] = "> " .. o.gt end
-  if o.ge then parts[#parts + 1] = ">= " .. o.ge end
-  if o.lt then parts[#parts + 1] = "< " .. o.lt end
-  if o.le then parts[#parts + 1] = "<= " .. o.le end
-  local want = (o.int and "an integer" or "a number") .. (#parts > 0 and " " .. table.concat(parts, " and ") or "")
-  return {
-    kind = "number", default = default, doc = doc, want = want, nullable = o.nullable, tname = o.int and "integer" or "number",
-    check = function(v)
-      return type(v) == "number" and v == v and (not o.int or v == math.floor(v)) and (not o.gt or v > o.gt)
-        and (not o.ge or v >= o.ge) and (not o.lt or v < o.lt) and (not o.le or v <= o.le)
-    end,
-  }
+  if o.gt then parts[#parts + 1] = "> " .. fmt_bound(o.gt) end
+  if o.ge then parts[#parts + 1] = ">= " .. fmt_bound(o.ge) end
+  if o.lt then parts[#parts + 1] = "< " .. fmt_bound(o.lt) end
+  if o.le then parts[#parts + 1] = "<= " .. fmt_bound(o.le) end
+  local range = #parts > 0 and " " .. table.concat(parts, " and ") or ""
+  local capped = cap and (range .. (range ~= "" and " and" or "") .. " <= " .. fmt_bound(cap)) or range
+  local want = (o.int and "an integer" or "a number") .. range
+  local spec = { kind = "number", default = default, doc = doc, want = want, nullable = o.nullable,
+    tname = o.int and "integer" or "number" }
+  spec.check = function(v)
+    local finite = type(v) == "number" and v == v and v > -math.huge and v < math.huge
+    -- the message that follows a failed check reads `want`: name finiteness or the cap when that failed
+    if type(v) == "number" and not finite then
+      spec.want = (o.int and "a finite integer" or "a finite number") .. capped
+    elseif finite and cap and math.abs(v) > cap then
+      spec.want = (o.int and "an integer" or "a number") .. capped
+    else
+      spec.want = want
+    end
+    return finite and (not o.int or v == math.floor(v)) and (not cap or math.abs(v) <= cap) and (not o.gt or v > o.gt)
+      and (not o.ge or v >= o.ge) and (not o.lt or v < o.lt) and (not o.le or v <= o.le)
+  end
+  return spec
 end
 
 local function str(default, doc, o)
   o = o or {}
-  return { kind = "string", default = default, doc = doc, want = "a string", nullable = o.nullable, tname = "string",
-    check = function(v) return type(v) == "string" end }
+  return { kind = "string", default = default, doc = doc, want = o.nonempty and "a non-empty string" or "a string",
+    nullable = o.nullable, tname = "string",
+    check = function(v) return type(v) == "string" and (not o.nonempty or v ~= "") end }
 end
 
 local function bool(default, doc)
@@ -54,7 +97,8 @@ end
 -- A list of scalars of one spec (elem), optionally of a fixed length.
 local function list(elem, default, doc, o)
   o = o or {}
-  local want = (o.len and ("a list of %d "):format(o.len) or "a list of ") .. elem.tname .. "s"
+  local want = (o.len and ("a list of %d "):format(o.len) or "a list of ") .. (o.unique and "distinct " or "")
+    .. (elem.want == "a non-empty string" and "non-empty " or "") .. elem.tname .. "s"
   return {
     kind = "list", elem = elem, default = default, doc = doc, want = want, nullable = o.nullable,
     tname = "list of " .. elem.tname .. (o.len and (" (" .. o.len .. ")") or ""),
@@ -66,7 +110,11 @@ local function list(elem, default, doc, o)
         n = n + 1
       end
       if n ~= #v or (o.len and n ~= o.len) then return false end
-      for _, x in ipairs(v) do if not elem.check(x) then return false end end
+      local seen = {}
+      for _, x in ipairs(v) do
+        if not elem.check(x) or (o.unique and seen[x]) then return false end
+        seen[x] = true
+      end
       return true
     end,
   }
@@ -194,7 +242,7 @@ local rule = struct({
 
 local function split(path_default, doc, nullable)
   return struct({
-    { "path", str(path_default, "file to read; ${PFT_DATA} expands to the data root; stored absolute") },
+    { "path", str(path_default, "file to read; ${PFT_DATA} expands to the data root; stored absolute", { nonempty = true }) },
     { "format", enum({ "tsv", "csv", "jsonl" }, nil, "file format (default: from the extension, else tsv)") },
     { "header", bool(true, "first line names the columns (tsv, csv)") },
     { "text", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "sentence", "text column (name or 1-based index)") },
@@ -205,15 +253,15 @@ local function split(path_default, doc, nullable)
 end
 
 local SCHEMA = struct({
-  { "name", str(nil, "run name (default: the recipe file's base name)") },
+  { "name", str(nil, "run name (default: the recipe file's base name)", { nonempty = true }) },
   { "base", str(nil, "a shipped recipe name or a path (relative to this file) to start from", { nullable = true }) },
   { "model", struct({
-      { "name", str("all-MiniLM-L6-v2", "model name (under models/ or $PFT_MODELS) or a Hugging Face BERT directory") },
-      { "max_length", num(128, "tokens per example (longer texts are truncated)", { int = true, ge = 2 }) },
+      { "name", str("all-MiniLM-L6-v2", "model name (under models/ or $PFT_MODELS) or a Hugging Face BERT directory", { nonempty = true }) },
+      { "max_length", num(128, "tokens per example (longer texts are truncated)", { int = true, ge = 2, max = 1048576 }) },
     }, "the pretrained model") },
   { "task", struct({
       { "kind", enum({ "classification", "regression", "token_classification" }, "classification", "what the head predicts") },
-      { "labels", list(str(), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true }) },
+      { "labels", list(str(nil, nil, { nonempty = true }), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true, unique = true }) },
     }, "the task and its head") },
   { "data", struct({
       { "train", split("${PFT_DATA}/sst2/train.tsv", "training split") },
@@ -258,12 +306,12 @@ local SCHEMA = struct({
       { "ratio", num(32, "slanted_triangular: peak / lowest rate", { ge = 1 }) },
     }, "learning-rate schedule") },
   { "train", struct({
-      { "epochs", num(3, "passes over the training data", { int = true, ge = 1 }) },
+      { "epochs", num(3, "passes over the training data", { int = true, ge = 1, max = 1e6 }) },
       { "max_steps", num(nil, "stop after this many optimizer steps", { int = true, ge = 1, nullable = true }) },
       { "grad_clip", num(1.0, "clip the global gradient norm (0: off)", { ge = 0 }) },
       { "grad_accum", num(1, "batches per optimizer step", { int = true, ge = 1 }) },
       { "seed", num(42, "random seed", { int = true, ge = 0 }) },
-      { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, nullable = true }) },
+      { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, max = 4096, nullable = true }) },
       { "eval_every", every_spec },
       { "log_every", num(50, "log every N steps", { int = true, ge = 1 }) },
       { "early_stopping", struct({
@@ -275,7 +323,7 @@ local SCHEMA = struct({
       { "metrics", list(str(), nil, "metrics to report (default: all that apply)", { nullable = true }) },
     }, "evaluation") },
   { "output", struct({
-      { "dir", str(nil, "run directory (default: runs/<name>-<yyyymmdd-hhmmss>); stored absolute") },
+      { "dir", str(nil, "run directory (default: runs/<name>-<yyyymmdd-hhmmss>); stored absolute", { nonempty = true }) },
       { "checkpoints", bool(true, "save checkpoints at evaluations") },
       { "keep", num(2, "checkpoints kept (the best is always kept)", { int = true, ge = 1 }) },
     }, "where results go") },
@@ -287,5 +335,5 @@ local EVERY_DOCS = {
   ["schedule.every"] = "\"epoch\" or N: gradual / chain_thaw move one group per epoch or per N steps",
   ["train.eval_every"] = "\"epoch\" or N: evaluate on dev every epoch or every N steps",
 }
-M.SCHEMA, M.EVERY_DOCS, M.describe = SCHEMA, EVERY_DOCS, describe
+M.SCHEMA, M.EVERY_DOCS, M.describe, M.short, M.MAX_INT = SCHEMA, EVERY_DOCS, describe, short, MAX_INT
 return M
