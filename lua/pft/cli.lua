@@ -269,6 +269,7 @@ no parameter.]],
   run = function(a)
     local R, S = require "pft.recipe", require "pft.schedule"
     local r = R.load(a.RECIPE, a.overrides)
+    require("pft.preflight").check(r) -- what `train` checks before it starts (docs/recipes.md)
     local k = num_labels(r)
     local bert = M.load_model(r, k)
     local info = S.model_info(bert)

@@ -226,6 +226,7 @@ end
 -- as on_step(steps_done, {model, optimizer, groups}) after each optimizer step).
 function T.run(recipe, opts)
   opts = opts or {}
+  require("pft.preflight").check(recipe) -- fail before training, not after (docs/recipes.md "Checked before training")
   local D = require "pft.data"
   local S = require "pft.schedule"
   local Model = require "pft.model"
