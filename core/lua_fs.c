@@ -1,5 +1,5 @@
 /* lua_fs.c - the few filesystem calls the Lua layer needs and LuaJIT lacks (run and checkpoint
- * directories, model and recipe listings): core.mkdir, core.list_dir, core.remove_dir. Each returns
+ * directories, model and recipe listings): core.mkdir, core.mkdir_excl, core.list_dir, core.remove_dir. Each returns
  * its result, or nil and a message naming the path. */
 #include <dirent.h>
 #include <errno.h>
@@ -28,6 +28,24 @@ static int l_mkdir(lua_State *L) {
             return 2;
         }
         p[i] = c;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* core.mkdir_excl(path): creates path (its parent must exist) only if nothing is there: the run directory
+ * of a new run is never shared. Returns true, or nil, a message and "exists" when path already exists. */
+static int l_mkdir_excl(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    if (mkdir(path, 0777) != 0) {
+        int e = errno;
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: cannot create directory: %s", path, strerror(e));
+        if (e == EEXIST) {
+            lua_pushliteral(L, "exists");
+            return 3;
+        }
+        return 2;
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -98,7 +116,7 @@ static int l_remove_dir(lua_State *L) {
 }
 
 void pftl_register_fs(lua_State *L, int module_idx) {
-    static const luaL_Reg fns[] = {{"mkdir", l_mkdir}, {"list_dir", l_list_dir}, {"remove_dir", l_remove_dir}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"mkdir", l_mkdir}, {"mkdir_excl", l_mkdir_excl}, {"list_dir", l_list_dir}, {"remove_dir", l_remove_dir}, {NULL, NULL}};
     for (const luaL_Reg *r = fns; r->name; r++) {
         lua_pushcfunction(L, r->func);
         lua_setfield(L, module_idx, r->name);

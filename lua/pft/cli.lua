@@ -243,11 +243,17 @@ command("train", {
   summary = "train a recipe",
   help = [[Loads RECIPE (a shipped name like sst2-gradual, or a file), applies the overrides and trains.
 --resume RUN_DIR continues an interrupted run from its last checkpoint (RECIPE may then be left out:
-the run's recipe.lua is used).]],
+the run's recipe.lua is used, with the overrides). A recipe or overrides that would change the run
+are refused, listing the differences; train.epochs, train.max_steps, train.log_every and output.keep
+may change (docs/training.md "Resume").]],
   args = { "RECIPE?" }, overrides = true, options = { resume = true },
   run = function(a)
     local R = require "pft.recipe"
     local recipe_path = a.RECIPE
+    if recipe_path and a.options.resume and (recipe_path:find("=", 1, true) or recipe_path:sub(1, 1) == "~") then
+      table.insert(a.overrides, 1, recipe_path) -- `--resume RUN key=value`: overrides of the run's recipe
+      recipe_path = nil
+    end
     if not recipe_path then
       if not a.options.resume then usage("train: missing RECIPE") end
       recipe_path = a.options.resume .. "/recipe.lua"

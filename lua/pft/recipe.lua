@@ -804,20 +804,91 @@ local function is_flat(t)
   return true
 end
 
-local function dump_value(v, spec, indent, out)
+-- The text of a recipe function, from the file that defined it: debug.getinfo's lines, cut to the
+-- `function ... end` expression that compiles to a function defined over the same lines. Returns the
+-- text, or nil and why not (no file, a local of the file used as an upvalue, ...).
+local function function_text(fn, srcs)
+  local orig = R.function_source(fn)
+  local info = debug.getinfo(orig, "Su")
+  if info.what ~= "Lua" then return nil, "not a Lua function" end
+  if (info.nups or 0) > 0 then
+    local names = {}
+    for i = 1, info.nups do names[#names + 1] = "'" .. tostring(debug.getupvalue(orig, i)) .. "'" end
+    return nil, ("it uses %s, a local of its file, which a saved recipe cannot hold"):format(table.concat(names, ", "))
+  end
+  local file = info.source:match("^@(.*)$")
+  if not file then return nil, "it was not defined in a file" end
+  local src = srcs and srcs[file] or read_file(file) or read_file(R.cwd() .. "/" .. file)
+  if not src then return nil, ("its file %s cannot be read"):format(file) end
+  local all = {}
+  for l in (src .. "\n"):gmatch("([^\n]*)\n") do all[#all + 1] = l end
+  local L1, L2 = info.linedefined, info.lastlinedefined
+  if L1 < 1 or L2 > #all then return nil, ("%s has no lines %d-%d"):format(file, L1, L2) end
+  local starts, ends = {}, {}
+  local first, last = all[L1], all[L2]
+  for p in first:gmatch("()%f[%w_]function%f[^%w_]") do starts[#starts + 1] = p end
+  for p in last:gmatch("%f[%w_]end%f[^%w_]()") do ends[#ends + 1] = p end
+  for _, a in ipairs(starts) do
+    for j = #ends, 1, -1 do
+      local b = ends[j]
+      local text
+      if L1 == L2 then
+        text = b > a and first:sub(a, b - 1) or nil
+      else
+        local parts = { first:sub(a) }
+        for k = L1 + 1, L2 - 1 do parts[#parts + 1] = all[k] end
+        parts[#parts + 1] = last:sub(1, b - 1)
+        text = table.concat(parts, "\n")
+      end
+      local chunk = text and loadstring("return " .. text, "=check", "t")
+      if chunk then
+        setfenv(chunk, {})
+        local res = { pcall(chunk) }
+        if res[1] and #res == 2 and type(res[2]) == "function" then
+          local i2 = debug.getinfo(res[2], "S")
+          if i2.lastlinedefined - i2.linedefined == L2 - L1 then return text end
+        end
+      end
+    end
+  end
+  return nil, ("its text could not be found at %s:%d"):format(file, L1)
+end
+
+local function dump_value(v, spec, indent, out, ctx, path)
+  ctx, path = ctx or { problems = {} }, path or ""
   local t = type(v)
   if t == "string" then out[#out + 1] = ("%q"):format(v):gsub("\\\n", "\\n")
   elseif t == "number" then out[#out + 1] = fmt_number(v)
   elseif t == "boolean" then out[#out + 1] = tostring(v)
+  elseif t == "function" then
+    local text, why = function_text(v, ctx.srcs)
+    if text then
+      out[#out + 1] = text
+    else
+      ctx.problems[#ctx.problems + 1] = ("%s: the function's source cannot be saved: %s"):format(path, why)
+      out[#out + 1] = "nil --[[ <function: source not saved> ]]"
+    end
   elseif t == "table" then
     local keys = ordered_keys(v, spec)
     local n = #v
-    if #keys == 0 then out[#out + 1] = "{}"; return end
-    if is_flat(v) and #keys <= 8 then
+    -- a removed key (nil where the default is not): `false`, so that loading the dump does not bring the
+    -- default back
+    local removed = {}
+    if spec and spec.kind == "struct" then
+      for _, f in ipairs(spec.fields) do
+        local fs = f[2]
+        if v[f[1]] == nil and fs.nullable and fs.kind ~= "boolean" and
+          (fs.default ~= nil or (fs.kind == "struct" and not fs.absent)) then
+          removed[#removed + 1] = f[1]
+        end
+      end
+    end
+    if #keys == 0 and #removed == 0 then out[#out + 1] = "{}"; return end
+    if is_flat(v) and #keys + #removed <= 8 and #removed == 0 then
       local items = {}
       for _, k in ipairs(keys) do
         local sub = {}
-        dump_value(v[k], nil, indent, sub)
+        dump_value(v[k], nil, indent, sub, ctx, path .. "." .. tostring(k))
         items[#items + 1] = ((type(k) == "number" and k <= n) and "" or (fmt_key(k) .. " = ")) .. table.concat(sub)
       end
       out[#out + 1] = "{ " .. table.concat(items, ", ") .. " }"
@@ -829,26 +900,48 @@ local function dump_value(v, spec, indent, out)
       local x = v[k]
       local sub_spec = spec and (spec.kind == "struct" and spec.by[k] or spec.kind == "array" and spec.elem) or nil
       if type(x) == "function" then
-        out[#out + 1] = pad .. "-- " .. fmt_key(k) .. " = <function>\n"
-      else
-        out[#out + 1] = pad .. ((type(k) == "number" and k <= n) and "" or (fmt_key(k) .. " = "))
-        dump_value(x, sub_spec, pad, out)
-        out[#out + 1] = ",\n"
+        local i = debug.getinfo(R.function_source(x), "S")
+        out[#out + 1] = ("%s-- %s = <function> from %s:%d\n"):format(pad, fmt_key(k), i.short_src, i.linedefined)
       end
+      out[#out + 1] = pad .. ((type(k) == "number" and k <= n) and "" or (fmt_key(k) .. " = "))
+      dump_value(x, sub_spec, pad, out, ctx, path == "" and tostring(k) or (path .. "." .. tostring(k)))
+      out[#out + 1] = ",\n"
     end
+    for _, k in ipairs(removed) do out[#out + 1] = pad .. fmt_key(k) .. " = false, -- removed\n" end
     out[#out + 1] = indent .. "}"
   else
     out[#out + 1] = "nil --[[ " .. t .. " ]]"
   end
 end
 
--- R.dump(t) -> Lua source `return { ... }`, keys in schema order, functions as comments.
-function R.dump(t)
+R.UNRESUMABLE_MARK = "-- pft-unresumable: "
+R.function_text = function_text -- (fn) -> its source text, or nil and why not
+
+-- R.dump(t) -> Lua source `return { ... }`, keys in schema order, a removed key as `false`, a function
+-- as its source text (recovered from the file that defined it); and the list of problems: functions
+-- whose source cannot be recovered. Loading the source with R.load gives back t (docs/training.md).
+-- When there are problems the source starts with R.UNRESUMABLE_MARK lines and such a function is nil.
+-- R.dump_checked(t) -> the same source, and the problems (an array of messages, empty when none).
+function R.dump_checked(t)
+  local srcs = {}
+  local origins = origins_of[t]
+  if origins then
+    for _, o in pairs(origins) do if o.file and o.src then srcs[o.file] = o.src end end
+  end
+  local ctx = { srcs = srcs, problems = {} }
   local out = { "return " }
-  dump_value(t, SCHEMA, "", out)
+  dump_value(t, SCHEMA, "", out, ctx, "")
   out[#out + 1] = "\n"
-  return table.concat(out)
+  local text = table.concat(out)
+  if #ctx.problems > 0 then
+    local head = {}
+    for _, p in ipairs(ctx.problems) do head[#head + 1] = R.UNRESUMABLE_MARK .. p:gsub("\n", " ") .. "\n" end
+    text = table.concat(head) .. text
+  end
+  return text, ctx.problems
 end
+
+function R.dump(t) return (R.dump_checked(t)) end
 
 -- ---------------------------------------------------------------------------------------------
 -- Docs: the key table of docs/recipes.md

@@ -148,6 +148,130 @@ end
 
 local function now_stamp() return os.date("%Y%m%d-%H%M%S") end
 
+local function finite(x) return type(x) == "number" and x == x and x ~= math.huge and x ~= -math.huge end
+
+-- metrics for metrics.jsonl: a non-finite value (a Pearson of constant predictions) as null
+local function json_safe(v)
+  if type(v) == "number" then return finite(v) and v or cjson.null end
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = json_safe(x) end
+  return out
+end
+
+local function file_size(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local n = f:seek("end")
+  f:close()
+  return n
+end
+
+-- Writes path atomically: path.tmp, then rename(2).
+local function write_atomic(path, data)
+  write_file(path .. ".tmp", data)
+  local ok, err = os.rename(path .. ".tmp", path)
+  if not ok then error("train: cannot rename " .. path .. ".tmp: " .. tostring(err), 0) end
+end
+
+-- Cuts path back to its first n bytes (what the checkpoint saw); a shorter file stays as it is.
+local function truncate_to(path, n)
+  local s = Ck.read_file(path)
+  if s and #s > n then write_atomic(path, s:sub(1, n)) end
+end
+
+-- run_dir/status: running, done, early_stopped, interrupted, "nan: <message>", "failed: <message>".
+local function write_status(run_dir, text)
+  write_atomic(run_dir .. "/status", (text:gsub("\n", " ")) .. "\n")
+end
+T.write_status = write_status
+
+-- A new run's directory, created exclusively: an automatic name (runs/<name>-<yyyymmdd-hhmmss>, output.dir
+-- not set) that exists gets -2, -3, ...; a chosen directory must be new or empty.
+local function create_run_dir(dir, auto)
+  local parent = dir:match("^(.*)/[^/]+$")
+  if parent and parent ~= "" then assert(core.mkdir(parent)) end
+  local cand, n = dir, 1
+  while true do
+    local ok, err, code = core.mkdir_excl(cand)
+    if ok then return cand end
+    if code ~= "exists" then error("train: " .. tostring(err), 0) end
+    if not auto then
+      local names = core.list_dir(cand)
+      if names and #names == 0 then return cand end
+      error(("train: output directory %s already exists and is not empty; continue that run with --resume %s, or choose another output.dir"):format(cand, cand), 0)
+    end
+    n = n + 1
+    cand = dir .. "-" .. n
+  end
+end
+
+-- What may differ between a run's saved recipe and the one given with --resume (docs/training.md).
+T.RESUME_MAY_CHANGE = { ["train.epochs"] = true, ["train.max_steps"] = true, ["train.log_every"] = true,
+  ["output.keep"] = true, ["output.dir"] = true, name = true }
+
+local function flatten(t, prefix, out)
+  for k, v in pairs(t) do
+    local key = prefix == "" and tostring(k) or (prefix .. "." .. tostring(k))
+    if type(v) == "table" then
+      if next(v) == nil then out[key] = "{}" else flatten(v, key, out) end
+    elseif type(v) == "function" then
+      local R = require "pft.recipe"
+      out[key] = "function: " .. (R.function_text(v) or tostring(R.function_source(v)))
+    else
+      out[key] = v
+    end
+  end
+  return out
+end
+
+local function show(v)
+  if v == nil then return "none" end
+  if type(v) == "string" then return ("%q"):format(v) end
+  return tostring(v)
+end
+
+-- The resume check: the given recipe, normalised like the saved one (dumped and loaded), against the
+-- run's recipe.lua. Returns the differences that are allowed; raises listing the others.
+local function check_resume_recipe(run_dir, recipe)
+  local R = require "pft.recipe"
+  local path = run_dir .. "/recipe.lua"
+  local saved_src = Ck.read_file(path)
+  if not saved_src then error(("train: --resume %s: no recipe.lua there (not a run directory)"):format(run_dir), 0) end
+  local problems = {}
+  for l in saved_src:gmatch("[^\n]+") do
+    if l:sub(1, #R.UNRESUMABLE_MARK) == R.UNRESUMABLE_MARK then problems[#problems + 1] = l:sub(#R.UNRESUMABLE_MARK + 1) end
+  end
+  if #problems > 0 then
+    error(("train: --resume %s: this run cannot be resumed exactly: %s"):format(run_dir, table.concat(problems, "; ")), 0)
+  end
+  local given_src, gp = R.dump_checked(recipe)
+  if #gp > 0 then error(("train: --resume %s: the given recipe cannot be compared: %s"):format(run_dir, table.concat(gp, "; ")), 0) end
+  local tmp = run_dir .. "/.resume-check.lua"
+  write_file(tmp, given_src)
+  local ok, given = pcall(R.load, tmp)
+  if not ok then os.remove(tmp); error(given, 0) end
+  local saved = R.load(path)
+  local a, b = flatten(saved, "", {}), flatten(given, "", {}) -- (functions are read from their files)
+  os.remove(tmp)
+  local keys, seen = {}, {}
+  for k in pairs(a) do keys[#keys + 1] = k; seen[k] = true end
+  for k in pairs(b) do if not seen[k] then keys[#keys + 1] = k end end
+  table.sort(keys)
+  local bad, allowed = {}, {}
+  for _, k in ipairs(keys) do
+    if a[k] ~= b[k] then
+      local line = ("%s: %s (saved) vs %s (given)"):format(k, show(a[k]), show(b[k]))
+      if T.RESUME_MAY_CHANGE[k] then allowed[#allowed + 1] = line else bad[#bad + 1] = line end
+    end
+  end
+  if #bad > 0 then
+    error(("train: --resume %s: the recipe differs from the run's recipe.lua in what would change the run:\n  %s\n(on resume only train.epochs, train.max_steps, train.log_every and output.keep may change)"):format(
+      run_dir, table.concat(bad, "\n  ")), 0)
+  end
+  return allowed, given_src
+end
+
 -- --- evaluation ------------------------------------------------------------------------------------
 
 -- Forward every batch of the loader in eval mode without a tape. Returns loss (mean per example),
@@ -224,8 +348,20 @@ end
 -- interrupt_at_step (testing: behave as if Ctrl-C arrived after that step; env PFT_TEST_INTERRUPT_AT_STEP),
 -- nan_at_step (testing: the loss of that step is NaN; env PFT_TEST_NAN_AT_STEP), on_step (testing: called
 -- as on_step(steps_done, {model, optimizer, groups}) after each optimizer step).
+local run_impl
 function T.run(recipe, opts)
   opts = opts or {}
+  local ctx = {}
+  local ok, res = pcall(run_impl, recipe, opts, ctx)
+  if ok then return res end
+  if ctx.run_dir and ctx.owns_status then
+    local msg = type(res) == "table" and (res.msg or tostring(res)) or tostring(res)
+    pcall(write_status, ctx.run_dir, "failed: " .. msg)
+  end
+  error(res, 0)
+end
+
+function run_impl(recipe, opts, ctx)
   require("pft.preflight").check(recipe) -- fail before training, not after (docs/recipes.md "Checked before training")
   local D = require "pft.data"
   local S = require "pft.schedule"
@@ -234,15 +370,40 @@ function T.run(recipe, opts)
   local wall0 = core.clock()
   local interrupt_at = opts.interrupt_at_step or tonumber(os.getenv("PFT_TEST_INTERRUPT_AT_STEP") or "")
   local nan_at = opts.nan_at_step or tonumber(os.getenv("PFT_TEST_NAN_AT_STEP") or "")
+  local nan_eval_at = opts.nan_eval_at_step or tonumber(os.getenv("PFT_TEST_NAN_EVAL_AT_STEP") or "")
+  local function warn(msg)
+    if opts.warn then opts.warn(msg) else io.stderr:write("pft: ", msg, "\n") end
+  end
 
-  local run_dir = opts.resume or opts.run_dir or out_cfg.dir or ("runs/" .. (recipe.name or "run") .. "-" .. now_stamp())
+  local run_dir
   local resume_ck
   if opts.resume then
-    local latest = Ck.latest(run_dir)
-    if not latest then error(("train: --resume %s: no checkpoint in %s/checkpoints"):format(run_dir, run_dir), 0) end
+    run_dir = opts.resume
+    local allowed, given_src = check_resume_recipe(run_dir, recipe)
+    for _, n in ipairs(Ck.clean_tmp(run_dir)) do warn(("removed the unfinished checkpoint %s/checkpoints/%s"):format(run_dir, n)) end
+    local latest, damaged = Ck.latest_valid(run_dir)
+    if not latest then
+      if #damaged == 0 then error(("train: --resume %s: no checkpoint in %s/checkpoints"):format(run_dir, run_dir), 0) end
+      local why = {}
+      for _, d in ipairs(damaged) do why[#why + 1] = d.name .. ": " .. d.reason end
+      error(("train: --resume %s: no usable checkpoint (%s)"):format(run_dir, table.concat(why, "; ")), 0)
+    end
+    for i, d in ipairs(damaged) do
+      local next_name = (damaged[i + 1] and damaged[i + 1].name) or latest:match("[^/]+$")
+      warn(("checkpoint %s is damaged (%s); resuming from %s"):format(d.name, d.reason, next_name))
+    end
     resume_ck = Ck.load(latest)
+    if #allowed > 0 then write_atomic(run_dir .. "/recipe.lua", given_src) end
+  else
+    local R = require "pft.recipe"
+    local dir = opts.run_dir or out_cfg.dir or ("runs/" .. (recipe.name or "run") .. "-" .. now_stamp())
+    local base = dir:match("([^/]+)$") or dir
+    local auto = not opts.run_dir and R.where(recipe, "output.dir") == nil and
+      base:match("^" .. (recipe.name or "run"):gsub("%p", "%%%0") .. "%-%d%d%d%d%d%d%d%d%-%d%d%d%d%d%d$") ~= nil
+    run_dir = create_run_dir(dir, auto)
   end
-  assert(core.mkdir(run_dir))
+  ctx.run_dir, ctx.owns_status = run_dir, true
+  write_status(run_dir, "running")
 
   core.seed(tr.seed or 42)
   if tr.threads then core.set_threads(tr.threads) end
@@ -287,7 +448,7 @@ function T.run(recipe, opts)
 
   -- the run directory
   if not resume_ck then
-    write_file(run_dir .. "/recipe.lua", require("pft.recipe").dump(recipe))
+    write_file(run_dir .. "/recipe.lua", (require("pft.recipe").dump(recipe)))
     write_file(run_dir .. "/plan.txt", plan_text(plan, info))
     write_file(run_dir .. "/metrics.jsonl", "")
     write_file(run_dir .. "/trainable.log", "")
@@ -316,6 +477,9 @@ function T.run(recipe, opts)
     for _, n in ipairs(st.trainable or {}) do prev_trainable[n] = true end
     prev_log = st.trainable_log
     elapsed_before = st.elapsed or 0
+    -- what was written after this checkpoint (an evaluation, a trainable.log line) is written again
+    if st.metrics_bytes then truncate_to(run_dir .. "/metrics.jsonl", st.metrics_bytes) end
+    if st.trainable_log_bytes then truncate_to(run_dir .. "/trainable.log", st.trainable_log_bytes) end
     for _, t in pairs(resume_ck.weights) do t:free() end
     for _, s in pairs(resume_ck.optim) do s.m:free(); if s.v then s.v:free() end end
   end
@@ -331,7 +495,9 @@ function T.run(recipe, opts)
     table.sort(tl)
     return { step = step, epoch = epoch, batch = batch_pos, rng = { seed, counter }, history = history,
       best_value = best.value and ("%.17g"):format(best.value), best_step = best.step, bad_evals = bad_evals, trainable = tl,
-      trainable_log = prev_log, elapsed = elapsed_before + core.clock() - wall0, total_steps = total_steps }
+      trainable_log = prev_log, elapsed = elapsed_before + core.clock() - wall0, total_steps = total_steps,
+      metrics_bytes = file_size(run_dir .. "/metrics.jsonl") or 0,
+      trainable_log_bytes = file_size(run_dir .. "/trainable.log") or 0 }
   end
 
   local last_ck = resume_ck and resume_ck.path or nil
@@ -374,8 +540,13 @@ function T.run(recipe, opts)
   function evaluate_body()
     bert:train(false)
     local loss, preds, gold = predict_loader(m, dev_loader, is_regression(recipe), false)
+    if nan_eval_at and step == nan_eval_at then loss = 0 / 0 end
+    if loss ~= nil and not finite(loss) then
+      status = "nan"
+      error({ nan = loss ~= loss and "nan" or "inf", eval = true })
+    end
     local mx = compute_metrics(recipe, loss, preds, gold, labels)
-    local rec = { step = step, epoch = epoch, split = "dev", metrics = mx }
+    local rec = { step = step, epoch = epoch, split = "dev", metrics = json_safe(mx) }
     history[#history + 1] = { step = step, epoch = epoch, metrics = mx }
     write_file(run_dir .. "/metrics.jsonl", cjson.encode(rec) .. "\n", "ab")
     local ok, Mx = pcall(require, "pft.metrics")
@@ -507,11 +678,14 @@ function T.run(recipe, opts)
     if type(run_err) == "table" and run_err.nan then
       local msg = ("loss is %s at step %d; stopped, last good checkpoint: %s"):format(run_err.nan, step + 1,
         last_ck or "none")
-      if run_err.nan == "non-finite gradient" then
+      if run_err.eval then
+        msg = ("dev loss is %s at step %d; stopped, last good checkpoint: %s"):format(run_err.nan, step, last_ck or "none")
+      elseif run_err.nan == "non-finite gradient" then
         msg = ("gradient norm is not finite at step %d; stopped, last good checkpoint: %s"):format(step + 1, last_ck or "none")
       end
       io.stderr:write("pft: ", msg, "\n")
       summary.status, summary.exit_code, summary.message, summary.checkpoint = "nan", T.EXIT_FAILED, msg, last_ck
+      write_status(run_dir, "nan: " .. msg)
       release()
       return summary
     end
@@ -522,9 +696,11 @@ function T.run(recipe, opts)
     local path = save_checkpoint()
     say(("interrupted at step %d: checkpoint %s; continue with --resume %s"):format(step, path, run_dir))
     summary.status, summary.exit_code, summary.checkpoint = status, T.EXIT_INTERRUPTED, path
+    write_status(run_dir, "interrupted")
     release()
     return summary
   end
+  if status == "done" then epoch = epochs end -- as after the last epoch's loop, also when resumed at the end
   if out_cfg.checkpoints ~= false and (not last_ck or not last_ck:match("step%-" .. step .. "$")) then save_checkpoint() end
   m:export(run_dir .. "/model", { labels = labels })
   release()
@@ -537,7 +713,7 @@ function T.run(recipe, opts)
     local mx = T.evaluate(chosen, recipe.data.test, recipe.task.kind, recipe)
     summary.test = mx
     write_file(run_dir .. "/metrics.jsonl", cjson.encode({ step = step, epoch = epoch, split = "test",
-      model = chosen:sub(#run_dir + 2), metrics = mx }) .. "\n", "ab")
+      model = chosen:sub(#run_dir + 2), metrics = json_safe(mx) }) .. "\n", "ab")
     local ok, Mx = pcall(require, "pft.metrics")
     say(("test (%s model): %s"):format(chosen:sub(#run_dir + 2), ok and Mx.format(mx) or ""))
   end
@@ -546,6 +722,7 @@ function T.run(recipe, opts)
     Progress.fmt_time(summary.wall_s), Progress.fmt_time(summary.train_wall_s),
     best.value and (", best %s %.4f at step %d"):format(best.metric, best.value, best.step) or "",
     trainable_numel, summary.model_dir, best.value and (", best model in " .. run_dir .. "/best") or ""))
+  write_status(run_dir, status)
   return summary
 end
 
@@ -557,7 +734,13 @@ local function read_recipe(run_dir)
   local path = run_dir .. "/recipe.lua"
   local src = Ck.read_file(path)
   if not src then return nil end
-  local r = require("pft.recipe").run_source(src, path)
+  local R = require "pft.recipe"
+  for l in src:gmatch("[^\n]+") do
+    if l:sub(1, #R.UNRESUMABLE_MARK) == R.UNRESUMABLE_MARK then
+      io.stderr:write("pft: warning: ", path, ": ", l:sub(#R.UNRESUMABLE_MARK + 1), " (it is not applied here)\n")
+    end
+  end
+  local r = R.run_source(src, path)
   if type(r) ~= "table" then error(("%s: a recipe must return a table"):format(path), 0) end
   return r
 end
@@ -589,7 +772,8 @@ function T.evaluate(src, split, kind, run_recipe)
   recipe = run_recipe or recipe or { task = { kind = kind or (m.bert:config().num_labels == 1 and "regression" or "classification") },
     data = { eval_batch_size = 64, on_error = "fail" }, model = { max_length = 128 }, train = { seed = 42 } }
   local labels = recipe.task.kind ~= "regression" and m.labels or nil
-  local ds = D.read(split, { task = recipe.task.kind, labels = labels, on_error = recipe.data.on_error })
+  local ds = D.read(split, { task = recipe.task.kind, labels = labels, on_error = recipe.data.on_error,
+    preprocess = recipe.data.preprocess })
   local loader = make_loader(D, ds, m, recipe, true)
   m.bert:train(false)
   local loss, preds, gold = predict_loader(m, loader, recipe.task.kind == "regression", false)
@@ -618,6 +802,12 @@ function T.predict(src, input_path, out_path)
     end
     f:close()
   end
+  local pre = recipe and recipe.data and recipe.data.preprocess
+  local inputs = texts
+  if pre then -- the model sees what it was trained on; the output shows the input as given
+    inputs = {}
+    for i, t in ipairs(texts) do inputs[i] = pre(t) end
+  end
   local out = out_path and io.open(out_path, "wb") or io.stdout
   if not out then error("train: cannot write " .. out_path, 2) end
   local regression = m.bert:config().num_labels == 1
@@ -625,9 +815,9 @@ function T.predict(src, input_path, out_path)
   local bs = 64
   core.no_grad(function()
     for i = 1, #texts, bs do
-      local chunk = {}
-      for k = i, math.min(#texts, i + bs - 1) do chunk[#chunk + 1] = texts[k] end
-      local batch = m.tokenizer:encode_batch(chunk, nil, { max_length = max_length })
+      local chunk, model_in = {}, {}
+      for k = i, math.min(#texts, i + bs - 1) do chunk[#chunk + 1], model_in[#model_in + 1] = texts[k], inputs[k] end
+      local batch = m.tokenizer:encode_batch(model_in, nil, { max_length = max_length })
       local _, _, logits = m.bert:forward(batch)
       if regression then
         local flat = logits:flat()
