@@ -75,13 +75,47 @@ test-bin: $(TEST_BIN)
 asan:
 	$(MAKE) BUILD=build-asan CFLAGS="$(SAN_CFLAGS)" LDFLAGS="-fsanitize=address,undefined" test-bin
 
-# every test: C (plain and sanitized), Lua, the LuaRocks install; ends with one `N passed, N failed` line
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c, docs/fuzzing.md) in their own tree: clang, coverage + ASan +
+# UBSan on core/ and the binding, and on cJSON compiled from Debian's source package (fetched at build time
+# by tests/fuzz/fetch-cjson.sh); OpenBLAS, utf8proc and LuaJIT are the system's. `make fuzz` fuzzes each
+# harness FUZZ_SECONDS (keeping what it finds in build-fuzz/corpus); `make test` replays the committed
+# corpora and fuzzes each harness 30 s. A long run: make fuzz FUZZ_SECONDS=600
+FUZZ_BUILD   = build-fuzz
+FUZZ_CC     ?= clang
+FUZZ_SECONDS ?= 60
+# (-D__SANITIZE_ADDRESS__: gcc defines it under ASan, clang 14 does not; core/ctx.c turns its buffer cache
+# off with it so that ASan sees every free. No OpenMP: one thread, and its counters unused)
+FUZZ_CFLAGS  = -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=fuzzer-no-link,address,undefined \
+               -fno-sanitize-recover=undefined -fno-omit-frame-pointer -D__SANITIZE_ADDRESS__=1 -Wno-unused-variable \
+               -I$(FUZZ_BUILD)/cjson/include -I$(FUZZ_BUILD)/cjson/include/cjson
+FUZZ_SRC     = $(sort $(wildcard tests/fuzz/fuzz_*.c))
+.PHONY: fuzz fuzz-build fuzz-bin
+fuzz-build: $(FUZZ_BUILD)/cjson/cJSON.c
+	@echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' | cmp -s - $(FUZZ_BUILD)/flags || { rm -rf $(FUZZ_BUILD)/core \
+	  $(FUZZ_BUILD)/libpftcore.a $(FUZZ_BUILD)/cjson/cJSON.o $(FUZZ_BUILD)/fuzz; echo '$(FUZZ_CC) $(FUZZ_CFLAGS)' >$(FUZZ_BUILD)/flags; }
+	$(MAKE) BUILD=$(FUZZ_BUILD) CC=$(FUZZ_CC) OPENMP= CFLAGS="$(FUZZ_CFLAGS)" fuzz-bin
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) bash tests/fuzz/run.sh --keep
+$(FUZZ_BUILD)/cjson/cJSON.c:
+	bash tests/fuzz/fetch-cjson.sh $(FUZZ_BUILD)/cjson
+# fuzz-bin: only through fuzz-build (BUILD=$(FUZZ_BUILD) and the flags above)
+fuzz-bin: $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+$(BUILD)/cjson/cJSON.o: $(BUILD)/cjson/cJSON.c
+	$(CC) $(CFLAGS) -fPIC -c $< -o $@
+$(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(BUILD)/libpftcore.a $(BIND_OBJ) $(BUILD)/cjson/cJSON.o
+	@mkdir -p $(BUILD)/fuzz
+	$(CC) $(ALL_CFLAGS) $(LUAJIT_CFLAGS) -DPFT_SOURCE_ROOT='"$(CURDIR)"' -fsanitize=fuzzer -Wl,-E $< $(BIND_OBJ) \
+	  $(BUILD)/libpftcore.a $(BUILD)/cjson/cJSON.o $$(cat $(BUILD)/cjson/link.txt) $(LUAJIT_LIBS) $(OPENBLAS_LIBS) \
+	  -lutf8proc -lm -lpthread -ldl -o $@
+
+# every test: C (plain and sanitized), Lua, the LuaRocks install, the fuzz harnesses (corpus + 30 s each);
+# ends with one `N passed, N failed` line
 test: all test-bin asan
 	bash tests/run.sh
 
 # a fresh Debian machine: packages, build (safe to run twice: apt runs only when something is missing)
 DEB_PACKAGES = build-essential pkg-config luajit libluajit-5.1-dev libopenblas-dev libutf8proc-dev \
-               libcjson-dev luarocks lua-cjson unzip python3-pip
+               libcjson-dev luarocks lua-cjson unzip python3-pip clang libclang-rt-14-dev
 setup:
 	@if dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then echo "setup: Debian packages present"; else \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

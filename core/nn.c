@@ -4,6 +4,7 @@
 #include <cJSON.h>
 #include <errno.h>
 #include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -42,7 +43,9 @@ static pft_status json_int(pft_ctx *ctx, const char *path, const cJSON *root, co
         *dst = dflt;
         return PFT_OK;
     }
-    if (!cJSON_IsNumber(it) || it->valuedouble != (double)(int)it->valuedouble || it->valuedouble < 0)
+    /* the range first: casting a double beyond INT_MAX to int is undefined (fuzz_config found 1e10) */
+    if (!cJSON_IsNumber(it) || !(it->valuedouble >= 0 && it->valuedouble <= INT_MAX) ||
+        it->valuedouble != (double)(int)it->valuedouble)
         return pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: \"%s\" must be a non-negative integer", path, key);
     *dst = (int)it->valuedouble;
     return PFT_OK;
@@ -110,6 +113,9 @@ pft_status pft_bert_config_load(pft_ctx *ctx, const char *path, pft_bert_config 
     if (cfg->hidden_size == 0 || cfg->num_heads == 0 || cfg->hidden_size % cfg->num_heads)
         st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: hidden_size %d does not split into %d attention heads", path,
                             cfg->hidden_size, cfg->num_heads);
+    else if (cfg->intermediate_size == 0 || cfg->vocab_size == 0 || cfg->max_position_embeddings == 0)
+        st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: intermediate_size, vocab_size and max_position_embeddings must be >= 1",
+                            path); /* a zero-size weight found by fuzz_config: ops on empty matrices leaked a view */
 done:
     cJSON_Delete(root);
     return st;

@@ -558,7 +558,9 @@ static pft_status load_json(pft_tokenizer *t, const char *dir, const char *name,
     if (!text) return absent ? PFT_OK : ctx->last_status;
     cJSON *root = cJSON_ParseWithLength(text, n);
     pft_status st = PFT_OK;
-    if (!root || !cJSON_IsObject(root)) { st = json_error(ctx, path, text, NULL, NULL); goto done; }
+    /* valid JSON that is not an object has no error position (cJSON's would be NULL + offset) */
+    if (root && !cJSON_IsObject(root)) { st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: should be a JSON object", path); goto done; }
+    if (!root) { st = json_error(ctx, path, text, NULL, NULL); goto done; }
     if (settings) {
         const char *bools[3] = {"do_lower_case", "tokenize_chinese_chars", "strip_accents"};
         int *dst[3] = {&t->cfg.lowercase, &t->cfg.chinese_chars, &t->cfg.strip_accents};

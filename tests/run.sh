@@ -33,6 +33,7 @@ for t in build-asan/tests/test_*; do
 done
 [ -f tests/lua/run.lua ] && run lua build/pft tests/lua/run.lua
 [ -f tests/luarocks.sh ] && run luarocks bash tests/luarocks.sh
+[ -x build-fuzz/fuzz/fuzz_recipe ] && [ -n "${PFT_FUZZ:-}" ] && run fuzz bash tests/fuzz/run.sh # make fuzz; CI wiring pending (docs/fuzzing.md)
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]

@@ -292,7 +292,7 @@ end
 -- these only stop an endless loop or a memory bomb, with an error that names the file.
 R.INSTRUCTION_BUDGET = 50000000
 R.MEMORY_CEILING_KB = 256 * 1024
-local HOOK_EVERY = 100 -- instructions between checks: a doubling string outgrows a check by 2^33 at most
+local HOOK_EVERY = 4 -- instructions between checks: a doubling string outgrows the ceiling by 4x at most
 
 -- The recipe's strings: string.rep capped at the ceiling (one call could allocate gigabytes before a
 -- hook runs), no string.dump (bytecode has no use in a recipe).

@@ -1,0 +1,4 @@
+-- test fixture: a syntax error on line 3
+return {
+  optim = { lr = = 1 },
+}

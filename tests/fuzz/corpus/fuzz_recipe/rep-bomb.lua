@@ -1,0 +1,1 @@
+return { name = string.rep("ab", 1e9) }
