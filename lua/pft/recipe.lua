@@ -324,12 +324,15 @@ end
 -- Calls fn(...) with the instruction budget and memory ceiling in force (a count hook, set here,
 -- outside the sandbox; the JIT is off for recipe code, since compiled loops do not run count hooks).
 -- Errors name `display`. Returns fn's results.
-local function guarded_call(display, fn, ...)
+local guarded_call
+function guarded_call(display, fn, ...)
   local old_hook, old_mask, old_count = debug.gethook()
   local ticks, max_ticks = 0, math.ceil(R.INSTRUCTION_BUDGET / HOOK_EVERY)
   local kb_limit = collectgarbage("count") + R.MEMORY_CEILING_KB
   local overrun
   debug.sethook(function()
+    -- between pcall's return and the reset below the hook still runs: never raise in guarded_call itself
+    if debug.getinfo(2, "f").func == guarded_call then return end
     ticks = ticks + 1
     if ticks > max_ticks then
       overrun = ("%s: the recipe ran past its budget of %d Lua instructions (an endless loop?)"):format(display,
