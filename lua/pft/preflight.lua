@@ -23,35 +23,19 @@ P.METRICS = {
   token_classification = { "loss" },
 }
 
-local function short(s)
-  local ok, D = pcall(require, "pft.data")
-  if ok and D.short then return D.short(s) end
-  return tostring(s)
-end
+local R = require "pft.recipe"
+local D = require "pft.data"
+local short = D.short
 
 -- "recipes/x.lua:7: " where the recipe set key, else "" (a default, or a table not from pft.recipe.load).
 local function where(r, key)
-  local R = require "pft.recipe"
   local w = R.where(r, key)
   return w and (w .. ": ") or ""
 end
 
 local function fail(r, key, msg) error(where(r, key) .. msg, 0) end
 
--- Levenshtein distance, for "did you mean".
-local function distance(a, b)
-  local prev = {}
-  for j = 0, #b do prev[j] = j end
-  for i = 1, #a do
-    local cur = { [0] = i }
-    for j = 1, #b do
-      local cost = a:byte(i) == b:byte(j) and 0 or 1
-      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
-    end
-    prev = cur
-  end
-  return prev[#b]
-end
+local distance = R.distance -- Levenshtein, for "did you mean"
 
 local function suggest(name, choices)
   local lname = name:lower()

@@ -204,6 +204,7 @@ local function distance(a, b)
   end
   return prev[#b]
 end
+R.distance = distance
 
 -- All dotted key paths of the schema, in order (arrays as "rules[]").
 local function all_paths(s, prefix, out)
