@@ -110,7 +110,7 @@ $(BUILD)/fuzz/%: tests/fuzz/%.c tests/fuzz/fuzz.h $(BUILD)/libpftcore.a $(BIND_O
 
 # every test: C (plain and sanitized), Lua, the LuaRocks install, the fuzz harnesses (corpus + 30 s each);
 # ends with one `N passed, N failed` line
-test: all test-bin asan
+test: all test-bin asan fuzz-build
 	bash tests/run.sh
 
 # a fresh Debian machine: packages, build (safe to run twice: apt runs only when something is missing)

@@ -2,7 +2,7 @@
 # Runs every test suite and ends with one line `N passed, N failed` (the sum over suites); exits non-zero
 # when anything failed, including a suite that crashed before printing its own summary line.
 # Suites: C unit tests (plain build, then AddressSanitizer + UBSan build), Lua tests through the pft
-# host, and the LuaRocks install check. Built by `make test`, which builds everything first.
+# host, the LuaRocks install check, and the libFuzzer harnesses (corpus replay + 30 s each). Built by `make test`, which builds everything first.
 set -u
 cd "$(dirname "$0")/.."
 log=$(mktemp -d)
@@ -33,7 +33,7 @@ for t in build-asan/tests/test_*; do
 done
 [ -f tests/lua/run.lua ] && run lua build/pft tests/lua/run.lua
 [ -f tests/luarocks.sh ] && run luarocks bash tests/luarocks.sh
-[ -x build-fuzz/fuzz/fuzz_recipe ] && [ -n "${PFT_FUZZ:-}" ] && run fuzz bash tests/fuzz/run.sh # make fuzz; CI wiring pending (docs/fuzzing.md)
+run fuzz bash tests/fuzz/run.sh --seconds 30  # corpus replay + 30 s fuzzing per harness (docs/fuzzing.md)
 
 echo "$total_pass passed, $total_fail failed"
 [ "$total_fail" -eq 0 ]
