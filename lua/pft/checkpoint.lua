@@ -15,24 +15,12 @@
 -- range-checks state.json, and C.latest_valid falls back to the newest checkpoint that passes.
 local core = require "pft.core"
 local cjson = require "cjson"
+local fs = require "pft.fs"
 
 local C = {}
 
-local function write_file(path, data)
-  local f, err = io.open(path, "wb")
-  if not f then error("checkpoint: cannot write " .. path .. ": " .. tostring(err), 0) end
-  local ok, werr = f:write(data)
-  local cok, cerr = f:close()
-  if not ok or not cok then error("checkpoint: cannot write " .. path .. ": " .. tostring(werr or cerr), 0) end
-end
-
-function C.read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local function write_file(path, data) fs.write_file(path, data, "wb", "checkpoint") end
+C.read_file = fs.read_file -- (callers of pft.checkpoint; pft.fs is its home)
 
 -- step-N directory names under run_dir/checkpoints, oldest first (by N).
 function C.list(run_dir)

@@ -9,6 +9,10 @@
 -- A command's run(args) gets the arguments after the command name and returns an exit code (nil = 0).
 -- Exit codes: 0 ok, 1 runtime error (a recipe error prints as file:line: message), 2 usage error,
 -- 3 syntax error in a recipe.
+local fs = require "pft.fs"
+local Plan = require "pft.plan"
+local R = require "pft.recipe"
+
 local M = {}
 
 M.EXIT_OK, M.EXIT_RUNTIME, M.EXIT_USAGE, M.EXIT_SYNTAX = 0, 1, 2, 3
@@ -82,159 +86,6 @@ local function command(name, def)
   M.commands[name] = def
 end
 
-local function require_optional(mod, what)
-  local ok, m = pcall(require, mod)
-  if ok then return m end
-  if tostring(m):find("module '" .. mod .. "' not found", 1, true) then
-    error(("pft: %s needs %s (lua/%s.lua), which is not available in this build"):format(what, mod, mod:gsub("%.", "/")), 0)
-  end
-  error(m, 0)
-end
-
-local function group3(n)
-  local s = ("%d"):format(n)
-  local out = s:reverse():gsub("(%d%d%d)", "%1,"):reverse()
-  return (out:gsub("^,", ""))
-end
-M.group3 = group3
-
-local function mib(bytes)
-  if bytes < 1024 * 1024 then return ("%.1f KiB"):format(bytes / 1024) end
-  if bytes < 1024 ^ 3 then return ("%.1f MiB"):format(bytes / 1024 ^ 2) end
-  return ("%.2f GiB"):format(bytes / 1024 ^ 3)
-end
-
-local function fmt_lr(x) return (("%.2g"):format(x):gsub("e%-0", "e-")) end
-
-local function read_all(path)
-  local f, err = io.open(path, "r")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local function exists(path)
-  local f = io.open(path, "r")
-  if f then f:close() end
-  return f ~= nil
-end
-
--- ---------------------------------------------------------------------------------------------
--- Model loading and sizes for `validate`
-
--- Rows in a split, without reading it through pft.data: lines (minus a header), capped by limit.
-local function count_rows(split)
-  local f = io.open(split.path, "r")
-  if not f then error(("data: cannot open %s"):format(split.path), 0) end
-  local n = 0
-  for line in f:lines() do if line:find("%S") then n = n + 1 end end
-  f:close()
-  if split.header and split.format ~= "jsonl" then n = math.max(0, n - 1) end
-  if split.limit then n = math.min(n, split.limit) end
-  return n
-end
-
-local function num_labels(r)
-  if r.task.kind == "regression" then return 1 end
-  if r.task.labels then return #r.task.labels end
-  local ok, D = pcall(require, "pft.data")
-  if ok and D.label_set then
-    local ok2, set = pcall(D.label_set, r.data.train, { task = r.task.kind })
-    if ok2 and type(set) == "table" and #set > 0 then return #set end
-  end
-  return 2
-end
-
-local function model_dir(name)
-  if exists(name .. "/config.json") then return name end
-  local R = require "pft.recipe"
-  local env = os.getenv("PFT_MODELS")
-  for _, d in ipairs({ env, R.root() .. "/models" }) do
-    if d and d ~= "" and exists(d .. "/" .. name .. "/config.json") then return d .. "/" .. name end
-  end
-  error(("model '%s' not found (a directory with config.json, or a name under models/ or $PFT_MODELS)"):format(name), 0)
-end
-
--- Loads the recipe's model with its head: pft.model when it is there, else the core loader.
-function M.load_model(r, k)
-  local head = r.task.kind == "token_classification" and "tokcls" or "seqcls"
-  local ok, PM = pcall(require, "pft.model")
-  if ok and PM.load then return PM.load(r.model.name, { head = head, num_labels = k, labels = r.task.labels }).bert end
-  return require("pft.core").bert_load(model_dir(r.model.name), head, k)
-end
-
--- The sizes validate and train agree on: rows, optimizer steps per epoch, total steps.
-function M.sizes(r)
-  local n = count_rows(r.data.train)
-  local batches = math.ceil(n / r.data.batch_size)
-  local spe = math.max(1, math.ceil(batches / r.train.grad_accum))
-  local total = spe * r.train.epochs
-  if r.train.max_steps then total = math.min(total, r.train.max_steps) end
-  return { rows = n, steps_per_epoch = spe, total_steps = total, epochs = r.train.epochs }
-end
-
--- The plan as text lines (for `validate`; the trainer may write it as plan.txt).
-function M.plan_text(r, info, sched, sizes)
-  local S = require "pft.schedule"
-  local lines = {}
-  local function add(s) lines[#lines + 1] = s end
-  local total_params = 0
-  for _, n in ipairs(info.names) do total_params = total_params + info.numel[n] end
-  local spe = sizes.steps_per_epoch
-  local rows = { { "phase", "steps", "epochs", "trainable groups", "params", "optimizer", "change" } }
-  local peak_n, peak_b = 0, 0
-  for i, ph in ipairs(sched:plan()) do
-    local names = {}
-    for _, g in ipairs(ph.groups) do names[#names + 1] = g.name end
-    local steps, epochs
-    if ph.dynamic then
-      steps, epochs = ph.label, ""
-    elseif ph.unreached then
-      steps, epochs = ("%d-"):format(ph.from_step), "not run"
-    else
-      steps = ("%d-%d"):format(ph.from_step, ph.to_step)
-      local e1, e2 = math.floor(ph.from_step / spe) + 1, math.floor(ph.to_step / spe) + 1
-      epochs = e1 == e2 and tostring(e1) or (e1 .. "-" .. e2)
-    end
-    local bytes = sched:optimizer_bytes(ph.trainable_numel)
-    if not ph.unreached then peak_n, peak_b = math.max(peak_n, ph.trainable_numel), math.max(peak_b, bytes) end
-    rows[#rows + 1] = { tostring(i), steps, epochs, #names > 0 and S.compress_groups(names) or "(nothing)",
-      group3(ph.trainable_numel), mib(bytes), ph.change or "" }
-  end
-  local w = {}
-  for _, row in ipairs(rows) do for c, cell in ipairs(row) do w[c] = math.max(w[c] or 0, #cell) end end
-  for _, row in ipairs(rows) do
-    local cells = {}
-    for c, cell in ipairs(row) do
-      local right = c == 5 or c == 6
-      cells[c] = c == #row and cell or (right and (" "):rep(w[c] - #cell) .. cell or cell .. (" "):rep(w[c] - #cell))
-    end
-    add((table.concat(cells, "  "):gsub("%s+$", "")))
-  end
-  -- learning rates per group: static (warm-up ramps aside), runs of equal rates merged
-  local parts, i, groups = {}, 1, info.groups
-  while i <= #groups do
-    local lr = sched.base_lr * sched.lr_mult[groups[i]]
-    local j = i
-    while j < #groups and math.abs(sched.base_lr * sched.lr_mult[groups[j + 1]] - lr) <= 1e-12 * lr do j = j + 1 end
-    local names = {}
-    for k = i, j do names[#names + 1] = groups[k] end
-    local label = (i == 1 and j == #groups) and "all groups" or S.compress_groups(names)
-    parts[#parts + 1] = label .. " " .. fmt_lr(lr)
-    i = j + 1
-  end
-  add("")
-  add("learning rates (peak, before the " .. r.lr_schedule.name .. " schedule): " .. table.concat(parts, ", "))
-  if sched.warmup_steps > 0 then
-    add(("a group that unfreezes ramps its rate from 0 over %d steps"):format(sched.warmup_steps))
-  end
-  add(("total: %s steps; model %s params; peak trainable %s (%.1f%%); peak optimizer state %s (%s)"):format(
-    group3(sizes.total_steps), group3(total_params), group3(peak_n), 100 * peak_n / math.max(1, total_params), mib(peak_b),
-    r.optim.name == "sgd" and "SGD: 4 bytes per trainable parameter with momentum" or "AdamW: 8 bytes per trainable parameter"))
-  return lines
-end
-
 -- ---------------------------------------------------------------------------------------------
 -- Commands
 
@@ -248,7 +99,6 @@ are refused, listing the differences; train.epochs, train.max_steps, train.log_e
 may change (docs/training.md "Resume").]],
   args = { "RECIPE?" }, overrides = true, options = { resume = true },
   run = function(a)
-    local R = require "pft.recipe"
     local recipe_path = a.RECIPE
     if recipe_path and a.options.resume and (recipe_path:find("=", 1, true) or recipe_path:sub(1, 1) == "~") then
       table.insert(a.overrides, 1, recipe_path) -- `--resume RUN key=value`: overrides of the run's recipe
@@ -259,7 +109,7 @@ may change (docs/training.md "Resume").]],
       recipe_path = a.options.resume .. "/recipe.lua"
     end
     local r = R.load(recipe_path, a.overrides)
-    local T = require_optional("pft.train", "pft train")
+    local T = require "pft.train"
     return T.run(r, { resume = a.options.resume }).exit_code -- 130 after Ctrl-C, 1 after a NaN stop
   end,
 })
@@ -273,28 +123,23 @@ and the change that began it, then the learning rate of every group. Fails if an
 no parameter.]],
   args = { "RECIPE" }, overrides = true, options = {},
   run = function(a)
-    local R, S = require "pft.recipe", require "pft.schedule"
     local r = R.load(a.RECIPE, a.overrides)
-    require("pft.preflight").check(r) -- what `train` checks before it starts (docs/recipes.md)
-    local k = num_labels(r)
-    local bert = M.load_model(r, k)
-    local info = S.model_info(bert)
-    local sizes = M.sizes(r)
-    local sched = S.build(r, info, sizes)
+    local T = require "pft.train"
+    local prep = T.prepare(r) -- what `train` reads and plans before it starts
+    local plan, info, g3 = prep.plan, prep.info, Plan.group3
+    local k = prep.labels and #prep.labels or 1
     print(("recipe  %s (%s)"):format(r.name, a.RECIPE))
     print(("model   %s: %d layers, %s parameters; %s head, %d labels"):format(r.model.name, info.num_layers,
-      group3((function() local t = 0 for _, n in ipairs(info.names) do t = t + info.numel[n] end return t end)()),
-      r.task.kind, k))
-    print(("data    train %s rows%s, batch %d -> %s steps/epoch x %d epochs = %s steps"):format(group3(sizes.rows),
-      r.data.train.limit and (" (limit %s)"):format(group3(r.data.train.limit)) or "", r.data.batch_size,
-      group3(sizes.steps_per_epoch), r.train.epochs, group3(sizes.total_steps)))
-    print(("optim   %s lr %s, weight decay %g; %s schedule, warm-up %g"):format(r.optim.name, fmt_lr(r.optim.lr),
+      g3(plan.total_params), r.task.kind, k))
+    print(("data    train %s rows%s, batch %d -> %s steps/epoch x %d epochs = %s steps"):format(g3(plan.sizes.rows),
+      r.data.train.limit and (" (limit %s)"):format(g3(r.data.train.limit)) or "", r.data.batch_size,
+      g3(plan.sizes.steps_per_epoch), r.train.epochs, g3(plan.sizes.total_steps)))
+    print(("optim   %s lr %s, weight decay %g; %s schedule, warm-up %g"):format(r.optim.name, Plan.fmt_lr(r.optim.lr),
       r.optim.weight_decay, r.lr_schedule.name, r.lr_schedule.warmup))
     print(("schedule %s"):format(r.schedule.preset))
     print("")
-    for _, line in ipairs(M.plan_text(r, info, sched, sizes)) do print(line) end
-    bert = nil
-    collectgarbage()
+    for _, line in ipairs(Plan.lines(plan)) do print(line) end
+    prep.model.bert:free()
   end,
 })
 
@@ -304,7 +149,6 @@ command("cat", {
   help = "Prints RECIPE with its base merged, overrides applied and every default filled in, as Lua that\n`pft train` accepts back.",
   args = { "RECIPE" }, overrides = true, options = {},
   run = function(a)
-    local R = require "pft.recipe"
     local r = R.load(a.RECIPE, a.overrides)
     io.write("-- resolved from ", a.RECIPE, #a.overrides > 0 and (" " .. table.concat(a.overrides, " ")) or "", "\n")
     io.write(R.dump(r))
@@ -313,22 +157,14 @@ command("cat", {
 
 -- Shipped recipes: { name, path, description } sorted by name.
 function M.shipped()
-  local R = require "pft.recipe"
+  local core = require "pft.core"
   local out, seen = {}, {}
   for _, dir in ipairs(R.recipe_dirs()) do
-    local names
-    local ok, core = pcall(require, "pft.core")
-    if ok and core.list_dir then names = core.list_dir(dir) end
-    if not names then
-      names = {}
-      local p = io.popen(("ls -1 %q 2>/dev/null"):format(dir))
-      if p then for l in p:lines() do names[#names + 1] = l end p:close() end
-    end
-    for _, f in ipairs(names or {}) do
+    for _, f in ipairs(core.list_dir(dir) or {}) do
       local name = f:match("^(.+)%.lua$")
       if name and not seen[name] then
         seen[name] = true
-        local src = read_all(dir .. "/" .. f) or ""
+        local src = fs.read_file(dir .. "/" .. f) or ""
         out[#out + 1] = { name = name, path = dir .. "/" .. f, description = src:match("^%-%-%s*([^\n]*)") or "" }
       end
     end
@@ -356,16 +192,12 @@ command("cp", {
   help = "Copies the shipped recipe NAME to the file DEST (or into the directory DEST as NAME.lua).\nNever overwrites an existing file.",
   args = { "NAME", "DEST" }, options = {},
   run = function(a)
-    local R = require "pft.recipe"
     local src_path, err = R.resolve_path(a.NAME)
     if not src_path then usage("cp: " .. err) end
     local dest = a.DEST
-    local ok, core = pcall(require, "pft.core")
-    local is_dir = ok and core.list_dir and core.list_dir(dest) ~= nil
-    if not is_dir and not (ok and core.list_dir) then is_dir = os.execute(("test -d %q"):format(dest)) == 0 end
-    if is_dir then dest = dest .. "/" .. src_path:match("([^/]*)$") end
-    if exists(dest) then error(("pft cp: %s exists; not overwriting it"):format(dest), 0) end
-    local text = assert(read_all(src_path))
+    if require("pft.core").list_dir(dest) ~= nil then dest = dest .. "/" .. fs.basename(src_path) end
+    if fs.exists(dest) then error(("pft cp: %s exists; not overwriting it"):format(dest), 0) end
+    local text = assert(fs.read_file(src_path))
     local f, ferr = io.open(dest, "w")
     if not f then error(("pft cp: cannot write %s: %s"):format(dest, ferr), 0) end
     f:write(text)
@@ -376,7 +208,6 @@ command("cp", {
 
 -- A split spec for a data file given on the command line, with key=value fields (text=, label=, ...).
 local function cli_split(path, overrides)
-  local R = require "pft.recipe"
   local spec = R.SCHEMA.by.data.by.train
   local s = { path = path }
   for _, o in ipairs(overrides) do
@@ -386,11 +217,8 @@ local function cli_split(path, overrides)
     s[k] = parsed.value
   end
   for _, f in ipairs(spec.fields) do if s[f[1]] == nil and f[1] ~= "path" then s[f[1]] = f[2].default end end
-  s.path = R.abspath(s.path)
-  if not s.format then
-    local ext = s.path:match("%.(%w+)$")
-    s.format = (ext == "csv" or ext == "jsonl") and ext or "tsv"
-  end
+  s.path = fs.abspath(s.path)
+  s.format = require("pft.data").format_of(s)
   return s
 end
 
@@ -400,14 +228,8 @@ command("eval", {
   help = "Evaluates the final model of RUN (a run directory) or a model directory on DATA and prints the\nmetrics. Split fields (text=, label=, format=, header=, limit=) describe DATA.",
   args = { "RUN_OR_MODEL", "DATA" }, overrides = true, options = {},
   run = function(a)
-    local T = require_optional("pft.train", "pft eval")
-    local m = T.evaluate(a.RUN_OR_MODEL, cli_split(a.DATA, a.overrides))
-    local ok, Mx = pcall(require, "pft.metrics")
-    if ok and Mx.format then print(Mx.format(m)) return end
-    local keys = {}
-    for k, v in pairs(m) do if type(v) == "number" then keys[#keys + 1] = k end end
-    table.sort(keys)
-    for _, k in ipairs(keys) do print(("%s\t%.4f"):format(k, m[k])) end
+    local m = require("pft.train").evaluate(a.RUN_OR_MODEL, cli_split(a.DATA, a.overrides))
+    print(require("pft.metrics").format(m))
   end,
 })
 
@@ -417,8 +239,7 @@ command("predict", {
   help = "Writes one JSON object per input row (the label and the probability of every label) to FILE,\nor to standard output without --out.",
   args = { "RUN_OR_MODEL", "INPUT" }, options = { out = true },
   run = function(a)
-    local T = require_optional("pft.train", "pft predict")
-    T.predict(a.RUN_OR_MODEL, a.INPUT, a.options.out)
+    require("pft.train").predict(a.RUN_OR_MODEL, a.INPUT, a.options.out)
   end,
 })
 
@@ -428,13 +249,24 @@ command("export", {
   help = "Writes RUN's final model to DEST (config.json, model.safetensors, vocab and tokenizer files).",
   args = { "RUN", "DEST" }, options = {},
   run = function(a)
-    local ok, T = pcall(require, "pft.train")
-    if ok and T.export then return T.export(a.RUN, a.DEST) end
-    local PM = require_optional("pft.model", "pft export")
-    local dir = exists(a.RUN .. "/model/config.json") and (a.RUN .. "/model") or a.RUN
-    local m = PM.load(dir)
-    m:export(a.DEST, { labels = m.labels })
-    print(("exported %s to %s"):format(dir, a.DEST))
+    require("pft.train").export(a.RUN, a.DEST)
+  end,
+})
+
+command("presets", {
+  usage = "pft presets",
+  summary = "list the freeze-schedule presets",
+  help = "Lists every schedule.preset: what trains at step 0 and what changes after (docs/recipes.md).",
+  args = {}, options = {},
+  run = function()
+    local S = require "pft.schedule"
+    local w = 0
+    for _, p in ipairs(S.PRESETS) do w = math.max(w, #p.name) end
+    for _, p in ipairs(S.PRESETS) do
+      local plain = function(t) return (t:gsub("`", ""):gsub("%*(%a+)%*", "%1")) end
+      print(("%s%s  start: %s"):format(p.name, (" "):rep(w - #p.name), plain(p.start)))
+      if p.after ~= "—" then print(("%s  then:  %s"):format((" "):rep(w), plain(p.after))) end
+    end
   end,
 })
 
@@ -443,7 +275,7 @@ command("recipes-doc", {
   summary = "print the recipe key table (docs/recipes.md)",
   help = "Prints the markdown table of every recipe key, its type, default and meaning, from the schema.",
   args = {}, options = {},
-  run = function() io.write(require("pft.recipe").doc_table()) end,
+  run = function() io.write(R.doc_table()) end,
 })
 
 command("help", {
@@ -465,7 +297,7 @@ function M.main(argv)
   local cmd = M.commands[name]
   if not cmd then
     local msg = ("'%s' is neither a command nor a file"):format(tostring(name))
-    if name and exists(name) then msg = msg .. (" (to run the file %s as a script: pft ./%s)"):format(name, name) end
+    if name and fs.exists(name) then msg = msg .. (" (to run the file %s as a script: pft ./%s)"):format(name, name) end
     return M.usage_error(msg)
   end
   local args = { select(2, unpack(argv)) }

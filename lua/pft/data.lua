@@ -1,10 +1,13 @@
 -- pft.data: dataset readers (TSV, CSV, JSONL), label sets, and batch loaders over a split tokenized once
 -- in C. The formats, the malformed-row and invalid-UTF-8 policies, shuffling, bucketing and the cache are
--- described in docs/data.md.
+-- described in docs/data.md. Each format is one entry of D.READERS (its extensions, whether a header
+-- names its columns, the function that splits a file into records); D.format_of is the one place a
+-- split's format is decided.
 --
 --   local D = require "pft.data"
 --   local train = D.read({ path = "../shared/data/sst2/train.tsv", text = "sentence", label = "label" })
 --   local dev = D.read({ path = ".../dev.tsv" }, { labels = train.label_names })  -- unseen label: error
+--   D.format_of("x.ndjson")  -- "jsonl";  D.format_names()  -- { "csv", "jsonl", "tsv" }
 --   local loader = D.loader(train, tokenizer, { batch_size = 32, shuffle = true, bucket = true, seed = 42 })
 --   for item in loader:epoch(0) do  -- item.batch (pft.Batch), item.labels, item.index, item.rows
 --     ...
@@ -13,6 +16,7 @@
 -- Reading and splitting lines is Lua (orchestration, well under a second for 60k rows); tokenizing,
 -- padding, hashing and UTF-8 checks are C (core/lua_data.c). Rows are 1-based; label ids are 0-based.
 local core = require "pft.core"
+local fs = require "pft.fs"
 
 local D = {}
 
@@ -24,29 +28,16 @@ local LOADER_KEYS = { batch_size = true, shuffle = true, bucket = true, seed = t
 local TASKS = { classification = true, regression = true, token_classification = true }
 local KEEP_LINES = 10 -- line numbers kept for skipped rows and rows with invalid UTF-8
 
-local function check_keys(t, allowed, what)
+-- Raises at `level` (as error() counts it) when t has a key that allowed lacks.
+local function check_keys(t, allowed, what, level)
   for k in pairs(t) do
     if not allowed[k] then
       local names = {}
       for n in pairs(allowed) do names[#names + 1] = n end
       table.sort(names)
-      error(("%s: unknown key '%s' (known: %s)"):format(what, tostring(k), table.concat(names, ", ")), 3)
+      error(("%s: unknown key '%s' (known: %s)"):format(what, tostring(k), table.concat(names, ", ")), level)
     end
   end
-end
-
-local function format_of(spec)
-  if spec.format then
-    if spec.format ~= "tsv" and spec.format ~= "csv" and spec.format ~= "jsonl" then
-      error(("data: format '%s' is not one of tsv, csv, jsonl"):format(tostring(spec.format)), 3)
-    end
-    return spec.format
-  end
-  local ext = spec.path:match("%.([%w]+)$")
-  ext = ext and ext:lower()
-  if ext == "tsv" or ext == "csv" then return ext end
-  if ext == "jsonl" or ext == "ndjson" or ext == "json" then return "jsonl" end
-  error(("data: %s: cannot tell the format from the extension; set format = \"tsv\" | \"csv\" | \"jsonl\""):format(spec.path), 3)
 end
 
 -- --- record sources: each calls emit(fields, line) per row, bad(line, message) per malformed row --------
@@ -94,6 +85,23 @@ local function tsv_records(s, emit)
   end)
 end
 
+-- The quoted CSV field whose opening quote is at s[pos]: its text ("" read as ") and the position just
+-- after its closing quote. line is where the field starts, for the message when the quote never closes.
+local function csv_quoted(s, pos, path, line)
+  local parts, p = {}, pos + 1
+  while true do
+    local q = s:find('"', p, true)
+    if not q then error(("%s:%d: unterminated quoted field"):format(path, line), 0) end
+    parts[#parts + 1] = s:sub(p, q - 1)
+    if s:byte(q + 1) == 34 then
+      parts[#parts + 1] = '"'
+      p = q + 2
+    else
+      return table.concat(parts), q + 1
+    end
+  end
+end
+
 -- RFC 4180: fields separated by commas, records by CRLF or LF; a field in double quotes may hold commas,
 -- tabs, newlines and doubled quotes. An unterminated quote cannot be resynchronised: it always raises.
 local function csv_records(s, emit, bad, path)
@@ -101,24 +109,10 @@ local function csv_records(s, emit, bad, path)
   while pos <= n do
     local fields, start, broken = {}, line, nil
     while true do
-      local field
       if s:byte(pos) == 34 then -- '"'
-        local parts, p = {}, pos + 1
-        while true do
-          local q = s:find('"', p, true)
-          if not q then error(("%s:%d: unterminated quoted field"):format(path, line), 0) end
-          parts[#parts + 1] = s:sub(p, q - 1)
-          if s:byte(q + 1) == 34 then
-            parts[#parts + 1] = '"'
-            p = q + 2
-          else
-            p = q + 1
-            break
-          end
-        end
-        field = table.concat(parts)
+        local field
+        field, pos = csv_quoted(s, pos, path, line)
         for _ in field:gmatch("\n") do line = line + 1 end
-        pos = p
         local c = s:byte(pos)
         if c == 13 and s:byte(pos + 1) == 10 then pos, c = pos + 1, 10 end
         if c ~= nil and c ~= 44 and c ~= 10 then
@@ -133,9 +127,9 @@ local function csv_records(s, emit, bad, path)
       else
         local q = s:find("[,\n]", pos)
         local stop = (q or n + 1) - 1
-        local fs = stop
-        if q and s:byte(q) == 10 and s:byte(stop) == 13 then fs = stop - 1 end
-        fields[#fields + 1] = s:sub(pos, fs)
+        local last = stop
+        if q and s:byte(q) == 10 and s:byte(stop) == 13 then last = stop - 1 end
+        fields[#fields + 1] = s:sub(pos, last)
         pos = stop + 2
         if not q or s:byte(q) == 10 then break end
       end
@@ -164,7 +158,81 @@ local function jsonl_records(s, emit, bad)
   end)
 end
 
+-- --- the formats ------------------------------------------------------------------------------------
+-- One entry per format, in a list so that messages name them in a fixed order; adding a format is one
+-- entry here (and its test). D.READERS[name] is the entry:
+--   name, title (as messages write it), extensions (lower case, without the dot), description,
+--   header (split.header applies: the first row may name the columns), keyed (a record is a table of
+--   named fields: columns are given by name only), records(text, emit, bad, path) (splits the file).
+local FORMATS = {
+  { name = "tsv", title = "TSV", extensions = { "tsv" }, header = true, keyed = false, records = tsv_records,
+    description = "one row per line, fields split on tabs, no quoting" },
+  { name = "csv", title = "CSV", extensions = { "csv" }, header = true, keyed = false, records = csv_records,
+    description = "RFC 4180: quoted fields may hold commas, newlines and doubled quotes" },
+  { name = "jsonl", title = "JSONL", extensions = { "jsonl", "ndjson", "json" }, header = false, keyed = true,
+    records = jsonl_records, description = "one JSON object per line; its keys are the columns" },
+}
+
+D.READERS = {}
+local FORMAT_OF_EXT = {} -- "ndjson" -> "jsonl"
+for _, r in ipairs(FORMATS) do
+  D.READERS[r.name] = r
+  for _, ext in ipairs(r.extensions) do
+    assert(not FORMAT_OF_EXT[ext], "data: extension claimed by two formats: " .. ext)
+    FORMAT_OF_EXT[ext] = r.name
+  end
+end
+
+-- D.format_names() -> the format names in registry order (the recipe schema's enum is built from it)
+function D.format_names()
+  local names = {}
+  for i, r in ipairs(FORMATS) do names[i] = r.name end
+  return names
+end
+
+-- What every format lists (each of its names or extensions through fmt), in FORMATS order: for messages.
+local function known(what, fmt)
+  local out = {}
+  for _, r in ipairs(FORMATS) do
+    local items = what == "names" and { r.name } or what == "first extensions" and { r.extensions[1] } or r.extensions
+    for _, v in ipairs(items) do out[#out + 1] = fmt:format(v) end
+  end
+  return out
+end
+
+-- The format of a split (spec.format when given, else from the extension of spec.path); raises at `level`.
+local function format_of(spec, level)
+  if type(spec) == "string" then spec = { path = spec } end
+  if spec.format then
+    if not D.READERS[spec.format] then
+      error(("data: format '%s' is not one of %s"):format(tostring(spec.format), table.concat(known("names", "%s"), ", ")),
+        level)
+    end
+    return spec.format
+  end
+  local ext = spec.path:match("%.([%w]+)$")
+  local fmt = ext and FORMAT_OF_EXT[ext:lower()]
+  if fmt then return fmt end
+  error(("data: %s: cannot tell the format from the extension (known: %s); set format = %s"):format(spec.path,
+    table.concat(known("extensions", ".%s"), ", "), table.concat(known("names", '"%s"'), " | ")), level)
+end
+
+-- D.format_of(spec_or_path) -> "tsv" | "csv" | "jsonl" | ...: spec.format when given (checked against
+-- D.READERS), else the format whose extensions hold the path's (in any case). An unknown format or
+-- extension raises a message without a position that names the file and the known extensions.
+function D.format_of(spec_or_path)
+  local t = type(spec_or_path)
+  if t ~= "string" and not (t == "table" and (spec_or_path.format or type(spec_or_path.path) == "string")) then
+    error("data.format_of: a path, or a split with a path or a format, is required", 2)
+  end
+  return (format_of(spec_or_path, 0))
+end
+
 -- --- reading ----------------------------------------------------------------------------------------
+-- D.read's steps, top to bottom: read_args (the split and options, checked), read_text (the file's bytes,
+-- refused when not text), then the reader's records through on_row (the header, the columns of a row,
+-- its text and its label), then the counts of rows and invalid UTF-8, then set_labels (names -> ids).
+-- The state of one read is `rd` (read_args's table, plus ds, cols, header_names, raw_labels, done).
 
 local function column_name(col)
   return type(col) == "number" and ("column %d"):format(col) or ("column '%s'"):format(col)
@@ -202,38 +270,46 @@ local function sorted_labels(seen)
   return names
 end
 
--- D.read(spec, opts) -> dataset table (see docs/data.md and docs/recipe-contracts.md)
-function D.read(spec, opts)
+-- "a, b or c"
+local function either(items)
+  if #items < 2 then return items[1] or "" end
+  return table.concat(items, ", ", 1, #items - 1) .. " or " .. items[#items]
+end
+
+-- D.read's arguments checked and filled in; misuse raises at D.read's caller (level 3 here, 4 in callees).
+local function read_args(spec, opts)
   if type(spec) == "string" then spec = { path = spec } end
-  if type(spec) ~= "table" or type(spec.path) ~= "string" then error("data.read: spec.path (a string) is required", 2) end
+  if type(spec) ~= "table" or type(spec.path) ~= "string" then error("data.read: spec.path (a string) is required", 3) end
   opts = opts or {}
-  check_keys(spec, SPEC_KEYS, "data.read: split")
-  check_keys(opts, READ_KEYS, "data.read: options")
+  check_keys(spec, SPEC_KEYS, "data.read: split", 4)
+  check_keys(opts, READ_KEYS, "data.read: options", 4)
   local task = opts.task or "classification"
-  if not TASKS[task] then error(("data.read: task '%s' is not one of classification, regression, token_classification"):format(tostring(task)), 2) end
+  if not TASKS[task] then error(("data.read: task '%s' is not one of classification, regression, token_classification"):format(tostring(task)), 3) end
   local on_error = opts.on_error or "fail"
-  if on_error ~= "fail" and on_error ~= "skip" then error(("data.read: on_error '%s' is not 'fail' or 'skip'"):format(tostring(on_error)), 2) end
+  if on_error ~= "fail" and on_error ~= "skip" then error(("data.read: on_error '%s' is not 'fail' or 'skip'"):format(tostring(on_error)), 3) end
   local preprocess = opts.preprocess
-  if preprocess ~= nil and type(preprocess) ~= "function" then error("data.read: preprocess must be a function(text) -> text", 2) end
-  local path = spec.path
-  local fmt = format_of(spec)
+  if preprocess ~= nil and type(preprocess) ~= "function" then error("data.read: preprocess must be a function(text) -> text", 3) end
+  local fmt = format_of(spec, 4)
   local header = spec.header
   if header == nil then header = DEFAULT_SPEC.header end
-  local text_col = spec.text or DEFAULT_SPEC.text
-  local pair_col = spec.text_pair
   local label_col = spec.label
   if label_col == nil then label_col = DEFAULT_SPEC.label end
   local limit = spec.limit
   if limit ~= nil and (type(limit) ~= "number" or limit < 1 or limit ~= math.floor(limit)) then
-    error(("data.read: %s: limit must be a positive integer"):format(path), 2)
+    error(("data.read: %s: limit must be a positive integer"):format(spec.path), 3)
   end
+  return { path = spec.path, format = fmt, reader = D.READERS[fmt], task = task, on_error = on_error,
+    preprocess = preprocess, header = header, limit = limit, labels = opts.labels,
+    columns = { text = spec.text or DEFAULT_SPEC.text, pair = spec.text_pair, label = label_col } }
+end
 
-  local f, ferr = io.open(path, "rb")
-  if not f then error(("data: cannot open %s"):format(ferr or path), 2) end
-  local s = f:read("*a")
-  f:close()
+-- The file's bytes without a UTF-8 BOM; a directory, a binary, UTF-16 or CR-only file raises.
+local function read_text(path, fmt)
+  local s, err = fs.read_file(path)
+  if s == nil and err then error(("data: cannot open %s"):format(err), 3) end -- at D.read's caller
   if s == nil or core.list_dir(path) then -- io.open opens a directory; reading it fails
-    error(("data: %s is a directory, not a data file (give the path of a .tsv, .csv or .jsonl file)"):format(path), 0)
+    error(("data: %s is a directory, not a data file (give the path of a %s file)"):format(path,
+      either(known("first extensions", ".%s"))), 0)
   end
   local nul = s:find("%z")
   if nul then
@@ -247,205 +323,232 @@ function D.read(spec, opts)
     error(("data: %s: the lines end in CR only (old Mac line endings); convert them to LF, e.g. tr '\\r' '\\n'"):format(path), 0)
   end
   if s:sub(1, 3) == "\239\187\191" then s = s:sub(4) end -- UTF-8 BOM
+  return s
+end
 
-  local ds = { path = path, format = fmt, task = task, n = 0, texts = {}, pairs = pair_col and {} or nil, labels = {},
-    label_names = {}, lines = {}, skipped = 0, skipped_lines = {}, skipped_messages = {}, invalid_utf8 = 0,
-    invalid_utf8_lines = {}, spec = { text = text_col, text_pair = pair_col, label = label_col, limit = limit, header = header } }
-  local raw_labels = {}
+local function new_dataset(rd)
+  local c = rd.columns
+  return { path = rd.path, format = rd.format, task = rd.task, n = 0, texts = {}, pairs = c.pair and {} or nil,
+    labels = {}, label_names = {}, lines = {}, skipped = 0, skipped_lines = {}, skipped_messages = {},
+    invalid_utf8 = 0, invalid_utf8_lines = {},
+    spec = { text = c.text, text_pair = c.pair, label = c.label, limit = rd.limit, header = rd.header } }
+end
 
-  local function bad(line, msg)
-    local full = ("%s:%d: %s"):format(path, line, msg)
-    if on_error == "fail" then error(full, 0) end
-    ds.skipped = ds.skipped + 1
-    if #ds.skipped_lines < KEEP_LINES then
-      ds.skipped_lines[#ds.skipped_lines + 1] = line
-      ds.skipped_messages[#ds.skipped_messages + 1] = full
-    end
+-- A malformed row: raises under on_error = "fail", else is counted (the first KEEP_LINES kept).
+local function bad(rd, line, msg)
+  local full = ("%s:%d: %s"):format(rd.path, line, msg)
+  if rd.on_error == "fail" then error(full, 0) end
+  local ds = rd.ds
+  ds.skipped = ds.skipped + 1
+  if #ds.skipped_lines < KEEP_LINES then
+    ds.skipped_lines[#ds.skipped_lines + 1] = line
+    ds.skipped_messages[#ds.skipped_messages + 1] = full
   end
+end
 
-  -- column -> field position (tsv/csv), resolved from the header or given as an index
-  local cols, header_names
-  local function resolve(col, fields)
-    if col == nil or col == false then return nil end
-    if type(col) == "number" then
-      if col < 1 or col ~= math.floor(col) then error(("data: %s: column index %s must be a positive integer"):format(path, col), 0) end
-      return col
-    end
-    if type(col) ~= "string" then error(("data: %s: a column is a name or a 1-based index, got a %s"):format(path, type(col)), 0) end
-    if fmt == "jsonl" then return col end
-    if not header then
-      error(("data: %s: column '%s' is given by name but the split has header = false; give its 1-based index"):format(path, col), 0)
-    end
-    for i, name in ipairs(fields) do
-      if name == col then return i end
-    end
-    error(("data: %s: no column '%s' in the header (%s)"):format(path, short(col), short(table.concat(fields, ", "))), 0)
+-- A split's column -> the key of its field in a record: a position (from the header names, or given as
+-- an index) or, for keyed formats, the name itself. nil for a column the split does not have.
+local function resolve(rd, col, names)
+  local path = rd.path
+  if col == nil or col == false then return nil end
+  if type(col) == "number" then
+    if col < 1 or col ~= math.floor(col) then error(("data: %s: column index %s must be a positive integer"):format(path, col), 0) end
+    return col
   end
+  if type(col) ~= "string" then error(("data: %s: a column is a name or a 1-based index, got a %s"):format(path, type(col)), 0) end
+  if rd.reader.keyed then return col end
+  if not rd.header then
+    error(("data: %s: column '%s' is given by name but the split has header = false; give its 1-based index"):format(path, col), 0)
+  end
+  for i, name in ipairs(names) do
+    if name == col then return i end
+  end
+  error(("data: %s: no column '%s' in the header (%s)"):format(path, short(col), short(table.concat(names, ", "))), 0)
+end
 
-  local done = false
-  local function field_of(fields, which, col, line)
-    local key = cols[which]
-    if key == nil then return nil end
-    local v
-    if fmt == "jsonl" then
-      if type(key) == "number" then
-        error(("data: %s: JSONL rows have no column order; name the column instead of %d"):format(path, key), 0)
-      end
-      v = fields[key]
-      if v == nil then return nil, ("column '%s' missing"):format(key) end
-      return v
+-- The first record resolves the columns; true when it is the header (names, not data). A name twice in
+-- a header makes a column ambiguous.
+local function take_columns(rd, fields, line)
+  local names = rd.header and rd.reader.header and fields or nil
+  local c = rd.columns
+  rd.cols = { text = resolve(rd, c.text, names or {}), pair = resolve(rd, c.pair, names or {}),
+    label = resolve(rd, c.label, names or {}) }
+  rd.header_names = names
+  if not names then return false end
+  local at = {}
+  for i, name in ipairs(names) do
+    if name ~= "" and at[name] then
+      error(("data: %s:%d: duplicate column '%s' in the header (columns %d and %d)"):format(rd.path, line, short(name),
+        at[name], i), 0)
+    end
+    at[name] = at[name] or i
+  end
+  return true
+end
+
+-- The value of column `which` ("text", "pair", "label") in a record, or nil and why the row is malformed.
+local function field_of(rd, fields, which)
+  local key = rd.cols[which]
+  if key == nil then return nil end
+  local v
+  if rd.reader.keyed then
+    if type(key) == "number" then
+      error(("data: %s: %s rows have no column order; name the column instead of %d"):format(rd.path, rd.reader.title, key), 0)
     end
     v = fields[key]
+    if v == nil then return nil, ("column '%s' missing"):format(key) end
+    return v
+  end
+  v = fields[key]
+  if v == nil then
+    local nf, col = #fields, rd.columns[which]
+    local desc = type(col) == "string" and ("column '%s' (%d)"):format(col, key) or column_name(col)
+    return nil, ("row has %d field%s, %s missing"):format(nf, nf == 1 and "" or "s", desc)
+  end
+  return v
+end
+
+-- A row's text and pair as strings, or nil, nil and why the row is malformed.
+local function row_texts(rd, text, pair)
+  if rd.task == "token_classification" and type(text) == "table" then text = table.concat(text, " ") end
+  local t = as_string(text)
+  if not t then return nil, nil, ("%s is a %s, expected text"):format(column_name(rd.columns.text), type(text)) end
+  if not rd.cols.pair then return t end
+  local p = as_string(pair)
+  if not p then return nil, nil, ("%s is a %s, expected text"):format(column_name(rd.columns.pair), type(pair)) end
+  return t, p
+end
+
+-- A row's label as the task reads it (a trimmed string, a finite number, a list of tags), or nil and why
+-- the row is malformed.
+local function row_label(task, label)
+  if task == "token_classification" then
+    local tags
+    if type(label) == "string" then
+      tags = {}
+      for tag in label:gmatch("%S+") do tags[#tags + 1] = tag end
+    elseif type(label) == "table" then
+      tags = {}
+      for i, tag in ipairs(label) do tags[i] = as_string(tag) end
+    end
+    if not tags then return nil, "tags must be a list or a space-separated string" end
+    return tags
+  end
+  local lab = as_string(label)
+  if not lab then return nil, ("label is a %s, expected a string or a number"):format(type(label)) end
+  lab = trim(lab)
+  if lab == "" then return nil, "empty label" end
+  if task ~= "regression" then return lab end
+  local v = tonumber(lab)
+  if not v or v ~= v or v == math.huge or v == -math.huge then
+    return nil, ("label '%s' is not a finite number"):format(short(lab))
+  end
+  return v
+end
+
+-- One record (the reader's emit): the header, a data row, or a malformed row.
+local function on_row(rd, fields, line)
+  if rd.done then return end
+  if not rd.cols and take_columns(rd, fields, line) then return end
+  local text, pair, label, err
+  text, err = field_of(rd, fields, "text")
+  if not err and rd.cols.pair then pair, err = field_of(rd, fields, "pair") end
+  if not err and rd.cols.label then label, err = field_of(rd, fields, "label") end
+  local t, p, lab
+  if not err then t, p, err = row_texts(rd, text, pair) end
+  if not err and rd.cols.label then lab, err = row_label(rd.task, label) end
+  if err then return bad(rd, line, err) end
+  if rd.preprocess then
+    t = rd.preprocess(t)
+    if p then p = rd.preprocess(p) end
+  end
+  local ds = rd.ds
+  local k = ds.n + 1
+  ds.n = k
+  ds.texts[k] = t
+  if p then ds.pairs[k] = p end
+  ds.lines[k] = line
+  if lab ~= nil then rd.raw_labels[k] = lab end
+  if rd.limit and k >= rd.limit then rd.done = true end
+end
+
+-- A file without a usable row is an error; invalid UTF-8 is passed through (the tokenizer drops
+-- ill-formed sequences) and counted here.
+local function count_rows(rd, s)
+  local ds = rd.ds
+  if ds.n == 0 then
+    if ds.skipped > 0 then error(("data: %s: no usable rows (%d malformed, skipped)"):format(rd.path, ds.skipped), 0) end
+    error(("data: %s: no data rows (the file is empty%s)"):format(rd.path, rd.header_names and " but for its header" or ""), 0)
+  end
+  ds.columns = rd.header_names
+  if core.utf8_valid(s) then return end
+  for i = 1, ds.n do
+    if not core.utf8_valid(ds.texts[i]) or (ds.pairs and not core.utf8_valid(ds.pairs[i])) then
+      ds.invalid_utf8 = ds.invalid_utf8 + 1
+      if #ds.invalid_utf8_lines < KEEP_LINES then ds.invalid_utf8_lines[#ds.invalid_utf8_lines + 1] = ds.lines[i] end
+    end
+  end
+end
+
+-- The label names in id order: the given ones (opts.labels), else the sorted labels (or tags) seen.
+local function label_names(given, raw, n)
+  local names = {}
+  if given then
+    for i, v in ipairs(given) do names[i] = as_string(v) or error("data.read: labels must be strings or numbers", 0) end
+    return names
+  end
+  local seen = {}
+  for i = 1, n do
+    local l = raw[i]
+    if type(l) == "table" then for _, tag in ipairs(l) do seen[tag] = true end else seen[l] = true end
+  end
+  return sorted_labels(seen)
+end
+
+-- ds.labels (ids, or numbers for regression) and ds.label_names; a label not in the set raises.
+local function set_labels(rd)
+  local ds, raw = rd.ds, rd.raw_labels
+  if not rd.cols.label then
+    ds.labels = nil
+    return
+  elseif rd.task == "regression" then
+    ds.labels, ds.label_names = raw, nil
+    return
+  end
+  local names = label_names(rd.labels, raw, ds.n)
+  local id = {}
+  for i, name in ipairs(names) do id[name] = i - 1 end
+  local function lookup(name, i)
+    local v = id[name]
     if v == nil then
-      local nf = #fields
-      local desc = type(col) == "string" and ("column '%s' (%d)"):format(col, key) or column_name(col)
-      return nil, ("row has %d field%s, %s missing"):format(nf, nf == 1 and "" or "s", desc)
+      error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(rd.path, ds.lines[i], short(name),
+        short(table.concat(names, ", "))), 0)
     end
     return v
   end
-
-  local function emit(fields, line)
-    if done then return end
-    if not cols then
-      local names = nil
-      if header and fmt ~= "jsonl" then names = fields end
-      cols = { text = resolve(text_col, names or {}), pair = resolve(pair_col, names or {}), label = resolve(label_col, names or {}) }
-      header_names = names
-      if names then -- the header row itself: a name twice makes a column ambiguous
-        local at = {}
-        for i, name in ipairs(names) do
-          if name ~= "" and at[name] then
-            error(("data: %s:%d: duplicate column '%s' in the header (columns %d and %d)"):format(path, line, short(name),
-              at[name], i), 0)
-          end
-          at[name] = at[name] or i
-        end
-        return
-      end
-    end
-    local text, err = field_of(fields, "text", text_col, line)
-    if err then return bad(line, err) end
-    local pair
-    if cols.pair then
-      pair, err = field_of(fields, "pair", pair_col, line)
-      if err then return bad(line, err) end
-    end
-    local label
-    if cols.label then
-      label, err = field_of(fields, "label", label_col, line)
-      if err then return bad(line, err) end
-    end
-    if task == "token_classification" and type(text) == "table" then text = table.concat(text, " ") end
-    local t = as_string(text)
-    if not t then return bad(line, ("%s is a %s, expected text"):format(column_name(text_col), type(text))) end
-    local p
-    if cols.pair then
-      p = as_string(pair)
-      if not p then return bad(line, ("%s is a %s, expected text"):format(column_name(pair_col), type(pair))) end
-    end
-    local lab
-    if cols.label then
-      if task == "token_classification" then
-        if type(label) == "string" then
-          lab = {}
-          for tag in label:gmatch("%S+") do lab[#lab + 1] = tag end
-        elseif type(label) == "table" then
-          lab = {}
-          for i, tag in ipairs(label) do lab[i] = as_string(tag) end
-        end
-        if not lab then return bad(line, "tags must be a list or a space-separated string") end
-      else
-        lab = as_string(label)
-        if not lab then return bad(line, ("label is a %s, expected a string or a number"):format(type(label))) end
-        lab = trim(lab)
-        if lab == "" then return bad(line, "empty label") end
-        if task == "regression" then
-          local v = tonumber(lab)
-          if not v or v ~= v or v == math.huge or v == -math.huge then
-            return bad(line, ("label '%s' is not a finite number"):format(short(lab)))
-          end
-          lab = v
-        end
-      end
-    end
-    if preprocess then
-      t = preprocess(t)
-      if p then p = preprocess(p) end
-    end
-    local k = ds.n + 1
-    ds.n = k
-    ds.texts[k] = t
-    if p then ds.pairs[k] = p end
-    ds.lines[k] = line
-    if lab ~= nil then raw_labels[k] = lab end
-    if limit and k >= limit then done = true end
-  end
-
-  if fmt == "tsv" then
-    tsv_records(s, emit)
-  elseif fmt == "csv" then
-    csv_records(s, emit, bad, path)
-  else
-    jsonl_records(s, emit, bad)
-  end
-  if ds.n == 0 then
-    if ds.skipped > 0 then error(("data: %s: no usable rows (%d malformed, skipped)"):format(path, ds.skipped), 0) end
-    error(("data: %s: no data rows (the file is empty%s)"):format(path, header_names and " but for its header" or ""), 0)
-  end
-  ds.columns = header_names
-
-  -- invalid UTF-8: passed through (the tokenizer drops ill-formed sequences), counted here
-  if not core.utf8_valid(s) then
-    for i = 1, ds.n do
-      if not core.utf8_valid(ds.texts[i]) or (ds.pairs and not core.utf8_valid(ds.pairs[i])) then
-        ds.invalid_utf8 = ds.invalid_utf8 + 1
-        if #ds.invalid_utf8_lines < KEEP_LINES then ds.invalid_utf8_lines[#ds.invalid_utf8_lines + 1] = ds.lines[i] end
-      end
-    end
-  end
-
-  -- labels
-  if not cols.label then
-    ds.labels = nil
-  elseif task == "regression" then
-    ds.labels = raw_labels
-    ds.label_names = nil
-  else
-    local names
-    if opts.labels then
-      names = {}
-      for i, v in ipairs(opts.labels) do names[i] = as_string(v) or error("data.read: labels must be strings or numbers", 0) end
+  for i = 1, ds.n do
+    local l = raw[i]
+    if type(l) == "table" then
+      local ids = {}
+      for j, tag in ipairs(l) do ids[j] = lookup(tag, i) end
+      ds.labels[i] = ids
     else
-      local seen = {}
-      for i = 1, ds.n do
-        local l = raw_labels[i]
-        if type(l) == "table" then for _, tag in ipairs(l) do seen[tag] = true end else seen[l] = true end
-      end
-      names = sorted_labels(seen)
+      ds.labels[i] = lookup(l, i)
     end
-    local id = {}
-    for i, name in ipairs(names) do id[name] = i - 1 end
-    local function lookup(name, i)
-      local v = id[name]
-      if v == nil then
-        error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(path, ds.lines[i], short(name),
-          short(table.concat(names, ", "))), 0)
-      end
-      return v
-    end
-    for i = 1, ds.n do
-      local l = raw_labels[i]
-      if type(l) == "table" then
-        local ids = {}
-        for j, tag in ipairs(l) do ids[j] = lookup(tag, i) end
-        ds.labels[i] = ids
-      else
-        ds.labels[i] = lookup(l, i)
-      end
-    end
-    ds.label_names = { unpack(names) }
   end
-  return ds
+  ds.label_names = { unpack(names) }
+end
+
+-- D.read(spec, opts) -> dataset table (docs/data.md)
+function D.read(spec, opts)
+  local rd = read_args(spec, opts)
+  local s = read_text(rd.path, rd.format)
+  rd.ds, rd.raw_labels, rd.done = new_dataset(rd), {}, false
+  rd.reader.records(s, function(fields, line) on_row(rd, fields, line) end,
+    function(line, msg) bad(rd, line, msg) end, rd.path)
+  count_rows(rd, s)
+  set_labels(rd)
+  return rd.ds
 end
 
 -- D.label_set(spec_or_ds, opts) -> the label names of the training data, in label-id order
@@ -463,28 +566,21 @@ end
 
 -- --- the tokenized-split cache ------------------------------------------------------------------------
 
-local function root_dir()
-  local src = debug.getinfo(1, "S").source
-  local dir = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/[^/]*$") or "."
-  return dir .. "/../.."
-end
-
--- $PFT_CACHE, else <repo>/build/cache when pft runs from its source tree, else ~/.cache/pft
+-- $PFT_CACHE, else <repo>/build/cache when pft runs from its source tree, else $XDG_CACHE_HOME/pft or
+-- ~/.cache/pft
 function D.cache_dir()
   local env = os.getenv("PFT_CACHE")
   if env and env ~= "" then return env end
-  local root = root_dir()
-  local mk = io.open(root .. "/Makefile", "r")
-  if mk then
-    mk:close()
-    return root .. "/build/cache"
-  end
+  local build = fs.build_dir()
+  if build then return build .. "/cache" end
   local xdg = os.getenv("XDG_CACHE_HOME")
   if xdg and xdg ~= "" then return xdg .. "/pft" end
   return (os.getenv("HOME") or ".") .. "/.cache/pft"
 end
 
-local function absolute(path)
+-- The split's path as the cache key spells it: $PWD joined, not normalised. Not fs.abspath: it drops
+-- "." and ".." segments, which would change the key (and so the file name) of every cache written so far.
+local function key_path(path)
   if path:sub(1, 1) == "/" then return path end
   return (os.getenv("PWD") or ".") .. "/" .. path
 end
@@ -502,7 +598,7 @@ function D.encode(ds, tokenizer, opts)
   local size, mtime = core.file_stat(ds.path)
   if not size then return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length), { hit = false, reason = mtime } end
   local sp = ds.spec or {}
-  local key = table.concat({ absolute(ds.path), tostring(sp.text), tostring(sp.text_pair), vocab, tostring(max_length) }, "\0")
+  local key = table.concat({ key_path(ds.path), tostring(sp.text), tostring(sp.text_pair), vocab, tostring(max_length) }, "\0")
   local dir = opts.cache_dir or D.cache_dir()
   local base = ds.path:match("([^/]+)$"):gsub("[^%w%._-]", "_")
   local file = ("%s/%s-%s.enc"):format(dir, base, core.text_hash({ key }))
@@ -520,6 +616,15 @@ end
 
 -- --- loaders ------------------------------------------------------------------------------------------
 
+-- D.num_batches(n, batch_size) -> how many batches n rows make: the last one may be short, none is dropped
+function D.num_batches(n, batch_size)
+  if type(n) ~= "number" or n < 0 or n ~= math.floor(n) then error("data.num_batches: n must be a non-negative integer", 2) end
+  if type(batch_size) ~= "number" or batch_size < 1 or batch_size ~= math.floor(batch_size) then
+    error("data.num_batches: batch_size must be a positive integer", 2)
+  end
+  return math.ceil(n / batch_size)
+end
+
 local Loader = {}
 Loader.__index = Loader
 
@@ -527,7 +632,7 @@ Loader.__index = Loader
 --   cache = true, cache_dir = nil, bucket_chunks = 50})
 function D.loader(ds, tokenizer, opts)
   opts = opts or {}
-  check_keys(opts, LOADER_KEYS, "data.loader: options")
+  check_keys(opts, LOADER_KEYS, "data.loader: options", 3)
   local bs = opts.batch_size or 32
   if type(bs) ~= "number" or bs < 1 or bs ~= math.floor(bs) then error("data.loader: batch_size must be a positive integer", 2) end
   local seed = opts.seed or 0
@@ -540,7 +645,7 @@ function D.loader(ds, tokenizer, opts)
   }, Loader)
 end
 
-function Loader:num_batches() return math.ceil(self.ds.n / self.batch_size) end
+function Loader:num_batches() return D.num_batches(self.ds.n, self.batch_size) end
 
 -- loader:batches(e) -> array of batches, each an array of 1-based rows; a pure function of (seed, e).
 -- Streams: 2e orders the rows, 2e + 1 orders the buckets' batches.

@@ -12,6 +12,7 @@
 -- all-MiniLM-L6-v2 there). Any Hugging Face BERT directory with config.json, vocab.txt and
 -- model.safetensors can be given by path. The model owns its memory in C; the Lua object only holds it.
 local core = require "pft.core"
+local fs = require "pft.fs"
 
 local M = {}
 
@@ -29,34 +30,14 @@ local function is_dir(path)
   return core.list_dir(path) ~= nil
 end
 
-local function file_exists(path)
-  local f = io.open(path, "rb")
-  if f then f:close() end
-  return f ~= nil
-end
-
--- "/a/b/../c/./d" -> "/a/c/d" (lexically; enough for the paths built here)
-local function clean_path(p)
-  local abs, parts = p:sub(1, 1) == "/", {}
-  for seg in p:gmatch("[^/]+") do
-    if seg == ".." and #parts > 0 and parts[#parts] ~= ".." then parts[#parts] = nil
-    elseif seg ~= "." then parts[#parts + 1] = seg end
-  end
-  return (abs and "/" or "") .. (#parts > 0 and table.concat(parts, "/") or (abs and "" or "."))
-end
+local file_exists = fs.exists
 
 -- The directories searched for short names, in order.
 function M.search_dirs()
   local dirs = {}
   local env = os.getenv("PFT_MODELS")
   if env and env ~= "" then dirs[#dirs + 1] = env end
-  local src = debug.getinfo(1, "S").source
-  local here = src:sub(1, 1) == "@" and src:sub(2):match("^(.*)/[^/]*$") or "."
-  if here:match("share/lua/5%.1/pft$") then -- installed tree: <prefix>/share/lua/5.1/pft/model.lua
-    dirs[#dirs + 1] = clean_path(here .. "/../../../pft/models")
-  else -- source tree: lua/pft/model.lua
-    dirs[#dirs + 1] = clean_path(here .. "/../../models")
-  end
+  dirs[#dirs + 1] = fs.models_dir()
   return dirs
 end
 
@@ -96,31 +77,8 @@ function M.resolve(name)
     #avail > 0 and table.concat(avail, ", ") or "none"), 2)
 end
 
-local function read_file(path)
-  local f, err = io.open(path, "rb")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
--- Writes data to path through a temporary file in the same directory and a rename: old file or new.
-local function write_atomic(path, data)
-  local tmp = ("%s.tmp.%d%d"):format(path, os.time(), math.random(1, 1e9))
-  local f, err = io.open(tmp, "wb")
-  if not f then error("pft.model: cannot write " .. tmp .. ": " .. tostring(err), 0) end
-  local ok, werr = f:write(data)
-  local cok = f:close()
-  if not ok or not cok then
-    os.remove(tmp)
-    error("pft.model: cannot write " .. tmp .. ": " .. tostring(werr), 0)
-  end
-  local rok, rerr = os.rename(tmp, path)
-  if not rok then
-    os.remove(tmp)
-    error("pft.model: cannot rename " .. tmp .. " to " .. path .. ": " .. tostring(rerr), 0)
-  end
-end
+local read_file = fs.read_file
+local function write_atomic(path, data) fs.write_atomic(path, data, "pft.model") end
 
 local function read_config(dir)
   local cjson = require "cjson"

@@ -84,13 +84,7 @@ end
 
 -- --- the model ----------------------------------------------------------------------------------------
 
-local function read_file(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
+local read_file = require("pft.fs").read_file
 
 -- Entries of a vocab.txt, counted as the tokenizer counts them (core/text.c: \n, \r\n or \r end a line).
 function P.vocab_entries(text)

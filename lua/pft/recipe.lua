@@ -10,6 +10,8 @@
 -- "override 'optim.lr=fast': optim.lr must be a number > 0 (got string \"fast\")".
 -- Every key, its type and its default is in pft.recipe_schema; docs/recipes.md carries the table that
 -- R.doc_table() prints (a test keeps the two equal).
+local fs = require "pft.fs"
+
 local R = {}
 
 -- An error object for malformed command-line arguments, so that the CLI can exit 2 instead of 1.
@@ -21,61 +23,9 @@ local function usage_error(msg) error(setmetatable({ msg = msg, usage = true }, 
 -- ---------------------------------------------------------------------------------------------
 -- Paths
 
-local function dirname(p) return p:match("^(.*)/[^/]*$") or "." end
-local function basename(p) return p:match("([^/]*)$") end
-local function file_exists(p)
-  local f = io.open(p, "r")
-  if f then f:close() end
-  return f ~= nil
-end
-local function read_file(p)
-  local f, err = io.open(p, "r")
-  if not f then return nil, err end
-  local s = f:read("*a")
-  f:close()
-  return s
-end
-
-local cwd_cache
-function R.cwd()
-  if not cwd_cache then
-    local p = io.popen("pwd")
-    cwd_cache = p and p:read("*l") or os.getenv("PWD") or "."
-    if p then p:close() end
-  end
-  return cwd_cache
-end
-
--- Makes p absolute (against the current directory) and removes "." and "x/.." segments.
-function R.abspath(p)
-  if p:sub(1, 1) ~= "/" then p = R.cwd() .. "/" .. p end
-  local out = {}
-  for seg in p:gmatch("[^/]+") do
-    if seg == ".." then
-      if #out > 0 then out[#out] = nil end
-    elseif seg ~= "." then
-      out[#out + 1] = seg
-    end
-  end
-  return "/" .. table.concat(out, "/")
-end
-
--- The path as the user should read it: relative to the current directory when it lies below it.
-local function display_path(p)
-  local c = R.cwd() .. "/"
-  if p:sub(1, #c) == c then return p:sub(#c + 1) end
-  return p
-end
-
--- The repository (or install prefix) root: this file is <root>/lua/pft/recipe.lua in a source tree,
--- <prefix>/share/lua/5.1/pft/recipe.lua when installed.
-function R.root()
-  local src = debug.getinfo(1, "S").source
-  local file = src:sub(1, 1) == "@" and R.abspath(src:sub(2)) or R.abspath("lua/pft/recipe.lua")
-  local dir = dirname(dirname(file)) -- .../lua or .../share/lua/5.1
-  if dir:match("/share/lua/5%.1$") then return (dir:gsub("/share/lua/5%.1$", "")), true end
-  return dirname(dir), false
-end
+local dirname, basename, file_exists, read_file = fs.dirname, fs.basename, fs.exists, fs.read_file
+local display_path = fs.display_path
+R.cwd, R.abspath, R.root = fs.cwd, fs.abspath, fs.root -- (for callers of pft.recipe; pft.fs is their home)
 
 -- Directories searched for shipped recipes, in order: $PFT_RECIPES, <root>/recipes (source tree),
 -- <LUADIR>/pft/recipes beside this file (installed: `make install` and LuaRocks put them there).
@@ -703,13 +653,13 @@ local function expand_path(p)
   return R.abspath(p)
 end
 
-local function finish_split(s)
+-- A split with its path absolute and its format known (explicit, else from the extension: pft.data).
+local function finish_split(s, key)
   if not s then return nil end
   s.path = expand_path(s.path)
-  if s.format == nil then
-    local ext = s.path:match("%.([%w]+)$")
-    s.format = (ext == "csv" or ext == "jsonl") and ext or "tsv"
-  end
+  local ok, fmt = pcall(require("pft.data").format_of, s)
+  if not ok then error(("%s: %s"):format(key, tostring(fmt):gsub("^data: ", "")), 0) end
+  s.format = fmt
   return s
 end
 
@@ -717,10 +667,8 @@ local function resolve(t, top_path)
   local r = fill(SCHEMA, t)
   r.base = nil
   if r.name == nil then r.name = top_path and basename(top_path):gsub("%.lua$", "") or "recipe" end
-  for _, k in ipairs({ "train", "dev", "test" }) do r.data[k] = finish_split(r.data[k]) end
-  if r.train.best_metric == nil then
-    r.train.best_metric = r.task.kind == "regression" and "pearson" or "accuracy"
-  end
+  for _, k in ipairs({ "train", "dev", "test" }) do r.data[k] = finish_split(r.data[k], "data." .. k) end
+  if r.train.best_metric == nil then r.train.best_metric = Schema.default_best_metric(r.task.kind) end
   if r.output.dir == nil then r.output.dir = "runs/" .. r.name .. "-" .. os.date("%Y%m%d-%H%M%S") end
   r.output.dir = R.abspath(r.output.dir)
   return r

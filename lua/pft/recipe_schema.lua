@@ -243,7 +243,7 @@ local rule = struct({
 local function split(path_default, doc, nullable)
   return struct({
     { "path", str(path_default, "file to read; ${PFT_DATA} expands to the data root; stored absolute", { nonempty = true }) },
-    { "format", enum({ "tsv", "csv", "jsonl" }, nil, "file format (default: from the extension, else tsv)") },
+    { "format", enum(require("pft.data").format_names(), nil, "file format (default: from the extension)") },
     { "header", bool(true, "first line names the columns (tsv, csv)") },
     { "text", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, "sentence", "text column (name or 1-based index)") },
     { "text_pair", alt({ str(), num(nil, nil, { int = true, ge = 1 }) }, nil, "second text column for sentence pairs", { nullable = true }) },
@@ -276,7 +276,7 @@ local SCHEMA = struct({
       { "cache", bool(true, "cache tokenized ids") },
     }, "datasets") },
   { "schedule", struct({
-      { "preset", enum({ "full", "head", "top_k", "gradual", "chain_thaw", "bitfit" }, "full", "the freeze schedule") },
+      { "preset", enum(require("pft.schedule").preset_names(), "full", "the freeze schedule") },
       { "k", num(2, "layers trained by top_k", { int = true, ge = 1 }) },
       { "every", every_spec },
       { "initial", selector("what trains at step 0 (replaces the preset's start)") },
@@ -335,5 +335,30 @@ local EVERY_DOCS = {
   ["schedule.every"] = "\"epoch\" or N: gradual / chain_thaw move one group per epoch or per N steps",
   ["train.eval_every"] = "\"epoch\" or N: evaluate on dev every epoch or every N steps",
 }
+-- The dev metric that picks the best checkpoint when train.best_metric is not set.
+function M.default_best_metric(task_kind)
+  return task_kind == "regression" and "pearson" or "accuracy"
+end
+
+local function copy(v)
+  if type(v) ~= "table" then return v end
+  local out = {}
+  for k, x in pairs(v) do out[k] = copy(x) end
+  return out
+end
+
+-- M.complete(section, t) -> a copy of t (a top-level section such as "schedule", possibly partial, as
+-- tests and library callers build them) with the schema's default for every key it lacks. A loaded
+-- recipe has every key already; this is how code that accepts a part of one avoids restating defaults.
+function M.complete(section, t)
+  local spec = SCHEMA.by[section]
+  if not spec then error("recipe_schema: no section '" .. tostring(section) .. "'", 2) end
+  local out = copy(t or {})
+  for _, f in ipairs(spec.fields) do
+    if out[f[1]] == nil then out[f[1]] = copy(f[2].default) end
+  end
+  return out
+end
+
 M.SCHEMA, M.EVERY_DOCS, M.describe, M.short, M.MAX_INT = SCHEMA, EVERY_DOCS, describe, short, MAX_INT
 return M

@@ -14,18 +14,20 @@ local S = {}
 -- ---------------------------------------------------------------------------------------------
 -- Model info
 
--- The group of an HF parameter name, or nil for a name outside the four families.
+-- The group of an HF parameter name, or nil for a name outside the four families. The encoder's names
+-- carry "bert." when a head sits beside it (a bare encoder's do not).
 function S.group_of_name(name)
-  if name:match("^bert%.embeddings%.") then return "embeddings" end
-  local i = name:match("^bert%.encoder%.layer%.(%d+)%.")
+  local rest = name:match("^bert%.(.*)$") or name
+  if rest:match("^embeddings%.") then return "embeddings" end
+  local i = rest:match("^encoder%.layer%.(%d+)%.")
   if i then return "layer[" .. i .. "]" end
-  if name:match("^bert%.pooler%.") then return "pooler" end
+  if rest:match("^pooler%.") then return "pooler" end
   if name:match("^classifier%.") then return "head" end
 end
 
--- S.model_info(bert or {names}, [numel]) -> { names, numel = {[name] = n}, num_layers, group_of, groups }
--- Accepts a model table (with .bert), the pft.Bert userdata, or a list of names and a numel table
--- (for tests: no model needed).
+-- S.model_info(bert or {names}, [numel]) -> { names, numel = {[name] = n}, num_layers, group_of, groups }:
+-- the one view of a model that the schedule, the trainer and `pft validate` share. Accepts a model table
+-- (with .bert), the pft.Bert userdata, or a list of names and a numel table (for tests: no model needed).
 function S.model_info(m, numel)
   local names, counts = {}, {}
   if type(m) == "table" and m.bert then m = m.bert end
@@ -166,63 +168,95 @@ local function every_trigger(every, i)
   return { step = i * every }
 end
 
--- The preset's start set and events.
-local function preset(sc, info, where)
-  local p, L = sc.preset, info.num_layers
-  local all = set_of(info.names)
-  local head = group_set(info, "head")
-  local pooler = group_set(info, "pooler")
-  if next(head) == nil and p ~= "full" then
-    error(("schedule: preset '%s' needs a head, and the model has no classifier.* parameters"):format(p), 0)
-  end
-  if p == "full" then return all, {} end
-  if p == "head" then return head, {} end
-  if p == "bitfit" then return union(set_of(S.select("bias", info)), head), {} end
-  if p == "top_k" then
-    if sc.k > L then error(("%s: schedule.k = %d but the model has %d layers"):format(where("schedule.k"), sc.k, L), 0) end
-    return union(set_of(S.select("top(" .. sc.k .. ")", info)), pooler, head), {}
-  end
-  local groups = {}
-  if p == "gradual" then
-    for i = L - 1, 0, -1 do groups[#groups + 1] = "layer[" .. i .. "]" end
-    groups[#groups + 1] = "embeddings"
-    local ev = {}
-    for i, g in ipairs(groups) do
-      ev[#ev + 1] = { at = every_trigger(sc.every, i), unfreeze = group_set(info, g), what = "unfreeze " .. g }
-    end
-    return union(head, pooler), ev
-  end
-  if p == "chain_thaw" then
-    groups[1] = "embeddings"
-    for i = 0, L - 1 do groups[#groups + 1] = "layer[" .. i .. "]" end
-    groups[#groups + 1] = "pooler"
-    local ev, prev = {}, head
-    for i, g in ipairs(groups) do
-      local gs = group_set(info, g)
-      ev[#ev + 1] = { at = every_trigger(sc.every, i), unfreeze = gs, freeze = prev, what = g .. " alone" }
-      prev = gs
-    end
-    ev[#ev + 1] = { at = every_trigger(sc.every, #groups + 1), unfreeze = all, what = "everything" }
-    return head, ev
-  end
-  error("schedule: unknown preset '" .. tostring(p) .. "'", 0)
+-- The presets, in the order the schema lists them. Each: name; start and after, what trains at step 0 and
+-- what follows (docs/recipes.md's preset table and `pft presets` print these); needs_head; and
+-- build(sc, info, where) -> the start set and the events (sc: the resolved schedule section).
+local function moves(sc, info, groups, fn)
+  local ev = {}
+  for i, g in ipairs(groups) do ev[i] = fn(every_trigger(sc.every, i), group_set(info, g), g) end
+  return ev
 end
 
--- LR multiplier per group (before the head multiplier and warm-up).
-local function group_lr(recipe, info)
+S.PRESETS = {
+  { name = "full", start = "everything", after = "—", build = function(_, info) return set_of(info.names), {} end },
+  { name = "head", start = "`head` only (a linear probe: the pooler stays frozen too)", after = "—", needs_head = true,
+    build = function(_, info) return group_set(info, "head"), {} end },
+  { name = "top_k", start = "`top(k)` + `pooler` + `head`", after = "—", needs_head = true,
+    build = function(sc, info, where)
+      if sc.k > info.num_layers then
+        error(("%s: schedule.k = %d but the model has %d layers"):format(where("schedule.k"), sc.k, info.num_layers), 0)
+      end
+      return union(set_of(S.select("top(" .. sc.k .. ")", info)), group_set(info, "pooler"), group_set(info, "head")), {}
+    end },
+  { name = "gradual", start = "`head` + `pooler`", needs_head = true,
+    after = "every `every` (an epoch, or N steps) one more group from the top: `layer[L-1]`, ..., `layer[0]`, then `embeddings` (ULMFiT gradual unfreezing)",
+    build = function(sc, info)
+      local groups = {}
+      for i = info.num_layers - 1, 0, -1 do groups[#groups + 1] = "layer[" .. i .. "]" end
+      groups[#groups + 1] = "embeddings"
+      return union(group_set(info, "head"), group_set(info, "pooler")), moves(sc, info, groups, function(at, gs, g)
+        return { at = at, unfreeze = gs, what = "unfreeze " .. g }
+      end)
+    end },
+  { name = "chain_thaw", start = "`head` only", needs_head = true,
+    after = "every `every`: each group *alone*, bottom to top: `embeddings`, `layer[0]`, ..., `layer[L-1]`, `pooler`; then everything (ULMFiT / DeepMoji chain-thaw). L + 3 phases in all",
+    build = function(sc, info)
+      local groups = { "embeddings" }
+      for i = 0, info.num_layers - 1 do groups[#groups + 1] = "layer[" .. i .. "]" end
+      groups[#groups + 1] = "pooler"
+      local prev = group_set(info, "head")
+      local ev = moves(sc, info, groups, function(at, gs, g)
+        local e = { at = at, unfreeze = gs, freeze = prev, what = g .. " alone" }
+        prev = gs
+        return e
+      end)
+      ev[#ev + 1] = { at = every_trigger(sc.every, #groups + 1), unfreeze = set_of(info.names), what = "everything" }
+      return group_set(info, "head"), ev
+    end },
+  { name = "bitfit", start = "every `*.bias` + the whole `head`", after = "—", needs_head = true,
+    build = function(_, info) return union(set_of(S.select("bias", info)), group_set(info, "head")), {} end },
+}
+for _, p in ipairs(S.PRESETS) do S.PRESETS[p.name] = p end
+
+-- The preset names in order (the schema's enum).
+function S.preset_names()
+  local out = {}
+  for i, p in ipairs(S.PRESETS) do out[i] = p.name end
+  return out
+end
+
+-- The markdown table of the presets (docs/recipes.md carries it; a test keeps the two equal).
+function S.preset_table()
+  local out = { "| preset | start | then |", "|---|---|---|" }
+  for _, p in ipairs(S.PRESETS) do out[#out + 1] = ("| `%s` | %s | %s |"):format(p.name, p.start, p.after) end
+  return table.concat(out, "\n") .. "\n"
+end
+
+-- The preset's start set and events.
+local function preset(sc, info, where)
+  local p = S.PRESETS[sc.preset]
+  if not p then error("schedule: unknown preset '" .. tostring(sc.preset) .. "'", 0) end
+  if p.needs_head and next(group_set(info, "head")) == nil then
+    error(("schedule: preset '%s' needs a head, and the model has no classifier.* parameters"):format(p.name), 0)
+  end
+  return p.build(sc, info, where)
+end
+
+-- LR multiplier per group (before warm-up): discriminative rates, then the head multiplier. lr and optim:
+-- the resolved sections.
+local function group_lr(lr, optim, info)
   local L, groups = info.num_layers, S.group_names(info.num_layers)
   local mult = {}
   for _, g in ipairs(groups) do mult[g] = 1 end
-  local d = recipe.lr and recipe.lr.discriminative
+  local d = lr.discriminative
   if d and d.decay then
     mult.embeddings = d.decay ^ L
     for i = 0, L - 1 do mult["layer[" .. i .. "]"] = d.decay ^ (L - 1 - i) end
   elseif d and d.spread then
     local lo, hi, n = d.spread[1], d.spread[2], #groups
-    local base = recipe.optim and recipe.optim.lr or 2e-5
-    for j, g in ipairs(groups) do mult[g] = lo * (hi / lo) ^ ((j - 1) / (n - 1)) / base end
+    for j, g in ipairs(groups) do mult[g] = lo * (hi / lo) ^ ((j - 1) / (n - 1)) / optim.lr end
   end
-  mult.head = mult.head * ((recipe.lr and recipe.lr.head_multiplier) or 1)
+  mult.head = mult.head * lr.head_multiplier
   return mult
 end
 
@@ -238,11 +272,11 @@ end
 -- matches nothing, naming the recipe key (and its file:line when the recipe came from pft.recipe).
 function S.build(recipe, info, opts)
   opts = opts or {}
-  local sc = recipe.schedule or {}
-  sc = { preset = sc.preset or "full", k = sc.k or 2, every = sc.every or "epoch", initial = sc.initial, rules = sc.rules or {} }
-  local ok_R, R = pcall(require, "pft.recipe")
+  local Schema, R = require "pft.recipe_schema", require "pft.recipe" -- (here: they require this module)
+  local sc = Schema.complete("schedule", recipe.schedule)
+  sc.rules = sc.rules or {}
   local function where(key)
-    local w = ok_R and R.where and R.where(recipe, key)
+    local w = R.where(recipe, key)
     return w and (w .. ": " .. key) or key
   end
   local function sel(s, key)
@@ -250,10 +284,11 @@ function S.build(recipe, info, opts)
     if not ok then error(("%s: %s"):format(where(key), tostring(r):gsub("^schedule: ", "")), 0) end
     return set_of(r)
   end
+  local train = Schema.complete("train", recipe.train)
   local spe = opts.steps_per_epoch or 1
-  local epochs = opts.epochs or (recipe.train and recipe.train.epochs) or 1
+  local epochs = opts.epochs or train.epochs
   local total = opts.total_steps or spe * epochs
-  local metric = (recipe.train and recipe.train.best_metric) or "accuracy"
+  local metric = train.best_metric or Schema.default_best_metric(recipe.task and recipe.task.kind)
 
   local start, events = preset(sc, info, where)
   if sc.initial ~= nil then start = sel(sc.initial, "schedule.initial") end
@@ -285,10 +320,11 @@ function S.build(recipe, info, opts)
     if a.step ~= b.step then return a.step < b.step end
     return a.order < b.order
   end)
+  local lr, optim = Schema.complete("lr", recipe.lr), Schema.complete("optim", recipe.optim)
   local self = setmetatable({
-    info = info, start = start, static = static, dynamic = dynamic, lr_mult = group_lr(recipe, info),
-    warmup_steps = (recipe.lr and recipe.lr.unfreeze_warmup) or 0, steps_per_epoch = spe, total_steps = total,
-    epochs = epochs, metric = metric, optim = recipe.optim or {}, base_lr = (recipe.optim and recipe.optim.lr) or 2e-5,
+    info = info, start = start, static = static, dynamic = dynamic, lr_mult = group_lr(lr, optim, info),
+    warmup_steps = lr.unfreeze_warmup, steps_per_epoch = spe, total_steps = total,
+    epochs = epochs, metric = metric, optim = optim, base_lr = optim.lr,
   }, Schedule)
   return self
 end
@@ -461,7 +497,7 @@ end
 -- Optimizer state bytes for n trainable parameters: AdamW keeps m and v (2 x fp32), SGD a momentum
 -- buffer (fp32) when momentum > 0.
 function Schedule:optimizer_bytes(n)
-  if (self.optim.name or "adamw") == "sgd" then return (self.optim.momentum or 0.9) > 0 and 4 * n or 0 end
+  if self.optim.name == "sgd" then return self.optim.momentum > 0 and 4 * n or 0 end
   return 8 * n
 end
 

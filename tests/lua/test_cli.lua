@@ -6,9 +6,9 @@ local T = {}
 local function sh_quote(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 -- Runs build/pft in the repository root with the shell-quoted argument string; returns output and exit code.
-local function pft(args)
+local function pft(args, env)
   local marker = "__pft_exit_code="
-  local p = assert(io.popen(("cd %s && %s %s 2>&1; echo %s$?"):format(sh_quote(TEST_ROOT), sh_quote(TEST_PFT), args, marker)))
+  local p = assert(io.popen(("cd %s && %s %s %s 2>&1; echo %s$?"):format(sh_quote(TEST_ROOT), env or "", sh_quote(TEST_PFT), args, marker)))
   local out = p:read("*a")
   p:close()
   local code = tonumber(out:match(marker .. "(%d+)%s*$"))
@@ -26,6 +26,31 @@ function T.validate_prints_the_phases()
   has(out, "unfreeze embeddings")
   has(out, "all groups 0.0001")
   has(out, "peak optimizer state")
+end
+
+-- One plan: what `pft validate` prints is what `pft train` writes to plan.txt, for every shipped recipe
+-- (small splits so that a step is quick; the run stops after its first step).
+function T.validate_and_train_write_the_same_plan()
+  local names = {}
+  for l in io.popen(("ls %s/recipes"):format(sh_quote(TEST_ROOT))):lines() do names[#names + 1] = l:match("^(.+)%.lua$") end
+  check.truthy(#names >= 8, "shipped recipes found: " .. #names)
+  local small = "data.train.limit=96 data.dev.limit=16 ~data.test data.batch_size=16"
+  for _, name in ipairs(names) do
+    local out, code = pft(("validate %s %s"):format(name, small))
+    check.eq(code, 0, name .. ": validate exit code: " .. out)
+    local printed = out:match("\n\n(.*)$") or ""
+    local dir = os.tmpname()
+    os.remove(dir)
+    local tout, tcode = pft(("train %s %s output.dir=%s train.log_every=1000"):format(name, small, sh_quote(dir)),
+      "PFT_TEST_INTERRUPT_AT_STEP=1")
+    check.eq(tcode, 130, name .. ": train stopped after step 1: " .. tout)
+    local f = io.open(dir .. "/plan.txt")
+    local written = f and f:read("*a") or ""
+    if f then f:close() end
+    check.truthy(#written > 0, name .. ": plan.txt written")
+    check.eq(written, printed, name .. ": plan.txt is validate's plan")
+    os.execute("rm -rf " .. sh_quote(dir))
+  end
 end
 
 function T.validate_fails_on_a_selector_that_matches_nothing()

@@ -1,5 +1,5 @@
--- pft.data: readers (TSV, CSV, JSONL) and their edge cases, labels, loaders (shuffling, bucketing,
--- resuming, padding) and the tokenized-split cache. Fixtures: tests/fixtures/data/.
+-- pft.data: readers (TSV, CSV, JSONL) and their edge cases, the format registry, labels, loaders
+-- (shuffling, bucketing, resuming, padding) and the tokenized-split cache. Fixtures: tests/fixtures/data/.
 local pft = require "pft"
 local D = require "pft.data"
 local check = require "check"
@@ -192,6 +192,136 @@ function T.sst2_dev_counts_and_labels()
   check.eq(ds.invalid_utf8, 0, "invalid UTF-8 rows")
 end
 
+-- --- the format registry --------------------------------------------------------------------------------
+
+function T.format_of_each_extension()
+  local want = { ["a.tsv"] = "tsv", ["a.csv"] = "csv", ["a.jsonl"] = "jsonl", ["a.ndjson"] = "jsonl", ["a.json"] = "jsonl",
+    ["dir.v2/B.TSV"] = "tsv", ["x.NDJSON"] = "jsonl", ["/abs/path/c.Csv"] = "csv" }
+  for path, fmt in pairs(want) do
+    check.eq(D.format_of(path), fmt, path .. " (a path)")
+    check.eq(D.format_of({ path = path }), fmt, path .. " (a split)")
+  end
+  -- every extension a reader claims gives that reader
+  for name, r in pairs(D.READERS) do
+    for _, ext in ipairs(r.extensions) do check.eq(D.format_of("f." .. ext), name, "f." .. ext) end
+  end
+  -- and D.read reads a .ndjson file as JSON Lines, not TSV
+  local dir = tmpdir()
+  local ok, err = pcall(function()
+    local p = dir .. "/pairs.ndjson"
+    write_all(p, read_all(FIX .. "pairs.jsonl"))
+    local ds = D.read({ path = p, text = "premise", text_pair = "hypothesis" })
+    check.eq(ds.format, "jsonl", "format of a .ndjson split")
+    same_list(ds.pairs, { "a person rests", "a cat meows", "children are outside" }, ".ndjson pairs")
+  end)
+  rmdir(dir)
+  if not ok then error(err, 0) end
+end
+
+function T.explicit_format_wins_over_the_extension()
+  check.eq(D.format_of({ path = "x.tsv", format = "csv" }), "csv", "csv named .tsv")
+  check.eq(D.format_of({ path = "x.txt", format = "jsonl" }), "jsonl", "an unknown extension with a format")
+  check.raises(function() D.format_of({ path = "x.tsv", format = "xml" }) end, "data: format 'xml' is not one of tsv, csv, jsonl")
+  local dir = tmpdir()
+  local ok, err = pcall(function()
+    local p = dir .. "/quoted.tsv" -- CSV text under a TSV name
+    write_all(p, read_all(FIX .. "quoted.csv"))
+    local ds = D.read({ path = p, format = "csv", text = "text", label = "label" })
+    check.eq(ds.format, "csv", "ds.format")
+    same_list(ds.texts, D.read({ path = FIX .. "quoted.csv", text = "text", label = "label" }).texts, "read as CSV")
+  end)
+  rmdir(dir)
+  if not ok then error(err, 0) end
+end
+
+function T.unknown_extension_names_the_file_and_the_known_extensions()
+  for _, path in ipairs({ "data/train.txt", "data/train" }) do
+    local ok, err = pcall(D.format_of, path)
+    check.eq(ok, false, path .. " raises")
+    check.eq(err:sub(1, #("data: " .. path .. ": cannot tell the format")), "data: " .. path .. ": cannot tell the format",
+      "the message starts with the file, without a position: " .. err)
+    for _, r in pairs(D.READERS) do
+      for _, ext in ipairs(r.extensions) do check.truthy(err:find("." .. ext, 1, true), ("names .%s: %s"):format(ext, err)) end
+    end
+    check.eq(err, ('data: %s: cannot tell the format from the extension (known: .tsv, .csv, .jsonl, .ndjson, .json); '
+      .. 'set format = "tsv" | "csv" | "jsonl"'):format(path), "the whole message")
+  end
+  check.raises(function() D.read({ path = FIX .. "small.txt" }) end, "(known: .tsv, .csv, .jsonl, .ndjson, .json)")
+  check.raises(function() D.format_of({}) end, "data.format_of: a path")
+end
+
+function T.readers_keys_are_the_format_names()
+  local keys = {}
+  for name in pairs(D.READERS) do keys[#keys + 1] = name end
+  table.sort(keys)
+  local names = D.format_names()
+  local sorted = { unpack(names) }
+  table.sort(sorted)
+  same_list(sorted, keys, "format_names() == the keys of READERS")
+  same_list(names, { "tsv", "csv", "jsonl" }, "the formats pft reads, in registry order")
+  names[1] = "changed"
+  check.eq(D.format_names()[1], "tsv", "format_names() returns a fresh list")
+  for name, r in pairs(D.READERS) do
+    check.eq(r.name, name, name .. ": entry name")
+    check.truthy(type(r.extensions) == "table" and #r.extensions >= 1, name .. ": extensions")
+    check.eq(type(r.description), "string", name .. ": description")
+    check.eq(type(r.records), "function", name .. ": records")
+  end
+end
+
+function T.read_dispatches_through_the_registry()
+  for _, fmt in ipairs({ "tsv", "csv", "jsonl" }) do
+    local r = D.READERS[fmt]
+    local records, calls = r.records, 0
+    r.records = function(...)
+      calls = calls + 1
+      return records(...)
+    end
+    local file = ({ tsv = "small.tsv", csv = "quoted.csv", jsonl = "pairs.jsonl" })[fmt]
+    local text = ({ tsv = "sentence", csv = "text", jsonl = "premise" })[fmt]
+    local ok, err = pcall(D.read, { path = FIX .. file, text = text })
+    r.records = records
+    if not ok then error(err, 0) end
+    check.eq(calls, 1, fmt .. ": D.read called READERS." .. fmt .. ".records")
+  end
+end
+
+function T.requiring_data_loads_no_recipe_module()
+  local p = assert(io.popen(("'%s' -e %s 2>&1"):format(TEST_PFT, "'local before = {} for k in pairs(package.loaded) do "
+    .. "before[k] = true end require \"pft.data\" for k in pairs(package.loaded) do if not before[k] then io.write(k, \" \") end end'")))
+  local out = p:read("*a")
+  p:close()
+  check.truthy(not out:find("pft.recipe", 1, true), "modules pft.data loads: " .. out)
+end
+
+function T.cache_dir_from_the_source_tree_and_the_environment()
+  local function run(env)
+    local p = assert(io.popen(("%s '%s' -e 'io.write(require(\"pft.data\").cache_dir())' 2>&1"):format(env, TEST_PFT)))
+    local out = p:read("*a")
+    p:close()
+    return out
+  end
+  check.eq(run("env -u PFT_CACHE"), require("pft.fs").abspath(TEST_ROOT) .. "/build/cache", "the source tree's build/cache")
+  check.eq(run("PFT_CACHE=/some/where"), "/some/where", "$PFT_CACHE")
+end
+
+function T.num_batches_counts_the_short_last_batch()
+  for _, c in ipairs({ { 300, 16, 19 }, { 7, 5, 2 }, { 10, 5, 2 }, { 0, 5, 0 }, { 1, 32, 1 }, { 32, 32, 1 }, { 33, 32, 2 } }) do
+    check.eq(D.num_batches(c[1], c[2]), c[3], ("num_batches(%d, %d)"):format(c[1], c[2]))
+  end
+  check.raises(function() D.num_batches(10, 0) end, "batch_size must be a positive integer")
+  check.raises(function() D.num_batches(10, 1.5) end, "batch_size must be a positive integer")
+  check.raises(function() D.num_batches(-1, 4) end, "n must be a non-negative integer")
+  -- the loader counts with it
+  local L = D.loader(D.read({ path = FIX .. "small.tsv" }), tokenizer(), { batch_size = 3, cache = false })
+  check.eq(L:num_batches(), 2, "4 rows in batches of 3")
+  local num_batches = D.num_batches
+  D.num_batches = function() return 12345 end
+  local got = L:num_batches()
+  D.num_batches = num_batches
+  check.eq(got, 12345, "Loader:num_batches is D.num_batches")
+end
+
 -- --- encoding and loaders -------------------------------------------------------------------------------
 
 function T.encoded_rows_match_the_tokenizer()
@@ -250,6 +380,49 @@ function T.shuffle_is_deterministic_per_seed_and_epoch()
   -- unshuffled: file order
   local plain = D.loader(ds, tok, { batch_size = 16, cache = false })
   same_list(plain:batches(0)[2], { 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32 }, "batch 2 in order")
+end
+
+-- every row exactly once per epoch, and as many batches as num_batches() promises, with a row count that
+-- is not a multiple of the batch size: the last partial batch (of the whole split unbucketed; of each
+-- bucketing chunk, and of the last short chunk, bucketed) must not be dropped, merged or duplicated
+function T.every_row_once_with_a_partial_last_batch()
+  local tok = tokenizer()
+  for _, n in ipairs({ 7, 37 }) do -- 7: one full batch of 5 and a partial one; 37: 7 full, a partial of 2
+    local ds = sst2_small(n)
+    check.eq(ds.n, n, "rows read")
+    for _, bucket in ipairs({ false, true }) do
+      for _, shuffle in ipairs({ false, true }) do
+        -- bucket_chunks = 2: chunks of 10 rows, so 37 rows make three full chunks and a short one of 7
+        local L = D.loader(ds, tok, { batch_size = 5, shuffle = shuffle, bucket = bucket, seed = 9, cache = false,
+          bucket_chunks = 2 })
+        local what = ("%d rows, batch_size 5, bucket %s, shuffle %s"):format(n, tostring(bucket), tostring(shuffle))
+        check.eq(L:num_batches(), math.ceil(n / 5), what .. ": num_batches")
+        for e = 0, 1 do
+          local plan, seen, count, sizes = L:batches(e), {}, 0, {}
+          check.eq(#plan, L:num_batches(), what .. ": #batches(" .. e .. ") == num_batches()")
+          for b, rows in ipairs(plan) do
+            check.truthy(#rows >= 1 and #rows <= 5, ("%s: batch %d has %d rows"):format(what, b, #rows))
+            sizes[#sizes + 1] = #rows
+            for _, r in ipairs(rows) do
+              check.truthy(r == math.floor(r) and r >= 1 and r <= n, ("%s: row %s in 1..%d"):format(what, tostring(r), n))
+              check.eq(seen[r], nil, ("%s, epoch %d: row %d seen once"):format(what, e, r))
+              seen[r] = true
+              count = count + 1
+            end
+          end
+          check.eq(count, n, ("%s, epoch %d: rows in the batches (sizes %s)"):format(what, e, table.concat(sizes, " ")))
+          local iterated, rows_iterated = 0, 0
+          for item in L:epoch(e) do
+            iterated = iterated + 1
+            rows_iterated = rows_iterated + #item.rows
+            check.eq(item.batch:size(), #item.rows, what .. ": batch rows")
+          end
+          check.eq(iterated, L:num_batches(), what .. ": the epoch iterator yields num_batches() batches")
+          check.eq(rows_iterated, n, what .. ": the epoch iterator yields every row")
+        end
+      end
+    end
+  end
 end
 
 function T.bucketing_reduces_padding()

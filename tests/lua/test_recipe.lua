@@ -178,4 +178,18 @@ function T.docs_carry_the_key_table()
   check.truthy(doc:find(R.doc_table(), 1, true), "docs/recipes.md contains `pft recipes-doc` output verbatim (regenerate it)")
 end
 
+-- The presets live in one registry (pft.schedule's PRESETS): the schema's enum and the docs' table follow it.
+function T.presets_come_from_one_registry()
+  local S = require "pft.schedule"
+  check.eq(table.concat(R.SCHEMA.by.schedule.by.preset.choices, ","), table.concat(S.preset_names(), ","), "schema enum")
+  check.eq(#S.PRESETS, 6, "six presets")
+  for _, p in ipairs(S.PRESETS) do
+    check.truthy(p.start ~= "" and p.after ~= "" and type(p.build) == "function", p.name .. " described and built")
+  end
+  local f = assert(io.open(TEST_ROOT .. "/docs/recipes.md"))
+  local doc = f:read("*a")
+  f:close()
+  check.truthy(doc:find(S.preset_table(), 1, true), "docs/recipes.md contains the preset table of S.preset_table() verbatim")
+end
+
 return T
