@@ -614,12 +614,7 @@ end
 -- ---------------------------------------------------------------------------------------------
 -- Defaults and normalisation
 
-local function deep_copy(v)
-  if type(v) ~= "table" then return v end
-  local c = {}
-  for k, x in pairs(v) do c[k] = deep_copy(x) end
-  return c
-end
+local deep_copy = Schema.deep_copy
 
 local function fill(spec, v)
   if v == NONE and spec.nullable and spec.kind ~= "boolean" then return nil end

@@ -335,17 +335,20 @@ local EVERY_DOCS = {
   ["schedule.every"] = "\"epoch\" or N: gradual / chain_thaw move one group per epoch or per N steps",
   ["train.eval_every"] = "\"epoch\" or N: evaluate on dev every epoch or every N steps",
 }
+
 -- The dev metric that picks the best checkpoint when train.best_metric is not set.
 function M.default_best_metric(task_kind)
   return task_kind == "regression" and "pearson" or "accuracy"
 end
 
+-- A deep copy (tables only; functions and strings are shared): defaults are never handed out by reference.
 local function copy(v)
   if type(v) ~= "table" then return v end
   local out = {}
   for k, x in pairs(v) do out[k] = copy(x) end
   return out
 end
+M.deep_copy = copy
 
 -- M.complete(section, t) -> a copy of t (a top-level section such as "schedule", possibly partial, as
 -- tests and library callers build them) with the schema's default for every key it lacks. A loaded
