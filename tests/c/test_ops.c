@@ -285,6 +285,80 @@ static void test_layernorm_forward(void) {
     check_live("layernorm forward", live);
 }
 
+/* eps large against the variance (BERT's 1e-12 and the 1e-5 above barely show it): eps 0.1 and 1 on rows
+ * that are constant, near-constant (spread 1e-3, variance << eps) and spread to a variance close to eps,
+ * forward and the gradients of x, w and b for L = sum(y * r), against a double-precision reference:
+ * h = (x - mean) / sqrt(var + eps) with the biased variance, y = h w + b; with g = r w,
+ * dx = (g - mean(g) - h mean(g h)) / sqrt(var + eps), dw = sum over rows of r h, db = sum of r. */
+static double worse(double worst, double e) { return worst != worst || e != e ? NAN : e > worst ? e : worst; } /* NaN sticks */
+
+static void test_layernorm_large_eps(void) {
+    int64_t live = ctx->stats.live_tensors;
+    const int64_t R = 6, C = 24;
+    const float epss[2] = {0.1f, 1.0f};
+    for (int k = 0; k < 2; k++) {
+        const double eps = epss[k];
+        float xs[6 * 24], rs[6 * 24];
+        for (int64_t r = 0; r < R; r++)
+            for (int64_t j = 0; j < C; j++) {
+                float u = (float)(pft_rng_uniform(seed ^ 0x1a7e, (uint64_t)(r * C + j)) * 2.0 - 1.0); /* [-1, 1) */
+                /* rows 0-1 constant, 2-3 near-constant, 4-5 spread: variance of s u is s^2 / 3 ~ eps */
+                float s = r < 2 ? 0.0f : r < 4 ? 1e-3f : (float)sqrt(3.0 * eps) * (r == 4 ? 0.7f : 1.4f);
+                xs[r * C + j] = (r % 2 ? -0.3f : 0.7f) + s * u;
+                rs[r * C + j] = (float)(pft_rng_uniform(seed ^ 0x1a7f, (uint64_t)(r * C + j)) * 2.0 - 1.0);
+            }
+        pft_tensor *x = pft_tensor_from_data(ctx, 2, (int64_t[]){R, C}, xs);
+        pft_tensor *w = pft_tensor_rand(ctx, 1, &C, 0.5f, 1.5f), *b = pft_tensor_rand(ctx, 1, &C, -1, 1);
+        x->requires_grad = w->requires_grad = b->requires_grad = true;
+        pft_tensor *y = pft_layernorm(x, w, b, (float)eps);
+        pft_tensor *rt = pft_tensor_from_data(ctx, 2, (int64_t[]){R, C}, rs);
+        CHECK(y && pft_backward(y, rt) == PFT_OK, "layernorm eps %g: forward and backward: %s", eps, pft_ctx_error(ctx));
+        if (!y || !x->grad || !w->grad || !b->grad) {
+            CHECK(0, "layernorm eps %g: missing output or gradients", eps);
+            pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(y), pft_tensor_release(rt);
+            continue;
+        }
+        const float *wv = pft_tensor_data(w), *bv = pft_tensor_data(b), *yv = pft_tensor_data(y);
+        const float *dx = pft_tensor_data(x->grad), *dw = pft_tensor_data(w->grad), *db = pft_tensor_data(b->grad);
+        double dw_ref[24] = {0}, db_ref[24] = {0};
+        double worst_y = 0, worst_dx = 0, worst_dwb = 0;
+        for (int64_t r = 0; r < R; r++) {
+            const float *xr = xs + r * C, *rr = rs + r * C;
+            double mu = 0, var = 0, mg = 0, mgh = 0, h[24], g[24];
+            for (int64_t j = 0; j < C; j++) mu += xr[j];
+            mu /= (double)C;
+            for (int64_t j = 0; j < C; j++) var += (xr[j] - mu) * (xr[j] - mu);
+            var /= (double)C;
+            const double rstd = 1.0 / sqrt(var + eps);
+            for (int64_t j = 0; j < C; j++) {
+                h[j] = (xr[j] - mu) * rstd, g[j] = (double)rr[j] * wv[j];
+                mg += g[j], mgh += g[j] * h[j];
+                dw_ref[j] += (double)rr[j] * h[j], db_ref[j] += rr[j];
+                /* |error| / (1 + |reference|): relative for large values, absolute near 0 */
+                double e = fabs(yv[r * C + j] - (h[j] * wv[j] + bv[j])) / (1 + fabs(h[j] * wv[j] + bv[j]));
+                worst_y = worse(worst_y, e);
+            }
+            mg /= (double)C, mgh /= (double)C;
+            for (int64_t j = 0; j < C; j++) {
+                double want = rstd * (g[j] - mg - h[j] * mgh), e = fabs(dx[r * C + j] - want) / (1 + fabs(want));
+                worst_dx = worse(worst_dx, e);
+            }
+        }
+        for (int64_t j = 0; j < C; j++) {
+            worst_dwb = worse(worst_dwb, fabs(dw[j] - dw_ref[j]) / (1 + fabs(dw_ref[j])));
+            worst_dwb = worse(worst_dwb, fabs(db[j] - db_ref[j]) / (1 + fabs(db_ref[j])));
+        }
+        printf("layernorm eps %g (constant, near-constant and spread rows): max rel diff y %.3g, dx %.3g, dw/db %.3g\n", eps,
+               worst_y, worst_dx, worst_dwb);
+        /* observed about 1e-7 for each; 1e-6 leaves 10x */
+        CHECK(worst_y < 1e-6, "layernorm eps %g: forward differs from the double reference by %g", eps, worst_y);
+        CHECK(worst_dx < 1e-6, "layernorm eps %g: dx differs from the double reference by %g", eps, worst_dx);
+        CHECK(worst_dwb < 1e-6, "layernorm eps %g: dw or db differs from the double reference by %g", eps, worst_dwb);
+        pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(y), pft_tensor_release(rt);
+    }
+    check_live("layernorm large eps", live);
+}
+
 static void test_lookup_loss_forward(void) {
     int64_t live = ctx->stats.live_tensors;
     /* embedding: ids [2, 3] with repeats */
@@ -743,6 +817,7 @@ int main(void) {
     test_reduce_forward();
     test_softmax_forward();
     test_layernorm_forward();
+    test_layernorm_large_eps();
     test_lookup_loss_forward();
     test_embedding_padded();
     test_dropout();
