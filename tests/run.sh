@@ -8,19 +8,25 @@ cd "$(dirname "$0")/.."
 log=$(mktemp -d)
 trap 'rm -rf "$log"' EXIT
 total_pass=0 total_fail=0
+# a hung suite fails after this many seconds instead of holding CI until its own limit
+suite_timeout=${PFT_SUITE_TIMEOUT:-900}
 
-# run NAME CMD...: runs a suite, echoes its output, adds its `X: N passed, N failed` lines to the totals
+# run NAME CMD...: runs a suite (at most suite_timeout seconds), echoes its output, adds its
+# `X: N passed, N failed` lines to the totals
 run() {
   local name=$1; shift
   local out="$log/$name.out" rc
-  "$@" >"$out" 2>&1
+  timeout --kill-after=10 "$suite_timeout" "$@" >"$out" 2>&1
   rc=$?
   cat "$out"
   local p f
   read -r p f < <(awk '/^[A-Za-z0-9_ .-]+: [0-9]+ passed, [0-9]+ failed/ {
       for (i = 1; i <= NF; i++) { if ($i ~ /^passed,?$/) p += $(i-1); if ($i ~ /^failed/) f += $(i-1) } }
       END { print p + 0, f + 0 }' "$out")
-  if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    echo "FAIL $name: timed out after ${suite_timeout} s (PFT_SUITE_TIMEOUT)"
+    f=$((f + 1))
+  elif [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
     echo "FAIL $name: exited with status $rc without reporting a failed check"
     f=1
   fi

@@ -27,12 +27,28 @@ peer() { # name trainable
   python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data "$data/sst2" ${limit:+--limit $limit} \
     --epochs "$epochs" --lr "$lr" --batch-size "$bs" --max-length "$ml" --warmup "$warm" --trainable "$2" \
     --seed "$seed" --threads $threads >"$out/peer-$1.log" 2>&1
+  local rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "$1 torch: FAILED (exit $rc); the end of $out/peer-$1.log:"
+    tail -5 "$out/peer-$1.log" | sed 's/^/  /'
+    status=1
+    return
+  fi
   echo "$1 torch: $(grep '^peer: test' "$out/peer-$1.log")"
 }
+
+status=0
 
 for r in $recipes; do
   rm -rf "${out:?}/$r"
   PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" train.seed="$seed" >"$out/$r.log" 2>&1
+  rc=$?
+  if [ "$rc" -ne 0 ]; then
+    echo "$r pft: FAILED (exit $rc); the end of $out/$r.log:"
+    tail -5 "$out/$r.log" | sed 's/^/  /'
+    status=1
+    continue
+  fi
   acc=$(grep -o 'test ([a-z]* model): acc [0-9.]*' "$out/$r.log" | grep -o '[0-9.]*$')
   done_line=$(grep '^done:' "$out/$r.log")
   tps=$(grep -o '[0-9]* tok/s' "$out/$r.log" | tail -1)
@@ -42,3 +58,4 @@ for r in $recipes; do
     sst2-top2) peer sst2-top2 top2 ;;
   esac
 done
+exit $status
