@@ -2,7 +2,8 @@
 
 BertForSequenceClassification (2 labels, head fresh), train mode with the config's dropout, AdamW (lr 2e-5,
 over the parameters that require grad), torch.set_num_threads(THREADS), the fast tokenizer, the first B
-sentences of SST-2 train padded to T tokens (the same ids and labels pft uses). CONFIG full: everything
+sentences of SST-2 train padded to T tokens (the same ids and labels pft uses); T = 0 pads to the longest row
+instead (dynamic padding, what a transformers user does by default; the ids are the same, truncated at 128). CONFIG full: everything
 trains. CONFIG top2: the top 2 encoder layers, the pooler and the classifier train; embeddings and the
 lower layers get requires_grad False and eval mode. Step: zero_grad(set_to_none), forward with labels,
 backward, optimizer step. Prints `torch steps/s: X` (median over REPS after one warm-up step).
@@ -27,7 +28,10 @@ def main():
         rows = [line.rstrip("\n").split("\t") for _, line in zip(range(B), f)]
     sentences, labels = [r[0] for r in rows], torch.tensor([int(r[1]) for r in rows])
     tok = AutoTokenizer.from_pretrained(model_dir)
-    enc = tok(sentences, padding="max_length", truncation=True, max_length=T, return_tensors="pt")
+    if T > 0:
+        enc = tok(sentences, padding="max_length", truncation=True, max_length=T, return_tensors="pt")
+    else:
+        enc = tok(sentences, padding="longest", truncation=True, max_length=128, return_tensors="pt")
     model = BertForSequenceClassification.from_pretrained(model_dir, num_labels=2)
     model.train()
     if config == "top2":
@@ -47,7 +51,8 @@ def main():
         if r:
             times.append(time.perf_counter() - t0)
     med = statistics.median(times)
-    print(f"torch steps/s: {1 / med:.3f}  tokens/s {B * T / med:.0f}  ({config}: {sum(p.numel() for p in params)} of "
+    positions = enc["input_ids"].numel()
+    print(f"torch steps/s: {1 / med:.3f}  tokens/s {positions / med:.0f}  ({config}, {positions // B} positions per row: {sum(p.numel() for p in params)} of "
           f"{sum(p.numel() for p in model.parameters())} parameters train; torch {torch.__version__}, "
           f"threads {torch.get_num_threads()}, last loss {out.loss.item():.4f})")
 

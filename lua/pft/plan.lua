@@ -52,10 +52,9 @@ end
 local function phase_rows(plan)
   local sched, spe = plan.sched, plan.sizes.steps_per_epoch
   local rows = { { "phase", "steps", "epochs", "trainable groups", "params", "optimizer", "change" } }
-  local peak_n, peak_b = 0, 0
+  local peak_n, peak_b, kept = 0, 0, false
   for i, ph in ipairs(sched:plan()) do
-    local names = {}
-    for _, g in ipairs(ph.groups) do names[#names + 1] = g.name end
+    local labels = S.group_labels(ph.trainable, plan.info)
     local steps, epochs
     if ph.dynamic then
       steps, epochs = ph.label, ""
@@ -66,12 +65,15 @@ local function phase_rows(plan)
       local e1, e2 = math.floor(ph.from_step / spe) + 1, math.floor(ph.to_step / spe) + 1
       epochs = e1 == e2 and tostring(e1) or (e1 .. "-" .. e2)
     end
-    local bytes = sched:optimizer_bytes(ph.trainable_numel)
-    if not ph.unreached then peak_n, peak_b = math.max(peak_n, ph.trainable_numel), math.max(peak_b, bytes) end
-    rows[#rows + 1] = { tostring(i), steps, epochs, #names > 0 and S.compress_groups(names) or "(nothing)",
+    local bytes = sched:optimizer_bytes(ph.state_numel)
+    if not ph.unreached then
+      peak_n, peak_b = math.max(peak_n, ph.trainable_numel), math.max(peak_b, bytes)
+      kept = kept or ph.state_numel > ph.trainable_numel
+    end
+    rows[#rows + 1] = { tostring(i), steps, epochs, #labels > 0 and S.compress_groups(labels) or "(nothing)",
       P.group3(ph.trainable_numel), P.mib(bytes), ph.change or "" }
   end
-  return rows, peak_n, peak_b
+  return rows, peak_n, peak_b, kept
 end
 
 -- Columns padded to their widest cell; params and optimizer right-aligned; the last column unpadded.
@@ -108,8 +110,12 @@ end
 -- P.lines(plan) -> the plan as text lines: the phase table, the learning rates, the totals.
 function P.lines(plan)
   local r, sched = plan.recipe, plan.sched
-  local rows, peak_n, peak_b = phase_rows(plan)
+  local rows, peak_n, peak_b, kept = phase_rows(plan)
   local lines = aligned(rows)
+  if kept then
+    lines[#lines + 1] = "optimizer: state is kept for groups frozen again (they may thaw later), so it counts every"
+    lines[#lines + 1] = "parameter trained so far"
+  end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "learning rates (peak, before the " .. r.lr_schedule.name .. " schedule): " ..
     rate_text(sched, plan.info.groups)

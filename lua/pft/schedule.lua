@@ -70,6 +70,7 @@ local function sel_text(sel)
   if type(sel) == "string" then return sel end
   local parts = {}
   for _, s in ipairs(sel) do parts[#parts + 1] = sel_text(s) end
+  if #parts == 1 and not sel.minus then return parts[1] end
   local t = "{" .. table.concat(parts, ", ")
   if sel.minus then t = t .. ", minus = " .. sel_text(sel.minus) end
   return t .. "}"
@@ -265,7 +266,8 @@ local function trigger_text(at, default_metric)
   if at.step then return ("step %d"):format(at.step) end
   if at.fraction then return ("%g of training"):format(at.fraction) end
   local p = at.plateau
-  return ("when %s plateaus (patience %d)"):format(p.metric or default_metric, p.patience or 1)
+  local n = p.patience or 1
+  return ("when dev %s stops improving for %d evaluation%s"):format(p.metric or default_metric, n, n == 1 and "" or "s")
 end
 
 -- S.build(recipe, info, { steps_per_epoch, total_steps, epochs }) -> schedule. Raises when a selector
@@ -421,16 +423,34 @@ function Schedule:at(step, epoch, history)
   return st
 end
 
--- "layer[4-5], pooler, head": a group list with runs of layers compressed.
+-- The groups of a trainable set, in model order, as labels: "layer[1]" when the whole group trains,
+-- "layer[0](8/16)" when 8 of its 16 parameters do (BitFit, `freeze` rules). trainable.log and the plan
+-- both print these.
+function S.group_labels(set, info)
+  local count, total = {}, {}
+  for _, n in ipairs(info.names) do
+    local g = info.group_of[n]
+    total[g] = (total[g] or 0) + 1
+    if set[n] then count[g] = (count[g] or 0) + 1 end
+  end
+  local labels = {}
+  for _, g in ipairs(info.groups) do
+    if count[g] then labels[#labels + 1] = count[g] == total[g] and g or ("%s(%d/%d)"):format(g, count[g], total[g]) end
+  end
+  return labels
+end
+
+-- "layer[4-5], pooler, head": group labels with runs of consecutive layers (same k/n suffix) compressed,
+-- "layer[0-5](8/16)".
 function S.compress_groups(names)
   local out, i = {}, 1
   while i <= #names do
-    local a = names[i]:match("^layer%[(%d+)%]$")
+    local a, suffix = names[i]:match("^layer%[(%d+)%](.*)$")
     if a then
       a = tonumber(a)
       local b, j = a, i + 1
-      while j <= #names and names[j] == ("layer[" .. (b + 1) .. "]") do b, j = b + 1, j + 1 end
-      out[#out + 1] = a == b and ("layer[" .. a .. "]") or ("layer[" .. a .. "-" .. b .. "]")
+      while j <= #names and names[j] == ("layer[" .. (b + 1) .. "]" .. suffix) do b, j = b + 1, j + 1 end
+      out[#out + 1] = (a == b and ("layer[" .. a .. "]") or ("layer[" .. a .. "-" .. b .. "]")) .. suffix
       i = j
     else
       out[#out + 1] = names[i]
@@ -449,19 +469,24 @@ local function phase_label(self, from, to)
   return ("steps %d-%d"):format(from, to)
 end
 
-local function make_phase(self, set, from, to, label, extra)
-  local ph = { from_step = from, to_step = to, label = label, trainable = {}, groups = self:groups_of(set), trainable_numel = 0 }
-  for n in pairs(set) do ph.trainable[n] = true end
+-- A phase: its trainable set and groups, and state_numel, the parameters the optimizer holds state for
+-- (every one trained so far: state is kept when a group is frozen again, as it may thaw later).
+local function make_phase(self, set, ever, from, to, label, extra)
+  local ph = { from_step = from, to_step = to, label = label, trainable = {}, groups = self:groups_of(set),
+    trainable_numel = 0, state_numel = 0 }
+  for n in pairs(set) do ph.trainable[n] = true; ever[n] = true end
+  for n in pairs(ever) do ph.state_numel = ph.state_numel + (self.info.numel[n] or 0) end
   for _, g in ipairs(ph.groups) do ph.trainable_numel = ph.trainable_numel + g.trainable_numel end
   for k, v in pairs(extra or {}) do ph[k] = v end
   return ph
 end
 
 -- sched:plan() -> phases { from_step, to_step (inclusive), label, trainable, groups, trainable_numel,
--- change (what began it), unreached (starts after training ends) }; then one phase per plateau rule
--- (from_step nil, label "when accuracy plateaus (patience 1)"), applied on top of the last phase.
+-- state_numel, change (what began it), unreached (starts after training ends) }; then one phase per
+-- plateau rule (from_step nil, label "when dev accuracy stops improving for 1 evaluation"), applied on top
+-- of the last phase.
 function Schedule:plan()
-  local phases, set = {}, {}
+  local phases, set, ever = {}, {}, {}
   for n in pairs(self.start) do set[n] = true end
   local from, change = 0, "start"
   local i = 1
@@ -470,12 +495,13 @@ function Schedule:plan()
   while true do
     local nxt = ev[i] and ev[i].step
     if from >= total then -- after training ends: shown, marked
-      local ph = make_phase(self, set, from, nxt and nxt - 1 or nil, ("from step %d"):format(from), { change = change, unreached = true })
+      local ph = make_phase(self, set, ever, from, nxt and nxt - 1 or nil, ("from step %d"):format(from),
+        { change = change, unreached = true })
       phases[#phases + 1] = ph
     else
       local to = math.min(nxt or total, total) - 1
       if to >= from then
-        phases[#phases + 1] = make_phase(self, set, from, to, phase_label(self, from, to), { change = change })
+        phases[#phases + 1] = make_phase(self, set, ever, from, to, phase_label(self, from, to), { change = change })
       end
     end
     if not nxt then break end
@@ -489,7 +515,7 @@ function Schedule:plan()
   end
   for _, e in ipairs(self.dynamic) do
     apply(set, e)
-    phases[#phases + 1] = make_phase(self, set, nil, nil, e.label, { change = e.what, dynamic = true })
+    phases[#phases + 1] = make_phase(self, set, ever, nil, nil, e.label, { change = e.what, dynamic = true })
   end
   return phases
 end

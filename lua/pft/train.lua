@@ -86,17 +86,8 @@ end
 
 -- "embeddings layer[1] head" from a trainable set; a group only partly trainable shows k/n parameters.
 function T.format_trainable(trainable, info)
-  local count, total = {}, {}
-  for _, n in ipairs(info.names) do
-    local g = info.group_of[n]
-    total[g] = (total[g] or 0) + 1
-    if trainable[n] then count[g] = (count[g] or 0) + 1 end
-  end
-  local parts = {}
-  for _, g in ipairs(info.groups) do
-    if count[g] then parts[#parts + 1] = count[g] == total[g] and g or ("%s(%d/%d)"):format(g, count[g], total[g]) end
-  end
-  return #parts > 0 and table.concat(parts, " ") or "(none)"
+  local labels = S.group_labels(trainable, info)
+  return #labels > 0 and table.concat(labels, " ") or "(none)"
 end
 
 -- The optimizer's groups: one per (schedule group x decay / no-decay), in parameter order. Parameters

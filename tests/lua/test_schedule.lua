@@ -174,7 +174,7 @@ function T.plateau_trigger()
     { at = { plateau = { patience = 1 } }, unfreeze = "all" },
   } }), info, { steps_per_epoch = 10, epochs = 10 })
   local p = s:plan()
-  check.eq(p[#p - 1].label, "when accuracy plateaus (patience 2)", "plateau in the plan")
+  check.eq(p[#p - 1].label, "when dev accuracy stops improving for 2 evaluations", "plateau in the plan")
   check.eq(p[#p].from_step, nil, "no static step")
   local h = {
     { step = 10, epoch = 0, metrics = { accuracy = 0.70 } },

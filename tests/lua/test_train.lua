@@ -223,6 +223,63 @@ function Tst.freeze_schedule_is_exact_and_matches_the_plan()
   rm(d)
 end
 
+-- A plateau-triggered schedule trains (it crashed before step 0 when plan.txt was written), and the plan
+-- says when the change comes.
+function Tst.plateau_schedule_trains_and_the_plan_says_when()
+  local d = tmpdir("plateau")
+  local s = run(d, { ["train.max_steps"] = 12, ["train.eval_every"] = 2,
+    schedule = { initial = { "head" }, rules = { { at = { plateau = { patience = 1 } }, unfreeze = { "layer[1]" } } } } })
+  check.eq(s.status, "done", "status")
+  local log = lines(d .. "/trainable.log")
+  check.eq(log[1], "step 0: head", "trainable.log line 1")
+  check.truthy((log[2] or ""):match("^step %d+: layer%[1%] head$"), "the plateau thawed layer[1]: " .. tostring(log[2]))
+  local plan = read(d .. "/plan.txt")
+  check.truthy(plan:find("when dev accuracy stops improving for 1 evaluation", 1, true), plan)
+  rm(d)
+end
+
+-- The plan's trainable groups use trainable.log's notation for partly trainable groups (BitFit).
+function Tst.plan_shows_partly_trainable_groups()
+  local prep = T.prepare(F.recipe(ROOT, tmpdir("bitfit"), { schedule = { preset = "bitfit" } }))
+  local plan = table.concat(require("pft.plan").lines(prep.plan), "\n")
+  prep.model.bert:free()
+  check.truthy(plan:find("embeddings(1/5), layer[0-1](8/16), pooler(1/2), head", 1, true), plan)
+end
+
+-- The optimizer memory of each phase is the state the optimizer really holds at its end: a chain-thaw
+-- freezes groups again, and their AdamW state stays (counted, not forgotten).
+function Tst.plan_optimizer_memory_is_the_state_held()
+  local d = tmpdir("chainthaw")
+  local over = { ["train.max_steps"] = 10, ["train.eval_every"] = 100, schedule = { preset = "chain_thaw", every = 2 } }
+  local prep = T.prepare(F.recipe(ROOT, d, over))
+  local phases = prep.plan.sched:plan()
+  prep.model.bert:free()
+  local held = {} -- steps done -> parameters with optimizer state
+  local s = run(d, over, {
+    on_step = function(done, st)
+      local n = 0
+      local ps = st.model.bert:params()
+      for _, p in ipairs(ps) do if st.optimizer:has_state(p) then n = n + p:numel() end end
+      free_all(ps)
+      held[done] = n
+    end,
+  })
+  check.eq(s.status, "done", "status")
+  local checked, kept = 0, false
+  for i, ph in ipairs(phases) do
+    if not ph.unreached and not ph.dynamic then
+      check.eq(held[ph.to_step + 1], ph.state_numel, ("phase %d (steps %d-%d): state held = the plan's"):format(i,
+        ph.from_step, ph.to_step))
+      checked = checked + 1
+      kept = kept or ph.state_numel > ph.trainable_numel
+    end
+  end
+  check.truthy(checked >= 4, "phases checked: " .. checked)
+  check.truthy(kept, "some phase holds state of groups frozen again")
+  check.truthy(read(d .. "/plan.txt"):find("state is kept for groups frozen again", 1, true), "plan.txt says so")
+  rm(d)
+end
+
 -- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
 -- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
 function Tst.resume_is_equivalent_to_an_uninterrupted_run()
