@@ -228,8 +228,8 @@ command("eval", {
   help = "Evaluates the final model of RUN (a run directory) or a model directory on DATA and prints the\nmetrics. Split fields (text=, label=, format=, header=, limit=) describe DATA.",
   args = { "RUN_OR_MODEL", "DATA" }, overrides = true, options = {},
   run = function(a)
-    local m = require("pft.train").evaluate(a.RUN_OR_MODEL, cli_split(a.DATA, a.overrides))
-    print(require("pft.metrics").format(m))
+    local m, shown = require("pft.train").evaluate(a.RUN_OR_MODEL, cli_split(a.DATA, a.overrides))
+    print(require("pft.metrics").format(m, shown))
   end,
 })
 

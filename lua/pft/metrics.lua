@@ -127,19 +127,27 @@ function Mx.regression(pred, gold, opts)
   return m
 end
 
--- Mx.format(m) -> one line: the headline numbers of either kind, then loss when present
-function Mx.format(m)
+-- The short names Mx.format prints; HEADLINE is what it prints when no names are asked for.
+local SHORT = { accuracy = "acc", f1_macro = "f1", precision_macro = "precision", recall_macro = "recall", mcc = "mcc",
+  pearson = "pearson", spearman = "spearman", mse = "mse", loss = "loss" }
+local HEADLINE = { "accuracy", "f1_macro", "mcc", "pearson", "spearman", "mse", "loss" }
+
+-- Mx.only(m, names) -> the metrics of m named in names (all of m when names is nil): what a recipe's
+-- eval.metrics asks to report and log.
+function Mx.only(m, names)
+  if not names then return m end
+  local out = {}
+  for _, k in ipairs(names) do out[k] = m[k] end
+  return out
+end
+
+-- Mx.format(m[, names]) -> one line: the named metrics in that order, or the headline numbers of either
+-- kind, then loss when present
+function Mx.format(m, names)
   local parts = {}
-  local function add(name, v)
-    if v ~= nil then parts[#parts + 1] = ("%s %.4f"):format(name, v) end
+  for _, k in ipairs(names or HEADLINE) do
+    if m[k] ~= nil then parts[#parts + 1] = ("%s %.4f"):format(SHORT[k] or k, m[k]) end
   end
-  add("acc", m.accuracy)
-  add("f1", m.f1_macro)
-  add("mcc", m.mcc)
-  add("pearson", m.pearson)
-  add("spearman", m.spearman)
-  add("mse", m.mse)
-  add("loss", m.loss)
   return table.concat(parts, " ")
 end
 

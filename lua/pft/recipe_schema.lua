@@ -320,7 +320,7 @@ local SCHEMA = struct({
       { "best_metric", str(nil, "dev metric that picks the best checkpoint (default: accuracy; pearson for regression)") },
     }, "training loop") },
   { "eval", struct({
-      { "metrics", list(str(), nil, "metrics to report (default: all that apply)", { nullable = true }) },
+      { "metrics", list(str(), nil, "metrics printed and logged to metrics.jsonl at each evaluation, in this order (default: all the task produces; best_metric and plateau metrics are computed whatever this says)", { nullable = true }) },
     }, "evaluation") },
   { "output", struct({
       { "dir", str(nil, "run directory (default: runs/<name>-<yyyymmdd-hhmmss>); stored absolute", { nonempty = true }) },

@@ -409,10 +409,11 @@ function Trainer:evaluate()
   if self.nan_eval_at and self.step == self.nan_eval_at then loss = 0 / 0 end
   if loss ~= nil and not finite(loss) then error({ nan = loss ~= loss and "nan" or "inf", eval = true }) end
   local mx = compute_metrics(self.recipe, loss, preds, gold, self.labels)
-  self.history[#self.history + 1] = { step = self.step, epoch = self.epoch, metrics = mx }
+  self.history[#self.history + 1] = { step = self.step, epoch = self.epoch, metrics = mx } -- all: best, plateaus
+  local shown = self.recipe.eval.metrics
   append(self.run_dir .. "/metrics.jsonl", cjson.encode({ step = self.step, epoch = self.epoch, split = "dev",
-    metrics = json_safe(mx) }) .. "\n")
-  self:say(("eval step %d (epoch %d): %s"):format(self.step, self.epoch + 1, Mx.format(mx)))
+    metrics = json_safe(Mx.only(mx, shown)) }) .. "\n")
+  self:say(("eval step %d (epoch %d): %s"):format(self.step, self.epoch + 1, Mx.format(mx, shown)))
   local best, v = self.best, mx[self.best.metric]
   if v == nil then error(("train: best_metric '%s' is not among the evaluation metrics"):format(best.metric), 0) end
   local up = higher_is_better(best.metric)
@@ -504,9 +505,10 @@ function Trainer:test(summary)
   local chosen = fs.exists(d .. "/best/config.json") and d .. "/best" or summary.model_dir
   local mx = T.evaluate(chosen, self.recipe.data.test, self.recipe.task.kind, self.recipe)
   summary.test = mx
+  local shown = self.recipe.eval.metrics
   append(d .. "/metrics.jsonl", cjson.encode({ step = self.step, epoch = self.epoch, split = "test",
-    model = chosen:sub(#d + 2), metrics = json_safe(mx) }) .. "\n")
-  self:say(("test (%s model): %s"):format(chosen:sub(#d + 2), Mx.format(mx)))
+    model = chosen:sub(#d + 2), metrics = json_safe(Mx.only(mx, shown)) }) .. "\n")
+  self:say(("test (%s model): %s"):format(chosen:sub(#d + 2), Mx.format(mx, shown)))
 end
 
 -- A run that ended normally (done or early_stopped): last checkpoint, the final export, the test split.
@@ -625,7 +627,8 @@ local function default_recipe(m, kind)
     data = Schema.complete("data", {}), model = Schema.complete("model", {}), train = Schema.complete("train", {}) }
 end
 
--- T.evaluate(run_dir_or_model, split_spec[, task_kind]) -> metrics (loss included)
+-- T.evaluate(run_dir_or_model, split_spec[, task_kind]) -> metrics (loss included), the names the run's
+-- eval.metrics asks to report (nil: all)
 function T.evaluate(src, split, kind, run_recipe)
   local m, recipe, owned = open_model(src)
   recipe = run_recipe or recipe or default_recipe(m, kind)
@@ -635,7 +638,7 @@ function T.evaluate(src, split, kind, run_recipe)
   m.bert:train(false)
   local loss, preds, gold = predict_loader(m, loader, recipe.task.kind == "regression", false)
   close_model(m, owned)
-  return compute_metrics(recipe, loss, preds, gold, labels)
+  return compute_metrics(recipe, loss, preds, gold, labels), recipe.eval and recipe.eval.metrics
 end
 
 -- T.predict(run_dir_or_model, input_path[, out_path]): one JSON line per input row, to out_path or

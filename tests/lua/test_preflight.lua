@@ -100,6 +100,25 @@ function T.best_metric_of_another_task()
     { "train.best_metric 'f1_macro'", "regression" })
 end
 
+-- eval.metrics: each name one the task produces
+function T.eval_metrics_of_the_task()
+  load_fails({ 'eval.metrics={"bogus"}' }, { "eval.metrics[1] 'bogus'", "classification produces" })
+  check.eq(load_error({ 'eval.metrics={"mcc","loss"}' }), nil, "mcc and loss are classification metrics")
+end
+
+-- A child of sst2 that switches to regression selects by pearson (sst2 leaves best_metric to the task):
+-- it used to inherit accuracy, train, and die at the first evaluation.
+function T.a_regression_child_of_sst2_selects_by_pearson()
+  local path = os.tmpname() .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write('return { base = "sst2", task = { kind = "regression" } }\n')
+  f:close()
+  local ok, r = pcall(R.load, path)
+  os.remove(path)
+  check.truthy(ok, tostring(r))
+  check.eq(ok and r.train.best_metric, "pearson", "best_metric follows the task")
+end
+
 -- the model: vocab.txt vs vocab_size, max_length vs max_position_embeddings, dropout
 function T.vocab_larger_than_vocab_size()
   local want = "vocab.txt has 99 entries but config.json vocab_size is 90"

@@ -280,6 +280,29 @@ function Tst.plan_optimizer_memory_is_the_state_held()
   rm(d)
 end
 
+-- eval.metrics says what is printed and logged (and best_metric still selects the model).
+function Tst.eval_metrics_are_what_is_logged()
+  local d = tmpdir("evalmetrics")
+  local s = run(d, { ["train.max_steps"] = 4, ["train.eval_every"] = 2, ["eval.metrics"] = { "f1_macro", "loss" } })
+  check.eq(s.status, "done", "status")
+  local cjson = require "cjson"
+  local n = 0
+  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
+    local rec = cjson.decode(l)
+    if rec.split == "dev" then
+      local keys = {}
+      for k in pairs(rec.metrics) do keys[#keys + 1] = k end
+      table.sort(keys)
+      check.eq(table.concat(keys, " "), "f1_macro loss", "dev metrics logged at step " .. rec.step)
+      n = n + 1
+    end
+  end
+  check.eq(n, 2, "two dev evaluations")
+  check.eq(require("pft.metrics").format({ accuracy = 0.5, f1_macro = 0.25, loss = 1 }, { "loss", "f1_macro" }),
+    "loss 1.0000 f1 0.2500", "Mx.format prints the names asked for, in order")
+  rm(d)
+end
+
 -- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
 -- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
 function Tst.resume_is_equivalent_to_an_uninterrupted_run()
