@@ -9,7 +9,8 @@
 -- state.json (step counts of the optimizer, RNG, data and schedule position, eval history, best metric).
 -- Atomicity: everything is written into checkpoints/.tmp-step-N, then that directory is renamed to
 -- step-N (rename(2) is atomic within a file system); state.json is written last, so a directory without
--- it is never treated as a checkpoint. Only the newest `keep` step-N directories are kept.
+-- it is never treated as a checkpoint. Only the newest `keep` step-N directories are kept, and the best
+-- one (the step of the best dev evaluation, when given).
 -- Verification: state.json holds `files`, the size and an FNV-1a checksum of every other file of the
 -- checkpoint (the whole file up to 64 MiB, its first and last 4 MiB beyond); C.verify checks them and
 -- range-checks state.json, and C.latest_valid falls back to the newest checkpoint that passes.
@@ -71,8 +72,9 @@ local function remove_tree(path)
   end
 end
 
--- ck = { weights = {name = tensor}, optim = opt:state(), state = table (JSON) }; returns the path.
-function C.save(run_dir, step, ck, keep)
+-- ck = { weights = {name = tensor}, optim = opt:state(), state = table (JSON) }; keep: how many of the
+-- newest to keep (nil: all); best_step: a step whose checkpoint is kept whatever its age. Returns the path.
+function C.save(run_dir, step, ck, keep, best_step)
   local dir = run_dir .. "/checkpoints"
   assert(core.mkdir(dir))
   local final, tmp = dir .. "/step-" .. step, dir .. "/.tmp-step-" .. step
@@ -101,7 +103,8 @@ function C.save(run_dir, step, ck, keep)
   if not ok then error("checkpoint: cannot rename " .. tmp .. " to " .. final .. ": " .. tostring(err), 0) end
   if keep and keep > 0 then
     local all = C.list(run_dir)
-    for i = 1, #all - keep do remove_tree(all[i]) end
+    local best = best_step and (dir .. "/step-" .. best_step)
+    for i = 1, #all - keep do if all[i] ~= best then remove_tree(all[i]) end end
   end
   return final
 end

@@ -313,7 +313,7 @@ function Trainer:save_checkpoint()
   end
   local ostate = self.opt:state()
   self.last_ck = Ck.save(self.run_dir, self.step, { weights = weights, optim = ostate, state = self:checkpoint_state() },
-    self.out_cfg.keep)
+    self.out_cfg.keep, self.best.step)
   for _, s in pairs(ostate) do s.m:free(); if s.v then s.v:free() end end
   return self.last_ck
 end
