@@ -225,7 +225,7 @@ end
 command("eval", {
   usage = "pft eval RUN_OR_MODEL DATA [text=COL label=COL format=tsv ...]",
   summary = "evaluate a run or a model on a data file",
-  help = "Evaluates the final model of RUN (a run directory) or a model directory on DATA and prints the\nmetrics. Split fields (text=, label=, format=, header=, limit=) describe DATA.",
+  help = "Evaluates the best model of RUN (a run directory; the final one without a dev split) or a model directory on DATA and prints the\nmetrics. Split fields (text=, label=, format=, header=, limit=) describe DATA.",
   args = { "RUN_OR_MODEL", "DATA" }, overrides = true, options = {},
   run = function(a)
     local m, shown = require("pft.train").evaluate(a.RUN_OR_MODEL, cli_split(a.DATA, a.overrides))
@@ -244,12 +244,15 @@ command("predict", {
 })
 
 command("export", {
-  usage = "pft export RUN DEST",
+  usage = "pft export RUN DEST [--best|--final]",
   summary = "export a run's model as a Hugging Face directory",
-  help = "Writes RUN's final model to DEST (config.json, model.safetensors, vocab and tokenizer files).",
-  args = { "RUN", "DEST" }, options = {},
+  help = "Writes RUN's best model (selected on dev, as eval and predict use; the final one when the run has\nno dev split) to DEST: config.json, model.safetensors, vocab and tokenizer files. --final writes the\nmodel of the last step instead, --best insists on the best one.",
+  args = { "RUN", "DEST" }, options = { best = false, final = false },
   run = function(a)
-    require("pft.train").export(a.RUN, a.DEST)
+    if a.options.best and a.options.final then usage("export: --best and --final exclude each other") end
+    local which = a.options.final and "final" or a.options.best and "best" or nil
+    local _, sub = require("pft.train").export(a.RUN, a.DEST, which)
+    print(("exported the %s model of %s (%s/) to %s"):format(sub == "best" and "best" or "final", a.RUN, sub, a.DEST))
   end,
 })
 

@@ -713,7 +713,7 @@ function T.export(run_dir, dest, which)
       local m = Model.load(dir)
       m:export(dest, { labels = m.labels })
       m.bert:free()
-      return dest
+      return dest, sub
     end
   end
   error(("train: %s has no %s model to export"):format(run_dir, which or "best or final"), 2)

@@ -447,6 +447,30 @@ function Tst.evaluate_predict_export_from_a_run()
   rm(d)
 end
 
+-- `pft export RUN DEST` writes the best model as eval and predict use it, --final the last step's, and
+-- says which it wrote.
+function Tst.export_writes_the_best_model_by_default()
+  local d = tmpdir("export")
+  local s = run(d, { ["train.max_steps"] = 6, ["train.eval_every"] = 2, ["train.best_metric"] = "loss" })
+  check.eq(s.status, "done", "status")
+  local function pft_export(args)
+    local p = io.popen(("%s export '%s' '%s' %s 2>&1"):format(TEST_PFT, d, d .. "/out", args))
+    local out = p:read("*a")
+    p:close()
+    return out
+  end
+  local out = pft_export("")
+  check.truthy(out:find("exported the best model of " .. d .. " (best/)", 1, true), out)
+  check.eq(read(d .. "/out/model.safetensors"), read(d .. "/best/model.safetensors"), "default: best/'s weights")
+  rm(d .. "/out")
+  out = pft_export("--final")
+  check.truthy(out:find("exported the final model of " .. d .. " (model/)", 1, true), out)
+  check.eq(read(d .. "/out/model.safetensors"), read(d .. "/model/model.safetensors"), "--final: model/'s weights")
+  rm(d .. "/out")
+  check.truthy(pft_export("--best --final"):find("exclude each other", 1, true), "both refused")
+  rm(d)
+end
+
 function Tst.interrupt_hooks_outside_training()
   check.eq(core.interrupted(), false, "not interrupted")
   check.eq(type(core.watch_interrupts(false)), "boolean", "watch_interrupts answers")
