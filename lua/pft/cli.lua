@@ -41,6 +41,18 @@ end
 -- Raised inside a command for a usage error; main turns it into exit code 2.
 local Usage = {}
 Usage.__tostring = function(e) return e.msg end
+-- An error as users see it: without the location inside pft's own Lua modules that a raising C
+-- function or an assert adds ("/usr/share/lua/5.1/pft/model.lua:154: "), which names no file of theirs.
+-- A recipe's own file:line stays. PFT_TRACEBACK=1 keeps everything and adds the traceback.
+function M.user_message(e)
+  local msg = tostring(e)
+  while true do
+    local mod, rest = msg:match("^[^\n:]*/pft/([%w_]+)%.lua:%d+: (.*)$")
+    if not (mod and package.loaded["pft." .. mod]) then return msg end
+    msg = rest
+  end
+end
+
 local function usage(msg) error(setmetatable({ msg = msg, usage = true }, Usage), 0) end
 
 -- Splits args by the command's shape: positional names (a trailing "?" makes one optional),
@@ -314,7 +326,7 @@ function M.main(argv)
   local handler = function(e)
     if type(e) == "table" then return e end
     if os.getenv("PFT_TRACEBACK") == "1" then return debug.traceback(tostring(e), 2) end
-    return e
+    return M.user_message(e)
   end
   local ok, res = xpcall(function()
     local parsed = cmd.args and parse_args(cmd, args) or args

@@ -111,17 +111,31 @@ end
 local Model = {}
 Model.__index = Model
 
-local OPTS = { head = true, num_labels = true, labels = true }
+local OPTS = { head = true, num_labels = true, labels = true, labels_from = true }
+
+-- core.bert_load's error, with the real source of a classifier size that the checkpoint does not have:
+-- the labels of the task, not config.json, when they came from the recipe or the data.
+local function load_error(msg, opts, num_labels)
+  msg = msg:gsub("^[^\n:]*/pft/model%.lua:%d+: ", "")
+  local from = opts.labels_from or (opts.labels and "the labels given") or (opts.num_labels and "num_labels given")
+  if from and msg:find("tensor 'classifier%.") then
+    msg = msg:gsub("but config%.json implies (%b[])", ("but %s imply %%1 (%d labels)"):format(from, num_labels)) ..
+      "; this checkpoint's head has another number of labels: train from a checkpoint without a head, or give" ..
+      " task.labels with as many labels as the checkpoint's"
+  end
+  return msg
+end
 
 -- load(name_or_path, {head = "seqcls" | "tokcls" | "none", num_labels = K, labels = {...}}).
 -- Without head, a directory exported by pft (config.json "architectures") gets its head back, its
 -- classifier weights and its labels; otherwise head "none". num_labels defaults to #labels, then the
--- config's id2label (when its architecture has the same head), then 2.
+-- config's id2label (when its architecture has the same head), then 2. labels_from says where the labels
+-- came from ("task.labels", "the training data"), for the message when the checkpoint's head differs.
 function M.load(name, opts)
   opts = opts or {}
   if type(opts) ~= "table" then error("pft.model.load: bad argument #2 (options table expected, got " .. type(opts) .. ")", 2) end
   for k in pairs(opts) do
-    if not OPTS[k] then error(("pft.model.load: unknown option '%s' (head, num_labels, labels)"):format(tostring(k)), 2) end
+    if not OPTS[k] then error(("pft.model.load: unknown option '%s' (head, num_labels, labels, labels_from)"):format(tostring(k)), 2) end
   end
   if opts.head ~= nil and not HEADS[opts.head] then
     error(("pft.model.load: head must be \"none\", \"seqcls\" or \"tokcls\", got %s"):format(tostring(opts.head)), 2)
@@ -151,7 +165,8 @@ function M.load(name, opts)
       for i = 1, num_labels do labels[i] = "LABEL_" .. (i - 1) end
     end
   end
-  local bert = core.bert_load(dir, head, num_labels)
+  local ok, bert = pcall(core.bert_load, dir, head, num_labels)
+  if not ok then error(load_error(tostring(bert), opts, num_labels), 0) end
   local tok = core.tokenizer_load(dir)
   return setmetatable({ bert = bert, tokenizer = tok, dir = dir, labels = labels, head = head, source_config = cfg }, Model)
 end

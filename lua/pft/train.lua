@@ -208,7 +208,9 @@ function T.prepare(recipe)
   local train_ds = read_split(recipe.data.train, recipe, recipe.task.labels)
   local labels = not is_regression(recipe) and (recipe.task.labels or train_ds.label_names) or nil
   local dev_ds = recipe.data.dev and read_split(recipe.data.dev, recipe, labels) or nil
-  local m = Model.load(recipe.model.name, { head = head_kind(recipe), num_labels = labels and #labels or 1, labels = labels })
+  local m = Model.load(recipe.model.name, { head = head_kind(recipe), num_labels = labels and #labels or 1, labels = labels,
+    labels_from = is_regression(recipe) and "task.kind = \"regression\"" or recipe.task.labels and "task.labels" or
+      (#labels <= 8 and ("the training data's labels (%s)"):format(table.concat(labels, ", ")) or "the training data's labels") })
   local info = S.model_info(m.bert)
   return { recipe = recipe, train_ds = train_ds, dev_ds = dev_ds, labels = labels, model = m, info = info,
     plan = Plan.new(recipe, info, train_ds.n) }

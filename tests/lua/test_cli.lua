@@ -53,6 +53,37 @@ function T.validate_and_train_write_the_same_plan()
   end
 end
 
+-- Errors meant for users name their file, key or tensor, never a location inside pft's own modules;
+-- PFT_TRACEBACK=1 shows those (and the traceback).
+function T.errors_name_no_internal_path()
+  local dir = os.tmpname()
+  os.remove(dir)
+  os.execute(("mkdir -p %s && cp tests/fixtures/bert/tiny_seqcls/vocab.txt %s/ && echo '{}' > %s/config.json"):format(
+    sh_quote(dir), sh_quote(dir), sh_quote(dir)))
+  local out, code = pft("eval " .. sh_quote(dir) .. " tests/fixtures/train/tiny_dev.tsv")
+  check.eq(code, 1, "exit code: " .. out)
+  has(out, dir .. "/config.json: missing \"model_type\"")
+  check.truthy(not out:find("%.lua:%d+:"), "no Lua source location: " .. out)
+  local dbg = pft("eval " .. sh_quote(dir) .. " tests/fixtures/train/tiny_dev.tsv", "PFT_TRACEBACK=1")
+  check.truthy(dbg:find("/pft/model%.lua:%d+:"), "PFT_TRACEBACK=1 shows the location: " .. dbg)
+  has(dbg, "stack traceback")
+  os.execute("rm -rf " .. sh_quote(dir))
+  local cli = require "pft.cli"
+  check.eq(cli.user_message("/usr/share/lua/5.1/pft/model.lua:12: /x/config.json: bad"), "/x/config.json: bad", "stripped")
+  check.eq(cli.user_message("recipes/a.lua:3: data.train: bad"), "recipes/a.lua:3: data.train: bad", "a recipe's location kept")
+  check.eq(cli.user_message("/home/me/pft/notamodule.lua:3: x"), "/home/me/pft/notamodule.lua:3: x", "only pft's modules")
+end
+
+-- A checkpoint head of another size: the message blames where the number of labels came from.
+function T.head_size_mismatch_names_the_labels_source()
+  local out, code = pft("validate sst2 model.name=tests/fixtures/bert/tiny_seqcls data.train.limit=64")
+  check.eq(code, 1, "exit code: " .. out)
+  has(out, "tensor 'classifier.weight' has shape [3, 32] but the training data's labels (0, 1) imply [2, 32] (2 labels)")
+  check.truthy(not out:find("config.json implies", 1, true), "config.json not blamed: " .. out)
+  out = pft("validate sst2 model.name=tests/fixtures/bert/tiny_seqcls data.train.limit=64 'task.labels={\"0\",\"1\"}'")
+  has(out, "but task.labels imply [2, 32]")
+end
+
 function T.validate_fails_on_a_selector_that_matches_nothing()
   local out, code = pft("validate sst2 'schedule.rules={{at={epoch=1}, unfreeze=\"bert.encoder.nothing.*\"}}'")
   check.eq(code, 1, "exit code")
