@@ -50,7 +50,7 @@ for r in $recipes; do
     continue
   fi
   acc=$(grep -o 'test ([a-z]* model): acc [0-9.]*' "$out/$r.log" | grep -o '[0-9.]*$')
-  done_line=$(grep '^done:' "$out/$r.log")
+  done_line=$(grep -E '^(done:|stopped early)' "$out/$r.log")
   tps=$(grep -o '[0-9]* tok/s' "$out/$r.log" | tail -1)
   echo "$r pft: test accuracy $acc  $tps  $done_line"
   case $r in

@@ -139,13 +139,20 @@ no parameter.]],
     local T = require "pft.train"
     local prep = T.prepare(r) -- what `train` reads and plans before it starts
     local plan, info, g3 = prep.plan, prep.info, Plan.group3
-    local k = prep.labels and #prep.labels or 1
+    local function count(n, what) return ("%s %s%s"):format(g3(n), what, n == 1 and "" or "s") end
+    local head = prep.labels and ("%s head, %s"):format(r.task.kind, count(#prep.labels, "label")) or
+      ("%s head, 1 output"):format(r.task.kind)
     print(("recipe  %s (%s)"):format(r.name, a.RECIPE))
-    print(("model   %s: %d layers, %s parameters; %s head, %d labels"):format(r.model.name, info.num_layers,
-      g3(plan.total_params), r.task.kind, k))
-    print(("data    train %s rows%s, batch %d -> %s steps/epoch x %d epochs = %s steps"):format(g3(plan.sizes.rows),
-      r.data.train.limit and (" (limit %s)"):format(g3(r.data.train.limit)) or "", r.data.batch_size,
-      g3(plan.sizes.steps_per_epoch), r.train.epochs, g3(plan.sizes.total_steps)))
+    print(("model   %s: %s, %s parameters; %s"):format(r.model.name, count(info.num_layers, "layer"),
+      g3(plan.total_params), head))
+    local sz = plan.sizes
+    local steps = ("%s/epoch x %s = %s"):format(count(sz.steps_per_epoch, "step"), count(r.train.epochs, "epoch"),
+      count(sz.steps_per_epoch * r.train.epochs, "step"))
+    if sz.total_steps < sz.steps_per_epoch * r.train.epochs then
+      steps = steps .. (", cut to %s by train.max_steps"):format(g3(sz.total_steps))
+    end
+    print(("data    train %s%s, batch %d -> %s"):format(count(sz.rows, "row"),
+      r.data.train.limit and (" (limit %s)"):format(g3(r.data.train.limit)) or "", r.data.batch_size, steps))
     print(("optim   %s lr %s, weight decay %g; %s schedule, warm-up %g"):format(r.optim.name, Plan.fmt_lr(r.optim.lr),
       r.optim.weight_decay, r.lr_schedule.name, r.lr_schedule.warmup))
     print(("schedule %s"):format(r.schedule.preset))

@@ -236,7 +236,7 @@ function Trainer.new(prep, run_dir, opts)
     run_dir = run_dir, model = m, bert = m.bert, info = prep.info, plan = prep.plan, sched = prep.plan.sched,
     labels = prep.labels, train_ds = prep.train_ds, wall0 = core.clock(), status = "done",
     step = 0, epoch = 0, history = {}, bad_evals = 0, prev_trainable = {}, prev_log = nil, ever = {},
-    elapsed_before = 0, trainable_numel = 0 }, Trainer)
+    elapsed_before = 0, trainable_numel = 0, loss_sum = 0, loss_n = 0 }, Trainer)
   local sizes = prep.plan.sizes
   self.total_steps, self.steps_per_epoch, self.epochs = sizes.total_steps, sizes.steps_per_epoch, sizes.epochs
   self.best = { metric = self.tr.best_metric }
@@ -283,6 +283,7 @@ function Trainer:restore(ck)
   self.step, self.epoch, self.history = st.step, st.epoch, st.history or {}
   self.best.value, self.best.step = tonumber(st.best_value), st.best_step
   self.bad_evals = st.bad_evals or 0
+  self.loss_sum, self.loss_n = tonumber(st.loss_sum) or 0, st.loss_n or 0
   for _, n in ipairs(st.trainable or {}) do self.prev_trainable[n] = true end
   self.prev_log = st.trainable_log
   self.elapsed_before = st.elapsed or 0
@@ -301,6 +302,7 @@ function Trainer:checkpoint_state()
   return { step = self.step, epoch = self.epoch, rng = { seed, counter }, history = self.history,
     best_value = self.best.value and ("%.17g"):format(self.best.value), best_step = self.best.step,
     bad_evals = self.bad_evals, trainable = tl, trainable_log = self.prev_log,
+    loss_sum = ("%.17g"):format(self.loss_sum), loss_n = self.loss_n, -- the training-curve window so far
     elapsed = self.elapsed_before + core.clock() - self.wall0, total_steps = self.total_steps,
     metrics_bytes = fs.file_size(self.run_dir .. "/metrics.jsonl") or 0,
     trainable_log_bytes = fs.file_size(self.run_dir .. "/trainable.log") or 0 }
@@ -444,6 +446,20 @@ function Trainer:after_step(epoch_end_step)
   if core.interrupted() or (self.interrupt_at and step == self.interrupt_at) then return "interrupted" end
 end
 
+-- metrics.jsonl's training curve: every train.log_every steps (and at the last), the mean loss of the
+-- steps since the previous record and the base learning rate of the step just taken.
+function Trainer:log_train_loss(loss)
+  if loss == loss then self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1 end
+  if self.step % self.tr.log_every == 0 or self.step == self.total_steps then self:flush_train_loss() end
+end
+
+function Trainer:flush_train_loss()
+  if self.loss_n == 0 then return end
+  append(self.run_dir .. "/metrics.jsonl", cjson.encode({ step = self.step, epoch = self.epoch, split = "train",
+    loss = self.loss_sum / self.loss_n, lr = self.base_lr, steps = self.loss_n }) .. "\n")
+  self.loss_sum, self.loss_n = 0, 0
+end
+
 -- The loop: epochs of steps, from wherever the run stands (0, or a checkpoint's position).
 function Trainer:train_loop()
   while self.step < self.total_steps do
@@ -457,6 +473,7 @@ function Trainer:train_loop()
       self:optimizer_step()
       if self.opts.on_step then self.opts.on_step(self.step, { model = self.model, optimizer = self.opt, groups = self.groups }) end
       self.progress:update({ step = self.step, epoch = self.epoch, loss = loss, lr = self.base_lr, tokens = tokens })
+      self:log_train_loss(loss)
       local stop = self:after_step(epoch_end_step)
       if stop then self.status = stop; return end
     end
@@ -516,6 +533,7 @@ end
 -- A run that ended normally (done or early_stopped): last checkpoint, the final export, the test split.
 function Trainer:finish()
   if self.status == "done" then self.epoch = self.epochs end -- as after the last epoch, also when resumed at the end
+  self:flush_train_loss() -- an early stop ends the curve where training ended
   if self.out_cfg.checkpoints ~= false and (not self.last_ck or not self.last_ck:match("step%-" .. self.step .. "$")) then
     self:save_checkpoint()
   end
@@ -527,7 +545,12 @@ function Trainer:finish()
   if self.recipe.data.test then self:test(s) end
   s.wall_s = self.elapsed_before + core.clock() - self.wall0
   local best = self.best
-  self:say(("done: %d steps in %s (training %s)%s; %d trainable parameters; model in %s%s"):format(self.step,
+  local es = self.tr.early_stopping
+  local ended = self.status == "early_stopped" and
+    ("stopped early at step %d of %d (dev %s did not improve for %d evaluation%s)"):format(self.step,
+      self.total_steps, best.metric, es.patience, es.patience == 1 and "" or "s") or
+    ("done: %d steps"):format(self.step)
+  self:say(("%s in %s (training %s)%s; %d trainable parameters; model in %s%s"):format(ended,
     Progress.fmt_time(s.wall_s), Progress.fmt_time(s.train_wall_s),
     best.value and (", best %s %.4f at step %d"):format(best.metric, best.value, best.step) or "",
     self.trainable_numel, s.model_dir, best.value and (", best model in " .. self.run_dir .. "/best") or ""))
@@ -539,8 +562,8 @@ end
 function Trainer:run(resume_ck)
   if resume_ck then self:restore(resume_ck) else self:write_run_files() end
   if not self.opts.quiet then
-    self:say(("run %s: %d steps (%d epochs of %d), %d examples%s"):format(self.run_dir, self.total_steps, self.epochs,
-      self.steps_per_epoch, self.train_ds.n, resume_ck and (", resumed at step " .. self.step) or ""))
+    self:say(("run %s: %d steps (%d epoch%s of %d), %d examples%s"):format(self.run_dir, self.total_steps, self.epochs,
+      self.epochs == 1 and "" or "s", self.steps_per_epoch, self.train_ds.n, resume_ck and (", resumed at step " .. self.step) or ""))
   end
   core.watch_interrupts(true)
   local ok, err = pcall(self.train_loop, self)

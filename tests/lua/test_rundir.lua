@@ -74,7 +74,7 @@ function Tst.runs_started_in_the_same_second_never_share_a_directory()
   check.eq(s1.run_dir, dir, "first run: the name")
   check.eq(s2.run_dir, dir .. "-2", "second run: -2")
   check.eq(s3.run_dir, dir .. "-3", "third run: -3")
-  check.eq(#lines(dir .. "/metrics.jsonl"), 1, "first run's metrics untouched")
+  check.eq(#lines(dir .. "/metrics.jsonl"), 2, "first run's metrics untouched (its training loss and its evaluation)")
   rm(base)
 end
 

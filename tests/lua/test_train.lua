@@ -322,6 +322,35 @@ function Tst.keep_spares_the_best_checkpoint()
   rm(d)
 end
 
+-- The training loss goes to metrics.jsonl every log_every steps (the mean since the previous record),
+-- and an early stop says so in the final line.
+function Tst.training_curve_and_early_stop_line()
+  local d = tmpdir("curve")
+  local out = io.tmpfile()
+  local r = F.recipe(ROOT, d, { ["train.max_steps"] = 10, ["train.eval_every"] = 2, ["train.log_every"] = 3,
+    ["train.early_stopping"] = { patience = 1 }, ["train.best_metric"] = "accuracy" })
+  local s = T.run(r, { run_dir = d, out = out })
+  local cjson = require "cjson"
+  local curve = {}
+  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
+    local rec = cjson.decode(l)
+    if rec.split == "train" then curve[#curve + 1] = rec end
+  end
+  check.eq(s.status, "early_stopped", "accuracy does not move on the tiny data at this rate")
+  check.truthy(#curve >= 1 and curve[1].step == 3 and curve[1].steps == 3, "first record at step 3 over 3 steps")
+  for _, rec in ipairs(curve) do
+    check.truthy(type(rec.loss) == "number" and rec.loss > 0 and type(rec.lr) == "number", "loss and lr: " .. cjson.encode(rec))
+  end
+  check.eq(curve[#curve].step, s.steps, "a record after the last step")
+  out:seek("set")
+  local text = out:read("*a")
+  out:close()
+  check.truthy(text:find(("stopped early at step %d of 10 (dev accuracy did not improve for 1 evaluation)"):format(s.steps),
+    1, true), text)
+  check.truthy(not text:find("\ndone:"), "not 'done'")
+  rm(d)
+end
+
 -- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
 -- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
 function Tst.resume_is_equivalent_to_an_uninterrupted_run()
@@ -424,7 +453,11 @@ function Tst.evaluate_predict_export_from_a_run()
   local d = tmpdir("use")
   run(d, { ["train.max_steps"] = 3, ["train.eval_every"] = 3 })
   local mx = T.evaluate(d, { path = ROOT .. "/tests/fixtures/train/tiny_dev.tsv" })
-  local want = require("cjson").decode(lines(d .. "/metrics.jsonl")[1]).metrics
+  local want
+  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
+    local rec = require("cjson").decode(l)
+    if rec.split == "dev" then want = rec.metrics end
+  end
   check.near(mx.accuracy, want.accuracy, 1e-12, "evaluate = the run's dev accuracy (best model)")
   check.near(mx.loss, want.loss, 1e-6, "evaluate loss")
   local inp = d .. "/in.txt"
