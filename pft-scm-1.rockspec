@@ -18,6 +18,7 @@ schedules and the trainer are Lua. Installs the `pft` Lua modules, the `pft.core
 -- LuaJIT reports itself as Lua 5.1; the C module uses only the Lua 5.1 API.
 dependencies = {
    "lua >= 5.1, < 5.2",
+   "lua-cjson", -- pft's Lua modules read and write JSON with it (Debian: lua-cjson)
 }
 external_dependencies = {
    OPENBLAS = { library = "openblas" },

