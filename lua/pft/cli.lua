@@ -155,7 +155,7 @@ no parameter.]],
       r.data.train.limit and (" (limit %s)"):format(g3(r.data.train.limit)) or "", r.data.batch_size, steps))
     print(("optim   %s lr %s, weight decay %g; %s schedule, warm-up %g"):format(r.optim.name, Plan.fmt_lr(r.optim.lr),
       r.optim.weight_decay, r.lr_schedule.name, r.lr_schedule.warmup))
-    print(("schedule %s"):format(r.schedule.preset))
+    print(("schedule %s"):format(r.schedule.custom and "custom (schedule.custom)" or r.schedule.preset))
     print("")
     for _, line in ipairs(Plan.lines(plan)) do print(line) end
     prep.model.bert:free()

@@ -116,6 +116,11 @@ function P.lines(plan)
     lines[#lines + 1] = "optimizer: state is kept for groups frozen again (they may thaw later), so it counts every"
     lines[#lines + 1] = "parameter trained so far"
   end
+  if sched.custom then
+    lines[#lines + 1] = ("schedule.custom sampled at the %d evaluation points, with no dev history yet: where it reads"):format(
+      #sched:sample_steps())
+    lines[#lines + 1] = "the history, training may differ"
+  end
   lines[#lines + 1] = ""
   lines[#lines + 1] = "learning rates (peak, before the " .. r.lr_schedule.name .. " schedule): " ..
     rate_text(sched, plan.info.groups)

@@ -281,6 +281,7 @@ local SCHEMA = struct({
       { "every", every_spec },
       { "initial", selector("what trains at step 0 (replaces the preset's start)") },
       { "rules", array(rule, "extra {at = TRIGGER, unfreeze|freeze = SELECTOR} rules, applied after the preset's") },
+      { "custom", fn("function(ctx) -> SELECTOR, what trains at each step (ctx: step, epoch, total_steps, steps_per_epoch, num_layers, history); replaces preset, initial and rules") },
     }, "which parameters train when") },
   { "lr", struct({
       { "discriminative", struct({

@@ -292,7 +292,12 @@ function S.build(recipe, info, opts)
   local total = opts.total_steps or spe * epochs
   local metric = train.best_metric or Schema.default_best_metric(recipe.task and recipe.task.kind)
 
+  if sc.custom ~= nil and (sc.initial ~= nil or #(sc.rules or {}) > 0) then
+    error(("%s: schedule.custom replaces schedule.initial and schedule.rules: give one or the other"):format(
+      where("schedule.custom")), 0)
+  end
   local start, events = preset(sc, info, where)
+  if sc.custom ~= nil then start, events = {}, {} end
   if sc.initial ~= nil then start = sel(sc.initial, "schedule.initial") end
   for i, r in ipairs(sc.rules) do
     local key = ("schedule.rules[%d]"):format(i)
@@ -327,6 +332,7 @@ function S.build(recipe, info, opts)
     info = info, start = start, static = static, dynamic = dynamic, lr_mult = group_lr(lr, optim, info),
     warmup_steps = lr.unfreeze_warmup, steps_per_epoch = spe, total_steps = total,
     epochs = epochs, metric = metric, optim = optim, base_lr = optim.lr,
+    custom = sc.custom, custom_where = sc.custom and where("schedule.custom"), eval_every = train.eval_every,
   }, Schedule)
   return self
 end
@@ -380,11 +386,57 @@ function Schedule:groups_of(set)
   return out
 end
 
--- sched:at(step, epoch, history) -> { trainable = {[param] = true}, lr_mult = {[group or param] = x},
--- warmup = {[group or param] = factor in (0, 1]}, groups = { {name, params, lr_mult, warmup}, ... } }.
--- Epoch triggers read `epoch`; step and fraction triggers read `step`; plateau triggers read history.
-function Schedule:at(step, epoch, history)
-  epoch = epoch or math.floor(step / self.steps_per_epoch)
+-- ---------------------------------------------------------------------------------------------
+-- schedule.custom: the recipe's function names what trains at each step
+
+-- The set schedule.custom returns at `step`, given the dev evaluations done by then; raises naming the
+-- step when the function fails or returns something that is not a selector matching a parameter.
+function Schedule:custom_set(step, history)
+  local hist = {}
+  for i, h in ipairs(history or {}) do
+    local m = {}
+    for k, v in pairs(h.metrics or {}) do m[k] = v end
+    hist[i] = { step = h.step, epoch = h.epoch, metrics = m }
+  end
+  local ctx = { step = step, epoch = math.floor(step / self.steps_per_epoch), total_steps = self.total_steps,
+    steps_per_epoch = self.steps_per_epoch, num_layers = self.info.num_layers, history = hist }
+  local where = ("%s at step %d"):format(self.custom_where, step)
+  local ok, sel = pcall(self.custom, ctx)
+  if not ok then error(("%s: %s"):format(where, tostring(sel)), 0) end
+  if type(sel) ~= "string" and type(sel) ~= "table" then
+    error(("%s: returned %s, expected a selector (a string such as \"top(2)\", or a list of them)"):format(where,
+      sel == nil and "nothing" or "a " .. type(sel)), 0)
+  end
+  local ok2, names = pcall(S.select, sel, self.info)
+  if not ok2 then error(("%s: %s"):format(where, tostring(names):gsub("^schedule: ", "")), 0) end
+  return set_of(names)
+end
+
+-- Steps 0..step of schedule.custom, in order (memoized: the trainer asks step by step; a resumed run
+-- replays the steps before its checkpoint, each with the evaluations done by then), and since[n], the
+-- step where parameter n's current trainable streak began (for unfreeze_warmup).
+function Schedule:custom_until(step, history)
+  local tr = self.trace
+  if not tr or step < tr.last then tr = { last = -1, set = nil, since = {} }; self.trace = tr end
+  for j = tr.last + 1, step do
+    local seen = {}
+    for _, h in ipairs(history or {}) do if (h.step or 0) <= j then seen[#seen + 1] = h end end
+    local set = self:custom_set(j, seen)
+    for n in pairs(tr.since) do if not set[n] then tr.since[n] = nil end end
+    for n in pairs(set) do if not tr.since[n] then tr.since[n] = j end end
+    tr.set, tr.last = set, j
+  end
+  local set, since = {}, {}
+  for n in pairs(tr.set) do -- trainable from step 0: no ramp, as a preset's start
+    set[n] = true
+    if tr.since[n] > 0 then since[n] = tr.since[n] end
+  end
+  return set, since
+end
+
+-- The trainable set at a step, and since[n] (the step n last became trainable) for the warm-up.
+function Schedule:trainable_at(step, epoch, history)
+  if self.custom then return self:custom_until(step, history) end
   local fired = self:plateau_steps(history)
   local evs = {}
   for _, e in ipairs(self.static) do
@@ -406,6 +458,15 @@ function Schedule:at(step, epoch, history)
     apply(set, x.e)
     for n in pairs(set) do if not before[n] then since[n] = x.step end end
   end
+  return set, since
+end
+
+-- sched:at(step, epoch, history) -> { trainable = {[param] = true}, lr_mult = {[group or param] = x},
+-- warmup = {[group or param] = factor in (0, 1]}, groups = { {name, params, lr_mult, warmup}, ... } }.
+-- Epoch triggers read `epoch`; step and fraction triggers read `step`; plateau triggers read history.
+function Schedule:at(step, epoch, history)
+  epoch = epoch or math.floor(step / self.steps_per_epoch)
+  local set, since = self:trainable_at(step, epoch, history)
   local st = { trainable = set, lr_mult = {}, warmup = {}, groups = {} }
   local W = self.warmup_steps
   for _, g in ipairs(self:groups_of(set)) do
@@ -485,7 +546,40 @@ end
 -- state_numel, change (what began it), unreached (starts after training ends) }; then one phase per
 -- plateau rule (from_step nil, label "when dev accuracy stops improving for 1 evaluation"), applied on top
 -- of the last phase.
+-- The eval points (0, then every evaluation before the end): where the plan samples schedule.custom.
+function Schedule:sample_steps()
+  local every = self.eval_every == "epoch" and self.steps_per_epoch or self.eval_every
+  local out = { 0 }
+  for s = every, self.total_steps - 1, every do out[#out + 1] = s end
+  return out
+end
+
+-- schedule.custom's plan: the function sampled at the eval points with no dev history yet (what a run
+-- does may differ where the function reads the history); equal neighbours merge into one phase.
+function Schedule:custom_plan()
+  local phases, ever, samples = {}, {}, self:sample_steps()
+  local prev
+  for i, s in ipairs(samples) do
+    local set = self:custom_set(s, {})
+    local key = {}
+    for n in pairs(set) do key[#key + 1] = n end
+    table.sort(key)
+    key = table.concat(key, "\0")
+    local to = (samples[i + 1] or self.total_steps) - 1
+    if prev and prev.key == key then
+      prev.ph.to_step = to
+    else
+      local ph = make_phase(self, set, ever, s, to, nil, { change = i == 1 and "start" or "schedule.custom" })
+      phases[#phases + 1] = ph
+      prev = { key = key, ph = ph }
+    end
+  end
+  for _, ph in ipairs(phases) do ph.label = phase_label(self, ph.from_step, ph.to_step) end
+  return phases
+end
+
 function Schedule:plan()
+  if self.custom then return self:custom_plan() end
   local phases, set, ever = {}, {}, {}
   for n in pairs(self.start) do set[n] = true end
   local from, change = 0, "start"

@@ -84,6 +84,34 @@ function T.head_size_mismatch_names_the_labels_source()
   has(out, "but task.labels imply [2, 32]")
 end
 
+-- schedule.custom from a recipe file: validate samples it at the eval points; a failing function fails
+-- validate naming the step; an endless one is stopped by the sandbox's budget, naming the file.
+function T.custom_schedule_in_validate()
+  local path = os.tmpname() .. ".lua"
+  local function write(body)
+    local f = assert(io.open(path, "w"))
+    f:write('return { base = "sst2", data = { train = { limit = 320 } }, train = { eval_every = 4 },\n' ..
+      '  schedule = { custom = function(ctx) ' .. body .. ' end } }\n')
+    f:close()
+  end
+  write('if ctx.step < 8 then return "head" end return { "top(1)", "pooler", "head" }')
+  local out, code = pft("validate " .. sh_quote(path))
+  check.eq(code, 0, "validate: " .. out)
+  has(out, "schedule custom (schedule.custom)")
+  check.truthy(out:find("\n1%s+0%-7%s+1%s+head%s"), out)
+  check.truthy(out:find("\n2%s+8%-19%s+1%-2%s+layer%[5%], pooler, head%s.-schedule%.custom"), out)
+  has(out, "schedule.custom sampled at the 5 evaluation points")
+  write('if ctx.step >= 12 then error("no plan for step " .. ctx.step, 0) end return "head"')
+  out, code = pft("validate " .. sh_quote(path))
+  check.eq(code, 1, "failing function: " .. out)
+  has(out, "schedule.custom at step 12: no plan for step 12")
+  write('while true do end')
+  out, code = pft("validate " .. sh_quote(path))
+  check.eq(code, 1, "endless function: " .. out)
+  has(out, "ran past its budget")
+  os.remove(path)
+end
+
 function T.validate_fails_on_a_selector_that_matches_nothing()
   local out, code = pft("validate sst2 'schedule.rules={{at={epoch=1}, unfreeze=\"bert.encoder.nothing.*\"}}'")
   check.eq(code, 1, "exit code")

@@ -191,4 +191,81 @@ function T.plateau_trigger()
   check.eq(s:at(60, 6, h).trainable["bert.embeddings.word_embeddings.weight"], true, "second plateau fires")
 end
 
+-- schedule.custom: a function of the step that spells gradual unfreezing gives the preset's sets and
+-- warm-up factors at every step.
+function T.custom_equals_the_preset_it_spells()
+  local info = info4()
+  local lr = { head_multiplier = 1, unfreeze_warmup = 4 }
+  local preset = S.build(recipe({ preset = "gradual", every = 10 }, lr), info, { steps_per_epoch = 100 })
+  local calls = 0
+  local custom = S.build(recipe({ custom = function(ctx)
+    calls = calls + 1
+    local k, sel = math.floor(ctx.step / 10), { "head", "pooler" }
+    for i = 1, math.min(k, L) do sel[#sel + 1] = "layer[" .. (L - i) .. "]" end
+    if k > L then sel[#sel + 1] = "embeddings" end
+    return sel
+  end }, lr), info, { steps_per_epoch = 100 })
+  for step = 0, 70 do
+    local a, b = preset:at(step, 0, {}), custom:at(step, 0, {})
+    for _, n in ipairs(info.names) do
+      check.eq(b.trainable[n], a.trainable[n], ("step %d: %s trainable"):format(step, n))
+      check.eq(b.warmup[n], a.warmup[n], ("step %d: %s warm-up"):format(step, n))
+    end
+  end
+  check.eq(calls, 71, "one call per step (memoized)")
+  -- asked for a late step first (a resumed run): the steps before it are replayed, same answer
+  local fresh = S.build(recipe({ custom = custom.custom }, lr), info, { steps_per_epoch = 100 })
+  check.near(fresh:at(41, 0, {}).warmup["layer[0]"], preset:at(41, 0, {}).warmup["layer[0]"], 0, "replayed warm-up")
+end
+
+-- ctx carries the dev history (as evaluated by that step), copied: the function cannot edit the trainer's.
+function T.custom_reads_the_history()
+  local info = info4()
+  local s = S.build(recipe({ custom = function(ctx)
+    for _, h in ipairs(ctx.history) do
+      h.metrics.accuracy = 0 -- a copy
+      if h.step >= 20 then return "all" end
+    end
+    return "head"
+  end }), info, { steps_per_epoch = 10, epochs = 10 })
+  local h = { { step = 10, epoch = 0, metrics = { accuracy = 0.7 } }, { step = 20, epoch = 1, metrics = { accuracy = 0.8 } } }
+  check.eq(s:at(19, 1, h).trainable["bert.embeddings.word_embeddings.weight"], nil, "the eval at step 20 is not seen at 19")
+  check.eq(s:at(20, 2, h).trainable["bert.embeddings.word_embeddings.weight"], true, "seen at step 20")
+  check.eq(h[1].metrics.accuracy, 0.7, "history untouched")
+end
+
+function T.custom_errors_name_the_step()
+  local info = info4()
+  local function at_error(fn, step)
+    local s = S.build(recipe({ custom = fn }), info, { steps_per_epoch = 10 })
+    local ok, err = pcall(s.at, s, step, 0, {})
+    check.eq(ok, false, "raises")
+    return tostring(err)
+  end
+  has(at_error(function() return nil end, 0), "schedule.custom at step 0: returned nothing, expected a selector")
+  has(at_error(function() return 42 end, 0), "schedule.custom at step 0: returned a number")
+  has(at_error(function(ctx) if ctx.step == 3 then error("boom", 0) end return "head" end, 5), "schedule.custom at step 3: boom")
+  has(at_error(function(ctx) return ctx.step < 2 and "head" or "layer[9]" end, 4),
+    "schedule.custom at step 2: selector 'layer[9]'")
+  local ok, err = pcall(S.build, recipe({ custom = function() return "head" end, rules = { { at = { step = 1 }, unfreeze = "all" } } }),
+    info, { steps_per_epoch = 10 })
+  check.eq(ok, false, "custom with rules refused")
+  has(tostring(err), "schedule.custom replaces schedule.initial and schedule.rules")
+end
+
+-- The plan samples the function at every evaluation point and merges equal neighbours.
+function T.custom_plan_samples_the_eval_points()
+  local info = info4()
+  local r = recipe({ custom = function(ctx) return ctx.step < 20 and "head" or { "top(1)", "head" } end })
+  r.train.eval_every = 5
+  local s = S.build(r, info, { steps_per_epoch = 10, epochs = 3 })
+  check.eq(table.concat(s:sample_steps(), " "), "0 5 10 15 20 25", "samples")
+  check.eq(plan_summary(s), "epochs 1-2: head | epoch 3: layer[3], head", "phases")
+  local bad = recipe({ custom = function(ctx) return ctx.step < 10 and "head" or "nothing*" end })
+  bad.train.eval_every = 5
+  local ok, err = pcall(function() S.build(bad, info, { steps_per_epoch = 10, epochs = 3 }):plan() end)
+  check.eq(ok, false, "a selector that matches nothing fails the plan")
+  has(tostring(err), "schedule.custom at step 10")
+end
+
 return T
