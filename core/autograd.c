@@ -35,6 +35,7 @@ pft_node *pft_autograd_record(pft_ctx *ctx, pft_tensor *out, const char *op, pft
     memcpy(node->out_shape, out->shape, sizeof node->out_shape);
     pft_node_release(out->grad_fn);
     out->grad_fn = node;
+    out->grad_fn_release = pft_node_release; /* tensor.c drops the node through it */
     out->requires_grad = true;
     return node;
 }

@@ -23,6 +23,16 @@
 
 typedef enum pft_binary_op { PFT_BINARY_ADD, PFT_BINARY_SUB, PFT_BINARY_MUL } pft_binary_op;
 
+/* The sequences of one attention call (ops_attention.c): q, k, v and out are `rows` rows of C floats, head
+ * h in columns [h D, (h+1) D) with D = C / H; sequence b (of n) has len[b] rows from row start[b], and its
+ * head h's probabilities [len[b], len[b]] start at poff[b H + h] in P (`total` floats in all). Dense
+ * [B, T, C] input is n = B sequences of T at b T; packed input has its sequences back to back. */
+typedef struct pft_attention_layout {
+    int64_t n, H, C, rows;
+    int64_t maxlen, total; /* the longest len, the floats of P */
+    const int64_t *start, *len, *poff;
+} pft_attention_layout;
+
 typedef struct pft_backend {
     const char *name;
     pft_device device;
@@ -83,6 +93,42 @@ typedef struct pft_backend {
     void (*mse_forward)(pft_ctx *ctx, float *loss, const float *pred, const float *target, int64_t n);
     void (*mse_backward)(pft_ctx *ctx, float *dpred, const float *dloss, const float *pred, const float *target,
                          int64_t n);
+
+    /* --- views -------------------------------------------------------------------------------------- */
+    /* dst (through stride_dst, over `shape`) += dy (contiguous over shape), element by element in row-major
+     * order: a dst element that several dy elements map to (stride 0, expand) adds them one by one in that
+     * order (float adds, no double accumulator: the view backward's historical order) */
+    void (*strided_accumulate)(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *dy, int ndim,
+                               const int64_t *shape);
+
+    /* --- attention (fused, per (sequence, head) block; layout above) -------------------------------- */
+    /* out = softmax(scale q k^T + mask) . v per block, with dropout p on the probabilities; P keeps the
+     * probabilities before dropout (the mask is in them). out is written whole: rows in no sequence are 0.
+     * mask (may be NULL; dense layouts only, all len equal to T): additive, [n, T] over keys. p == 0: no
+     * dropout; otherwise element e of block (b, h) is dropped when pft_rng_uniform_f(seed, counter +
+     * poff[b H + h] + e) < p, the kept ones scaled by 1/(1-p). The only fallible kernels (scratch memory):
+     * PFT_OK, or an error set in ctx. */
+    pft_status (*attention_forward)(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
+                                    const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
+                                    const pft_attention_layout *layout);
+    /* from the forward's P and the same (p, seed, counter): with Pd = dropout(P), dV = Pd^T dO,
+     * dS = P * (dP - rowsum(dP * P)) where dP = dropout'(dO V^T), dQ = scale dS K, dK = scale dS^T Q */
+    pft_status (*attention_backward)(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dout,
+                                     const float *q, const float *k, const float *v, float scale, float p,
+                                     uint64_t seed, uint64_t counter, const pft_attention_layout *layout);
+
+    /* --- optimizers: in place over one dense parameter of n elements (optim.c) ----------------------- */
+    /* AdamW (torch.optim.AdamW), with the step's scalars from optim.c: m = b1 m + (1-b1) g,
+     * v = b2 v + (1-b2) g^2, p = p decay - step m / (sqrt(v) inv_sqrt_bc2 + eps) */
+    void (*adamw_step)(pft_ctx *ctx, float *p, float *m, float *v, const float *g, float b1, float b2, float eps,
+                       float decay, float step, float inv_sqrt_bc2, int64_t n);
+    /* SGD (torch.optim.SGD, dampening 0): d = g + wd p; with buf (NULL: no momentum) buf = first ? d :
+     * mu buf + d, d = buf; p -= lr d */
+    void (*sgd_step)(pft_ctx *ctx, float *p, float *buf, const float *g, float lr, float wd, float mu, bool first,
+                     int64_t n);
+    /* sum of x_i^2 in double, in index order; returned to the host (gradient clipping's norm) */
+    double (*sum_squares)(pft_ctx *ctx, const float *x, int64_t n);
+    void (*scale_inplace)(pft_ctx *ctx, float *x, float s, int64_t n); /* x *= s */
 } pft_backend;
 
 extern const pft_backend pft_backend_cpu; /* immutable: a table of function pointers, not state */

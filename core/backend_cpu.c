@@ -1,4 +1,5 @@
-/* backend_cpu.c - the CPU backend: OpenBLAS for GEMM, kernels_cpu.c for everything else. */
+/* backend_cpu.c - the CPU backend: OpenBLAS for GEMM, kernels_cpu.c for everything else (the fused
+ * attention kernels there call pft_cpu_gemm below). */
 #include <cblas.h>
 #include <string.h>
 
@@ -16,8 +17,8 @@
  * the shape of the call that computes it (measured: a [512, 64] x [64, 64] product split in two row
  * halves differs from the whole in half its elements), so the blocks are a function of the shape alone,
  * never of the thread count: threads only decide who computes which block, and results are bit-identical
- * for every thread count (tests/c/test_threads.c). Inside a parallel region (attention runs one
- * (batch, head) per thread) a GEMM stays whole on its caller. */
+ * for every thread count (tests/c/test_threads.c). Inside a parallel region (the attention kernels run one
+ * (sequence, head) per thread) a GEMM stays whole on its caller. */
 #define GEMM_PAR_MIN (1 << 21) /* multiply-adds: below this a GEMM is one call */
 #define GEMM_ALIGN 16          /* block edges on multiples of this many rows / columns */
 #define GEMM_BLOCKS 8          /* at most this many blocks ... */
@@ -33,9 +34,9 @@ static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
                 (blasint)K, alpha, A, (blasint)lda, B, (blasint)ldb, beta, C, (blasint)ldc);
 }
 
-static void cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
-                     int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
-                     int64_t sc, int64_t batch) {
+void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
+                  int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
+                  int64_t sc, int64_t batch) {
     bool whole = M * N * K < GEMM_PAR_MIN;
 #ifdef _OPENMP
     whole = whole || omp_in_parallel();
@@ -75,7 +76,7 @@ const pft_backend pft_backend_cpu = {
     .name = "cpu",
     .device = PFT_DEVICE_CPU,
     .supports = cpu_supports,
-    .gemm = cpu_gemm,
+    .gemm = pft_cpu_gemm,
     .binary = pft_cpu_binary,
     .binary_backward = pft_cpu_binary_backward,
     .scale = pft_cpu_scale,
@@ -98,6 +99,13 @@ const pft_backend pft_backend_cpu = {
     .cross_entropy_backward = pft_cpu_cross_entropy_backward,
     .mse_forward = pft_cpu_mse_forward,
     .mse_backward = pft_cpu_mse_backward,
+    .strided_accumulate = pft_cpu_strided_accumulate,
+    .attention_forward = pft_cpu_attention_forward,
+    .attention_backward = pft_cpu_attention_backward,
+    .adamw_step = pft_cpu_adamw_step,
+    .sgd_step = pft_cpu_sgd_step,
+    .sum_squares = pft_cpu_sum_squares,
+    .scale_inplace = pft_cpu_scale_inplace,
 };
 
 const pft_backend *pft_backend_for(const pft_tensor *t) {

@@ -1,4 +1,5 @@
-/* kernels_cpu.c - the CPU's elementwise, reduction, normalisation and loss kernels.
+/* kernels_cpu.c - the CPU's elementwise, reduction, normalisation, loss, view, attention and optimizer
+ * kernels.
  *
  * Threads: the big kernels split their rows (or fixed chunks of elements) over ctx->threads OpenMP
  * threads. Each row is computed by one thread with the same code whatever the split, and reductions
@@ -14,7 +15,12 @@
 #include "kernels_cpu.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "rng.h"
 
@@ -522,4 +528,191 @@ void pft_cpu_mse_backward(pft_ctx *ctx, float *restrict dpred, const float *rest
                           const float *restrict target, int64_t n) {
     const float s = dloss[0] * 2.0f / (float)n;
     for (int64_t i = 0; i < n; i++) dpred[i] += s * (pred[i] - target[i]);
+}
+
+/* --- views ------------------------------------------------------------------------------------------ */
+
+/* sequential in row-major order: that also fixes the order in which an expanded (stride 0) element sums */
+void pft_cpu_strided_accumulate(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *restrict dy, int ndim,
+                                const int64_t *shape) {
+    int64_t n = 1, idx[PFT_MAX_DIMS] = {0};
+    for (int i = 0; i < ndim; i++) n *= shape[i];
+    for (int64_t k = 0; k < n; k++) {
+        int64_t off = 0;
+        for (int i = 0; i < ndim; i++) off += idx[i] * stride_dst[i];
+        dst[off] += dy[k];
+        for (int i = ndim - 1; i >= 0; i--) {
+            if (++idx[i] < shape[i]) break;
+            idx[i] = 0;
+        }
+    }
+}
+
+/* --- attention -------------------------------------------------------------------------------------- *
+ * Threads: the (sequence, head) blocks are independent (each writes its own columns of out, dq, dk, dv),
+ * so forward and backward hand whole blocks to ctx->threads OpenMP threads, each running the small GEMMs
+ * single-threaded (pft_cpu_gemm sees it is inside a parallel region) with its own [T, T] scratch, and
+ * fusing scores -> mask -> softmax -> dropout -> P V so the block stays in cache. A block's arithmetic is
+ * the same whichever thread runs it: results do not depend on the thread count. */
+
+/* A GEMM of batch 0 outside the region: sets BLAS to one thread before the region's threads call it
+ * concurrently. */
+static void blas_ready(pft_ctx *ctx) {
+    pft_cpu_gemm(ctx, false, false, 1, 1, 1, 1.0f, NULL, 1, 0, NULL, 1, 0, 0.0f, NULL, 1, 0, 0);
+}
+
+static int thread_id(void) {
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
+}
+
+/* threads for the blocks, given the work of all of them */
+static int att_threads(const pft_ctx *ctx, int64_t blocks, int64_t work) {
+#ifdef _OPENMP
+    return ctx->threads > 1 && blocks > 1 && work >= 32768 ? (int)(blocks < ctx->threads ? blocks : ctx->threads) : 1;
+#else
+    (void)ctx, (void)blocks, (void)work;
+    return 1;
+#endif
+}
+
+/* Applies the dropout of (b, h)'s [T, T] block: the mask of element e is drawn at counter base + e. */
+static void dropout_block(float *dst, const float *src, int64_t n, float p, uint64_t seed, uint64_t base) {
+    const float keep_scale = 1.0f / (1.0f - p);
+    for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
+}
+
+pft_status pft_cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
+                                     const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
+                                     const pft_attention_layout *L) {
+    const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
+    const int64_t *start = L->start, *len = L->len, *poff = L->poff;
+    const bool drop = p > 0;
+    const int nt = att_threads(ctx, n * H, L->total);
+    float *scratch = drop ? malloc(sizeof(float) * (size_t)(maxlen * maxlen) * (size_t)nt + sizeof(float)) : NULL;
+    if (drop && !scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention: out of memory");
+    if (L->rows * C > 0) memset(out, 0, sizeof(float) * (size_t)(L->rows * C)); /* rows in no sequence */
+    blas_ready(ctx);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *mine = drop ? scratch + (size_t)thread_id() * (size_t)(maxlen * maxlen) : NULL;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < n * H; bh++) {
+            const int64_t b = bh / H, h = bh % H, T = len[b];
+            if (T == 0) continue;
+            const int64_t blk = start[b] * C + h * D;
+            float *S = P + poff[bh];
+            pft_cpu_gemm(ctx, false, true, T, T, D, scale, q + blk, C, 0, k + blk, C, 0, 0.0f, S, T, 0, 1);
+            for (int64_t r = 0; r < T; r++) {
+                float *row = S + r * T, mx = -INFINITY;
+                if (mask)
+#pragma omp simd
+                    for (int64_t c = 0; c < T; c++) row[c] += mask[b * T + c];
+                for (int64_t c = 0; c < T; c++) mx = row[c] > mx ? row[c] : mx;
+                /* sum in 8 interleaved lanes, added in a fixed order (vectorisable, reproducible) */
+                float lane[8] = {0};
+                int64_t c = 0;
+                for (; c + 8 <= T; c += 8)
+                    for (int l = 0; l < 8; l++) lane[l] += (row[c + l] = pft_fast_expf(row[c + l] - mx));
+                for (; c < T; c++) lane[c % 8] += (row[c] = pft_fast_expf(row[c] - mx));
+                const float sum = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+                const float inv = 1.0f / sum;
+#pragma omp simd
+                for (int64_t c2 = 0; c2 < T; c2++) row[c2] *= inv;
+            }
+            const float *Pv = S;
+            if (drop) {
+                dropout_block(mine, S, T * T, p, seed, counter + (uint64_t)poff[bh]);
+                Pv = mine;
+            }
+            pft_cpu_gemm(ctx, false, false, T, D, T, 1.0f, Pv, T, 0, v + blk, C, 0, 0.0f, out + blk, C, 0, 1);
+        }
+    }
+    free(scratch);
+    return PFT_OK;
+}
+
+pft_status pft_cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dO,
+                                      const float *q, const float *k, const float *v, float scale, float p,
+                                      uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
+    const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
+    const int64_t *start = L->start, *len = L->len, *poff = L->poff;
+    const bool drop = p > 0;
+    const int nt = att_threads(ctx, n * H, L->total);
+    float *scratch = malloc(sizeof(float) * (size_t)(maxlen * maxlen * 2) * (size_t)nt + sizeof(float));
+    if (!scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention backward: out of memory");
+    blas_ready(ctx);
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *dP = scratch + (size_t)thread_id() * (size_t)(maxlen * maxlen * 2), *Pd = dP + maxlen * maxlen;
+#pragma omp for schedule(dynamic, 1)
+        for (int64_t bh = 0; bh < n * H; bh++) {
+            const int64_t b = bh / H, h = bh % H, T = len[b];
+            if (T == 0) continue;
+            const int64_t blk = start[b] * C + h * D;
+            const float *Pbh = P + poff[bh];
+            const uint64_t cbase = counter + (uint64_t)poff[bh];
+            if (dv) {
+                const float *Pv = Pbh;
+                if (drop) {
+                    dropout_block(Pd, Pbh, T * T, p, seed, cbase);
+                    Pv = Pd;
+                }
+                pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, Pv, T, 0, dO + blk, C, 0, 1.0f, dv + blk, C, 0, 1);
+            }
+            if (!dq && !dk) continue; /* (a `continue` of the omp for: goes to the next block) */
+            pft_cpu_gemm(ctx, false, true, T, T, D, 1.0f, dO + blk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
+            if (drop) dropout_block(dP, dP, T * T, p, seed, cbase);
+            for (int64_t r = 0; r < T; r++) { /* dS = P * (dP - <dP, P>) row by row, in place in dP */
+                float *g = dP + r * T;
+                const float *pr = Pbh + r * T;
+                double dot = 0;
+                for (int64_t c = 0; c < T; c++) dot += (double)g[c] * pr[c];
+                for (int64_t c = 0; c < T; c++) g[c] = pr[c] * (g[c] - (float)dot);
+            }
+            if (dq) pft_cpu_gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, 1.0f, dq + blk, C, 0, 1);
+            if (dk) pft_cpu_gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, 1.0f, dk + blk, C, 0, 1);
+        }
+    }
+    free(scratch);
+    return PFT_OK;
+}
+
+/* --- optimizers ------------------------------------------------------------------------------------- *
+ * One thread, in index order, as optim.c ran them before they moved here. */
+
+void pft_cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
+                        float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float gi = g[i];
+        m[i] = b1 * m[i] + (1.0f - b1) * gi;
+        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+        float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
+        p[i] = p[i] * decay - step * m[i] / denom;
+    }
+}
+
+void pft_cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float lr, float wd,
+                      float mu, bool first, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float d = g[i] + wd * p[i];
+        if (buf) {
+            buf[i] = first ? d : mu * buf[i] + d;
+            d = buf[i];
+        }
+        p[i] -= lr * d;
+    }
+}
+
+double pft_cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
+    double s = 0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    return s;
+}
+
+void pft_cpu_scale_inplace(pft_ctx *ctx, float *restrict x, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) x[i] *= s;
 }

@@ -1,5 +1,7 @@
 /* kernels_cpu.h - the CPU kernels behind the backend table (backend_cpu.c fills pft_backend_cpu with them).
- * Signatures and semantics are the table's, documented in backend.h; nothing else calls these directly. */
+ * Signatures and semantics are the table's, documented in backend.h. Only the CPU backend itself
+ * (backend_cpu.c, kernels_cpu.c) includes this header: the ops reach these through pft_backend_for.
+ * (tests/c/ may, to check the fast exp/erf and the reference GELU.) */
 #ifndef PFT_KERNELS_CPU_H
 #define PFT_KERNELS_CPU_H
 
@@ -75,6 +77,11 @@ static inline float pft_fast_erff(float x) {
     return x != x ? x : (x < 0 ? -r : r);
 }
 
+/* the table's gemm (backend_cpu.c); the attention kernels call it inside their parallel region */
+void pft_cpu_gemm(pft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
+                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
+
 void pft_cpu_binary(pft_ctx *ctx, float *out, const float *a, const int64_t *stride_a, const float *b,
                     const int64_t *stride_b, pft_binary_op op, int ndim, const int64_t *shape);
 void pft_cpu_binary_backward(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *dy, const float *other,
@@ -116,5 +123,22 @@ void pft_cpu_cross_entropy_backward(pft_ctx *ctx, float *dlogits, const float *d
 void pft_cpu_mse_forward(pft_ctx *ctx, float *loss, const float *pred, const float *target, int64_t n);
 void pft_cpu_mse_backward(pft_ctx *ctx, float *dpred, const float *dloss, const float *pred, const float *target,
                           int64_t n);
+
+void pft_cpu_strided_accumulate(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *dy, int ndim,
+                                const int64_t *shape);
+
+pft_status pft_cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
+                                     const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
+                                     const pft_attention_layout *layout);
+pft_status pft_cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dout,
+                                      const float *q, const float *k, const float *v, float scale, float p,
+                                      uint64_t seed, uint64_t counter, const pft_attention_layout *layout);
+
+void pft_cpu_adamw_step(pft_ctx *ctx, float *p, float *m, float *v, const float *g, float b1, float b2, float eps,
+                        float decay, float step, float inv_sqrt_bc2, int64_t n);
+void pft_cpu_sgd_step(pft_ctx *ctx, float *p, float *buf, const float *g, float lr, float wd, float mu, bool first,
+                      int64_t n);
+double pft_cpu_sum_squares(pft_ctx *ctx, const float *x, int64_t n);
+void pft_cpu_scale_inplace(pft_ctx *ctx, float *x, float s, int64_t n);
 
 #endif

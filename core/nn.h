@@ -105,14 +105,4 @@ pft_tensor *pft_bert_loss(pft_bert *m, pft_tensor *logits, const int32_t *int_la
 /* Writes dir/model.safetensors (atomically) with every parameter under its Hugging Face name. */
 pft_status pft_bert_save_weights(const pft_bert *m, const char *path);
 
-/* Fused self-attention over q, k, v [B, T, C] split into H heads of D = C / H: per (batch, head)
- * softmax(q k^T * scale + mask) (dropout p on the probabilities when training) . v -> [B, T, C].
- * mask: additive float [B, T] over keys (0 attend, a large negative for padding), may be NULL. */
-pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, int64_t heads, float scale,
-                          float dropout, bool train);
-/* The same over packed sequences: q, k, v [N, C] hold n sequences back to back, sequence b being lens[b]
- * rows (padding removed, so no mask and no work on padding). */
-pft_tensor *pft_attention_packed(pft_tensor *q, pft_tensor *k, pft_tensor *v, int64_t n, const int64_t *lens, int64_t heads,
-                                 float scale, float dropout, bool train);
-
 #endif

@@ -21,6 +21,14 @@
 #include "autograd.h"
 #include "tensor.h"
 
+/* --- views (ops_view.c): share storage; differentiable, gradients flow back through them ---------- */
+pft_tensor *pft_tensor_reshape(pft_tensor *t, int ndim, const int64_t *shape); /* one dim may be -1; copies when t is not viewable */
+pft_tensor *pft_tensor_permute(pft_tensor *t, const int *perm);
+pft_tensor *pft_tensor_transpose(pft_tensor *t, int dim0, int dim1);
+pft_tensor *pft_tensor_narrow(pft_tensor *t, int dim, int64_t start, int64_t length);
+pft_tensor *pft_tensor_expand(pft_tensor *t, int ndim, const int64_t *shape); /* broadcast: size-1 dims get stride 0 */
+pft_tensor *pft_tensor_contiguous(pft_tensor *t); /* t itself (retained) when already contiguous */
+
 /* --- linear algebra (BLAS) ----------------------------------------------------------------------- */
 /* a [..., M, K] x b [..., K, N] -> [..., M, N]; batch dims equal, or b 2-D and shared by every batch. */
 pft_tensor *pft_matmul(pft_tensor *a, pft_tensor *b);
@@ -51,6 +59,16 @@ pft_tensor *pft_layernorm(pft_tensor *x, pft_tensor *w, pft_tensor *b, float eps
  * function of (ctx seed, ctx counter + i) only; the counter advances by numel. Off when !train or p == 0
  * (then the result is x itself, retained). */
 pft_tensor *pft_dropout(pft_tensor *x, float p, bool train);
+
+/* Fused self-attention over q, k, v [B, T, C] split into H heads of D = C / H: per (batch, head)
+ * softmax(q k^T * scale + mask) (dropout p on the probabilities when training) . v -> [B, T, C].
+ * mask: additive float [B, T] over keys (0 attend, a large negative for padding), may be NULL. */
+pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, int64_t heads, float scale,
+                          float dropout, bool train);
+/* The same over packed sequences: q, k, v [N, C] hold n sequences back to back, sequence b being lens[b]
+ * rows (padding removed, so no mask and no work on padding). */
+pft_tensor *pft_attention_packed(pft_tensor *q, pft_tensor *k, pft_tensor *v, int64_t n, const int64_t *lens, int64_t heads,
+                                 float scale, float dropout, bool train);
 
 /* --- lookups and losses -------------------------------------------------------------------------- */
 /* weight [V, C], ids [ndim..] -> [ids..., C]; backward scatter-adds into the rows of dweight. Ids out of

@@ -1,10 +1,11 @@
-/* ops_internal.h - helpers shared by the op files (ops_elementwise.c, ops_reduce.c, ops_nn.c); not part of
- * the public API. */
+/* ops_internal.h - helpers shared by the op files (ops_elementwise.c, ops_reduce.c, ops_nn.c,
+ * ops_attention.c); not part of the public API. */
 #ifndef PFT_OPS_INTERNAL_H
 #define PFT_OPS_INTERNAL_H
 
 #include "autograd.h"
 #include "backend.h"
+#include "ops.h"
 #include "tensor.h"
 
 /* t's elements as a contiguous tensor (t itself, retained, when already contiguous) without a tape entry:

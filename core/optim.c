@@ -1,4 +1,6 @@
-/* optim.c - SGD with momentum and AdamW over parameter groups; state allocated on first update. */
+/* optim.c - SGD with momentum and AdamW over parameter groups; state allocated on first update. The
+ * per-element updates and gradient clipping's sums run in the parameter's backend (adamw_step, sgd_step,
+ * sum_squares, scale_inplace in backend.h); this file keeps the groups, the state and the step's scalars. */
 #include "optim.h"
 
 #include <math.h>
@@ -6,6 +8,7 @@
 #include <string.h>
 
 #include "autograd.h"
+#include "backend.h"
 
 typedef struct param_slot {
     pft_tensor *param; /* one reference */
@@ -119,30 +122,19 @@ static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
                           p->name ? p->name : "(unnamed)");
 }
 
-static void adamw_update(float *p, const float *g, float *m, float *v, int64_t n, const pft_optim_group *G, int64_t t) {
+/* The step's scalars here, in double as torch does; the per-element update is the backend's. */
+static void adamw_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
+                         const pft_optim_group *G, int64_t t) {
     const float b1 = (float)G->beta1, b2 = (float)G->beta2, eps = (float)G->eps;
     const float decay = (float)(1.0 - G->lr * G->weight_decay);
     const double bc1 = 1.0 - pow(G->beta1, (double)t), bc2 = 1.0 - pow(G->beta2, (double)t);
     const float step = (float)(G->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    for (int64_t i = 0; i < n; i++) {
-        float gi = g[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
-        p[i] = p[i] * decay - step * m[i] / denom;
-    }
+    be->adamw_step(ctx, p, m, v, g, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
 }
 
-static void sgd_update(float *p, const float *g, float *buf, int64_t n, const pft_optim_group *G, bool first) {
-    const float lr = (float)G->lr, wd = (float)G->weight_decay, mu = (float)G->momentum;
-    for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
-        if (buf) {
-            buf[i] = first ? d : mu * buf[i] + d;
-            d = buf[i];
-        }
-        p[i] -= lr * d;
-    }
+static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float *buf, int64_t n,
+                       const pft_optim_group *G, bool first) {
+    be->sgd_step(ctx, p, buf, g, (float)G->lr, (float)G->weight_decay, (float)G->momentum, first, n);
 }
 
 pft_status pft_optim_step(pft_optim *opt) {
@@ -155,6 +147,10 @@ pft_status pft_optim_step(pft_optim *opt) {
         int64_t n = pft_tensor_numel(p);
         const pft_optim_group *G = &opt->groups[s->group];
         bool first = s->step == 0;
+        const pft_backend *be = pft_backend_for(p);
+        if (opt->kind == PFT_OPTIM_ADAMW ? !be->adamw_step : !be->sgd_step)
+            return pft_ctx_seterr(opt->ctx, PFT_ERR_UNSUPPORTED, "optimizer: the %s backend has no %s step", be->name,
+                                  opt->kind == PFT_OPTIM_ADAMW ? "AdamW" : "SGD");
         if (opt->kind == PFT_OPTIM_ADAMW) {
             if (!s->m) s->m = state_alloc(opt, n);
             if (!s->v) s->v = state_alloc(opt, n);
@@ -162,13 +158,14 @@ pft_status pft_optim_step(pft_optim *opt) {
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
-            adamw_update(pft_tensor_data(p), pft_tensor_data(p->grad), s->m, s->v, n, G, s->step);
+            adamw_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), s->m, s->v, n, G, s->step);
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
-            sgd_update(pft_tensor_data(p), pft_tensor_data(p->grad), G->momentum > 0 ? s->m : NULL, n, G, first);
+            sgd_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), G->momentum > 0 ? s->m : NULL, n, G,
+                       first);
         }
     }
     return PFT_OK;
@@ -226,10 +223,8 @@ double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
     for (int k = 0; k < n; k++) {
         const pft_tensor *g = params[k]->grad;
         if (!g) continue;
-        const float *d = pft_tensor_data(g); /* gradients are contiguous (autograd.h) */
-        double s = 0;
-        for (int64_t i = 0, e = pft_tensor_numel(g); i < e; i++) s += (double)d[i] * d[i];
-        sq += s;
+        /* gradients are contiguous (autograd.h); each parameter's sum of squares in double, in index order */
+        sq += pft_backend_for(g)->sum_squares(g->ctx, pft_tensor_data(g), pft_tensor_numel(g));
     }
     double norm = sqrt(sq);
     if (!isfinite(norm)) return norm;
@@ -238,8 +233,7 @@ double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
         for (int k = 0; k < n; k++) {
             const pft_tensor *g = params[k]->grad;
             if (!g) continue;
-            float *d = pft_tensor_data(g), c = (float)coef;
-            for (int64_t i = 0, e = pft_tensor_numel(g); i < e; i++) d[i] *= c;
+            pft_backend_for(g)->scale_inplace(g->ctx, pft_tensor_data(g), (float)coef, pft_tensor_numel(g));
         }
     return norm;
 }

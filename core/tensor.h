@@ -2,9 +2,13 @@
  *
  *     pft_ctx *ctx = pft_ctx_new(2, 42);
  *     pft_tensor *x = pft_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, (float[]){1, 2, 3, 4, 5, 6});
- *     pft_tensor *xt = pft_tensor_transpose(x, 0, 1);   // a view: shares x's storage, shape [3, 2]
- *     pft_tensor *c = pft_tensor_contiguous(xt);       // a copy, since xt is not contiguous
+ *     pft_tensor *xt = pft_tensor_transpose(x, 0, 1);   // a view (ops.h): shares x's storage, shape [3, 2]
+ *     pft_tensor *c = pft_tensor_contiguous(xt);       // a copy (ops.h), since xt is not contiguous
  *     pft_tensor_release(c); pft_tensor_release(xt); pft_tensor_release(x);
+ *
+ * LAYERING: this is the data layer, under the tape (autograd.h) and the ops (ops.h). The views that
+ * gradients flow back through (reshape, permute, transpose, narrow, expand, contiguous) record tape
+ * nodes, so they are ops: declared in ops.h, implemented in ops_view.c over pft_tensor_alias below.
  *
  * OWNERSHIP - the one rule:
  *   Every function that returns a pft_tensor * hands the caller one reference; the caller gives it back
@@ -55,6 +59,9 @@ typedef struct pft_tensor {
     bool requires_grad;       /* leaves: set by the user; results: set when the op was recorded */
     struct pft_tensor *grad;  /* leaves only: contiguous, same shape, allocated by the first backward */
     struct pft_node *grad_fn; /* the node that produced this tensor; NULL for leaves */
+    /* how the tensor drops its reference to grad_fn: set with it by the tape (pft_node_release), so that
+     * this layer never calls into autograd.c */
+    void (*grad_fn_release)(struct pft_node *node);
     char *name;               /* optional; parameters carry their Hugging Face name */
 } pft_tensor;
 
@@ -87,18 +94,18 @@ pft_status pft_tensor_set_name(pft_tensor *t, const char *name);
 /* "[2, 3]" into buf */
 char *pft_tensor_shape_str(const pft_tensor *t, char *buf, size_t n);
 
-/* --- views (share storage; differentiable: gradients flow back through them) --------------------- */
-pft_tensor *pft_tensor_reshape(pft_tensor *t, int ndim, const int64_t *shape); /* one dim may be -1; copies when t is not viewable */
-pft_tensor *pft_tensor_permute(pft_tensor *t, const int *perm);
-pft_tensor *pft_tensor_transpose(pft_tensor *t, int dim0, int dim1);
-pft_tensor *pft_tensor_narrow(pft_tensor *t, int dim, int64_t start, int64_t length);
-pft_tensor *pft_tensor_expand(pft_tensor *t, int ndim, const int64_t *shape); /* broadcast: size-1 dims get stride 0 */
-pft_tensor *pft_tensor_contiguous(pft_tensor *t); /* t itself (retained) when already contiguous */
+/* --- aliases (share storage; not differentiable; the differentiable views are in ops.h) ---------- */
 /* An alias of t's data with no gradient history and requires_grad off. */
 pft_tensor *pft_tensor_detach(pft_tensor *t);
 
 /* --- in-place (never recorded; for optimizers, initialisation, tests) ---------------------------- */
 pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src); /* same shape; any strides */
 void pft_tensor_fill_(pft_tensor *t, float value);
+
+/* --- internal (core/ only: the op layer builds its views on it) ---------------------------------- */
+/* A new header over t's storage with the given geometry (ndim dims, strides and offset in elements), no
+ * gradient history, requires_grad off; NULL on allocation failure (error set). ops_view.c records the
+ * tape node of a differentiable view over it. */
+pft_tensor *pft_tensor_alias(pft_tensor *t, int ndim, const int64_t *shape, const int64_t *stride, int64_t offset);
 
 #endif

@@ -1,0 +1,382 @@
+/* test_backend.c - the backend table: the CPU table is complete (no NULL entry), and the entries that the
+ * attention op, the optimizers, gradient clipping and the view backward reach the data through (attention
+ * forward/backward, adamw_step, sgd_step, sum_squares, scale_inplace, strided_accumulate) against
+ * straightforward double-precision references on small random inputs: dense layouts with masked keys and
+ * padding rows, packed layouts with an empty sequence and rows in no sequence, dropout on and off,
+ * gradients accumulated (+=) and skipped (NULL); the parallel attention kernels give the same bits with 1
+ * and 2 threads. */
+#include <stddef.h>
+
+#include "backend.h"
+#include "check.h"
+
+static uint64_t seed, draws;
+
+/* uniform in [lo, hi) from the test's own stream */
+static float urand(float lo, float hi) { return lo + (hi - lo) * (float)pft_rng_uniform(seed ^ 0xbac, draws++); }
+
+static float *rand_buf(int64_t n, float lo, float hi) {
+    float *b = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) b[i] = urand(lo, hi);
+    return b;
+}
+
+static float *copy_buf(const float *src, int64_t n) {
+    float *b = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    if (n > 0) memcpy(b, src, sizeof(float) * (size_t)n);
+    return b;
+}
+
+/* max over i of |got[i] - want[i]| (NaN in got counts as infinite) */
+static double max_err(const float *got, const double *want, int64_t n) {
+    double m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        const double d = fabs((double)got[i] - want[i]);
+        if (!(d <= m)) m = d != d ? INFINITY : d;
+    }
+    return m;
+}
+
+/* --- the table -------------------------------------------------------------------------------------- */
+
+static void test_table_complete(void) {
+    const pft_backend *be = &pft_backend_cpu;
+    CHECK(be->name && !strcmp(be->name, "cpu") && be->device == PFT_DEVICE_CPU, "the CPU table's name and device");
+    /* every member from `supports` on is a function pointer: walk them all, so that an entry added to
+     * backend.h and forgotten in backend_cpu.c fails here */
+    typedef void (*fn)(void);
+    const size_t first = offsetof(pft_backend, supports), size = sizeof(pft_backend);
+    CHECK((size - first) % sizeof(fn) == 0, "the table ends in function pointers only");
+    int missing = 0, entries = 0;
+    for (size_t off = first; off + sizeof(fn) <= size; off += sizeof(fn), entries++) {
+        fn f;
+        memcpy(&f, (const char *)be + off, sizeof f);
+        if (!f) {
+            missing++;
+            printf("backend: the CPU table's entry %d (byte offset %zu) is NULL\n", entries, off);
+        }
+    }
+    CHECK(missing == 0 && entries >= 31, "%d of the CPU table's %d entries are NULL", missing, entries);
+    CHECK(be->attention_forward && be->attention_backward && be->adamw_step && be->sgd_step && be->sum_squares &&
+              be->scale_inplace && be->strided_accumulate,
+          "the new entries are filled");
+    CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
+    pft_ctx *ctx = pft_ctx_new(1, 1);
+    pft_tensor *t = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
+    CHECK(pft_backend_for(t) == &pft_backend_cpu, "a CPU tensor's backend is the CPU table");
+    pft_tensor_release(t);
+    pft_ctx_free(ctx);
+}
+
+/* --- strided_accumulate ----------------------------------------------------------------------------- */
+
+static void test_strided_accumulate(void) {
+    pft_ctx *ctx = pft_ctx_new(1, seed);
+    const pft_backend *be = &pft_backend_cpu;
+    /* dst [4, 3, 5] contiguous, read as a view of shape [5, 2, 3, 4]: dim 0 over dst's last dim, dim 1
+     * broadcast (stride 0, an expand), dim 2 over dst's middle dim, dim 3 over its first dim (a permute):
+     * every dst element receives 2 dy values */
+    const int64_t shape[4] = {5, 2, 3, 4}, stride[4] = {1, 0, 5, 15};
+    const int64_t n = 5 * 2 * 3 * 4, nd = 4 * 3 * 5;
+    float *dst = rand_buf(nd, -1, 1), *dy = rand_buf(n, -1, 1);
+    double *want = malloc(sizeof(double) * (size_t)nd);
+    for (int64_t i = 0; i < nd; i++) want[i] = dst[i];
+    for (int64_t a = 0, k = 0; a < 5; a++)
+        for (int64_t b = 0; b < 2; b++)
+            for (int64_t c = 0; c < 3; c++)
+                for (int64_t d = 0; d < 4; d++, k++) want[a * stride[0] + c * stride[2] + d * stride[3]] += dy[k];
+    be->strided_accumulate(ctx, dst, stride, dy, 4, shape);
+    double e = max_err(dst, want, nd);
+    CHECK(e < 1e-6, "strided_accumulate over a permuted, broadcast view: max |err| %g", e);
+    /* an offset narrow view (rows 1..2 of a [4, 3]) and a scalar (ndim 0) */
+    float base[12], dy2[6] = {1, 2, 3, 4, 5, 6};
+    for (int i = 0; i < 12; i++) base[i] = (float)i;
+    be->strided_accumulate(ctx, base + 3, (int64_t[]){3, 1}, dy2, 2, (int64_t[]){2, 3});
+    bool ok = true;
+    for (int i = 0; i < 12; i++) ok = ok && base[i] == (float)i + (i >= 3 && i < 9 ? dy2[i - 3] : 0.0f);
+    CHECK(ok, "strided_accumulate into an offset narrow view");
+    float s = 1.5f, g = 0.25f;
+    be->strided_accumulate(ctx, &s, NULL, &g, 0, NULL);
+    CHECK(s == 1.75f, "strided_accumulate over a scalar: %g", s);
+    free(dst), free(dy), free(want);
+    pft_ctx_free(ctx);
+}
+
+/* --- attention -------------------------------------------------------------------------------------- */
+
+#define MAXSEQ 8
+
+typedef struct layout {
+    int64_t start[MAXSEQ], len[MAXSEQ], poff[MAXSEQ * 8];
+    pft_attention_layout L;
+} layout;
+
+/* n sequences of lens back to back, rows >= their sum (the rest in no sequence) */
+static void layout_init(layout *l, int64_t n, const int64_t *lens, int64_t H, int64_t C, int64_t rows) {
+    int64_t row = 0, total = 0, maxlen = 0;
+    for (int64_t b = 0; b < n; b++) {
+        l->start[b] = row, l->len[b] = lens[b], row += lens[b];
+        if (lens[b] > maxlen) maxlen = lens[b];
+        for (int64_t h = 0; h < H; h++) l->poff[b * H + h] = total, total += lens[b] * lens[b];
+    }
+    l->L = (pft_attention_layout){.n = n, .H = H, .C = C, .rows = rows, .maxlen = maxlen, .total = total,
+                                  .start = l->start, .len = l->len, .poff = l->poff};
+}
+
+/* the kept-scale of element e of block bh under dropout p (1 when p is 0) */
+static double keep(float p, uint64_t rseed, uint64_t counter, const layout *l, int64_t bh, int64_t e) {
+    if (p == 0) return 1.0;
+    return pft_rng_uniform_f(rseed, counter + (uint64_t)l->poff[bh] + (uint64_t)e) < p ? 0.0 : 1.0 / (1.0 - p);
+}
+
+/* forward in double: P (before dropout) and out; rows in no sequence are 0 */
+static void attention_ref(const layout *l, const float *q, const float *k, const float *v, const float *mask,
+                          float scale, float p, uint64_t rseed, uint64_t counter, double *P, double *out) {
+    const pft_attention_layout *L = &l->L;
+    const int64_t H = L->H, C = L->C, D = C / H;
+    for (int64_t i = 0; i < L->rows * C; i++) out[i] = 0;
+    for (int64_t b = 0; b < L->n; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t T = l->len[b], bh = b * H + h, s0 = l->start[b];
+            double *Pb = P + l->poff[bh];
+            for (int64_t r = 0; r < T; r++) {
+                double mx = -INFINITY, sum = 0;
+                for (int64_t c = 0; c < T; c++) {
+                    double s = 0;
+                    for (int64_t d = 0; d < D; d++) s += (double)q[(s0 + r) * C + h * D + d] * k[(s0 + c) * C + h * D + d];
+                    s = scale * s + (mask ? mask[b * T + c] : 0.0);
+                    Pb[r * T + c] = s;
+                    if (s > mx) mx = s;
+                }
+                for (int64_t c = 0; c < T; c++) sum += (Pb[r * T + c] = exp(Pb[r * T + c] - mx));
+                for (int64_t c = 0; c < T; c++) Pb[r * T + c] /= sum;
+                for (int64_t d = 0; d < D; d++) {
+                    double o = 0;
+                    for (int64_t c = 0; c < T; c++)
+                        o += Pb[r * T + c] * keep(p, rseed, counter, l, bh, r * T + c) * v[(s0 + c) * C + h * D + d];
+                    out[(s0 + r) * C + h * D + d] = o;
+                }
+            }
+        }
+}
+
+/* backward in double from P: adds into dq, dk, dv (each may be NULL) */
+static void attention_backward_ref(const layout *l, const double *P, const float *dO, const float *q, const float *k,
+                                   const float *v, float scale, float p, uint64_t rseed, uint64_t counter, double *dq,
+                                   double *dk, double *dv) {
+    const pft_attention_layout *L = &l->L;
+    const int64_t H = L->H, C = L->C, D = C / H;
+    double *dS = malloc(sizeof(double) * (size_t)(L->maxlen * L->maxlen + 1));
+    for (int64_t b = 0; b < L->n; b++)
+        for (int64_t h = 0; h < H; h++) {
+            const int64_t T = l->len[b], bh = b * H + h, s0 = l->start[b];
+            const double *Pb = P + l->poff[bh];
+#define AT(buf, row, d) (buf)[(s0 + (row)) * C + h * D + (d)]
+            if (dv)
+                for (int64_t c = 0; c < T; c++)
+                    for (int64_t d = 0; d < D; d++) {
+                        double s = 0;
+                        for (int64_t r = 0; r < T; r++) s += Pb[r * T + c] * keep(p, rseed, counter, l, bh, r * T + c) * AT(dO, r, d);
+                        AT(dv, c, d) += s;
+                    }
+            for (int64_t r = 0; r < T; r++) {
+                double dot = 0;
+                for (int64_t c = 0; c < T; c++) {
+                    double g = 0;
+                    for (int64_t d = 0; d < D; d++) g += (double)AT(dO, r, d) * AT(v, c, d);
+                    dS[r * T + c] = g * keep(p, rseed, counter, l, bh, r * T + c);
+                    dot += dS[r * T + c] * Pb[r * T + c];
+                }
+                for (int64_t c = 0; c < T; c++) dS[r * T + c] = Pb[r * T + c] * (dS[r * T + c] - dot);
+            }
+            for (int64_t r = 0; r < T; r++)
+                for (int64_t d = 0; d < D; d++) {
+                    double sq = 0, sk = 0;
+                    for (int64_t c = 0; c < T; c++) {
+                        sq += dS[r * T + c] * AT(k, c, d);
+                        sk += dS[c * T + r] * AT(q, c, d);
+                    }
+                    if (dq) AT(dq, r, d) += scale * sq;
+                    if (dk) AT(dk, r, d) += scale * sk;
+                }
+#undef AT
+        }
+    free(dS);
+}
+
+/* One layout through forward and backward against the references; grads: bit 0 dq, 1 dk, 2 dv wanted. */
+static void check_attention(const char *what, const layout *l, bool with_mask, float p, int grads) {
+    pft_ctx *ctx = pft_ctx_new(1, seed);
+    const pft_backend *be = &pft_backend_cpu;
+    const pft_attention_layout *L = &l->L;
+    const int64_t C = L->C, N = L->rows * C, nseq = L->n;
+    const float scale = 0.5f;
+    const uint64_t rseed = seed + 17, counter = 1000;
+    float *q = rand_buf(N, -1, 1), *k = rand_buf(N, -1, 1), *v = rand_buf(N, -1, 1), *dO = rand_buf(N, -1, 1);
+    float *mask = NULL;
+    if (with_mask) { /* dense: sequence b attends to its first T - 2b keys (at least 1); the rest is padding */
+        const int64_t T = l->len[0];
+        mask = malloc(sizeof(float) * (size_t)(nseq * T));
+        for (int64_t b = 0; b < nseq; b++)
+            for (int64_t c = 0; c < T; c++) {
+                const int64_t valid = T - 2 * b > 1 ? T - 2 * b : 1;
+                mask[b * T + c] = c < valid ? 0.0f : -3.4028234663852886e38f; /* finfo(float32).min, as BERT */
+            }
+    }
+    float *out = malloc(sizeof(float) * (size_t)(N + 1)), *P = malloc(sizeof(float) * (size_t)(L->total + 1));
+    for (int64_t i = 0; i < N; i++) out[i] = NAN; /* rows in no sequence must be written too */
+    double *Pr = malloc(sizeof(double) * (size_t)(L->total + 1)), *outr = malloc(sizeof(double) * (size_t)(N + 1));
+    pft_status st = be->attention_forward(ctx, out, P, q, k, v, mask, scale, p, rseed, counter, L);
+    attention_ref(l, q, k, v, mask, scale, p, rseed, counter, Pr, outr);
+    const double eP = max_err(P, Pr, L->total), eo = max_err(out, outr, N);
+    CHECK(st == PFT_OK && eP < 5e-7 && eo < 1e-6, "attention_forward %s, p %g: status %d, P max |err| %g, out %g", what,
+          p, st, eP, eo);
+    /* backward: the gradients start random (the kernel accumulates); the unwanted ones are NULL */
+    float *g[3];
+    double *gr[3];
+    for (int j = 0; j < 3; j++) {
+        g[j] = grads >> j & 1 ? rand_buf(N, -1, 1) : NULL;
+        gr[j] = NULL;
+        if (g[j]) {
+            gr[j] = malloc(sizeof(double) * (size_t)(N + 1));
+            for (int64_t i = 0; i < N; i++) gr[j][i] = g[j][i];
+        }
+    }
+    st = be->attention_backward(ctx, g[0], g[1], g[2], P, dO, q, k, v, scale, p, rseed, counter, L);
+    attention_backward_ref(l, Pr, dO, q, k, v, scale, p, rseed, counter, gr[0], gr[1], gr[2]);
+    static const char *names[3] = {"dq", "dk", "dv"};
+    for (int j = 0; j < 3; j++) {
+        if (!g[j]) continue;
+        const double e = max_err(g[j], gr[j], N);
+        CHECK(st == PFT_OK && e < 1e-6, "attention_backward %s, p %g: %s max |err| %g", what, p, names[j], e);
+        free(g[j]), free(gr[j]);
+    }
+    free(q), free(k), free(v), free(dO), free(mask), free(out), free(P), free(Pr), free(outr);
+    pft_ctx_free(ctx);
+}
+
+static void test_attention_reference(void) {
+    layout l;
+    /* dense [3, 7, 8], 2 heads: masked keys (sequences see 7, 5 and 3 keys), every row computed (padding
+     * rows too) */
+    layout_init(&l, 3, (int64_t[]){7, 7, 7}, 2, 8, 21);
+    for (int drop = 0; drop <= 1; drop++) check_attention("dense masked", &l, true, drop ? 0.25f : 0.0f, 7);
+    check_attention("dense, no mask", &l, false, 0.0f, 7);
+    /* packed: 4 sequences, one empty, 2 rows after the last one in no sequence, 3 heads of 2 */
+    layout_init(&l, 4, (int64_t[]){5, 0, 9, 1}, 3, 6, 17);
+    for (int drop = 0; drop <= 1; drop++) check_attention("packed", &l, false, drop ? 0.4f : 0.0f, 7);
+    check_attention("packed, dq only", &l, false, 0.4f, 1);
+    check_attention("packed, dk and dv", &l, false, 0.0f, 6);
+    check_attention("packed, dv only", &l, false, 0.25f, 4);
+}
+
+/* The same bits with 1 and 2 threads: layouts big enough that the CPU kernels split their blocks. */
+static void test_attention_threads(void) {
+    const pft_backend *be = &pft_backend_cpu;
+    layout l;
+    layout_init(&l, 3, (int64_t[]){64, 40, 64}, 4, 32, 168);
+    const pft_attention_layout *L = &l.L;
+    const int64_t N = L->rows * L->C;
+    float *q = rand_buf(N, -1, 1), *k = rand_buf(N, -1, 1), *v = rand_buf(N, -1, 1), *dO = rand_buf(N, -1, 1);
+    for (int drop = 0; drop <= 1; drop++) {
+        const float p = drop ? 0.1f : 0.0f;
+        float *res[2][5];
+        for (int t = 0; t < 2; t++) {
+            pft_ctx *ctx = pft_ctx_new(t + 1, seed);
+            float *out = malloc(sizeof(float) * (size_t)N), *P = malloc(sizeof(float) * (size_t)L->total);
+            float *dq = calloc((size_t)N, sizeof(float)), *dk = calloc((size_t)N, sizeof(float)),
+                  *dv = calloc((size_t)N, sizeof(float));
+            pft_status s1 = be->attention_forward(ctx, out, P, q, k, v, NULL, 0.17f, p, 99, 5, L);
+            pft_status s2 = be->attention_backward(ctx, dq, dk, dv, P, dO, q, k, v, 0.17f, p, 99, 5, L);
+            CHECK(s1 == PFT_OK && s2 == PFT_OK, "attention with %d threads: status %d %d", t + 1, s1, s2);
+            res[t][0] = out, res[t][1] = P, res[t][2] = dq, res[t][3] = dk, res[t][4] = dv;
+            pft_ctx_free(ctx);
+        }
+        static const char *names[5] = {"out", "P", "dq", "dk", "dv"};
+        for (int j = 0; j < 5; j++) {
+            const int64_t n = j == 1 ? L->total : N;
+            CHECK(!memcmp(res[0][j], res[1][j], sizeof(float) * (size_t)n), "attention p %g: %s differs between 1 and 2 threads",
+                  p, names[j]);
+            free(res[0][j]), free(res[1][j]);
+        }
+    }
+    free(q), free(k), free(v), free(dO);
+}
+
+/* --- optimizers and clipping ------------------------------------------------------------------------ */
+
+static void test_adamw(void) {
+    pft_ctx *ctx = pft_ctx_new(1, seed);
+    const int64_t n = 37;
+    for (int fresh = 0; fresh <= 1; fresh++) {
+        float *p = rand_buf(n, -1, 1), *g = rand_buf(n, -0.5f, 0.5f), *m = rand_buf(n, -0.1f, 0.1f), *v = rand_buf(n, 0, 0.01f);
+        if (fresh) memset(m, 0, sizeof(float) * (size_t)n), memset(v, 0, sizeof(float) * (size_t)n);
+        const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, decay = 0.9995f, step = fresh ? 0.01f : 0.0123f;
+        const float isb = fresh ? 31.62f : 7.5f;
+        double *pr = malloc(sizeof(double) * (size_t)n), *mr = malloc(sizeof(double) * (size_t)n),
+               *vr = malloc(sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) {
+            mr[i] = (double)b1 * m[i] + (1.0 - (double)b1) * g[i];
+            vr[i] = (double)b2 * v[i] + (1.0 - (double)b2) * (double)g[i] * g[i];
+            pr[i] = (double)p[i] * decay - (double)step * mr[i] / (sqrt(vr[i]) * isb + eps);
+        }
+        pft_backend_cpu.adamw_step(ctx, p, m, v, g, b1, b2, eps, decay, step, isb, n);
+        const double ep = max_err(p, pr, n), em = max_err(m, mr, n), ev = max_err(v, vr, n);
+        CHECK(ep < 1e-6 && em < 1e-7 && ev < 1e-8, "adamw_step (%s state): max |err| p %g, m %g, v %g",
+              fresh ? "zero" : "random", ep, em, ev);
+        free(p), free(g), free(m), free(v), free(pr), free(mr), free(vr);
+    }
+    pft_ctx_free(ctx);
+}
+
+static void test_sgd(void) {
+    pft_ctx *ctx = pft_ctx_new(1, seed);
+    const int64_t n = 29;
+    const float lr = 0.05f, wd = 0.01f, mu = 0.9f;
+    for (int mode = 0; mode < 3; mode++) { /* 0: no momentum, 1: momentum, first step, 2: momentum, later */
+        float *p = rand_buf(n, -1, 1), *g = rand_buf(n, -1, 1), *buf = mode ? rand_buf(n, -1, 1) : NULL;
+        double *pr = malloc(sizeof(double) * (size_t)n), *br = malloc(sizeof(double) * (size_t)n);
+        for (int64_t i = 0; i < n; i++) {
+            double d = g[i] + (double)wd * p[i];
+            if (mode) d = br[i] = mode == 1 ? d : (double)mu * buf[i] + d;
+            pr[i] = p[i] - (double)lr * d;
+        }
+        pft_backend_cpu.sgd_step(ctx, p, buf, g, lr, wd, mu, mode == 1, n);
+        const double ep = max_err(p, pr, n), eb = mode ? max_err(buf, br, n) : 0;
+        CHECK(ep < 1e-6 && eb < 1e-6, "sgd_step mode %d: max |err| p %g, buf %g", mode, ep, eb);
+        free(p), free(g), free(buf), free(pr), free(br);
+    }
+    pft_ctx_free(ctx);
+}
+
+static void test_clip_kernels(void) {
+    pft_ctx *ctx = pft_ctx_new(1, seed);
+    const int64_t n = 1001;
+    float *x = rand_buf(n, -3, 3);
+    double want = 0;
+    for (int64_t i = 0; i < n; i++) want += (double)x[i] * (double)x[i];
+    const double got = pft_backend_cpu.sum_squares(ctx, x, n);
+    CHECK(fabs(got - want) <= 1e-12 * want, "sum_squares: %.17g, want %.17g", got, want);
+    CHECK(pft_backend_cpu.sum_squares(ctx, x, 0) == 0, "sum_squares of nothing is 0");
+    float *y = copy_buf(x, n);
+    const float s = 0.3721f;
+    pft_backend_cpu.scale_inplace(ctx, y, s, n);
+    bool exact = true;
+    for (int64_t i = 0; i < n; i++) exact = exact && y[i] == (float)((double)x[i] * (double)s); /* one rounding */
+    CHECK(exact, "scale_inplace: each element x s, rounded once");
+    free(x), free(y);
+    pft_ctx_free(ctx);
+}
+
+int main(void) {
+    TEST_BEGIN("backend");
+    seed = test_seed();
+    test_table_complete();
+    test_strided_accumulate();
+    test_attention_reference();
+    test_attention_threads();
+    test_adamw();
+    test_sgd();
+    test_clip_kernels();
+    return TEST_END();
+}
