@@ -15,13 +15,9 @@
 -- own read (well under a second for SST-2); no model weights are loaded.
 local P = {}
 
--- What pft.metrics (through pft.train's evaluation) reports, per task kind; token classification has only
--- the loss so far (docs/training.md).
-P.METRICS = {
-  classification = { "accuracy", "f1_macro", "precision_macro", "recall_macro", "mcc", "loss" },
-  regression = { "pearson", "spearman", "mse", "loss" },
-  token_classification = { "loss" },
-}
+-- What pft.metrics (through pft.train's evaluation) reports, per task kind (pft.metrics' TASKS).
+P.METRICS = {}
+for kind, t in pairs(require("pft.metrics").TASKS) do P.METRICS[kind] = t.names end
 
 local R = require "pft.recipe"
 local D = require "pft.data"

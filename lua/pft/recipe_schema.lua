@@ -318,7 +318,7 @@ local SCHEMA = struct({
       { "early_stopping", struct({
           { "patience", num(2, "evaluations without improvement before stopping", { int = true, ge = 1 }) },
         }, "stop when the dev metric stops improving", { absent = true }) },
-      { "best_metric", str(nil, "dev metric that picks the best checkpoint (default: accuracy; pearson for regression)") },
+      { "best_metric", str(nil, "dev metric that picks the best checkpoint (default: accuracy; pearson for regression; f1 for token classification)") },
     }, "training loop") },
   { "eval", struct({
       { "metrics", list(str(), nil, "metrics printed and logged to metrics.jsonl at each evaluation, in this order (default: all the task produces; best_metric and plateau metrics are computed whatever this says)", { nullable = true }) },
@@ -339,7 +339,8 @@ local EVERY_DOCS = {
 
 -- The dev metric that picks the best checkpoint when train.best_metric is not set.
 function M.default_best_metric(task_kind)
-  return task_kind == "regression" and "pearson" or "accuracy"
+  local t = require("pft.metrics").TASKS[task_kind or "classification"]
+  return t and t.best or "accuracy"
 end
 
 -- A deep copy (tables only; functions and strings are shared): defaults are never handed out by reference.

@@ -67,4 +67,37 @@ function T.misuse_raises()
   check.raises(function() Mx.regression({}, {}) end, "no examples")
 end
 
+-- Entity-level metrics against seqeval 1.2.2 (tests/gen_seqeval_fixtures.py): the spans of every
+-- sequence, micro precision / recall / F1, per type, and token accuracy.
+function T.token_classification_matches_seqeval()
+  local f = assert(io.open(TEST_ROOT .. "/tests/fixtures/ner/seqeval.json"))
+  local fx = require("cjson").decode(f:read("*a"))
+  f:close()
+  check.truthy(#fx.cases >= 9, "cases")
+  for _, c in ipairs(fx.cases) do
+    local seqs = {}
+    for _, s in ipairs(c.gold) do seqs[#seqs + 1] = s end
+    for _, s in ipairs(c.pred) do seqs[#seqs + 1] = s end
+    for i, s in ipairs(seqs) do
+      local got, want = Mx.entities(s), c.entities[i]
+      local a, b = {}, {}
+      for _, e in ipairs(got) do a[#a + 1] = ("%s %d %d"):format(e[1], e[2] - 1, e[3] - 1) end -- seqeval: 0-based
+      for _, e in ipairs(want) do b[#b + 1] = ("%s %d %d"):format(e[1], e[2], e[3]) end
+      check.eq(table.concat(a, ", "), table.concat(b, ", "), c.name .. ": entities of sequence " .. i)
+    end
+    local m = Mx.token_classification(c.pred, c.gold)
+    check.near(m.precision, c.precision, TOL, c.name .. ": precision")
+    check.near(m.recall, c.recall, TOL, c.name .. ": recall")
+    check.near(m.f1, c.f1, TOL, c.name .. ": f1")
+    check.near(m.token_accuracy, c.accuracy, TOL, c.name .. ": token accuracy")
+    for typ, want in pairs(c.per_type) do
+      local got = m.per_type[typ] or {}
+      check.near(got.f1 or -1, want.f1, TOL, c.name .. ": f1 of " .. typ)
+      check.near(got.precision or -1, want.precision, TOL, c.name .. ": precision of " .. typ)
+      check.eq(got.support, want.support, c.name .. ": support of " .. typ)
+    end
+  end
+  check.raises(function() Mx.token_classification({ { "O" } }, { { "O", "O" } }) end, "1 predicted tags for 2 gold ones")
+end
+
 return T
