@@ -158,6 +158,41 @@ local function jsonl_records(s, emit, bad)
   end)
 end
 
+-- CoNLL column files: one token per line, whitespace-separated columns (the word in column word_col, the
+-- tag in tag_col; others ignored), a blank line between sentences, -DOCSTART- lines skipped. A record is
+-- a sentence {tokens = {...}, tags = {...}} at the line of its first token.
+local function conll_records(s, emit, bad, _, cols)
+  local word_col, tag_col = cols.text, cols.label or cols.text
+  local need = math.max(word_col, tag_col)
+  local words, tags, first, broken = {}, {}, nil, false
+  local function flush()
+    if first and not broken then emit({ tokens = words, tags = tags }, first) end
+    words, tags, first, broken = {}, {}, nil, false
+  end
+  local pos, line, n = 1, 0, #s
+  while pos <= n do
+    local nl = s:find("\n", pos, true)
+    local l = s:sub(pos, (nl or n + 1) - 1):gsub("\r$", "")
+    line = line + 1
+    pos = (nl or n) + 1
+    local fields = {}
+    for f in l:gmatch("%S+") do fields[#fields + 1] = f end
+    if #fields == 0 or fields[1] == "-DOCSTART-" then
+      flush()
+    elseif #fields < need then
+      if not broken then
+        bad(line, ("a token line needs %d columns (word in %d, tag in %d), got %d ('%s')"):format(need, word_col, tag_col,
+          #fields, short(l)))
+      end
+      broken, first = true, first or line -- the rest of this sentence goes with it
+    else
+      first = first or line
+      words[#words + 1], tags[#tags + 1] = fields[word_col], fields[tag_col]
+    end
+  end
+  flush()
+end
+
 -- --- the formats ------------------------------------------------------------------------------------
 -- One entry per format, in a list so that messages name them in a fixed order; adding a format is one
 -- entry here (and its test). D.READERS[name] is the entry:
@@ -171,6 +206,9 @@ local FORMATS = {
     description = "RFC 4180: quoted fields may hold commas, newlines and doubled quotes" },
   { name = "jsonl", title = "JSONL", extensions = { "jsonl", "ndjson", "json" }, header = false, keyed = true,
     records = jsonl_records, description = "one JSON object per line; its keys are the columns" },
+  { name = "conll", title = "CoNLL", extensions = { "conll" }, header = false, keyed = true, records = conll_records,
+    columns = { text = 1, label = 2 },
+    description = "one line per token, whitespace-separated columns (`text`: the word's, default 1; `label`: the tag's, default 2), a blank line between sentences, -DOCSTART- skipped" },
 }
 
 D.READERS = {}
@@ -298,9 +336,28 @@ local function read_args(spec, opts)
   if limit ~= nil and (type(limit) ~= "number" or limit < 1 or limit ~= math.floor(limit)) then
     error(("data.read: %s: limit must be a positive integer"):format(spec.path), 3)
   end
+  local columns = { text = spec.text or DEFAULT_SPEC.text, pair = spec.text_pair, label = label_col }
+  local fixed = D.READERS[fmt].columns
+  if fixed then -- token lines: columns are positions; the defaults of other formats ("sentence") mean these
+    local function col(v, default, key)
+      if v == nil or v == DEFAULT_SPEC[key] then return default end
+      if type(v) ~= "number" then
+        error(("data.read: %s: a %s split's %s is a column number (1-based), got '%s'"):format(spec.path,
+          D.READERS[fmt].title, key, tostring(v)), 4)
+      end
+      return v
+    end
+    if spec.text_pair ~= nil then
+      error(("data.read: %s: a %s split has no text pairs"):format(spec.path, D.READERS[fmt].title), 3)
+    end
+    columns = { text = col(spec.text, fixed.text, "text"), label = label_col and col(label_col, fixed.label, "label") }
+    if task ~= "token_classification" then
+      error(("data.read: %s: %s files hold tagged tokens: task.kind must be token_classification"):format(spec.path,
+        D.READERS[fmt].title), 3)
+    end
+  end
   return { path = spec.path, format = fmt, reader = D.READERS[fmt], task = task, on_error = on_error,
-    preprocess = preprocess, header = header, limit = limit, labels = opts.labels,
-    columns = { text = spec.text or DEFAULT_SPEC.text, pair = spec.text_pair, label = label_col } }
+    preprocess = preprocess, header = header, limit = limit, labels = opts.labels, columns = columns }
 end
 
 -- The file's bytes without a UTF-8 BOM; a directory, a binary, UTF-16 or CR-only file raises.
@@ -329,6 +386,7 @@ end
 local function new_dataset(rd)
   local c = rd.columns
   return { path = rd.path, format = rd.format, task = rd.task, n = 0, texts = {}, pairs = c.pair and {} or nil,
+    words = rd.task == "token_classification" and {} or nil,
     labels = {}, label_names = {}, lines = {}, skipped = 0, skipped_lines = {}, skipped_messages = {},
     invalid_utf8 = 0, invalid_utf8_lines = {},
     spec = { text = c.text, text_pair = c.pair, label = c.label, limit = rd.limit, header = rd.header } }
@@ -371,6 +429,10 @@ end
 local function take_columns(rd, fields, line)
   local names = rd.header and rd.reader.header and fields or nil
   local c = rd.columns
+  if rd.reader.columns then -- the reader took the columns itself: its records are sentences
+    rd.cols = { text = "tokens", label = c.label and "tags" or nil }
+    return false
+  end
   rd.cols = { text = resolve(rd, c.text, names or {}), pair = resolve(rd, c.pair, names or {}),
     label = resolve(rd, c.label, names or {}) }
   rd.header_names = names
@@ -408,9 +470,26 @@ local function field_of(rd, fields, which)
   return v
 end
 
+-- A token-classification row's words: a list as given, or a text split on whitespace; nil and why when
+-- it is neither or is empty.
+local function row_words(rd, text)
+  local words = {}
+  if type(text) == "table" then
+    for i, w in ipairs(text) do
+      words[i] = as_string(w)
+      if not words[i] then return nil, ("word %d is a %s, expected text"):format(i, type(w)) end
+    end
+  elseif type(text) == "string" then
+    for w in text:gmatch("%S+") do words[#words + 1] = w end
+  else
+    return nil, ("%s is a %s, expected words"):format(column_name(rd.columns.text), type(text))
+  end
+  if #words == 0 then return nil, "empty sentence (no words)" end
+  return words
+end
+
 -- A row's text and pair as strings, or nil, nil and why the row is malformed.
 local function row_texts(rd, text, pair)
-  if rd.task == "token_classification" and type(text) == "table" then text = table.concat(text, " ") end
   local t = as_string(text)
   if not t then return nil, nil, ("%s is a %s, expected text"):format(column_name(rd.columns.text), type(text)) end
   if not rd.cols.pair then return t end
@@ -454,17 +533,28 @@ local function on_row(rd, fields, line)
   text, err = field_of(rd, fields, "text")
   if not err and rd.cols.pair then pair, err = field_of(rd, fields, "pair") end
   if not err and rd.cols.label then label, err = field_of(rd, fields, "label") end
-  local t, p, lab
-  if not err then t, p, err = row_texts(rd, text, pair) end
+  local t, p, lab, words
+  if rd.task == "token_classification" then
+    if not err then words, err = row_words(rd, text) end
+  elseif not err then
+    t, p, err = row_texts(rd, text, pair)
+  end
   if not err and rd.cols.label then lab, err = row_label(rd.task, label) end
+  if not err and words and lab and #lab ~= #words then
+    err = ("%d tag%s for %d word%s"):format(#lab, #lab == 1 and "" or "s", #words, #words == 1 and "" or "s")
+  end
   if err then return bad(rd, line, err) end
-  if rd.preprocess then
+  if words then
+    if rd.preprocess then for i, w in ipairs(words) do words[i] = rd.preprocess(w) end end
+    t = table.concat(words, " ") -- what the tokenizer reads; words[i] is the i-th space-separated part
+  elseif rd.preprocess then
     t = rd.preprocess(t)
     if p then p = rd.preprocess(p) end
   end
   local ds = rd.ds
   local k = ds.n + 1
   ds.n = k
+  if words then ds.words[k] = words end
   ds.texts[k] = t
   if p then ds.pairs[k] = p end
   ds.lines[k] = line
@@ -518,11 +608,12 @@ local function set_labels(rd)
   local names = label_names(rd.labels, raw, ds.n)
   local id = {}
   for i, name in ipairs(names) do id[name] = i - 1 end
-  local function lookup(name, i)
+  local function lookup(name, i, j)
     local v = id[name]
     if v == nil then
-      error(("%s:%d: label '%s' was not seen in training (labels: %s)"):format(rd.path, ds.lines[i], short(name),
-        short(table.concat(names, ", "))), 0)
+      local what = j and ("tag '%s' (word %d)"):format(short(name), j) or ("label '%s'"):format(short(name))
+      error(("%s:%d: %s was not seen in training (%s: %s)"):format(rd.path, ds.lines[i] + (j and rd.format == "conll" and j - 1 or 0),
+        what, j and "tags" or "labels", short(table.concat(names, ", "))), 0)
     end
     return v
   end
@@ -530,7 +621,7 @@ local function set_labels(rd)
     local l = raw[i]
     if type(l) == "table" then
       local ids = {}
-      for j, tag in ipairs(l) do ids[j] = lookup(tag, i) end
+      for j, tag in ipairs(l) do ids[j] = lookup(tag, i, j) end
       ds.labels[i] = ids
     else
       ds.labels[i] = lookup(l, i)
@@ -545,7 +636,7 @@ function D.read(spec, opts)
   local s = read_text(rd.path, rd.format)
   rd.ds, rd.raw_labels, rd.done = new_dataset(rd), {}, false
   rd.reader.records(s, function(fields, line) on_row(rd, fields, line) end,
-    function(line, msg) bad(rd, line, msg) end, rd.path)
+    function(line, msg) bad(rd, line, msg) end, rd.path, rd.columns)
   count_rows(rd, s)
   set_labels(rd)
   return rd.ds

@@ -170,6 +170,44 @@ function T.token_classification_tags()
   same_list(ds.labels[2], { 2, 3 }, "tags of row 2 (a string)")
 end
 
+-- CoNLL column files: words and tags by column position, sentences split on blank lines, -DOCSTART-
+-- skipped, CRLF; a short line is malformed (file:line), an unseen tag names its sentence's line.
+function T.conll_reader()
+  local ds = D.read({ path = FIX .. "ner4.conll", format = "conll", label = 4 }, { task = "token_classification" })
+  check.eq(ds.n, 3, "sentences")
+  same_list(ds.words[1], { "EU", "rejects", "German" }, "words of sentence 1")
+  same_list(ds.texts, { "EU rejects German", "Peter Blackburn", "BRUSSELS" }, "texts: words joined by spaces")
+  same_list(ds.label_names, { "B-LOC", "B-MISC", "B-ORG", "B-PER", "I-PER", "O" }, "tags")
+  same_list(ds.labels[2], { 3, 4 }, "tags of sentence 2 (CRLF lines)")
+  same_list(ds.lines, { 3, 7, 12 }, "line of each sentence's first token")
+  local two = D.read({ path = TEST_ROOT .. "/../shared/data/conll2003/valid.txt", format = "conll" },
+    { task = "token_classification" })
+  check.eq(two.n, 3250, "CoNLL-2003 valid: sentences (word TAG 0: the tag in column 2, the default)")
+  check.raises(function() D.read({ path = FIX .. "ner_bad.conll", format = "conll" }, { task = "token_classification" }) end,
+    "ner_bad.conll:4: a token line needs 2 columns (word in 1, tag in 2), got 1 ('BRUSSELS')")
+  local skipped = D.read({ path = FIX .. "ner_bad.conll", format = "conll" }, { task = "token_classification", on_error = "skip" })
+  check.eq(skipped.n, 2, "the broken sentence skipped whole")
+  check.eq(skipped.skipped, 1, "and counted")
+  check.raises(function()
+    D.read({ path = FIX .. "ner_unseen.conll", format = "conll" }, { task = "token_classification", labels = ds.label_names })
+  end, "ner_unseen.conll:4: tag 'B-XYZ' (word 1) was not seen in training")
+  check.raises(function() D.read({ path = FIX .. "ner4.conll", format = "conll" }) end,
+    "CoNLL files hold tagged tokens: task.kind must be token_classification")
+  check.raises(function() D.read({ path = FIX .. "ner4.conll", format = "conll", text = "word" }, { task = "token_classification" }) end,
+    "a CoNLL split's text is a column number (1-based), got 'word'")
+end
+
+-- Token rows: as many tags as words, and at least one word.
+function T.token_rows_need_a_tag_per_word()
+  local d = tmpdir()
+  write_all(d .. "/t.jsonl", '{"tokens": ["a", "b"], "tags": ["O"]}\n{"tokens": [], "tags": []}\n{"tokens": ["c"], "tags": ["O"]}\n')
+  local ds = D.read({ path = d .. "/t.jsonl", text = "tokens", label = "tags" }, { task = "token_classification", on_error = "skip" })
+  check.eq(ds.n, 1, "one good row")
+  check.truthy(ds.skipped_messages[1]:find("t.jsonl:1: 1 tag for 2 words", 1, true), ds.skipped_messages[1])
+  check.truthy(ds.skipped_messages[2]:find("t.jsonl:2: empty sentence (no words)", 1, true), ds.skipped_messages[2])
+  rmdir(d)
+end
+
 function T.limit_and_preprocess()
   local ds = D.read({ path = FIX .. "small.tsv", limit = 2 }, { preprocess = function(s) return s:upper() end })
   same_list(ds.texts, { "IT 'S A CHARMING JOURNEY . ", "UNFUNNY AND DULL " }, "first two rows, preprocessed")
@@ -243,10 +281,10 @@ function T.unknown_extension_names_the_file_and_the_known_extensions()
     for _, r in pairs(D.READERS) do
       for _, ext in ipairs(r.extensions) do check.truthy(err:find("." .. ext, 1, true), ("names .%s: %s"):format(ext, err)) end
     end
-    check.eq(err, ('data: %s: cannot tell the format from the extension (known: .tsv, .csv, .jsonl, .ndjson, .json); '
-      .. 'set format = "tsv" | "csv" | "jsonl"'):format(path), "the whole message")
+    check.eq(err, ('data: %s: cannot tell the format from the extension (known: .tsv, .csv, .jsonl, .ndjson, .json, '
+      .. '.conll); set format = "tsv" | "csv" | "jsonl" | "conll"'):format(path), "the whole message")
   end
-  check.raises(function() D.read({ path = FIX .. "small.txt" }) end, "(known: .tsv, .csv, .jsonl, .ndjson, .json)")
+  check.raises(function() D.read({ path = FIX .. "small.txt" }) end, "(known: .tsv, .csv, .jsonl, .ndjson, .json, .conll)")
   check.raises(function() D.format_of({}) end, "data.format_of: a path")
 end
 
@@ -258,7 +296,7 @@ function T.readers_keys_are_the_format_names()
   local sorted = { unpack(names) }
   table.sort(sorted)
   same_list(sorted, keys, "format_names() == the keys of READERS")
-  same_list(names, { "tsv", "csv", "jsonl" }, "the formats pft reads, in registry order")
+  same_list(names, { "tsv", "csv", "jsonl", "conll" }, "the formats pft reads, in registry order")
   names[1] = "changed"
   check.eq(D.format_names()[1], "tsv", "format_names() returns a fresh list")
   for name, r in pairs(D.READERS) do
