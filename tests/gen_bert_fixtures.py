@@ -482,6 +482,7 @@ def roundtrip(export_dir, out_json, fixture_dir=None):
         "architecture": type(model).__name__,
         "config_architectures": archs,
         "num_labels": model.config.num_labels,
+        "problem_type": model.config.problem_type,
         "id2label": {str(k): v for k, v in model.config.id2label.items()},
         "logits": logits.tolist(),
     }

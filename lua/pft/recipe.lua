@@ -665,7 +665,26 @@ local function finish_split(s, key)
   return s
 end
 
+-- What data.dev and data.test take from data.train when the recipe does not set them: the columns and
+-- the header; and the format, when their own extension names none (CoNLL .txt files).
+local INHERITED_SPLIT_KEYS = { "text", "text_pair", "label", "header" }
+local function inherit_split_keys(data)
+  local tr = type(data) == "table" and data.train
+  if type(tr) ~= "table" then return end
+  for _, k in ipairs({ "dev", "test" }) do
+    local s = data[k]
+    if type(s) == "table" then
+      for _, key in ipairs(INHERITED_SPLIT_KEYS) do if s[key] == nil then s[key] = tr[key] end end
+      if s.format == nil and tr.format ~= nil and type(s.path) == "string" then
+        local ok = pcall(require("pft.data").format_of, s.path)
+        if not ok then s.format = tr.format end
+      end
+    end
+  end
+end
+
 local function resolve(t, top_path)
+  inherit_split_keys(t.data)
   local r = fill(SCHEMA, t)
   r.base = nil
   if r.name == nil then r.name = top_path and basename(top_path):gsub("%.lua$", "") or "recipe" end
@@ -920,6 +939,11 @@ function R.doc_table()
     if e.path == "name" then default = "file name" end
     if e.path == "train.best_metric" then default = "`\"accuracy\"`" end
     if e.path:match("^data%.%w+%.format$") then default = "from extension" end
+    local split, key = e.path:match("^data%.(%w+)%.([%w_]+)$")
+    if (split == "dev" or split == "test") then
+      for _, k in ipairs(INHERITED_SPLIT_KEYS) do if k == key then default = "`data.train`'s" end end
+      if key == "format" then default = "from extension, else `data.train`'s" end
+    end
     if e.path == "output.dir" then default = "`runs/<name>-<time>`" end
     lines[#lines + 1] = ("| `%s` | %s | %s | %s |"):format(e.path, s.tname, default, doc:gsub("|", "\\|"))
   end

@@ -219,22 +219,31 @@ end
 -- A fresh export of tiny_seqcls must be the snapshot that transformers loaded to write roundtrip.json
 -- (tests/fixtures/bert/export_seqcls/README.md), and pft's logits on it must be transformers' logits
 -- there: a change to the exporter fails here until the snapshot and roundtrip.json are regenerated.
-function T.transformers_loads_the_export()
-  local SNAP = FIX .. "/export_seqcls"
-  local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
-  local dir = tmpdir()
-  m:export(dir, { labels = { "a", "b", "c" } }) -- as in the snapshot's README
-  -- model.safetensors: the same tensors (names, dtypes, shapes, bytes) and the same __metadata__
+-- The three exports transformers loaded (tests/fixtures/bert/export_*/, written by the commands in
+-- export_seqcls/README.md): the model each comes from, how pft loads and exports it, what transformers
+-- made of the snapshot (roundtrip*.json), and the architecture, problem type and labels it must say.
+local EXPORTS = {
+  { snap = "export_seqcls", from = "tiny_seqcls", load = { head = "seqcls", num_labels = 3 }, labels = { "a", "b", "c" },
+    json = "roundtrip.json", arch = "BertForSequenceClassification", problem = "single_label_classification" },
+  { snap = "export_regression", from = "tiny_regression", load = { head = "seqcls", num_labels = 1 },
+    json = "roundtrip_regression.json", arch = "BertForSequenceClassification", problem = "regression" },
+  { snap = "export_tokcls", from = "tiny_tokcls", load = { head = "tokcls", num_labels = 5 },
+    labels = { "O", "B-PER", "I-PER", "B-LOC", "I-LOC" }, json = "roundtrip_tokcls.json",
+    arch = "BertForTokenClassification", problem = nil },
+}
+
+-- A fresh export equals its snapshot: tensor names, dtypes, shapes and bytes, safetensors metadata,
+-- config.json as JSON, the tokenizer files byte for byte. Returns the number of tensors.
+local function export_equals_snapshot(dir, snap)
   local h1, d1 = read_safetensors_raw(dir .. "/model.safetensors")
-  local h2, d2 = read_safetensors_raw(SNAP .. "/model.safetensors")
+  local h2, d2 = read_safetensors_raw(snap .. "/model.safetensors")
   local names, snap_names = {}, {}
   for k in pairs(h1) do if k ~= "__metadata__" then names[#names + 1] = k end end
   for k in pairs(h2) do if k ~= "__metadata__" then snap_names[#snap_names + 1] = k end end
   table.sort(names)
   table.sort(snap_names)
-  check.eq(table.concat(names, " "), table.concat(snap_names, " "), "exported tensor names vs the snapshot's")
-  check.eq(#names, 41, "exported tensors")
-  check.eq(json_diff(h1.__metadata__, h2.__metadata__, "__metadata__"), nil, "safetensors metadata differs at")
+  check.eq(table.concat(names, " "), table.concat(snap_names, " "), snap .. ": exported tensor names vs the snapshot's")
+  check.eq(json_diff(h1.__metadata__, h2.__metadata__, "__metadata__"), nil, snap .. ": safetensors metadata differs at")
   for _, k in ipairs(names) do
     local a, b = h1[k], h2[k]
     check.eq(a.dtype, b.dtype, k .. " dtype")
@@ -244,26 +253,42 @@ function T.transformers_loads_the_export()
     check.eq(#ba, #bb, k .. " byte count")
     check.truthy(ba == bb, k .. ": exported bytes equal the snapshot's")
   end
-  -- config.json as transformers reads it (JSON values), the tokenizer files byte for byte
-  local cd = json_diff(read_json(dir .. "/config.json"), read_json(SNAP .. "/config.json"), "config")
-  check.eq(cd, nil, "exported config.json differs from the snapshot's at")
+  local cd = json_diff(read_json(dir .. "/config.json"), read_json(snap .. "/config.json"), "config")
+  check.eq(cd, nil, snap .. ": exported config.json differs from the snapshot's at")
   for _, f in ipairs({ "vocab.txt", "tokenizer_config.json" }) do
-    check.truthy(read_bytes(dir .. "/" .. f) == read_bytes(SNAP .. "/" .. f), f .. ": exported bytes equal the snapshot's")
+    check.truthy(read_bytes(dir .. "/" .. f) == read_bytes(snap .. "/" .. f), f .. ": exported bytes equal the snapshot's")
   end
-  -- what transformers made of the snapshot, against pft on the fresh export
-  local rt = read_json(FIX .. "/roundtrip.json")
-  check.eq(rt.ok, true, "roundtrip.json ok")
-  check.eq(rt.architecture, "BertForSequenceClassification", "architecture")
-  check.eq(rt.num_labels, 3, "num_labels")
-  check.eq(rt.id2label["0"] .. rt.id2label["1"] .. rt.id2label["2"], "abc", "id2label")
-  check.eq(table.concat(rt.tokenizer_ids, " "), "2 42 43 3", "transformers' tokenizer on the exported vocab")
-  local r = pft.load_model(dir)
-  local _, _, logits = r:forward(fixture_batch(r))
-  -- observed 1.2e-7 (the fixture's logits are transformers' on the same weights)
-  local d = near_tensor(logits, pft.tensor(rt.logits), 1.5e-6, "pft on the fresh export vs transformers on the snapshot")
-  print(("  export round trip: %d tensors as in the snapshot; transformers %s logits vs pft max |diff| %.3g"):format(#names,
-    rt.transformers, d))
-  rmdir(dir)
+  return #names
+end
+
+-- Each fresh export must be the snapshot that transformers loaded, and pft's logits on it must be
+-- transformers' there: a change to the exporter fails here until the snapshots and roundtrip*.json are
+-- regenerated (export_seqcls/README.md).
+function T.transformers_loads_the_export()
+  for _, c in ipairs(EXPORTS) do
+    local m = pft.load_model(FIX .. "/" .. c.from, c.load)
+    local dir = tmpdir()
+    m:export(dir, c.labels and { labels = c.labels } or nil)
+    local n = export_equals_snapshot(dir, FIX .. "/" .. c.snap)
+    local rt = read_json(FIX .. "/" .. c.json)
+    check.eq(rt.ok, true, c.json .. " ok")
+    check.eq(rt.architecture, c.arch, c.snap .. ": the class transformers built")
+    check.eq(rt.problem_type, c.problem or cjson.null, c.snap .. ": problem_type as transformers read it")
+    check.eq(rt.num_labels, c.load.num_labels, c.snap .. ": num_labels")
+    for i, l in ipairs(c.labels or {}) do check.eq(rt.id2label[tostring(i - 1)], l, c.snap .. ": id2label " .. (i - 1)) end
+    check.eq(table.concat(rt.tokenizer_ids, " "), "2 42 43 3", "transformers' tokenizer on the exported vocab")
+    local r = pft.load_model(dir)
+    check.eq(r.head, c.load.head, c.snap .. ": the head pft reads back")
+    local _, _, logits = r:forward(fixture_batch(r))
+    local want = pft.tensor(rt.logits)
+    -- observed 1.2e-7 (seqcls), 9e-8 (regression), 4.8e-7 (tokcls, real tokens)
+    local mask = pft.read_safetensors(FIX .. "/tiny_seqcls/expected.safetensors").attention_mask -- the batch's
+    local d = c.load.head == "tokcls" and near_masked(logits, want, mask, 2e-6, c.snap .. ": logits")
+      or near_tensor(logits, want, 1.5e-6, c.snap .. ": pft on the fresh export vs transformers on the snapshot")
+    print(("  export round trip %s: %d tensors as in the snapshot; transformers %s logits vs pft max |diff| %.3g"):format(
+      c.snap, n, rt.transformers, d))
+    rmdir(dir)
+  end
 end
 
 function T.bare_model_and_fresh_model()

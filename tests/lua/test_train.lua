@@ -376,6 +376,48 @@ function Tst.custom_schedule_trains_as_the_rules_it_spells()
   rm(c)
 end
 
+-- Regression from a recipe written as docs/recipes.md says (no base): pearson picks the best model by
+-- default, the dev metrics are regression's, and the export says problem_type "regression".
+function Tst.regression_recipe_trains_end_to_end()
+  local d = tmpdir("regression")
+  local path = d .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(([[
+return {
+  model = { name = "%s/tests/fixtures/bert/tiny_regression", max_length = 16 },
+  task = { kind = "regression" },
+  data = {
+    train = { path = "%s/tests/fixtures/train/tiny_regression.tsv", text = "sentence", label = "score" },
+    dev = { path = "%s/tests/fixtures/train/tiny_regression_dev.tsv" },
+    batch_size = 8,
+  },
+  optim = { lr = 3e-3 },
+  train = { epochs = 8, eval_every = 5 },
+  output = { dir = "%s" },
+}
+]]):format(ROOT, ROOT, ROOT, d))
+  f:close()
+  local r = require("pft.recipe").load(path)
+  os.remove(path)
+  check.eq(r.train.best_metric, "pearson", "the default best metric of regression")
+  local s = T.run(r, { quiet = true })
+  check.eq(s.status, "done", "status")
+  check.eq(s.best.metric, "pearson", "selected by pearson")
+  local cjson = require "cjson"
+  local dev
+  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
+    local rec = cjson.decode(l)
+    if rec.split == "dev" then dev = rec.metrics end
+  end
+  check.truthy(dev and type(dev.pearson) == "number" and type(dev.mse) == "number", "dev pearson and mse logged")
+  print(("  regression: dev pearson %.3f after %d steps"):format(dev.pearson, s.steps))
+  check.truthy(dev.pearson > 0.5, ("the scores are learnt (dev pearson %.3f)"):format(dev and dev.pearson or 0))
+  local cfg = cjson.decode(read(d .. "/best/config.json"))
+  check.eq(cfg.problem_type, "regression", "exported problem_type")
+  check.eq(cfg.architectures[1], "BertForSequenceClassification", "architecture")
+  rm(d)
+end
+
 -- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
 -- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
 function Tst.resume_is_equivalent_to_an_uninterrupted_run()
