@@ -1,6 +1,7 @@
 /* lua_fs.c - the few filesystem calls the Lua layer needs and LuaJIT lacks (run and checkpoint
- * directories, model and recipe listings): core.mkdir, core.mkdir_excl, core.list_dir, core.remove_dir. Each returns
- * its result, or nil and a message naming the path. */
+ * directories, model and recipe listings, the source file of a dataset cache): core.mkdir,
+ * core.mkdir_excl, core.list_dir, core.remove_dir, core.file_stat. Each returns its result, or nil and a
+ * message naming the path. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -115,10 +116,22 @@ static int l_remove_dir(lua_State *L) {
     return 1;
 }
 
-void pftl_register_fs(lua_State *L, int module_idx) {
-    static const luaL_Reg fns[] = {{"mkdir", l_mkdir}, {"mkdir_excl", l_mkdir_excl}, {"list_dir", l_list_dir}, {"remove_dir", l_remove_dir}, {NULL, NULL}};
-    for (const luaL_Reg *r = fns; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, module_idx, r->name);
+/* core.file_stat(path) -> size, mtime (seconds) | nil, message */
+static int l_file_stat(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct stat st;
+    if (stat(path, &st)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
     }
+    lua_pushnumber(L, (lua_Number)st.st_size);
+    lua_pushnumber(L, (lua_Number)st.st_mtime);
+    return 2;
+}
+
+void pftl_register_fs(lua_State *L, int module_idx) {
+    static const luaL_Reg fns[] = {{"mkdir", l_mkdir},           {"mkdir_excl", l_mkdir_excl}, {"list_dir", l_list_dir},
+                                   {"remove_dir", l_remove_dir}, {"file_stat", l_file_stat},   {NULL, NULL}};
+    pftl_set_funcs(L, module_idx, fns);
 }

@@ -1,20 +1,33 @@
-/* lua_optim.c - core.adamw / core.sgd: optimizers over parameter groups as pft.Optimizer userdata.
+/* lua_optim.c - pft.Optimizer: core.adamw / core.sgd over parameter groups, checkpoint state, and
+ * gradient clipping (optim.h).
  *
  *     local opt = core.adamw({ {params = {w1, b1}, lr = 1e-3}, {params = {w2}, weight_decay = 0} }, {lr = 3e-4})
  *     opt:step(); opt:zero_grad(); opt:set_lr(1, 1e-4)     -- groups are 1-based
+ *     local st = opt:state()                                 -- {[name] = {step = n, m = tensor, v = tensor}}
+ *     opt:load_state(st)
+ *     local norm = core.clip_grad_norm(params, 1.0)         -- as torch.nn.utils.clip_grad_norm_
  *
  * `groups` is a list of group tables (params plus settings that override `opts`) or a plain list of
  * tensors (one group). The C optimizer retains its parameters; the userdata also keeps the Lua boxes in
- * its environment table, so a parameter's box lives as long as the optimizer. */
+ * its environment table, so a parameter's box lives as long as the optimizer. opt:state() returns new
+ * tensors holding copies of the optimizer's buffers. */
 #include <math.h>
 #include <string.h>
 
 #include "lua_pft.h"
+#include "ops.h" /* pft_tensor_contiguous */
+#include "optim.h"
 
-typedef pftl_optim_box optim_box;
+#define OPTIM_MT "pft.Optimizer"
+
+typedef struct optim_box {
+    pft_optim *o;
+    pftl_state *S;
+    const char *kind; /* "adamw" or "sgd", for messages */
+} optim_box;
 
 static optim_box *check_optim(lua_State *L, int idx) {
-    optim_box *b = luaL_checkudata(L, idx, PFTL_OPTIM_MT);
+    optim_box *b = luaL_checkudata(L, idx, OPTIM_MT);
     if (!b->o) luaL_argerror(L, idx, "optimizer used after free");
     return b;
 }
@@ -33,7 +46,7 @@ static int o_gc(lua_State *L) {
 }
 
 static int o_free(lua_State *L) {
-    optim_release(luaL_checkudata(L, 1, PFTL_OPTIM_MT));
+    optim_release(luaL_checkudata(L, 1, OPTIM_MT));
     return 0;
 }
 
@@ -101,7 +114,7 @@ static int make_optim(lua_State *L, pft_optim_kind kind, const char *name) {
     b->o = NULL;
     b->S = S;
     b->kind = name;
-    luaL_getmetatable(L, PFTL_OPTIM_MT);
+    luaL_getmetatable(L, OPTIM_MT);
     lua_setmetatable(L, 3);
     lua_newtable(L); /* 4: the parameters' boxes */
     lua_pushvalue(L, 4);
@@ -198,30 +211,101 @@ static int o_params(lua_State *L) {
     return 1;
 }
 
+/* --- checkpoint state ------------------------------------------------------------------------------ */
+
+static void push_copy(lua_State *L, pftl_state *S, const pft_tensor *like, const float *data) {
+    pftl_tensor_box *b = pftl_push_box(L, S);
+    pftl_own(L, b, pft_tensor_from_data(S->ctx, like->ndim, like->shape, data));
+}
+
+/* opt:state() -> {[name] = {step = n, m = tensor, v = tensor or nil}} for the parameters that have state */
+static int o_state(lua_State *L) {
+    pft_optim *o = check_optim(L, 1)->o;
+    pftl_state *S = pftl_state_get(L);
+    lua_newtable(L);
+    for (int i = 0, n = pft_optim_param_count(o); i < n; i++) {
+        pft_optim_param_state ps;
+        if (!pft_optim_state_export(o, i, &ps)) continue;
+        if (!ps.param->name) return luaL_error(L, "optimizer state: parameter %d has no name", i + 1);
+        lua_createtable(L, 0, 3);
+        lua_pushnumber(L, (lua_Number)ps.step), lua_setfield(L, -2, "step");
+        if (ps.m) push_copy(L, S, ps.param, ps.m), lua_setfield(L, -2, "m");
+        if (ps.v) push_copy(L, S, ps.param, ps.v), lua_setfield(L, -2, "v");
+        lua_setfield(L, -2, ps.param->name);
+    }
+    return 1;
+}
+
+static const float *contiguous_data(lua_State *L, pftl_state *S, int idx) {
+    pft_tensor *t = pftl_check_tensor(L, idx);
+    if (pft_tensor_is_contiguous(t)) return pft_tensor_data(t);
+    pftl_tensor_box *b = pftl_push_box(L, S); /* left on the stack until the caller's return */
+    pftl_own(L, b, pft_tensor_contiguous(t));
+    return pft_tensor_data(b->t);
+}
+
+/* opt:load_state(state): the inverse of opt:state() (a table of that shape, e.g. read back from a file) */
+static int o_load_state(lua_State *L) {
+    pft_optim *o = check_optim(L, 1)->o;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_settop(L, 2);
+    pftl_state *S = pftl_state_get(L);
+    lua_pushnil(L);
+    while (lua_next(L, 2)) {
+        int top = lua_gettop(L);
+        const char *name = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!name || !lua_istable(L, -1)) return luaL_error(L, "load_state: expected {[name] = {step =, m =, v =}}");
+        lua_getfield(L, top, "step");
+        lua_Number step = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || step < 0 || step != floor(step))
+            return luaL_error(L, "load_state: '%s' has no integer step", name);
+        lua_getfield(L, top, "m");
+        lua_getfield(L, top, "v");
+        int mi = top + 2, vi = top + 3;
+        if (!pftl_is_tensor(L, mi)) return luaL_error(L, "load_state: '%s' has no tensor m", name);
+        const float *m = contiguous_data(L, S, mi);
+        const float *v = pftl_is_tensor(L, vi) ? contiguous_data(L, S, vi) : NULL;
+        int64_t numel = pft_tensor_numel(pftl_check_tensor(L, mi));
+        if (v && pft_tensor_numel(pftl_check_tensor(L, vi)) != numel)
+            return luaL_error(L, "load_state: '%s': m and v differ in size", name);
+        if (pft_optim_state_import(o, name, (int64_t)step, numel, m, v)) return pftl_core_error(L, S->ctx);
+        lua_settop(L, top - 1);
+    }
+    return 0;
+}
+
+/* core.clip_grad_norm(params, max_norm) -> the global gradient norm before clipping */
+static int l_clip_grad_norm(lua_State *L) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_Number max_norm = luaL_checknumber(L, 2);
+    luaL_argcheck(L, max_norm > 0 && isfinite(max_norm), 2, "max_norm must be a finite number > 0");
+    int n = (int)lua_objlen(L, 1);
+    pft_tensor **params = lua_newuserdata(L, sizeof *params * (size_t)(n ? n : 1));
+    for (int i = 0; i < n; i++) {
+        lua_rawgeti(L, 1, i + 1);
+        if (!pftl_is_tensor(L, -1)) luaL_error(L, "clip_grad_norm: entry %d is a %s, expected pft.Tensor", i + 1, luaL_typename(L, -1));
+        params[i] = pftl_check_tensor(L, -1);
+        lua_pop(L, 1);
+    }
+    lua_pushnumber(L, pft_clip_grad_norm(n, params, max_norm));
+    return 1;
+}
+
 static int o_tostring(lua_State *L) {
-    optim_box *b = luaL_checkudata(L, 1, PFTL_OPTIM_MT);
+    optim_box *b = luaL_checkudata(L, 1, OPTIM_MT);
     if (!b->o) lua_pushfstring(L, "pft.Optimizer(%s, freed)", b->kind);
     else lua_pushfstring(L, "pft.Optimizer(%s, %d groups)", b->kind, pft_optim_group_count(b->o));
     return 1;
 }
 
 static const luaL_Reg optim_methods[] = {
-    {"step", o_step},       {"zero_grad", o_zero_grad},     {"set_lr", o_set_lr},
-    {"lr", o_lr},           {"groups", o_groups},           {"state_bytes", o_state_bytes},
-    {"has_state", o_has_state}, {"params", o_params},       {"free", o_free},
-    {NULL, NULL}};
+    {"step", o_step},         {"zero_grad", o_zero_grad}, {"set_lr", o_set_lr},         {"lr", o_lr},
+    {"groups", o_groups},     {"state_bytes", o_state_bytes}, {"has_state", o_has_state}, {"params", o_params},
+    {"state", o_state},       {"load_state", o_load_state}, {"free", o_free},           {NULL, NULL}};
 
 void pftl_register_optim(lua_State *L, int module_idx) {
-    luaL_newmetatable(L, PFTL_OPTIM_MT);
-    lua_newtable(L);
-    for (const luaL_Reg *r = optim_methods; r->name; r++) {
-        lua_pushcfunction(L, r->func);
-        lua_setfield(L, -2, r->name);
-    }
-    lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, o_gc), lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, o_tostring), lua_setfield(L, -2, "__tostring");
-    lua_pop(L, 1);
-    lua_pushcfunction(L, l_adamw), lua_setfield(L, module_idx, "adamw");
-    lua_pushcfunction(L, l_sgd), lua_setfield(L, module_idx, "sgd");
+    pftl_new_class(L, OPTIM_MT, optim_methods, o_gc, o_tostring);
+    static const luaL_Reg fns[] = {
+        {"adamw", l_adamw}, {"sgd", l_sgd}, {"clip_grad_norm", l_clip_grad_norm}, {NULL, NULL}};
+    pftl_set_funcs(L, module_idx, fns);
 }

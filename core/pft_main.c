@@ -12,7 +12,7 @@
  *
  * SIGINT: the one piece of process state pft keeps. A signal handler can only touch a volatile
  * sig_atomic_t with static storage, so the flags live here, in the host, and their address is handed to
- * pft.core through the registry (lua_train.c: core.interrupted, core.watch_interrupts). Unwatched (no
+ * pft.core through the registry (lua_host.c: core.interrupted, core.watch_interrupts). Unwatched (no
  * trainer running), Ctrl-C ends the process as usual; watched, the first sets the flag that the trainer
  * polls once a step (it saves a checkpoint and exits 130), a second exits at once with 130. */
 #include <limits.h>
@@ -55,7 +55,7 @@ static void install_sigint(lua_State *L) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGINT, &sa, NULL);
     lua_pushlightuserdata(L, (void *)interrupt_flags);
-    lua_setfield(L, LUA_REGISTRYINDEX, "pft.host.interrupt"); /* read by core/lua_train.c */
+    lua_setfield(L, LUA_REGISTRYINDEX, "pft.host.interrupt"); /* read by core/lua_host.c */
 }
 
 static const char usage_text[] =

@@ -1,95 +1,72 @@
-/* fuzz_cache.c - the encoded-dataset cache reader, core.load_encoded (core/lua_data.c), on arbitrary
- * files, and what a loaded pft.Encoded then does (lengths, gather, save and load again).
+/* fuzz_cache.c - the encoded-dataset cache reader, pft_encoded_load (core/encoded.c), on arbitrary files,
+ * and what a loaded store then does (row lengths, gather, save and load again).
  *
- * Input: byte 0 is a control byte, the rest the cache file. Bit 0: the harness writes the right FNV-1a
- * checksum of the body into the header (else a mutated body stops at the checksum test); bit 1: the
- * expectations passed to load_encoded are read from the file's own header (else fixed values, so that
- * the stale paths run); bits 2-4: pad_to for gather (0 = the longest row, else that many tokens more).
- * Format (lua_data.c): an 80-byte header "PFTENC\0\0", u32 version, u32 0, u64 vocab_hash, i32
- * max_length, i32 pad_id, u64 count, u64 ntok, u64 source_size, i64 source_mtime, u64 text_hash,
- * u64 checksum; then u64 offsets[count + 1], i32 ids[ntok], u8 type_ids[ntok].
+ * Input: byte 0 is a control byte, the rest the cache file. Bit 0: the harness writes the right checksum
+ * of the body into the header (else a mutated body stops at the checksum test); bit 1: the key passed to
+ * pft_encoded_load is read from the file's own header (else fixed values, so that the stale paths run);
+ * bits 2-4: pad_to for gather (0 = the longest row, else that many tokens more). The format: encoded.h.
  *
- * Checks: load_encoded returns a pft.Encoded or nil and a "missing:"/"stale:"/"corrupt:" reason; a loaded
- * one has count rows whose lengths add up to its token count and are at most max_length, gathers every
- * row into a batch, and saves to a file that loads back with the same lengths. */
+ * Checks: pft_encoded_load returns a store, or NULL with a missing / stale / corrupt verdict and a message
+ * starting with that word; a loaded store has count rows whose lengths add up to its token count and are
+ * at most max_length, gathers every row into a batch, and saves to a file equal byte for byte to the one
+ * it was read from, which loads back with the same rows. */
 #include "fuzz.h"
 
-#define HEADER 80
+#include "encoded.h"
 
-static lua_State *L;
-
-static const char harness[] =
-    "local core, path, copy, expect, pad_extra = require 'pft.core', ...\n"
-    "local function check(c, m, ...) if not c then fuzz_fail(m:format(...)) end end\n"
-    "local enc, why = core.load_encoded(path, expect)\n"
-    "if not enc then\n"
-    "  check(type(why) == 'string' and (why:find('^missing: ') or why:find('^stale: ') or why:find('^corrupt: ')),\n"
-    "        'load_encoded: nil without a reason (%s)', tostring(why))\n"
-    "  return\n"
-    "end\n"
-    "local n, lengths, sum, longest = enc:count(), enc:lengths(), 0, 0\n"
-    "check(n == expect.count and #lengths == n, '%d rows, %d lengths, count %d', n, #lengths, expect.count)\n"
-    "for i = 1, n do\n"
-    "  local ml = enc:max_length()\n"
-    "  check(lengths[i] >= 0 and (ml < 0 or lengths[i] <= ml), 'row %d: %d tokens, max_length %d', i, lengths[i], ml)\n"
-    "  sum, longest = sum + lengths[i], math.max(longest, lengths[i])\n"
-    "end\n"
-    "check(sum == enc:tokens(), 'rows hold %d tokens, the store %d', sum, enc:tokens())\n"
-    "if n > 0 and n <= 4096 and longest <= 4096 then\n"
-    "  local rows = {}\n"
-    "  for i = 1, n do rows[i] = i end\n"
-    "  local ok, b = pcall(enc.gather, enc, rows, pad_extra > 0 and longest + pad_extra or 0)\n"
-    "  check(ok, 'gather of every row: %s', tostring(b))\n"
-    "end\n"
-    "local saved, err = enc:save(copy, expect)\n"
-    "check(saved, 'save: %s', tostring(err))\n"
-    "local enc2, why2 = core.load_encoded(copy, expect)\n"
-    "check(enc2, 'a saved store does not load: %s', tostring(why2))\n"
-    "local l2 = enc2:lengths()\n"
-    "for i = 1, n do check(l2[i] == lengths[i], 'row %d: %d tokens after save, %d before', i, l2[i], lengths[i]) end\n"
-    "os.remove(copy)\n";
-
-static int chunk_ref;
+static pft_ctx *ctx;
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
-    __lsan_disable(); /* the state and pft.core's context live across inputs (fuzz.h: fuzz_lua_harness) */
-    L = fuzz_lua_new();
-    lua_pushcfunction(L, fuzz_lua_fail);
-    lua_setglobal(L, "fuzz_fail");
-    fuzz_lua_require(L, "pft.core");
-    if (luaL_loadbuffer(L, harness, sizeof harness - 1, "=fuzz_cache")) {
-        fprintf(stderr, "fuzz_cache: %s\n", lua_tostring(L, -1));
-        exit(2);
-    }
-    chunk_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    fuzz_lua_collect(L);
-    fuzz_lua_main = L;
-    atexit(fuzz_lua_close);
-    __lsan_enable();
+    ctx = pft_ctx_new(1, 0);
+    FUZZ_CHECK(ctx, "pft_ctx_new");
     return 0;
 }
 
-static uint64_t rd64(const uint8_t *p) {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
+static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
-static int32_t rd32(const uint8_t *p) {
-    int32_t v;
-    memcpy(&v, p, 4);
-    return v;
+/* A loaded store: its rows, a gather of all of them, and a save that reproduces the file. */
+static void check_store(const pft_encoded *e, const pft_encoded_key *key, const uint8_t *file, size_t n, int pad_extra,
+                        const char *copy) {
+    FUZZ_CHECK(e->n >= 0 && (uint64_t)e->n == key->count, "%lld rows, key count %llu", (long long)e->n,
+               (unsigned long long)key->count);
+    int64_t sum = 0, longest = 0;
+    for (int64_t i = 0; i < e->n; i++) {
+        int64_t len = pft_encoded_row_length(e, i);
+        FUZZ_CHECK(len >= 0 && (e->max_length < 0 || len <= e->max_length), "row %lld: %lld tokens, max_length %d",
+                   (long long)i, (long long)len, e->max_length);
+        sum += len;
+        if (len > longest) longest = len;
+    }
+    FUZZ_CHECK(sum == e->ntok, "rows hold %lld tokens, the store %lld", (long long)sum, (long long)e->ntok);
+    if (e->n > 0 && e->n <= 4096 && longest <= 4096) {
+        int64_t *rows = malloc((size_t)e->n * sizeof *rows);
+        FUZZ_CHECK(rows, "malloc");
+        for (int64_t i = 0; i < e->n; i++) rows[i] = i;
+        pft_batch b = {0};
+        pft_status st = pft_encoded_gather(e, e->n, rows, pad_extra > 0 ? longest + pad_extra : 0, &b);
+        FUZZ_CHECK(st == PFT_OK, "gather of every row: %s", pft_ctx_error(ctx));
+        for (int64_t i = 0; i < e->n; i++)
+            FUZZ_CHECK(b.lengths[i] == pft_encoded_row_length(e, i), "gathered row %lld: %d tokens", (long long)i, b.lengths[i]);
+        pft_batch_free(&b);
+        free(rows);
+    }
+    FUZZ_CHECK(pft_encoded_save(e, copy, &key->source) == PFT_OK, "save: %s", pft_ctx_error(ctx));
+    FILE *f = fopen(copy, "rb");
+    FUZZ_CHECK(f, "%s: cannot read back", copy);
+    uint8_t *saved = malloc(n + 1);
+    size_t got = fread(saved, 1, n + 1, f);
+    fclose(f);
+    FUZZ_CHECK(got == n && memcmp(saved, file, n) == 0, "the saved file (%zu bytes) differs from the loaded one (%zu)", got, n);
+    free(saved);
+    pft_encoded_miss why;
+    pft_encoded *again = pft_encoded_load(ctx, copy, key, &why);
+    FUZZ_CHECK(again && why == PFT_ENCODED_HIT, "a saved store does not load: %s", pft_ctx_error(ctx));
+    for (int64_t i = 0; i < e->n; i++)
+        FUZZ_CHECK(pft_encoded_row_length(again, i) == pft_encoded_row_length(e, i), "row %lld: other length after save",
+                   (long long)i);
+    pft_encoded_free(again);
+    remove(copy);
 }
-
-static void push_hex(uint64_t h) {
-    char s[17];
-    snprintf(s, sizeof s, "%016llx", (unsigned long long)h);
-    lua_pushstring(L, s);
-}
-
-/* A u64 of the header as a Lua number the reader converts back exactly (at most 2^53: the harness must
- * not pass a number that does not fit the C type it becomes) */
-static double exact(uint64_t v) { return v <= (1ull << 53) ? (double)v : 0.0; }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
@@ -98,37 +75,34 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     uint8_t *file = malloc(n ? n : 1);
     FUZZ_CHECK(file, "malloc");
     memcpy(file, data + 1, n);
-    if ((ctl & 1) && n >= HEADER) { /* the body's checksum, as the reader computes it (the arrays are contiguous) */
-        uint64_t h = 1469598103934665603ull;
-        for (size_t i = HEADER; i < n; i++) h = (h ^ file[i]) * 1099511628211ull;
-        memcpy(file + 72, &h, 8);
+    const size_t header = sizeof(pft_encoded_header);
+    if ((ctl & 1) && n >= header) { /* the body's checksum, as the reader computes it (the arrays are contiguous) */
+        uint64_t h = pft_encoded_hash(PFT_ENCODED_HASH_START, file + header, n - header);
+        memcpy(file + offsetof(pft_encoded_header, checksum), &h, sizeof h);
     }
     char path[PATH_MAX], copy[PATH_MAX];
     fuzz_path(path, sizeof path, "in.enc");
     fuzz_path(copy, sizeof copy, "copy.enc");
     fuzz_write(path, file, n);
 
-    lua_rawgeti(L, LUA_REGISTRYINDEX, chunk_ref);
-    lua_pushstring(L, path);
-    lua_pushstring(L, copy);
-    lua_createtable(L, 0, 6);
-    int from_header = (ctl & 2) && n >= HEADER;
-    push_hex(from_header ? rd64(file + 16) : 0x1234);
-    lua_setfield(L, -2, "vocab_hash");
-    push_hex(from_header ? rd64(file + 64) : 0x5678);
-    lua_setfield(L, -2, "text_hash");
-    lua_pushnumber(L, from_header ? rd32(file + 24) : 128);
-    lua_setfield(L, -2, "max_length");
-    lua_pushnumber(L, from_header ? exact(rd64(file + 32)) : 1);
-    lua_setfield(L, -2, "count");
-    lua_pushnumber(L, from_header ? exact(rd64(file + 48)) : 100);
-    lua_setfield(L, -2, "source_size");
-    int64_t mtime = from_header ? (int64_t)rd64(file + 56) : 0;
-    lua_pushnumber(L, mtime >= -(1ll << 53) && mtime <= (1ll << 53) ? (double)mtime : 0.0);
-    lua_setfield(L, -2, "source_mtime");
-    lua_pushinteger(L, (ctl >> 2) & 7);
-    fuzz_lua_pcall(L, 4, 0);
-    fuzz_lua_collect(L);
+    pft_encoded_key key = {.vocab_hash = 0x1234, .max_length = 128, .source = {100, 0, 0x5678}, .count = 1};
+    if ((ctl & 2) && n >= header) {
+        pft_encoded_header h;
+        memcpy(&h, file, sizeof h);
+        key = (pft_encoded_key){.vocab_hash = h.vocab_hash, .max_length = h.max_length,
+                                .source = {h.source_size, h.source_mtime, h.text_hash}, .count = h.count};
+    }
+    pft_encoded_miss why = PFT_ENCODED_HIT;
+    pft_encoded *e = pft_encoded_load(ctx, path, &key, &why);
+    if (e) {
+        FUZZ_CHECK(why == PFT_ENCODED_HIT, "a store with verdict %d", (int)why);
+        check_store(e, &key, file, n, (ctl >> 2) & 7, copy);
+    } else {
+        static const char *const word[] = {"", "missing: ", "stale: ", "corrupt: ", "load_encoded: out of memory"};
+        FUZZ_CHECK(why >= PFT_ENCODED_MISSING && why <= PFT_ENCODED_FAILED && starts_with(pft_ctx_error(ctx), word[why]),
+                   "NULL with verdict %d and message '%s'", (int)why, pft_ctx_error(ctx));
+    }
+    pft_encoded_free(e);
     free(file);
     return 0;
 }

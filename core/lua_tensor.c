@@ -1,147 +1,19 @@
-/* lua_pft.c - the `pft.core` Lua module: context, pft.Tensor userdata, construction, conversion, views,
- * autograd entry points. Ops are in lua_ops.c, optimizers in lua_optim.c, BERT, its tokenizer and
- * encoded batches in lua_bert.c. Ownership rules: lua_pft.h.
- * Dims and indices are 1-based in Lua (negative dims count from the end); token ids are 0-based. */
+/* lua_tensor.c - pft.Tensor: construction, conversion to Lua tables, views, the ops of ops.h as
+ * core.op(a, b) functions, a:op(b) methods and arithmetic metamethods, and autograd entry points.
+ *
+ *     local a = core.tensor({{1, 2}, {3, 4}}); local b = core.randn({2, 2}):requires_grad(true)
+ *     local loss = (a:matmul(b) + 1):sum(); loss:backward(); print(b:grad():totable())
+ *
+ * Every function checks its arguments, pushes the result box, then calls core once (lua_pft.h). */
 #include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
+#include "autograd.h"
 #include "lua_pft.h"
+#include "ops.h"
 
-#define STATE_KEY "pft.core.state"
-
-/* --- the per-Lua-state context -------------------------------------------------------------------- */
-
-pftl_state *pftl_state_get(lua_State *L) {
-    lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-    pftl_state **p = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    if (!p || !*p) luaL_error(L, "pft.core: the context is gone (module closed)");
-    return *p;
-}
-
-static void state_maybe_free(pftl_state *S) {
-    if (S->closed && S->handles == 0) {
-        pft_ctx_free(S->ctx);
-        free(S);
-    }
-}
-
-void pftl_state_unref(pftl_state *S) {
-    S->handles--;
-    state_maybe_free(S);
-}
-
-static int state_gc(lua_State *L) {
-    pftl_state **p = lua_touserdata(L, 1);
-    if (p && *p) {
-        (*p)->closed = 1;
-        state_maybe_free(*p);
-        *p = NULL;
-    }
-    return 0;
-}
-
-/* --- errors and argument checks -------------------------------------------------------------------- */
-
-int pftl_core_error(lua_State *L, pft_ctx *ctx) {
-    const char *msg = pft_ctx_error(ctx);
-    return luaL_error(L, "%s", msg[0] ? msg : "pft: unknown core error");
-}
-
-int pftl_errorf(lua_State *L, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    return luaL_error(L, "%s", msg);
-}
-
-int pftl_is_tensor(lua_State *L, int idx) {
-    if (!lua_getmetatable(L, idx)) return 0;
-    luaL_getmetatable(L, PFTL_TENSOR_MT);
-    int same = lua_rawequal(L, -1, -2);
-    lua_pop(L, 2);
-    return same && lua_type(L, idx) == LUA_TUSERDATA;
-}
-
-pft_tensor *pftl_check_tensor(lua_State *L, int idx) {
-    pftl_tensor_box *b = luaL_checkudata(L, idx, PFTL_TENSOR_MT);
-    if (!b->t) luaL_argerror(L, idx, "tensor used after free");
-    return b->t;
-}
-
-pft_tensor *pftl_opt_tensor(lua_State *L, int idx) {
-    return lua_isnoneornil(L, idx) ? NULL : pftl_check_tensor(L, idx);
-}
-
-int64_t pftl_check_int64(lua_State *L, int arg) {
-    lua_Number v = luaL_checknumber(L, arg);
-    if (v != floor(v) || fabs(v) > 9.0e15) luaL_argerror(L, arg, lua_pushfstring(L, "integer expected, got %f", v));
-    return (int64_t)v;
-}
-
-int pftl_check_dim(lua_State *L, int arg, const pft_tensor *t, const char *op) {
-    int64_t d = pftl_check_int64(L, arg);
-    int64_t z = d < 0 ? d + t->ndim : d - 1;
-    if (z < 0 || z >= t->ndim) {
-        char sh[128];
-        luaL_error(L, "%s: dim %d out of range for shape %s", op, (int)d, pft_tensor_shape_str(t, sh, sizeof sh));
-    }
-    return (int)z;
-}
-
-/* A shape from a table at idx ({2, 3}) or, when idx holds a number, from the numbers idx, idx+1, ... */
-int pftl_check_shape(lua_State *L, int idx, int64_t *shape) {
-    int n;
-    if (lua_type(L, idx) == LUA_TNUMBER) {
-        n = 0;
-        while (lua_type(L, idx + n) == LUA_TNUMBER) {
-            if (n == PFT_MAX_DIMS) luaL_error(L, "a shape has at most %d dims", PFT_MAX_DIMS);
-            shape[n] = pftl_check_int64(L, idx + n);
-            n++;
-        }
-        return n;
-    }
-    luaL_checktype(L, idx, LUA_TTABLE);
-    n = (int)lua_objlen(L, idx);
-    if (n > PFT_MAX_DIMS) luaL_argerror(L, idx, lua_pushfstring(L, "a shape has at most %d dims, got %d", PFT_MAX_DIMS, n));
-    for (int i = 0; i < n; i++) {
-        lua_rawgeti(L, idx, i + 1);
-        lua_Number v = lua_tonumber(L, -1);
-        if (lua_type(L, -1) != LUA_TNUMBER || v != floor(v) || fabs(v) > 9.0e15)
-            luaL_argerror(L, idx, lua_pushfstring(L, "shape entry %d is not an integer", i + 1));
-        shape[i] = (int64_t)v;
-        lua_pop(L, 1);
-    }
-    return n;
-}
-
-/* --- boxes ---------------------------------------------------------------------------------------- */
-
-pftl_tensor_box *pftl_push_box(lua_State *L, pftl_state *S) {
-    pftl_tensor_box *b = lua_newuserdata(L, sizeof *b);
-    b->t = NULL;
-    b->S = S;
-    luaL_getmetatable(L, PFTL_TENSOR_MT);
-    lua_setmetatable(L, -2);
-    return b;
-}
-
-int pftl_own(lua_State *L, pftl_tensor_box *box, pft_tensor *t) {
-    if (!t) return pftl_core_error(L, box->S->ctx);
-    box->t = t;
-    box->S->handles++;
-    return 1;
-}
-
-int pftl_push_tensor(lua_State *L, pftl_state *S, pft_tensor *t) {
-    pftl_tensor_box *b = pftl_push_box(L, S);
-    return pftl_own(L, b, pft_tensor_retain(t));
-}
+/* --- lifetime ------------------------------------------------------------------------------------- */
 
 static void box_release(pftl_tensor_box *b) {
     if (!b->t) return;
@@ -245,7 +117,9 @@ static void fill_nested(lua_State *L, const char *op, int nd, const int64_t *sha
     }
 }
 
-int pftl_read_nested(lua_State *L, int idx, const char *op, int64_t *shape, float **buf, int32_t **ids) {
+/* Reads the nested table at idx: its shape into shape (returns ndim) and its numbers into a Lua-owned
+ * buffer pushed on the stack (*buf as floats, or *ids as int32 when ids != NULL). */
+static int read_nested(lua_State *L, int idx, const char *op, int64_t *shape, float **buf, int32_t **ids) {
     int nd = 0;
     lua_pushvalue(L, idx);
     while (lua_istable(L, -1)) { /* the shape comes from the first element at each depth */
@@ -278,7 +152,7 @@ static int l_tensor(lua_State *L) {
         buf = &scalar;
     } else {
         luaL_checktype(L, 1, LUA_TTABLE);
-        nd = pftl_read_nested(L, 1, "tensor", shape, &buf, NULL);
+        nd = read_nested(L, 1, "tensor", shape, &buf, NULL);
     }
     pftl_state *S = pftl_state_get(L);
     pftl_tensor_box *b = pftl_push_box(L, S);
@@ -586,68 +460,144 @@ static int t_set_name(lua_State *L) {
     return 1;
 }
 
-/* --- context functions ---------------------------------------------------------------------------- */
+/* --- ops ------------------------------------------------------------------------------------------ */
 
-static int l_set_threads(lua_State *L) {
-    int64_t n = pftl_check_int64(L, 1);
-    luaL_argcheck(L, n >= 1 && n <= 4096, 1, "thread count must be at least 1");
-    pftl_state_get(L)->ctx->threads = (int)n;
-    return 0;
+typedef pft_tensor *(*binary_fn)(pft_tensor *, pft_tensor *);
+
+/* a op b where one side may be a number: a number becomes a scalar tensor that broadcasts
+ * (mul by a number is a scale). */
+static int binary(lua_State *L, binary_fn fn, int is_mul) {
+    int anum = lua_type(L, 1) == LUA_TNUMBER, bnum = lua_type(L, 2) == LUA_TNUMBER;
+    pft_tensor *a = NULL, *b = NULL;
+    if (anum && bnum) pftl_check_tensor(L, 1); /* raises: pft.Tensor expected, got number */
+    if (!anum) a = pftl_check_tensor(L, 1);
+    if (!bnum) b = pftl_check_tensor(L, 2);
+    float v = anum ? (float)lua_tonumber(L, 1) : bnum ? (float)lua_tonumber(L, 2) : 0.0f;
+    pftl_state *S = pftl_state_get(L);
+    pftl_tensor_box *box = pftl_push_box(L, S);
+    if (!anum && !bnum) return pftl_own(L, box, fn(a, b));
+    if (is_mul) return pftl_own(L, box, pft_scale(anum ? b : a, v));
+    pft_tensor *c = pft_tensor_full(S->ctx, 0, NULL, v);
+    if (!c) return pftl_core_error(L, S->ctx);
+    pft_tensor *r = anum ? fn(c, b) : fn(a, c);
+    pft_tensor_release(c);
+    return pftl_own(L, box, r);
 }
 
-static int l_threads(lua_State *L) {
-    lua_pushinteger(L, pftl_state_get(L)->ctx->threads);
-    return 1;
+static int l_add(lua_State *L) { return binary(L, pft_add, 0); }
+static int l_sub(lua_State *L) { return binary(L, pft_sub, 0); }
+static int l_mul(lua_State *L) { return binary(L, pft_mul, 1); }
+
+static int l_unm(lua_State *L) {
+    pft_tensor *a = pftl_check_tensor(L, 1);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_scale(a, -1.0f));
 }
 
-static int l_seed(lua_State *L) {
-    lua_Number v = luaL_checknumber(L, 1);
-    luaL_argcheck(L, v >= 0 && v == floor(v), 1, "seed must be a non-negative integer");
-    pft_ctx_set_seed(pftl_state_get(L)->ctx, (uint64_t)v);
-    return 0;
+static int l_scale(lua_State *L) {
+    pft_tensor *a = pftl_check_tensor(L, 1);
+    float s = (float)luaL_checknumber(L, 2);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_scale(a, s));
 }
 
-/* core.no_grad(fn, ...) -> fn's results; grad mode is restored even when fn raises */
-static int l_no_grad(lua_State *L) {
-    luaL_checktype(L, 1, LUA_TFUNCTION);
-    pft_ctx *ctx = pftl_state_get(L)->ctx;
-    pft_ctx_no_grad_enter(ctx);
-    int rc = lua_pcall(L, lua_gettop(L) - 1, LUA_MULTRET, 0); /* fn at index 1, its arguments after it */
-    pft_ctx_no_grad_leave(ctx);
-    if (rc) return lua_error(L); /* the error object, unchanged */
-    return lua_gettop(L);
+static int l_matmul(lua_State *L) {
+    pft_tensor *a = pftl_check_tensor(L, 1), *b = pftl_check_tensor(L, 2);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_matmul(a, b));
 }
 
-static int l_grad_enabled(lua_State *L) {
-    lua_pushboolean(L, pftl_state_get(L)->ctx->grad_enabled > 0);
-    return 1;
+/* linear(x, w [, b]) */
+static int l_linear(lua_State *L) {
+    pft_tensor *x = pftl_check_tensor(L, 1), *w = pftl_check_tensor(L, 2), *b = pftl_opt_tensor(L, 3);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_linear(x, w, b));
 }
 
-static int l_live_tensors(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)pftl_state_get(L)->ctx->stats.live_tensors);
-    return 1;
+static int unary(lua_State *L, pft_tensor *(*fn)(pft_tensor *)) {
+    pft_tensor *a = pftl_check_tensor(L, 1);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, fn(a));
 }
 
-static int l_stats(lua_State *L) {
-    const pft_stats *s = &pftl_state_get(L)->ctx->stats;
-    lua_createtable(L, 0, 5);
-    lua_pushnumber(L, (lua_Number)s->live_tensors), lua_setfield(L, -2, "live_tensors");
-    lua_pushnumber(L, (lua_Number)s->live_storages), lua_setfield(L, -2, "live_storages");
-    lua_pushnumber(L, (lua_Number)s->backward_kernels), lua_setfield(L, -2, "backward_kernels");
-    lua_pushnumber(L, (lua_Number)s->backward_flops), lua_setfield(L, -2, "backward_flops");
-    lua_pushnumber(L, (lua_Number)s->forward_flops), lua_setfield(L, -2, "forward_flops");
-    return 1;
+static int l_gelu(lua_State *L) { return unary(L, pft_gelu); }
+static int l_tanh(lua_State *L) { return unary(L, pft_tanh); }
+static int l_sum_all(lua_State *L) { return unary(L, pft_sum_all); }
+static int l_mean_all(lua_State *L) { return unary(L, pft_mean_all); }
+
+/* sum(a [, dim [, keepdim]]): dim 1-based (negative from the end); no dim: over everything */
+static int reduce(lua_State *L, pft_tensor *(*fn)(pft_tensor *, int, bool), pft_tensor *(*all)(pft_tensor *),
+                  const char *op) {
+    pft_tensor *a = pftl_check_tensor(L, 1);
+    if (lua_isnoneornil(L, 2)) return unary(L, all);
+    int dim = pftl_check_dim(L, 2, a, op);
+    bool keepdim = lua_toboolean(L, 3);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, fn(a, dim, keepdim));
 }
 
-static int l_reset_stats(lua_State *L) {
-    pft_ctx_reset_stats(pftl_state_get(L)->ctx);
-    return 0;
+static int l_sum(lua_State *L) { return reduce(L, pft_sum, pft_sum_all, "sum"); }
+static int l_mean(lua_State *L) { return reduce(L, pft_mean, pft_mean_all, "mean"); }
+
+/* softmax(x [, mask]) over the last dim */
+static int l_softmax(lua_State *L) {
+    pft_tensor *x = pftl_check_tensor(L, 1), *mask = pftl_opt_tensor(L, 2);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_softmax(x, mask));
 }
 
-/* Testing hook: the n-th next storage allocation fails (n = 0: the next one); a negative n turns it off. */
-static int l_fail_alloc_after(lua_State *L) {
-    pftl_state_get(L)->ctx->alloc_fail_after = (int)pftl_check_int64(L, 1);
-    return 0;
+/* layernorm(x, w, b [, eps = 1e-5]) */
+static int l_layernorm(lua_State *L) {
+    pft_tensor *x = pftl_check_tensor(L, 1), *w = pftl_opt_tensor(L, 2), *b = pftl_opt_tensor(L, 3);
+    float eps = (float)luaL_optnumber(L, 4, 1e-5);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_layernorm(x, w, b, eps));
+}
+
+/* dropout(x, p [, train = true]) */
+static int l_dropout(lua_State *L) {
+    pft_tensor *x = pftl_check_tensor(L, 1);
+    lua_Number p = luaL_checknumber(L, 2);
+    luaL_argcheck(L, p >= 0 && p < 1, 2, "dropout probability must be in [0, 1)");
+    bool train = lua_isnoneornil(L, 3) ? true : lua_toboolean(L, 3);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_dropout(x, (float)p, train));
+}
+
+/* embedding(weight [V, C], ids): ids a (nested) table of 0-based token ids -> [ids shape..., C] */
+static int l_embedding(lua_State *L) {
+    pft_tensor *w = pftl_check_tensor(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    int64_t shape[PFT_MAX_DIMS];
+    int32_t *ids = NULL;
+    int nd = read_nested(L, 2, "embedding", shape, NULL, &ids);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_embedding(w, ids, nd, shape));
+}
+
+/* cross_entropy(logits [N, K], targets, ignore_index = -100): targets a list of N 0-based class ids */
+static int l_cross_entropy(lua_State *L) {
+    pft_tensor *logits = pftl_check_tensor(L, 1);
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_Number ignore = luaL_optnumber(L, 3, -100);
+    int64_t shape[PFT_MAX_DIMS], n = 1, rows = 1;
+    int32_t *targets = NULL;
+    int nd = read_nested(L, 2, "cross_entropy", shape, NULL, &targets);
+    for (int i = 0; i < nd; i++) n *= shape[i];
+    for (int i = 0; i + 1 < logits->ndim; i++) rows *= logits->shape[i];
+    if (logits->ndim < 1 || n != rows) {
+        char sh[128];
+        return pftl_errorf(L, "cross_entropy: %lld targets for logits of shape %s", (long long)n,
+                          pft_tensor_shape_str(logits, sh, sizeof sh));
+    }
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_cross_entropy(logits, targets, n, (int32_t)ignore));
+}
+
+static int l_mse(lua_State *L) {
+    pft_tensor *pred = pftl_check_tensor(L, 1), *target = pftl_check_tensor(L, 2);
+    pftl_tensor_box *box = pftl_push_box(L, pftl_state_get(L));
+    return pftl_own(L, box, pft_mse(pred, target));
 }
 
 static int l_is_tensor(lua_State *L) {
@@ -655,18 +605,11 @@ static int l_is_tensor(lua_State *L) {
     return 1;
 }
 
-/* --- module --------------------------------------------------------------------------------------- */
+/* --- registration --------------------------------------------------------------------------------- */
 
 static const luaL_Reg module_fns[] = {
-    {"tensor", l_tensor},           {"zeros", l_zeros},
-    {"full", l_full},               {"randn", l_randn},
-    {"rand", l_rand},               {"from_table", l_from_table},
-    {"set_threads", l_set_threads}, {"threads", l_threads},
-    {"seed", l_seed},               {"no_grad", l_no_grad},
-    {"grad_enabled", l_grad_enabled}, {"live_tensors", l_live_tensors},
-    {"stats", l_stats},             {"reset_stats", l_reset_stats},
-    {"fail_alloc_after", l_fail_alloc_after}, {"is_tensor", l_is_tensor},
-    {NULL, NULL}};
+    {"tensor", l_tensor}, {"zeros", l_zeros},         {"full", l_full},           {"randn", l_randn},
+    {"rand", l_rand},     {"from_table", l_from_table}, {"is_tensor", l_is_tensor}, {NULL, NULL}};
 
 /* methods that are also module functions: core.reshape(t, ...) == t:reshape(...) */
 static const luaL_Reg tensor_fns[] = {
@@ -696,60 +639,43 @@ static const luaL_Reg tensor_fns[] = {
     {"set_name", t_set_name},
     {NULL, NULL}};
 
-static void set_fns(lua_State *L, int idx, const luaL_Reg *r) {
+/* the ops of ops.h, also module functions: core.add(a, b) == a:add(b) */
+static const luaL_Reg op_fns[] = {
+    {"add", l_add},         {"sub", l_sub},           {"mul", l_mul},
+    {"scale", l_scale},     {"matmul", l_matmul},     {"linear", l_linear},
+    {"gelu", l_gelu},       {"tanh", l_tanh},         {"sum", l_sum},
+    {"mean", l_mean},       {"sum_all", l_sum_all},   {"mean_all", l_mean_all},
+    {"softmax", l_softmax}, {"layernorm", l_layernorm}, {"dropout", l_dropout},
+    {"embedding", l_embedding}, {"cross_entropy", l_cross_entropy}, {"mse", l_mse},
+    {NULL, NULL}};
+
+/* each function of r as both core.name and t:name (one function object) */
+static void set_method_funcs(lua_State *L, int module_idx, int methods_idx, const luaL_Reg *r) {
     for (; r->name; r++) {
         lua_pushcfunction(L, r->func);
-        lua_setfield(L, idx, r->name);
+        lua_pushvalue(L, -1);
+        lua_setfield(L, module_idx, r->name);
+        lua_setfield(L, methods_idx, r->name);
     }
 }
 
-int luaopen_pft_core(lua_State *L) {
-    /* one context per Lua state, reused when the module is loaded again in the same state */
-    lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-    int fresh = lua_isnil(L, -1);
-    lua_pop(L, 1);
-    if (fresh) {
-        pftl_state **p = lua_newuserdata(L, sizeof *p);
-        *p = NULL;
-        lua_createtable(L, 0, 1);
-        lua_pushcfunction(L, state_gc);
-        lua_setfield(L, -2, "__gc");
-        lua_setmetatable(L, -2);
-        pftl_state *S = calloc(1, sizeof *S);
-        pft_ctx *ctx = pft_ctx_new(0, 0); /* threads: PFT_THREADS, else every online CPU */
-        if (!S || !ctx) {
-            free(S);
-            pft_ctx_free(ctx);
-            return luaL_error(L, "pft.core: cannot allocate a context");
-        }
-        S->ctx = ctx;
-        *p = S;
-        lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-    }
-
-    lua_newtable(L); /* module */
-    int M = lua_gettop(L);
-    lua_newtable(L); /* methods */
-    int methods = lua_gettop(L);
+void pftl_register_tensor(lua_State *L, int module_idx) {
     luaL_newmetatable(L, PFTL_TENSOR_MT);
     int meta = lua_gettop(L);
-
-    set_fns(L, M, module_fns);
-    set_fns(L, M, tensor_fns);
-    set_fns(L, methods, tensor_fns);
+    lua_newtable(L); /* the methods */
+    int methods = lua_gettop(L);
+    pftl_set_funcs(L, module_idx, module_fns);
+    set_method_funcs(L, module_idx, methods, tensor_fns);
+    set_method_funcs(L, module_idx, methods, op_fns);
     lua_pushcfunction(L, t_gc), lua_setfield(L, meta, "__gc");
     lua_pushcfunction(L, t_tostring), lua_setfield(L, meta, "__tostring");
     lua_pushcfunction(L, t_len), lua_setfield(L, meta, "__len");
-    lua_pushliteral(L, "pft.Tensor"), lua_setfield(L, meta, "__name");
+    lua_pushcfunction(L, l_add), lua_setfield(L, meta, "__add");
+    lua_pushcfunction(L, l_sub), lua_setfield(L, meta, "__sub");
+    lua_pushcfunction(L, l_mul), lua_setfield(L, meta, "__mul");
+    lua_pushcfunction(L, l_unm), lua_setfield(L, meta, "__unm");
+    lua_pushliteral(L, PFTL_TENSOR_MT), lua_setfield(L, meta, "__name");
     lua_pushvalue(L, methods), lua_setfield(L, meta, "__index");
-    lua_pushvalue(L, methods), lua_setfield(L, M, "Tensor"); /* methods table, for extension from Lua */
-
-    pftl_register_ops(L, M, methods, meta);
-    pftl_register_optim(L, M);
-    pftl_register_fs(L, M);
-    pftl_register_bert(L, M);
-    pftl_register_train(L, M);
-    pftl_register_data(L, M);
-    lua_settop(L, M);
-    return 1;
+    lua_pushvalue(L, methods), lua_setfield(L, module_idx, "Tensor"); /* methods table, for extension from Lua */
+    lua_pop(L, 2);
 }
