@@ -14,7 +14,8 @@
 --   end
 --
 -- Reading and splitting lines is Lua (orchestration, well under a second for 60k rows); tokenizing,
--- padding, hashing and UTF-8 checks are C (core/lua_data.c). Rows are 1-based; label ids are 0-based.
+-- padding, hashing and the cache are C (core/encoded.c, bound by core/lua_data.c; UTF-8 checks in
+-- core/lua_text.c). Rows are 1-based; label ids are 0-based.
 local core = require "pft.core"
 local fs = require "pft.fs"
 
