@@ -59,6 +59,16 @@ static const uint32_t mn_flip[][2] = {
 static const uint32_t no_nfd[][2] = {
     {0x11938, 0x11938},
 };
+/* combining class 0 for tokenizers' NFD (Unicode 9), not for utf8proc */
+static const uint32_t ccc_zero[][2] = {
+    {0x7FD, 0x7FD}, {0x898, 0x89F}, {0x8CA, 0x8D3}, {0x9FE, 0x9FE}, {0xC3C, 0xC3C}, {0xD3B, 0xD3C},
+    {0xEBA, 0xEBA}, {0x1715, 0x1715}, {0x1ABF, 0x1ACE}, {0x1DF6, 0x1DFA}, {0xA82C, 0xA82C},
+    {0x10D24, 0x10D27}, {0x10EAB, 0x10EAC}, {0x10EFD, 0x10EFF}, {0x10F46, 0x10F50}, {0x10F82, 0x10F85},
+    {0x11070, 0x11070}, {0x1133B, 0x1133B}, {0x1145E, 0x1145E}, {0x11839, 0x1183A}, {0x1193D, 0x1193E},
+    {0x11943, 0x11943}, {0x119E0, 0x119E0}, {0x11A34, 0x11A34}, {0x11A47, 0x11A47}, {0x11A99, 0x11A99},
+    {0x11D42, 0x11D42}, {0x11D44, 0x11D45}, {0x11D97, 0x11D97}, {0x11F41, 0x11F42}, {0x16FF0, 0x16FF1},
+    {0x1E08F, 0x1E08F}, {0x1E130, 0x1E136}, {0x1E2AE, 0x1E2AE}, {0x1E2EC, 0x1E2EF}, {0x1E4EC, 0x1E4EF},
+};
 /* Rust's char::to_lowercase where it differs from utf8proc_tolower (U+0130 is handled in code) */
 static const uint32_t lower_extra[][2] = {
     {0x1C89, 0x1C8A}, {0xA7CB, 0x264}, {0xA7CC, 0xA7CD}, {0xA7CE, 0xA7CF}, {0xA7D2, 0xA7D3}, {0xA7D4, 0xA7D5},
@@ -111,6 +121,12 @@ static int is_punct(uint32_t c) {
     if (c < 0x80) return (c >= 33 && c <= 47) || (c >= 58 && c <= 64) || (c >= 91 && c <= 96) || (c >= 123 && c <= 126);
     int k = utf8proc_category((utf8proc_int32_t)c);
     return (k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO) ^ in_ranges(punct_flip, NELEM(punct_flip), c);
+}
+
+/* Canonical combining class as tokenizers' NFD has it: marks it does not know are class 0 (starters). */
+static int ccc(uint32_t c) {
+    int k = utf8proc_get_property((utf8proc_int32_t)c)->combining_class;
+    return k && in_ranges(ccc_zero, NELEM(ccc_zero), c) ? 0 : k;
 }
 
 static int is_mn(uint32_t c) {
@@ -205,6 +221,17 @@ struct pft_tokenizer {
     int oom;                                   /* a scratch buffer failed to grow */
     void (*fn)(void *, const char *, size_t);  /* words mode: report words instead of WordPiece */
     void *ud;
+    /* offset tracking (pft_tokenizer_track_offsets); none of it is touched when track is 0 */
+    int track;
+    int32_t cur_s, cur_e;                      /* source bytes of the code point being read */
+    int32_t al_s, al_e;                        /* source bytes of the character being emitted */
+    int32_t last_s, last_e;                    /* the source character NFD order consumed last */
+    int32_t *wsrc; size_t wsrc_cap;            /* (start, end) per byte of word; cap in pairs */
+    int32_t *tw, *toff; size_t trk_cap;        /* word id and (start, end) per entry of ids */
+    int32_t nword;                             /* words so far in the text being processed */
+    uint8_t *pend_chg; size_t pend_chg_cap;    /* per pending mark: 1 if NFD inserted it (not first) */
+    int32_t *pend_src; size_t npsrc, pend_src_cap; /* sources of the pending marks that consume one */
+    int32_t *out_w, *out_o; size_t out_trk_cap;
 };
 
 static int grow(void **p, size_t *cap, size_t need, size_t elem) {
@@ -291,12 +318,55 @@ static void wordpiece(pft_tokenizer *t, const char *w, size_t n, int nchars) {
 
 /* ---- normalization and pre-tokenization --------------------------------------------------------- */
 
+/* Room for word ids and offsets of the first `need` entries of ids. */
+static int track_room(pft_tokenizer *t, size_t need) {
+    if (need <= t->trk_cap) return 1;
+    size_t cap = t->trk_cap;
+    if (!grow((void **)&t->tw, &cap, need, sizeof *t->tw)) return 0;
+    cap = t->trk_cap;
+    if (!grow((void **)&t->toff, &cap, need, 2 * sizeof *t->toff)) return 0;
+    t->trk_cap = cap;
+    return 1;
+}
+
+/* Word id and source range of the pieces WordPiece just appended (ids[mark..nids)). One piece is the
+ * whole word (a match or [UNK]); otherwise the pieces are the word's bytes in order, so each one's
+ * extent follows from its token's length (less "##" for continuations). As in tokenizers, a range runs
+ * from the start of its first character's source to the end of its last one's. */
+static void track_word(pft_tokenizer *t, size_t mark) {
+    if (t->oom || !track_room(t, t->nids)) { t->oom = 1; return; }
+    const int32_t *src = t->wsrc;
+    size_t wl = t->word_len, pos = 0;
+    int32_t w = t->nword++;
+    for (size_t k = mark; k < t->nids; k++) {
+        size_t len = t->nids - mark == 1 ? wl : t->len[t->ids[k]] - (k > mark ? 2 : 0);
+        if (pos + len > wl || len == 0) len = wl - pos; /* cannot happen with a sane vocab: stay in bounds */
+        t->tw[k] = w;
+        t->toff[2 * k] = src[2 * pos];
+        t->toff[2 * k + 1] = src[2 * (pos + len - 1) + 1];
+        pos += len;
+    }
+}
+
 static void end_word(pft_tokenizer *t) {
     if (!t->word_len) return;
     if (t->fn) t->fn(t->ud, t->word, t->word_len);
-    else wordpiece(t, t->word, t->word_len, t->word_chars);
+    else if (t->track) {
+        size_t mark = t->nids;
+        wordpiece(t, t->word, t->word_len, t->word_chars);
+        track_word(t, mark);
+    } else wordpiece(t, t->word, t->word_len, t->word_chars);
     t->word_len = 0;
     t->word_chars = 0;
+}
+
+/* Source range for word bytes [from, word_len): the character being emitted (al). */
+static void track_bytes(pft_tokenizer *t, size_t from) {
+    if (t->wsrc_cap < t->word_cap && !grow((void **)&t->wsrc, &t->wsrc_cap, t->word_cap, 2 * sizeof *t->wsrc)) {
+        t->oom = 1;
+        return;
+    }
+    for (size_t b = from; b < t->word_len; b++) t->wsrc[2 * b] = t->al_s, t->wsrc[2 * b + 1] = t->al_e;
 }
 
 static void word_add(pft_tokenizer *t, uint32_t cp) {
@@ -304,8 +374,10 @@ static void word_add(pft_tokenizer *t, uint32_t cp) {
         t->oom = 1;
         return;
     }
+    size_t from = t->word_len;
     t->word_len += (size_t)utf8_put(cp, t->word + t->word_len);
     t->word_chars++;
+    if (t->track) track_bytes(t, from);
 }
 
 /* Step 5 for one normalized character. */
@@ -322,14 +394,47 @@ static void lowered(pft_tokenizer *t, uint32_t cp) {
     else classify(t, to_lower(cp));
 }
 
+/* flush_pending with offsets. tokenizers' NFD (unicode-normalization-alignments) tags each output
+ * character "first of its source character's decomposition" or "inserted", sorts the marks with their
+ * tags, then assigns sources by position, not by identity: the k-th "first" character in output order
+ * gets the k-th source character, an inserted one the source of the "first" before it. So after a
+ * reordering a mark can carry a neighbour's range; this matches transformers (only visible for marks
+ * that stripping keeps, e.g. U+1D165). */
+static void flush_pending_track(pft_tokenizer *t) {
+    uint32_t *p = t->pend;
+    uint8_t *chg = t->pend_chg;
+    for (size_t i = 1; i < t->npend; i++) {
+        uint32_t x = p[i];
+        uint8_t cx_chg = chg[i];
+        int cx = ccc(x);
+        size_t j = i;
+        while (j > 0 && ccc(p[j - 1]) > cx) {
+            p[j] = p[j - 1];
+            chg[j] = chg[j - 1];
+            j--;
+        }
+        p[j] = x;
+        chg[j] = cx_chg;
+    }
+    size_t n = t->npend, q = 0;
+    t->npend = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!chg[i] && q < t->npsrc) t->last_s = t->pend_src[2 * q], t->last_e = t->pend_src[2 * q + 1], q++;
+        t->al_s = t->last_s, t->al_e = t->last_e;
+        if (!is_mn(p[i])) lowered(t, p[i]);
+    }
+    t->npsrc = 0;
+}
+
 /* Canonical reordering: a stable sort by combining class of the pending run, then drop Mn. */
 static void flush_pending(pft_tokenizer *t) {
+    if (t->track) { flush_pending_track(t); return; }
     uint32_t *p = t->pend;
     for (size_t i = 1; i < t->npend; i++) {
         uint32_t x = p[i];
-        int cx = utf8proc_get_property((utf8proc_int32_t)x)->combining_class;
+        int cx = ccc(x);
         size_t j = i;
-        while (j > 0 && utf8proc_get_property((utf8proc_int32_t)p[j - 1])->combining_class > cx) {
+        while (j > 0 && ccc(p[j - 1]) > cx) {
             p[j] = p[j - 1];
             j--;
         }
@@ -343,6 +448,7 @@ static void flush_pending(pft_tokenizer *t) {
 
 /* Step 4 for one cleaned character. */
 static void normalize(pft_tokenizer *t, uint32_t cp) {
+    if (t->track) t->al_s = t->cur_s, t->al_e = t->cur_e; /* what emits it without NFD */
     if (!t->strip) { lowered(t, cp); return; }
     utf8proc_int32_t d[8];
     utf8proc_ssize_t nd = 1;
@@ -354,11 +460,29 @@ static void normalize(pft_tokenizer *t, uint32_t cp) {
     }
     for (utf8proc_ssize_t i = 0; i < nd; i++) {
         uint32_t x = (uint32_t)d[i];
-        if (utf8proc_get_property(d[i])->combining_class == 0) {
+        if (ccc(x) == 0) {
             if (t->npend) flush_pending(t);
+            if (t->track) {
+                if (i == 0) t->last_s = t->cur_s, t->last_e = t->cur_e; /* consumes its source */
+                t->al_s = t->last_s, t->al_e = t->last_e;
+            }
             if (!is_mn(x)) lowered(t, x);
         } else {
             if (!grow((void **)&t->pend, &t->pend_cap, t->npend + 1, sizeof *t->pend)) { t->oom = 1; return; }
+            if (t->track) {
+                size_t c = t->pend_chg_cap;
+                if (!grow((void **)&t->pend_chg, &c, t->npend + 1, 1)) { t->oom = 1; return; }
+                t->pend_chg_cap = c;
+                t->pend_chg[t->npend] = i > 0;
+                if (i == 0) {
+                    if (!grow((void **)&t->pend_src, &t->pend_src_cap, t->npsrc + 1, 2 * sizeof *t->pend_src)) {
+                        t->oom = 1;
+                        return;
+                    }
+                    t->pend_src[2 * t->npsrc] = t->cur_s, t->pend_src[2 * t->npsrc + 1] = t->cur_e;
+                    t->npsrc++;
+                }
+            }
             t->pend[t->npend++] = x;
         }
     }
@@ -386,8 +510,10 @@ static int match_special(const pft_tokenizer *t, const uint8_t *s, size_t n) {
     return best;
 }
 
-/* Steps 1-6 over one text: appends its ids (or reports its words). */
-static void process(pft_tokenizer *t, const uint8_t *s, size_t n) {
+/* Steps 1-6 over one text: appends its ids (or reports its words). Compiled twice, with track a
+ * constant, so that the ASCII loop without offsets is exactly what it was. */
+static inline __attribute__((always_inline)) void process_impl(pft_tokenizer *t, const uint8_t *s, size_t n,
+                                                               const int track) {
     size_t i = 0;
     while (i < n) {
         uint8_t c = s[i];
@@ -398,32 +524,67 @@ static void process(pft_tokenizer *t, const uint8_t *s, size_t n) {
                 end_word(t);
                 if (t->fn) t->fn(t->ud, t->special_str[k], t->special_len[k]);
                 else push_id(t, t->special[k]);
+                if (track && !t->oom) { /* a special token is a word of its own, with its raw range */
+                    if (!track_room(t, t->nids)) { t->oom = 1; return; }
+                    t->tw[t->nids - 1] = t->nword++;
+                    t->toff[2 * (t->nids - 1)] = (int32_t)i;
+                    t->toff[2 * (t->nids - 1) + 1] = (int32_t)(i + t->special_len[k]);
+                }
                 i += t->special_len[k];
                 continue;
             }
         }
         if (c < 0x80) {
-            if (t->npend) flush_pending(t);
+            /* a dropped control does not end a run of marks: cleaning comes before NFD */
+            if (t->npend && t->aclass[c] != A_DROP) flush_pending(t);
             switch (t->aclass[c]) {
             case A_WORD:
                 if (t->word_len == t->word_cap && !grow((void **)&t->word, &t->word_cap, t->word_len + 1, 1)) {
                     t->oom = 1;
                     return;
                 }
+                if (track) {
+                    if (t->word_len >= t->wsrc_cap &&
+                        !grow((void **)&t->wsrc, &t->wsrc_cap, t->word_cap, 2 * sizeof *t->wsrc)) {
+                        t->oom = 1;
+                        return;
+                    }
+                    t->wsrc[2 * t->word_len] = (int32_t)i;
+                    t->wsrc[2 * t->word_len + 1] = (int32_t)i + 1;
+                }
                 t->word[t->word_len++] = (char)t->alower[c];
                 t->word_chars++;
                 break;
             case A_SPACE: end_word(t); break;
-            case A_PUNCT: end_word(t); word_add(t, c); end_word(t); break;
+            case A_PUNCT:
+                end_word(t);
+                if (track) t->al_s = (int32_t)i, t->al_e = (int32_t)i + 1;
+                word_add(t, c);
+                end_word(t);
+                break;
             default: break; /* A_DROP */
             }
             i++;
             continue;
         }
-        process_cp(t, utf8_next(s, n, &i));
+        if (track) {
+            t->cur_s = (int32_t)i;
+            uint32_t cp = utf8_next(s, n, &i);
+            t->cur_e = (int32_t)i;
+            process_cp(t, cp);
+        } else {
+            process_cp(t, utf8_next(s, n, &i));
+        }
     }
     if (t->npend) flush_pending(t);
     end_word(t);
+}
+
+static void process(pft_tokenizer *t, const uint8_t *s, size_t n) {
+    t->nword = 0;
+    t->word_len = 0, t->word_chars = 0, t->npend = 0, t->npsrc = 0; /* already so, unless a grow failed */
+    if (t->track) process_impl(t, s, n, 1);
+    else process_impl(t, s, n, 0);
 }
 
 static void set_ascii_tables(pft_tokenizer *t) {
@@ -625,6 +786,7 @@ void pft_tokenizer_free(pft_tokenizer *t) {
     for (int k = 0; k < PFT_SPECIAL_COUNT; k++) free(t->special_str[k]);
     free(t->arena); free(t->off); free(t->len); free(t->full.slots); free(t->cont.slots);
     free(t->word); free(t->ids); free(t->hpre); free(t->pend); free(t->out_ids); free(t->out_types); free(t->rows);
+    free(t->wsrc); free(t->tw); free(t->toff); free(t->pend_chg); free(t->pend_src); free(t->out_w); free(t->out_o);
     free(t);
 }
 
@@ -637,6 +799,12 @@ pft_status pft_tokenizer_set_config(pft_tokenizer *t, const pft_tokenizer_config
     t->lower = cfg->lowercase != 0;
     t->strip = cfg->strip_accents < 0 ? t->lower : cfg->strip_accents;
     set_ascii_tables(t);
+    return PFT_OK;
+}
+
+pft_status pft_tokenizer_track_offsets(pft_tokenizer *t, int on) {
+    if (!t) return PFT_ERR_ARG;
+    t->track = on != 0;
     return PFT_OK;
 }
 
@@ -683,6 +851,10 @@ static long encode_one(pft_tokenizer *t, const char *a, size_t alen, const char 
     if (alen == PFT_TEXT_CSTR) alen = strlen(a);
     if (b && blen == PFT_TEXT_CSTR) blen = strlen(b);
     if (b && blen == 0 && !in_batch) b = NULL; /* transformers' tok(a, "") tests the pair for truth */
+    if (t->track && (alen >= INT32_MAX || (b && blen >= INT32_MAX))) {
+        pft_ctx_seterr(t->ctx, PFT_ERR_ARG, "pft_tokenizer_encode: offsets need texts under 2 GiB");
+        return -1;
+    }
     t->nids = 0;
     t->oom = 0;
     process(t, (const uint8_t *)a, alen);
@@ -718,6 +890,33 @@ static long encode_one(pft_tokenizer *t, const char *a, size_t alen, const char 
         o[k++] = t->special[PFT_SPECIAL_SEP];
     }
     for (size_t i = 0; i < k; i++) ty[i] = i >= *n0;
+    if (t->track) {
+        size_t cap = t->out_trk_cap;
+        if (k > cap) {
+            if (!grow((void **)&t->out_w, &cap, k, sizeof(int32_t))) goto oom;
+            cap = t->out_trk_cap;
+            if (!grow((void **)&t->out_o, &cap, k, 2 * sizeof(int32_t))) goto oom;
+            t->out_trk_cap = cap;
+        }
+        int32_t *w = t->out_w, *of = t->out_o;
+        size_t j = 0;
+        w[j] = -1, of[2 * j] = of[2 * j + 1] = 0, j++; /* [CLS]; specials get (0, 0) as in transformers */
+        if (ka) {
+            memcpy(w + j, t->tw, ka * sizeof(int32_t));
+            memcpy(of + 2 * j, t->toff, 2 * ka * sizeof(int32_t));
+        }
+        j += ka;
+        w[j] = -1, of[2 * j] = of[2 * j + 1] = 0, j++;
+        if (b) {
+            /* b's word ids restart at 0 and its offsets are into b (process reset the count) */
+            if (kb) {
+                memcpy(w + j, t->tw + na, kb * sizeof(int32_t));
+                memcpy(of + 2 * j, t->toff + 2 * na, 2 * kb * sizeof(int32_t));
+            }
+            j += kb;
+            w[j] = -1, of[2 * j] = of[2 * j + 1] = 0, j++;
+        }
+    }
     return (long)k;
 oom:
     pft_ctx_seterr(t->ctx, PFT_ERR_ALLOC, "pft_tokenizer_encode: out of memory");
@@ -732,6 +931,8 @@ pft_status pft_tokenizer_encode(pft_tokenizer *t, const char *a, size_t alen, co
     out->ids = t->out_ids;
     out->type_ids = t->out_types;
     out->n = (int)n;
+    out->word_ids = t->track ? t->out_w : NULL;
+    out->offsets = t->track ? t->out_o : NULL;
     return PFT_OK;
 }
 
@@ -748,38 +949,72 @@ pft_status pft_tokenizer_encode_batch(pft_tokenizer *t, int n, const char *const
     size_t rcap = t->rows_cap;
     if (!grow((void **)&t->rows, &rcap, 3 * (size_t)n + 3, sizeof(int32_t))) goto oom;
     t->rows_cap = rcap;
-    int32_t *acc = NULL;
+    int32_t *acc = NULL, *accw = NULL, *acco = NULL; /* ids; with tracking word ids and offsets */
     size_t acc_len = 0, acc_cap = 0;
     int longest = 0;
+    const int track = t->track;
     for (int i = 0; i < n; i++) {
         size_t n0;
         long len = encode_one(t, a[i], alen ? alen[i] : PFT_TEXT_CSTR, b ? b[i] : NULL, blen ? blen[i] : PFT_TEXT_CSTR,
                               max_length, 1, &n0);
-        if (len < 0) { free(acc); return ctx->last_status; }
-        if (!grow((void **)&acc, &acc_cap, acc_len + (size_t)len, sizeof(int32_t))) { free(acc); goto oom; }
+        if (len < 0) { free(acc); free(accw); free(acco); return ctx->last_status; }
+        if (track && acc_len + (size_t)len > acc_cap) {
+            size_t c1 = acc_cap, c2 = acc_cap;
+            if (!grow((void **)&accw, &c1, acc_len + (size_t)len, sizeof(int32_t)) ||
+                !grow((void **)&acco, &c2, acc_len + (size_t)len, 2 * sizeof(int32_t))) {
+                free(acc); free(accw); free(acco);
+                goto oom;
+            }
+        }
+        if (!grow((void **)&acc, &acc_cap, acc_len + (size_t)len, sizeof(int32_t))) {
+            free(acc); free(accw); free(acco);
+            goto oom;
+        }
         memcpy(acc + acc_len, t->out_ids, (size_t)len * sizeof(int32_t));
+        if (track) {
+            memcpy(accw + acc_len, t->out_w, (size_t)len * sizeof(int32_t));
+            memcpy(acco + 2 * acc_len, t->out_o, 2 * (size_t)len * sizeof(int32_t));
+        }
         t->rows[3 * i] = (int32_t)acc_len; /* fits: acc_len < INT_MAX guarded below */
         t->rows[3 * i + 1] = (int32_t)len;
         t->rows[3 * i + 2] = (int32_t)n0;
         acc_len += (size_t)len;
-        if (acc_len > INT32_MAX) { free(acc); return pft_ctx_seterr(ctx, PFT_ERR_ARG, "pft_tokenizer_encode_batch: batch too large"); }
+        if (acc_len > INT32_MAX) {
+            free(acc); free(accw); free(acco);
+            return pft_ctx_seterr(ctx, PFT_ERR_ARG, "pft_tokenizer_encode_batch: batch too large");
+        }
         if (len > longest) longest = (int)len;
     }
     int T = pad_to > 0 ? pad_to : longest;
     size_t cells = (size_t)n * (size_t)T;
     if (cells > out->cap_cells || !out->ids) {
-        int32_t *p1 = realloc(out->ids, (cells ? cells : 1) * sizeof(int32_t));
+        size_t c = cells ? cells : 1;
+        int32_t *p1 = realloc(out->ids, c * sizeof(int32_t));
         if (p1) out->ids = p1;
-        int32_t *p2 = realloc(out->type_ids, (cells ? cells : 1) * sizeof(int32_t));
+        int32_t *p2 = realloc(out->type_ids, c * sizeof(int32_t));
         if (p2) out->type_ids = p2;
-        int32_t *p3 = realloc(out->mask, (cells ? cells : 1) * sizeof(int32_t));
+        int32_t *p3 = realloc(out->mask, c * sizeof(int32_t));
         if (p3) out->mask = p3;
-        if (!p1 || !p2 || !p3) { free(acc); goto oom; }
-        out->cap_cells = cells ? cells : 1;
+        if (!p1 || !p2 || !p3) { free(acc); free(accw); free(acco); goto oom; }
+        out->cap_cells = c;
+    }
+    /* word_ids and offsets have their own capacity (other code may grow ids without them) */
+    if (track && (cells > out->cap_track || !out->word_ids || !out->offsets)) {
+        size_t c = cells ? cells : 1;
+        int32_t *p4 = realloc(out->word_ids, c * sizeof(int32_t));
+        if (p4) out->word_ids = p4;
+        int32_t *p5 = realloc(out->offsets, 2 * c * sizeof(int32_t));
+        if (p5) out->offsets = p5;
+        if (!p4 || !p5) { free(acc); free(accw); free(acco); goto oom; }
+        out->cap_track = c;
+    } else if (!track && (out->word_ids || out->offsets)) {
+        free(out->word_ids); free(out->offsets);
+        out->word_ids = out->offsets = NULL;
+        out->cap_track = 0;
     }
     if ((size_t)n > out->cap_rows || !out->lengths) {
         int32_t *p = realloc(out->lengths, (n ? (size_t)n : 1) * sizeof(int32_t));
-        if (!p) { free(acc); goto oom; }
+        if (!p) { free(acc); free(accw); free(acco); goto oom; }
         out->lengths = p;
         out->cap_rows = n ? (size_t)n : 1;
     }
@@ -795,8 +1030,14 @@ pft_status pft_tokenizer_encode_batch(pft_tokenizer *t, int n, const char *const
             m[j] = j < len;
         }
         out->lengths[i] = len;
+        if (track) {
+            int32_t *w = out->word_ids + (size_t)i * T, *of = out->offsets + 2 * (size_t)i * T;
+            memcpy(w, accw + off, (size_t)len * sizeof(int32_t));
+            memcpy(of, acco + 2 * (size_t)off, 2 * (size_t)len * sizeof(int32_t));
+            for (int j = len; j < T; j++) w[j] = -1, of[2 * j] = of[2 * j + 1] = 0;
+        }
     }
-    free(acc);
+    free(acc); free(accw); free(acco);
     out->n = n;
     out->t = T;
     return PFT_OK;
@@ -807,6 +1048,7 @@ oom:
 void pft_batch_free(pft_batch *batch) {
     if (!batch) return;
     free(batch->ids); free(batch->type_ids); free(batch->mask); free(batch->lengths);
+    free(batch->word_ids); free(batch->offsets);
     memset(batch, 0, sizeof *batch);
 }
 
@@ -817,7 +1059,10 @@ pft_status pft_tokenizer_words(pft_tokenizer *t, const char *text, size_t len,
     t->fn = fn;
     t->ud = ud;
     t->oom = 0;
+    int track = t->track;
+    t->track = 0; /* words carry no offsets */
     process(t, (const uint8_t *)text, len);
+    t->track = track;
     t->fn = NULL;
     t->ud = NULL;
     if (t->oom) return pft_ctx_seterr(t->ctx, PFT_ERR_ALLOC, "pft_tokenizer_words: out of memory");

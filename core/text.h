@@ -4,6 +4,11 @@
  *     if (!tok) fprintf(stderr, "%s\n", pft_ctx_error(ctx));
  *     pft_encoding e;
  *     pft_tokenizer_encode(tok, "Hello world!", PFT_TEXT_CSTR, NULL, 0, 128, &e);  // [CLS] hello world ! [SEP]
+ *     pft_tokenizer_track_offsets(tok, 1);                // word ids and byte offsets too (off by default)
+ *     pft_tokenizer_encode(tok, "Hello, world!", PFT_TEXT_CSTR, NULL, 0, 128, &e);
+ *         // tokens    [CLS]  hello  ,      world   !        [SEP]
+ *         // word_ids  -1     0      1      2       3        -1
+ *         // offsets   (0,0)  (0,5)  (5,6)  (7,12)  (12,13)  (0,0)   e.offsets[2i], e.offsets[2i+1]
  *     pft_batch b = {0};                                  // reused across calls; free once at the end
  *     const char *texts[] = {"a film", "the best film of the year"};
  *     pft_tokenizer_encode_batch(tok, 2, texts, NULL, NULL, NULL, 128, 0, &b);  // b.ids is (2, b.t)
@@ -29,12 +34,30 @@
  *      than 100 characters, becomes [UNK];
  *   7. [CLS] A [SEP] or [CLS] A [SEP] B [SEP], token_type_ids 0 for A's part and 1 for B's.
  * The Unicode data follows tokenizers, not the newest standard: tokenizers' categories come from an
- * older Unicode version than utf8proc's, and text.c keeps small override tables for the difference
- * (regenerate with `python3 tests/gen_tokenizer_fixtures.py tables`).
+ * older Unicode version than utf8proc's (its NFD's combining classes from Unicode 9: later marks are
+ * starters there, which changes how they reorder), and text.c keeps small override tables for the
+ * difference (regenerate with `python3 tests/gen_tokenizer_fixtures.py tables`).
  *
  * Invalid UTF-8: each ill-formed byte sequence is read as U+FFFD (as Python's
  * bytes.decode('utf-8', 'replace') does), which cleaning then drops; it never ends a word. So
  * "ab\xffcd" encodes like "abcd". Encoding never fails on text content.
+ *
+ * Offsets and word ids (pft_tokenizer_track_offsets): for each token, the index of the word it comes
+ * from and the half-open byte range [start, end) of the input it was made from, the same values as
+ * BertTokenizerFast's word_ids() and offset_mapping (transformers counts characters of the Python
+ * string; pft counts bytes of the UTF-8 input, so text + start is where a token's source begins).
+ * A word is what step 5 makes: a run of non-space characters, each punctuation character alone, and a
+ * special token cut from the text (step 1); the words of A count from 0 and so do B's. A "##" piece
+ * gets the range of its part of the word ("unaffable": una (0,3), ##ffa (3,6), ##ble (6,9)); [UNK]
+ * for a whole word gets the whole word; [CLS] and [SEP] get word -1 and (0, 0). A range runs from the
+ * start of the source of the token's first normalized character to the end of that of its last, so
+ * normalization is followed: "é" stripped to "e" keeps both bytes of "é", "İ" lowercased to "i" +
+ * U+0307 keeps its two; dropped characters (controls, U+FFFD, invalid bytes, stripped accents) are
+ * never a range's first or last character but can lie inside one ("ab\xFFcd" -> abc (0,4), ##d (4,5)).
+ * One oddity of tokenizers is kept: after NFD reorders combining marks, sources are handed out by
+ * position, not by character, so where a kept mark (e.g. U+1D165) moved, a range can stop short of
+ * or run past the mark's own bytes. Truncation keeps the first tokens with their offsets. Tracking
+ * costs about 30% of the throughput; off, the encoder runs the same code as without it.
  *
  * Truncation (max_length > 0): the specials count toward max_length. One text keeps its first
  * max_length - 2 tokens. A pair follows tokenizers' longest_first: with room L = max_length - 3, if the
@@ -76,6 +99,11 @@ typedef struct pft_encoding {
     const int32_t *ids;
     const int32_t *type_ids;
     int n;
+    /* With pft_tokenizer_track_offsets on (NULL otherwise): word_ids has n entries (-1 for [CLS] and
+     * [SEP]), offsets 2n (start, end byte offsets into the token's own text, a or b; (0, 0) for
+     * [CLS] and [SEP]). */
+    const int32_t *word_ids;
+    const int32_t *offsets;
 } pft_encoding;
 
 /* A padded batch. ids is padded with the pad id, type_ids and mask with 0 (right padding). */
@@ -86,6 +114,9 @@ typedef struct pft_batch {
     int32_t *mask;       /* (n, t) 1 for a token, 0 for padding */
     int32_t *lengths;    /* (n) tokens per row, specials included */
     size_t cap_rows, cap_cells; /* allocated sizes, so that a batch can be reused */
+    int32_t *word_ids;   /* (n, t) with offset tracking on, -1 for specials and padding; else NULL */
+    int32_t *offsets;    /* (n, t, 2) with offset tracking on, (0, 0) for specials and padding; else NULL */
+    size_t cap_track;    /* cells word_ids (and pairs offsets) can hold */
 } pft_batch;
 
 /* Reads dir/vocab.txt (one token per line, id = line number from 0) and, when present,
@@ -98,6 +129,11 @@ void pft_tokenizer_free(pft_tokenizer *tok);
 pft_tokenizer_config pft_tokenizer_get_config(const pft_tokenizer *tok);
 /* Replaces the normalization settings (e.g. a cased run over an uncased vocab). */
 pft_status pft_tokenizer_set_config(pft_tokenizer *tok, const pft_tokenizer_config *cfg);
+
+/* Turns offset tracking on (on != 0) or off (the default). When on, pft_tokenizer_encode fills
+ * word_ids and offsets of the encoding and pft_tokenizer_encode_batch those of the batch; see the top
+ * of this file. Returns PFT_ERR_ARG for a NULL tokenizer. */
+pft_status pft_tokenizer_track_offsets(pft_tokenizer *tok, int on);
 
 int pft_tokenizer_vocab_size(const pft_tokenizer *tok);
 /* Id of a vocab token (exact bytes; the last line wins for duplicates, as in transformers), or -1. */

@@ -4,6 +4,7 @@
 Run by hand from the repository root (needs transformers + tokenizers):
 
     python3 tests/gen_tokenizer_fixtures.py            # writes tests/fixtures/tokenizer/*.txt
+    python3 tests/gen_tokenizer_fixtures.py offsets    # writes only tests/fixtures/tokenizer/offsets.txt
     python3 tests/gen_tokenizer_fixtures.py tables     # prints the C override tables for core/text.c
 
 The reference is Hugging Face BertTokenizerFast (the `tokenizers` Rust library: BertNormalizer,
@@ -21,6 +22,21 @@ Files written (each starts with a '#' line recording the versions):
                pre-tokenization make of "a" + c + "a", hashed per block of 4096 code points, uncased and
                cased. This pins the Unicode tables (tokenizers' unicode_categories crate is older than
                utf8proc; Rust's std lowercase is newer).
+  offsets.txt  (also the `offsets` mode) the word_ids() and offset_mapping of BertTokenizerFast, for
+               pft_tokenizer_track_offsets. transformers gives offsets in characters of the Python string;
+               they are written as BYTE offsets into the UTF-8 input (into the raw bytes of the tricky
+               line, where an ill-formed sequence is one U+FFFD character but several bytes), which is
+               what core/text.c reports. Sections, each opened by an '@' line:
+                 @ tricky COUNT            every tricky.txt case under the three configurations and
+                                           max_length 0 and 10, one line each: config<TAB>case<TAB>
+                                           max_length<TAB>word ids (-1 for None)<TAB>offsets as
+                                           "start,end" pairs (into text B for B's tokens);
+                 @ extra COUNT             OFFSET_CASES below (uncased, no truncation): text in
+                                           tricky.txt's escapes<TAB>word ids<TAB>offsets;
+                 @ train COUNT MAX_LENGTH  the first 2,000 SST-2 train sentences, one hash per line;
+                 @ trainpairs COUNT MAX_LENGTH  pairs (sentence i, sentence i + 1) of the first 200, hashed.
+               Hash: FNV-1a 64 (as below) over the int32 word ids (-1 for None), then the int32 offsets
+               (start, end per token), little-endian.
 
 Hash: FNV-1a 64 (offset 0xcbf29ce484222325, prime 0x100000001b3) over the little-endian bytes of the
 int32 ids (then, for pairs, of the int32 token_type_ids).
@@ -174,6 +190,110 @@ def words_of(tok, s):
     return [w for w, _ in bt.pre_tokenizer.pre_tokenize_str(bt.normalizer.normalize_str(s))]
 
 
+def char_to_byte(raw):
+    """raw bytes -> (text as the reference sees it, byte offset of every character plus the end).
+    Decoding is bytes.decode('utf-8', 'replace'); a handler records which bytes each U+FFFD replaced."""
+    errors = []
+
+    def handler(e):
+        errors.append((e.start, e.end))
+        return ("\ufffd", e.end)
+
+    import codecs
+    codecs.register_error("pft_record", handler)
+    text = raw.decode("utf-8", "pft_record")
+    pos, k, out = 0, 0, []
+    for c in text:
+        out.append(pos)
+        if k < len(errors) and errors[k][0] == pos and c == "\ufffd":
+            pos = errors[k][1]
+            k += 1
+        else:
+            pos += len(c.encode("utf-8"))
+    assert pos == len(raw) and k == len(errors)
+    out.append(pos)
+    return text, out
+
+
+def offsets_of(tok, raws, ml):
+    """(word ids with -1 for None, byte offsets as (start, end) pairs) of one text or pair of raw bytes."""
+    maps = [char_to_byte(r) for r in raws]
+    kw = dict(truncation="longest_first", max_length=ml) if ml else dict(truncation=False)
+    enc = tok(*[m[0] for m in maps], return_offsets_mapping=True, **kw)
+    seq = enc.sequence_ids()
+    wids, offs = [], []
+    for w, (s, e), q in zip(enc.word_ids(), enc["offset_mapping"], seq):
+        wids.append(-1 if w is None else w)
+        if q is None:
+            assert (s, e) == (0, 0)
+            offs.append((0, 0))
+        else:
+            m = maps[q][1]
+            offs.append((m[s], m[e]))
+    return wids, offs
+
+
+# Offsets-only cases (tricky.txt escapes): where tokenizers' NFD reorders marks that stripping keeps
+# (U+1D165, U+1D16D, U+16FF0 are Mc with a non-zero combining class) its sources go by position, so a
+# token can end before its last source character; dropped characters at a word's edges.
+OFFSET_CASES = [
+    r"a\U0001D16D\U0001D165",
+    r"\U0001D15E\U00016FF0",
+    r"x \U0001D15E\U00016FF0 y",
+    r"a\u0301\U0001D16D\U0001D165 b",
+    r"a\U0001D16D\U0001D165\u0301",
+    r"\u0301a \u0300\u0316 b\u0300\u0316",
+    r"\u00E0\u0316b \u1E69x \u0344y",
+    r"ab\uFFFD \uFFFDab ab\x01 \x01ab a\x01b\xFF",
+    r"\u0130\u0130x \uFB01ne \u212B",
+    r"\u4E2D\u0301x \u3400\u3400",
+    r"[SEP][SEP]x[UNK] [PAD]",
+    r"unaffable running embeddings",
+]
+
+
+def offsets_hash(wids, offs):
+    flat = [x for p in offs for x in p]
+    return fnv(struct.pack("<%di" % len(flat), *flat), ids_hash(wids))
+
+
+def write_offsets():
+    configs = [("uncased", load()), ("cased", load(do_lower_case=False)),
+               ("lower_nostrip", load(strip_accents=False))]
+    with open(os.path.join(FIX, "tricky.txt"), encoding="utf-8", newline="") as f:
+        lines = [l for l in f.read().split("\n")]
+    if lines and lines[-1] == "":
+        lines.pop()
+    cases = [[unescape(p) for p in l.split("\t")] for l in lines if not l.startswith("#")]
+    rows = []
+    for name, tok in configs:
+        for i, case in enumerate(cases):
+            for ml in (0, 10):
+                wids, offs = offsets_of(tok, case, ml)
+                rows.append("%s\t%d\t%d\t%s\t%s\n" % (name, i, ml, " ".join(map(str, wids)),
+                                                        " ".join("%d,%d" % p for p in offs)))
+    train = read_tsv("train")
+    tok = configs[0][1]
+    with open(os.path.join(FIX, "offsets.txt"), "w", encoding="utf-8") as f:
+        f.write(HEADER)
+        f.write("# word ids and BYTE offsets of BertTokenizerFast; format: see tests/gen_tokenizer_fixtures.py\n")
+        f.write("@ tricky %d\n" % len(rows))
+        f.writelines(rows)
+        f.write("@ extra %d\n" % len(OFFSET_CASES))
+        for c in OFFSET_CASES:
+            wids, offs = offsets_of(tok, [unescape(c)], 0)
+            f.write("%s\t%s\t%s\n" % (c, " ".join(map(str, wids)), " ".join("%d,%d" % p for p in offs)))
+        n, ml = 2000, 128
+        f.write("@ train %d %d\n" % (n, ml))
+        for s in train[:n]:
+            f.write("%016x\n" % offsets_hash(*offsets_of(tok, [s.encode("utf-8")], ml)))
+        n, ml = 200, 24
+        f.write("@ trainpairs %d %d\n" % (n, ml))
+        for a, b in zip(train[:n], train[1:n + 1]):
+            f.write("%016x\n" % offsets_hash(*offsets_of(tok, [a.encode("utf-8"), b.encode("utf-8")], ml)))
+    print("offsets: %d tricky rows, 2000 train sentences, 200 train pairs" % len(rows))
+
+
 def write_unicode():
     with open(os.path.join(FIX, "unicode.txt"), "w") as f:
         f.write(HEADER)
@@ -196,9 +316,14 @@ def write_unicode():
 def tables():
     """Prints the override tables of core/text.c: per code point, what tokenizers does versus what
     utf8proc's data (the library installed here) gives."""
-    from tokenizers.normalizers import BertNormalizer
+    from tokenizers.normalizers import NFD, BertNormalizer
     from tokenizers.pre_tokenizers import BertPreTokenizer
+
+    class Prop(ctypes.Structure):  # the head of utf8proc_property_t
+        _fields_ = [("category", ctypes.c_int16), ("combining_class", ctypes.c_int16)]
+
     u = ctypes.CDLL("libutf8proc.so")
+    u.utf8proc_get_property.restype = ctypes.POINTER(Prop)
     u.utf8proc_category.restype = ctypes.c_int
     u.utf8proc_tolower.restype = ctypes.c_int32
     u.utf8proc_decompose_char.restype = ctypes.c_ssize_t
@@ -218,9 +343,21 @@ def tables():
         n = u.utf8proc_decompose_char(c, buf, 32, 1 << 4, ctypes.byref(last))
         return [buf[i] for i in range(n)]
 
-    ctl_flip, punct_flip, mn_flip, no_nfd, lower = [], [], [], [], []
+    ctl_flip, punct_flip, mn_flip, no_nfd, lower, ccc_zero = [], [], [], [], [], []
+    ref_nfd = NFD()  # the unicode-normalization-alignments crate (Unicode 9), which BertNormalizer uses
     for c in code_points():
         ch = chr(c)
+        # a combining class utf8proc has and the crate lacks (a mark assigned later: class 0 there).
+        # Probe by reordering against U+0301 (class 230) or U+0334 (class 1); decomposing characters
+        # are skipped (their decomposition's classes count).
+        k = u.utf8proc_get_property(c).contents.combining_class
+        if k and ref_nfd.normalize_str(ch) == ch:
+            if k < 230:
+                kept = ref_nfd.normalize_str("\u0301" + ch) == "\u0301" + ch
+            else:
+                kept = ref_nfd.normalize_str(ch + "\u0334") == ch + "\u0334"
+            if kept:
+                ccc_zero.append(c)
         ref_ctl = clean.normalize_str(ch) == ""
         my_ctl = c in (0, 0xFFFD) or (c not in (9, 10, 13) and cat(c) in (CC, CF, CO, CS))
         if ref_ctl != my_ctl:
@@ -277,6 +414,7 @@ def tables():
     emit("punct_flip", "tokenizers' is_punctuation differs from utf8proc's P* categories here", punct_flip)
     emit("mn_flip", "tokenizers' Mn (dropped when stripping accents) differs from utf8proc's here", mn_flip)
     emit("no_nfd", "utf8proc decomposes these, tokenizers' NFD does not", no_nfd)
+    emit("ccc_zero", "combining class 0 for tokenizers' NFD (Unicode 9), not for utf8proc", ccc_zero)
     print("/* Rust's char::to_lowercase where it differs from utf8proc_tolower (U+0130 is handled in code) */")
     print("static const uint32_t lower_extra[][2] = {")
     line = "   "
@@ -292,7 +430,10 @@ def tables():
 if __name__ == "__main__":
     if sys.argv[1:] == ["tables"]:
         tables()
+    elif sys.argv[1:] == ["offsets"]:
+        write_offsets()
     else:
         write_tricky()
         write_sst2()
         write_unicode()
+        write_offsets()

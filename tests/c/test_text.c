@@ -1,5 +1,6 @@
 /* test_text.c - the tokenizer against BertTokenizerFast: unit cases, then the parity fixtures written
- * by tests/gen_tokenizer_fixtures.py (tricky texts, every SST-2 sentence, every code point).
+ * by tests/gen_tokenizer_fixtures.py (tricky texts, every SST-2 sentence, every code point, and the
+ * word ids and byte offsets of offset tracking).
  * Run from the repository root; reads tests/fixtures/tokenizer/ and ../shared/data/sst2/. */
 #define _POSIX_C_SOURCE 200809L /* mkdtemp */
 #include "text.h"
@@ -261,6 +262,119 @@ static void unit(pft_ctx *ctx, pft_tokenizer *t) {
     rmdir(dir);
 }
 
+/* ---- offsets and word ids: unit cases ------------------------------------------------------------ */
+
+/* Encodes with tracking on; checks the word ids and the (start, end) pairs (n of each). */
+static void check_offsets(pft_tokenizer *t, const char *a, size_t alen, const char *b, size_t blen, int ml,
+                          const int32_t *wids, const int32_t *offs, int n, const char *what) {
+    pft_encoding e;
+    pft_status st = pft_tokenizer_encode(t, a, alen, b, blen, ml, &e);
+    int same = st == PFT_OK && e.n == n && e.word_ids && e.offsets;
+    for (int i = 0; same && i < n; i++)
+        same = e.word_ids[i] == wids[i] && e.offsets[2 * i] == offs[2 * i] && e.offsets[2 * i + 1] == offs[2 * i + 1];
+    if (same) { check(1, "%s", what); return; }
+    char got[1024] = "", gw[512] = "";
+    if (st == PFT_OK && e.word_ids && e.offsets) {
+        ids_str(e.word_ids, e.n, gw, sizeof gw);
+        size_t u = 0;
+        for (int i = 0; i < e.n && u + 24 < sizeof got; i++)
+            u += (size_t)snprintf(got + u, sizeof got - u, "(%d,%d)", e.offsets[2 * i], e.offsets[2 * i + 1]);
+    }
+    check(0, "%s: word ids [%s] offsets %s", what, gw, got);
+}
+
+#define OFFS(...) (int32_t[]){__VA_ARGS__}
+
+static void unit_offsets(pft_tokenizer *t) {
+    pft_encoding e;
+    pft_tokenizer_encode(t, "Hello, world!", PFT_TEXT_CSTR, NULL, 0, 0, &e);
+    check(e.word_ids == NULL && e.offsets == NULL, "tracking off (the default): no word ids or offsets");
+    check(pft_tokenizer_track_offsets(NULL, 1) == PFT_ERR_ARG, "track_offsets(NULL) is an error");
+    check(pft_tokenizer_track_offsets(t, 1) == PFT_OK, "track_offsets on");
+
+    check_offsets(t, "Hello, world!", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 1, 2, 3, -1),
+                  OFFS(0, 0, 0, 5, 5, 6, 7, 12, 12, 13, 0, 0), 6, "Hello, world! (hand-checked)");
+    check_offsets(t, "unaffable xyzzyq\xE2\x98\x83", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 0, 0, 1, -1),
+                  OFFS(0, 0, 0, 3, 3, 6, 6, 9, 10, 19, 0, 0), 6, "una ##ffa ##ble, then [UNK] over the whole word");
+    /* a precomposed é (2 bytes) is one source character: "hello" covers all of it; a decomposed e + U+0301
+     * is two, and the dropped mark at the end of "e" is outside its range (as in transformers) */
+    check_offsets(t, "H\xC3\xA9llo na\xC3\xAFve caf\xC3\xA9 e\xCC\x81", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 1, 2, 3, -1),
+                  OFFS(0, 0, 0, 6, 7, 13, 14, 19, 20, 21, 0, 0), 6, "stripped accents");
+    check_offsets(t, "\xC4\xB0stanbul", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, -1), OFFS(0, 0, 0, 9, 0, 0), 3,
+                  "U+0130 (one source char, two normalized)");
+    check_offsets(t, "ab中文cd", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 1, 2, 3, -1),
+                  OFFS(0, 0, 0, 2, 2, 5, 5, 8, 8, 10, 0, 0), 6, "CJK ideographs are words of their own");
+    /* a dropped byte inside a word stays inside its range, never at an edge */
+    check_offsets(t, "ab\xFF" "cd \x01" "ab\xEF\xBF\xBD", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 0, 1, -1),
+                  OFFS(0, 0, 0, 4, 4, 5, 7, 9, 0, 0), 5, "invalid UTF-8, controls and U+FFFD are dropped");
+    check_offsets(t, "a [SEP] b", PFT_TEXT_CSTR, NULL, 0, 0, OFFS(-1, 0, 1, 2, -1), OFFS(0, 0, 0, 1, 2, 7, 8, 9, 0, 0), 5,
+                  "a literal [SEP] is a word with its raw range");
+    check_offsets(t, "How old", PFT_TEXT_CSTR, "are you?", PFT_TEXT_CSTR, 0, OFFS(-1, 0, 1, -1, 0, 1, 2, -1),
+                  OFFS(0, 0, 0, 3, 4, 7, 0, 0, 0, 3, 4, 7, 7, 8, 0, 0), 8, "pair: B's word ids and offsets start again");
+    check_offsets(t, "Hello, world!", PFT_TEXT_CSTR, NULL, 0, 4, OFFS(-1, 0, 1, -1), OFFS(0, 0, 0, 5, 5, 6, 0, 0), 4,
+                  "truncation keeps the first tokens' offsets");
+    check_offsets(t, "a b c d e f g", PFT_TEXT_CSTR, "h i j", PFT_TEXT_CSTR, 10, OFFS(-1, 0, 1, 2, 3, -1, 0, 1, 2, -1),
+                  OFFS(0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 1, 2, 3, 4, 5, 0, 0), 10, "pair truncation");
+    check_offsets(t, "", 0, NULL, 0, 0, OFFS(-1, -1), OFFS(0, 0, 0, 0), 2, "empty text");
+
+    /* the ids do not change with tracking */
+    const char *s = "H\xC3\xA9llo [MASK] na\xC3\xAFve 中文 \xC4\xB0 x\xFF" "y unaffable!";
+    pft_tokenizer_encode(t, s, PFT_TEXT_CSTR, "b", PFT_TEXT_CSTR, 0, &e);
+    int32_t on[64];
+    int non = e.n < 64 ? e.n : 64;
+    memcpy(on, e.ids, (size_t)non * sizeof *on);
+    pft_tokenizer_track_offsets(t, 0);
+    pft_tokenizer_encode(t, s, PFT_TEXT_CSTR, "b", PFT_TEXT_CSTR, 0, &e);
+    check(ids_equal(&e, on, non) && !e.word_ids && !e.offsets, "same ids with and without tracking; off again: NULL");
+
+    /* a batch with tracking: padding gets -1 and (0, 0); off again frees and clears them */
+    const char *texts[2] = {"Hello, world!", "a"};
+    pft_batch b = {0};
+    pft_tokenizer_encode_batch(t, 2, texts, NULL, NULL, NULL, 0, 0, &b);
+    check(b.word_ids == NULL && b.offsets == NULL, "batch without tracking: NULL");
+    pft_tokenizer_track_offsets(t, 1);
+    pft_status st = pft_tokenizer_encode_batch(t, 2, texts, NULL, NULL, NULL, 0, 0, &b);
+    int ok = st == PFT_OK && b.t == 6 && b.word_ids && b.offsets;
+    const int32_t w0[6] = {-1, 0, 1, 2, 3, -1}, o0[12] = {0, 0, 0, 5, 5, 6, 7, 12, 12, 13, 0, 0};
+    const int32_t w1[6] = {-1, 0, -1, -1, -1, -1}, o1[12] = {0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; ok && j < 6; j++)
+        ok = b.word_ids[j] == w0[j] && b.word_ids[6 + j] == w1[j] && b.offsets[2 * j] == o0[2 * j] &&
+             b.offsets[2 * j + 1] == o0[2 * j + 1] && b.offsets[12 + 2 * j] == o1[2 * j] && b.offsets[12 + 2 * j + 1] == o1[2 * j + 1];
+    check(ok, "batch with tracking: word ids and offsets, padding -1 and (0, 0)");
+    const char *pa[3] = {"How old", "x", "a b c d e f g"}, *pb[3] = {"are you?", "", "h i j"};
+    st = pft_tokenizer_encode_batch(t, 3, pa, NULL, pb, NULL, 10, 12, &b); /* grows the batch */
+    ok = st == PFT_OK && b.t == 12;
+    const int32_t pw[36] = {-1, 0, 1, -1, 0, 1, 2, -1, -1, -1, -1, -1, -1, 0, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1,
+                            -1, 0, 1, 2, 3, -1, 0, 1, 2, -1, -1, -1};
+    const int32_t po[72] = {0, 0, 0, 3, 4, 7, 0, 0, 0, 3, 4, 7, 7, 8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                            0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                            0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 0, 0, 0, 1, 2, 3, 4, 5, 0, 0, 0, 0, 0, 0};
+    for (int j = 0; ok && j < 36; j++) ok = b.word_ids[j] == pw[j];
+    for (int j = 0; ok && j < 72; j++) ok = b.offsets[j] == po[j];
+    check(ok, "pair batch with tracking, padded to 12");
+    pft_tokenizer_track_offsets(t, 0);
+    pft_tokenizer_encode_batch(t, 2, texts, NULL, NULL, NULL, 0, 0, &b);
+    check(b.word_ids == NULL && b.offsets == NULL && b.t == 6 && b.ids[1] == 7592, "tracking off again: batch arrays freed");
+    pft_tokenizer_track_offsets(t, 1);
+    pft_tokenizer_encode_batch(t, 2, texts, NULL, NULL, NULL, 0, 0, &b);
+    check(b.word_ids && b.word_ids[4] == 3 && b.offsets[9] == 13 && b.word_ids[6 + 2] == -1, "and on again");
+    /* code that grows a batch's ids itself (as pft_encoded_gather does) leaves word_ids to their own capacity */
+    size_t big = 64 * 64;
+    b.ids = realloc(b.ids, big * sizeof *b.ids), b.type_ids = realloc(b.type_ids, big * sizeof *b.type_ids);
+    b.mask = realloc(b.mask, big * sizeof *b.mask), b.cap_cells = big;
+    const char *many[64];
+    for (int j = 0; j < 64; j++) many[j] = "the best film of the year , and of all time";
+    st = pft_tokenizer_encode_batch(t, 64, many, NULL, NULL, NULL, 0, 0, &b);
+    check(st == PFT_OK && b.cap_track >= (size_t)(64 * b.t) && b.word_ids[63 * b.t + 11] == 10 &&
+              b.offsets[2 * (63 * b.t + 11) + 1] == 43,
+          "tracking arrays grow by their own capacity");
+    pft_batch_free(&b);
+    check(b.word_ids == NULL && b.offsets == NULL && b.ids == NULL && b.cap_track == 0, "pft_batch_free clears the tracking arrays");
+    /* words mode is unaffected by tracking */
+    check_words(t, "Héllo, 中文", PFT_TEXT_CSTR, "hello|,|中|文", "words with tracking on");
+    pft_tokenizer_track_offsets(t, 0);
+}
+
 /* ---- tricky texts --------------------------------------------------------------------------------- */
 
 /* Decodes the escapes of tricky.txt (see tests/gen_tokenizer_fixtures.py) into out; returns the length. */
@@ -467,6 +581,189 @@ static void sst2(pft_ctx *ctx, pft_tokenizer *t) {
     free(fx);
 }
 
+/* ---- offsets fixture ------------------------------------------------------------------------------ */
+
+static uint64_t hash_offsets(const int32_t *wids, const int32_t *offs, int n) {
+    return hash_ids(offs, 2 * n, hash_ids(wids, n, FNV0));
+}
+
+/* Parses "s,e s,e ..." into out (pairs); returns the number of pairs. */
+static int parse_pairs(char *p, int32_t *out, int cap) {
+    int k = 0;
+    while (*p && k < cap) {
+        out[2 * k] = (int32_t)strtol(p, &p, 10);
+        if (*p != ',') break;
+        out[2 * k + 1] = (int32_t)strtol(p + 1, &p, 10);
+        k++;
+        while (*p == ' ') p++;
+    }
+    return k;
+}
+
+/* tests/fixtures/tokenizer/offsets.txt: the tricky cases in full, SST-2 train rows and pairs hashed. */
+static void offsets_fixture(pft_ctx *ctx, pft_tokenizer *t) {
+    size_t n;
+    char *fx = slurp(FIX "/offsets.txt", &n), *tb = slurp(FIX "/tricky.txt", &n);
+    check(fx && tb, "read " FIX "/offsets.txt and tricky.txt");
+    if (!fx || !tb) { free(fx); free(tb); return; }
+    char **lines;
+    size_t nl = split_lines(tb, strlen(tb), &lines);
+    tcase *cases = calloc(nl, sizeof *cases);
+    size_t nc = 0;
+    for (size_t i = 0; i < nl; i++) {
+        if (lines[i][0] == '#') continue;
+        char *tab = strchr(lines[i], '\t');
+        if (tab) *tab = '\0';
+        cases[nc].a = malloc(strlen(lines[i]) + 1);
+        cases[nc].na = unescape(lines[i], cases[nc].a);
+        if (tab) {
+            cases[nc].b = malloc(strlen(tab + 1) + 1);
+            cases[nc].nb = unescape(tab + 1, cases[nc].b);
+        }
+        nc++;
+    }
+    char **l;
+    size_t nfx = split_lines(fx, strlen(fx), &l);
+    split train;
+    int have = read_split("train", &train);
+    pft_tokenizer_config base = pft_tokenizer_get_config(t);
+    pft_tokenizer_track_offsets(t, 1);
+    pft_batch b = {0}, b0 = {0};
+    int tokens = 0;
+    for (size_t i = 0; i < nfx;) {
+        if (l[i][0] != '@') { i++; continue; }
+        char name[32];
+        size_t cnt;
+        int ml = 0;
+        if (sscanf(l[i], "@ %31s %zu %d", name, &cnt, &ml) < 2 || i + 1 + cnt > nfx) { check(0, "offsets.txt line %zu malformed", i + 1); break; }
+        i++;
+        int ok = 0, shown = 0;
+        if (strcmp(name, "tricky") == 0) {
+            for (size_t r = 0; r < cnt; r++) {
+                char *f[5], *p = l[i + r];
+                int k = 0;
+                for (; k < 5; k++) {
+                    f[k] = p;
+                    char *tab = strchr(p, '\t');
+                    if (!tab) { k++; break; }
+                    *tab = '\0';
+                    p = tab + 1;
+                }
+                size_t ci = strtoul(f[1], NULL, 10);
+                if (k != 5 || ci >= nc) { check(0, "offsets.txt tricky row %zu malformed", r); continue; }
+                pft_tokenizer_config cfg = base;
+                if (strcmp(f[0], "cased") == 0) cfg.lowercase = 0;
+                else if (strcmp(f[0], "lower_nostrip") == 0) cfg.strip_accents = 0;
+                pft_tokenizer_set_config(t, &cfg);
+                int mlr = atoi(f[2]);
+                static int32_t ww[4096], wo[8192];
+                int nw = 0;
+                for (char *q = f[3]; *q && nw < 4096;) ww[nw++] = (int32_t)strtol(q, &q, 10);
+                int no = parse_pairs(f[4], wo, 4096);
+                pft_encoding e;
+                pft_status st = pft_tokenizer_encode(t, cases[ci].a, cases[ci].na, cases[ci].b, cases[ci].nb, mlr, &e);
+                int same = st == PFT_OK && e.n == nw && no == nw;
+                for (int j = 0; same && j < nw; j++)
+                    same = e.word_ids[j] == ww[j] && e.offsets[2 * j] == wo[2 * j] && e.offsets[2 * j + 1] == wo[2 * j + 1];
+                if (same) { ok++; tokens += nw; continue; }
+                if (shown++ < 10) {
+                    char got[2048] = "", gw[1024] = "";
+                    if (st == PFT_OK) {
+                        ids_str(e.word_ids, e.n, gw, sizeof gw);
+                        size_t u = 0;
+                        for (int j = 0; j < e.n && u + 24 < sizeof got; j++)
+                            u += (size_t)snprintf(got + u, sizeof got - u, " %d,%d", e.offsets[2 * j], e.offsets[2 * j + 1]);
+                    }
+                    check(0, "offsets tricky %s case %zu max_length %d: word ids [%s] want [%s]; offsets%s want %s", f[0], ci, mlr,
+                          gw, f[3], got, f[4]);
+                }
+            }
+            pft_tokenizer_set_config(t, &base);
+        } else if (strcmp(name, "extra") == 0) {
+            for (size_t r = 0; r < cnt; r++) {
+                char *f[3], *p = l[i + r];
+                int k = 0;
+                for (; k < 3; k++) {
+                    f[k] = p;
+                    char *tab = strchr(p, '\t');
+                    if (!tab) { k++; break; }
+                    *tab = '\0';
+                    p = tab + 1;
+                }
+                if (k != 3) { check(0, "offsets.txt extra row %zu malformed", r); continue; }
+                char text[1024];
+                size_t tl = unescape(f[0], text);
+                static int32_t ww[512], wo[1024];
+                int nw = 0;
+                for (char *q = f[1]; *q && nw < 512;) ww[nw++] = (int32_t)strtol(q, &q, 10);
+                int no = parse_pairs(f[2], wo, 512);
+                pft_encoding e;
+                pft_status st = pft_tokenizer_encode(t, text, tl, NULL, 0, 0, &e);
+                int same = st == PFT_OK && e.n == nw && no == nw;
+                for (int j = 0; same && j < nw; j++)
+                    same = e.word_ids[j] == ww[j] && e.offsets[2 * j] == wo[2 * j] && e.offsets[2 * j + 1] == wo[2 * j + 1];
+                if (same) { ok++; tokens += nw; continue; }
+                char got[2048] = "", gw[1024] = "";
+                if (st == PFT_OK) {
+                    ids_str(e.word_ids, e.n, gw, sizeof gw);
+                    size_t u = 0;
+                    for (int j = 0; j < e.n && u + 24 < sizeof got; j++)
+                        u += (size_t)snprintf(got + u, sizeof got - u, " %d,%d", e.offsets[2 * j], e.offsets[2 * j + 1]);
+                }
+                check(0, "offsets extra \"%s\": word ids [%s] want [%s]; offsets%s want %s", f[0], gw, f[1], got, f[2]);
+            }
+        } else if (strcmp(name, "train") == 0 || strcmp(name, "trainpairs") == 0) {
+            int pairs = name[5] == 'p';
+            if (!have || train.n < cnt + (size_t)pairs) { check(0, "offsets %s: the SST-2 train data is missing or short", name); i += cnt; continue; }
+            if (!pairs) {
+                /* the batch API, checked against the same batch without tracking */
+                for (size_t s0 = 0; s0 < cnt; s0 += 500) {
+                    int m = (int)(cnt - s0 < 500 ? cnt - s0 : 500);
+                    pft_status st = pft_tokenizer_encode_batch(t, m, (const char *const *)train.sent + s0, train.len + s0,
+                                                               NULL, NULL, ml, 0, &b);
+                    pft_tokenizer_track_offsets(t, 0);
+                    pft_status st0 = pft_tokenizer_encode_batch(t, m, (const char *const *)train.sent + s0, train.len + s0,
+                                                                NULL, NULL, ml, 0, &b0);
+                    pft_tokenizer_track_offsets(t, 1);
+                    if (st != PFT_OK || st0 != PFT_OK) { check(0, "offsets train batch: %s", pft_ctx_error(ctx)); break; }
+                    size_t cells = (size_t)m * (size_t)b.t;
+                    check(b.t == b0.t && memcmp(b.ids, b0.ids, cells * sizeof *b.ids) == 0 &&
+                              memcmp(b.mask, b0.mask, cells * sizeof *b.mask) == 0 && !b0.word_ids,
+                          "offsets train rows %zu..: ids the same with tracking", s0);
+                    for (int r = 0; r < m; r++) {
+                        const int32_t *w = b.word_ids + (size_t)r * b.t, *o = b.offsets + 2 * (size_t)r * b.t;
+                        int len = b.lengths[r];
+                        int pad_ok = 1;
+                        for (int j = len; j < b.t; j++) pad_ok &= w[j] == -1 && o[2 * j] == 0 && o[2 * j + 1] == 0;
+                        if (pad_ok && hash_offsets(w, o, len) == strtoull(l[i + s0 + (size_t)r], NULL, 16)) { ok++; tokens += len; continue; }
+                        if (shown++ < 10)
+                            check(0, "offsets train row %zu: word ids / offsets differ for \"%s\"", s0 + (size_t)r, train.sent[s0 + (size_t)r]);
+                    }
+                }
+            } else {
+                for (size_t r = 0; r < cnt; r++) {
+                    pft_encoding e;
+                    pft_status st = pft_tokenizer_encode(t, train.sent[r], train.len[r], train.sent[r + 1], train.len[r + 1], ml, &e);
+                    if (st == PFT_OK && hash_offsets(e.word_ids, e.offsets, e.n) == strtoull(l[i + r], NULL, 16)) { ok++; tokens += e.n; continue; }
+                    if (shown++ < 10) check(0, "offsets trainpairs row %zu differs", r);
+                }
+            }
+        } else {
+            check(0, "offsets.txt: unknown section %s", name);
+        }
+        check(ok == (int)cnt, "offsets %s: %d of %zu identical", name, ok, cnt);
+        printf("offsets %s: %d of %zu identical\n", name, ok, cnt);
+        i += cnt;
+    }
+    printf("offsets: %d tokens' word ids and offsets checked\n", tokens);
+    pft_tokenizer_track_offsets(t, 0);
+    pft_batch_free(&b);
+    pft_batch_free(&b0);
+    if (have) free_split(&train);
+    for (size_t i = 0; i < nc; i++) free(cases[i].a), free(cases[i].b);
+    free(cases); free(lines); free(l); free(fx); free(tb);
+}
+
 /* ---- every code point ----------------------------------------------------------------------------- */
 
 typedef struct hasher { uint64_t h; } hasher;
@@ -530,9 +827,11 @@ int main(void) {
     check(t != NULL, "load %s: %s", MODEL, pft_ctx_error(ctx));
     if (t) {
         unit(ctx, t);
+        unit_offsets(t);
         tricky(t);
         sst2(ctx, t);
         unicode(t);
+        offsets_fixture(ctx, t);
         pft_tokenizer_free(t);
     }
     pft_ctx_free(ctx);
