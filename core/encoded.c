@@ -89,7 +89,15 @@ void pft_encoded_free(pft_encoded *e) {
     free(e->offsets);
     free(e->ids);
     free(e->type_ids);
+    free(e->words);
     free(e);
+}
+
+pft_status pft_encoded_track_words(pft_encoded *e) {
+    if (e->n > 0) return pft_ctx_seterr(e->ctx, PFT_ERR_STATE, "encode_dataset: word tracking must start on an empty store");
+    if (!e->words && !(e->words = malloc(sizeof *e->words)))
+        return pft_ctx_seterr(e->ctx, PFT_ERR_ALLOC, "encode_dataset: out of memory");
+    return PFT_OK;
 }
 
 /* Room for need tokens; doubling keeps appending chunk after chunk linear. */
@@ -103,12 +111,29 @@ static int reserve_tokens(pft_encoded *e, int64_t need) {
     uint8_t *ty = realloc(e->type_ids, (size_t)cap);
     if (!ty) return -1;
     e->type_ids = ty;
+    if (e->words) {
+        int32_t *w = realloc(e->words, (size_t)cap * sizeof *w);
+        if (!w) return -1;
+        e->words = w;
+    }
     e->cap_tok = cap;
     return 0;
 }
 
-/* Appends the rows of a padded batch, each cut to its length. */
-static int append_rows(pft_encoded *e, const pft_batch *b) {
+/* The word of each token of row i of an encoded chunk: how many spaces precede the token's first byte
+ * in its text (offsets increase along a row, so one pass over the text). */
+static void row_words(int32_t *out, const pft_batch *b, int i, const char *text) {
+    const int32_t *wid = b->word_ids + (size_t)i * b->t, *off = b->offsets + (size_t)i * b->t * 2;
+    int32_t spaces = 0, at = 0;
+    for (int j = 0; j < b->lengths[i]; j++) {
+        if (wid[j] < 0) { out[j] = -1; continue; }
+        for (; at < off[2 * j]; at++) spaces += text[at] == ' ';
+        out[j] = spaces;
+    }
+}
+
+/* Appends the rows of a padded batch, each cut to its length (and their words, from the texts). */
+static int append_rows(pft_encoded *e, const pft_batch *b, const char *const *texts) {
     int64_t add = 0;
     for (int i = 0; i < b->n; i++) add += b->lengths[i];
     if (reserve_tokens(e, e->ntok + add)) return -1;
@@ -117,6 +142,7 @@ static int append_rows(pft_encoded *e, const pft_batch *b) {
         int len = b->lengths[i];
         if (len) memcpy(e->ids + e->ntok, ids, (size_t)len * sizeof *ids);
         for (int j = 0; j < len; j++) e->type_ids[e->ntok + j] = (uint8_t)ty[j];
+        if (e->words) row_words(e->words + e->ntok, b, i, texts[i]);
         e->ntok += len;
         e->offsets[++e->n] = (uint64_t)e->ntok;
     }
@@ -130,6 +156,7 @@ pft_status pft_encoded_add(pft_encoded *e, pft_tokenizer *tok, int64_t n, const 
     if (e->n + n > INT32_MAX) return pft_ctx_seterr(ctx, PFT_ERR_ARG, "encode_dataset: too many rows");
     if (b && e->max_length < 3)
         return pft_ctx_seterr(ctx, PFT_ERR_ARG, "encode_dataset: max_length %d out of range (at least 3)", (int)e->max_length);
+    if (b && e->words) return pft_ctx_seterr(ctx, PFT_ERR_ARG, "encode_dataset: word tracking is for single texts");
     uint64_t vocab = pft_encoded_vocab_hash(tok);
     if (e->n > 0 && vocab != e->vocab_hash)
         return pft_ctx_seterr(ctx, PFT_ERR_ARG, "encode_dataset: the store holds rows of another tokenizer");
@@ -138,13 +165,14 @@ pft_status pft_encoded_add(pft_encoded *e, pft_tokenizer *tok, int64_t n, const 
     e->offsets = offsets;
     int64_t n0 = e->n, ntok0 = e->ntok;
     pft_batch chunk = {0};
-    pft_status st = PFT_OK;
+    pft_status st = e->words ? pft_tokenizer_track_offsets(tok, 1) : PFT_OK;
     for (int64_t at = 0; at < n && !st; at += ENCODE_CHUNK) {
         int m = (int)(n - at < ENCODE_CHUNK ? n - at : ENCODE_CHUNK);
         st = pft_tokenizer_encode_batch(tok, m, a + at, alen ? alen + at : NULL, b ? b + at : NULL, blen ? blen + at : NULL,
                                         e->max_length, 0, &chunk);
-        if (!st && append_rows(e, &chunk)) st = pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "encode_dataset: out of memory");
+        if (!st && append_rows(e, &chunk, a + at)) st = pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "encode_dataset: out of memory");
     }
+    if (e->words) pft_tokenizer_track_offsets(tok, 0);
     pft_batch_free(&chunk);
     if (st) {
         e->n = n0, e->ntok = ntok0;
@@ -199,6 +227,8 @@ pft_status pft_encoded_gather(const pft_encoded *e, int64_t m, const int64_t *ro
     if (t * m > INT32_MAX) return pft_ctx_seterr(ctx, PFT_ERR_ARG, "gather: batch too large");
     if (reserve_batch(out, (size_t)m, (size_t)(t * m))) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "gather: out of memory");
     out->n = (int)m, out->t = (int)t;
+    free(out->word_ids), free(out->offsets); /* a tokenizer's tracking from an earlier fill would not match */
+    out->word_ids = out->offsets = NULL, out->cap_track = 0;
     for (int64_t i = 0; i < m; i++) {
         uint64_t off = e->offsets[rows[i]];
         int len = (int)pft_encoded_row_length(e, rows[i]);
@@ -211,13 +241,72 @@ pft_status pft_encoded_gather(const pft_encoded *e, int64_t m, const int64_t *ro
     return PFT_OK;
 }
 
+/* --- token classification: labels per token, predictions per word ---------------------------------- */
+
+static pft_status check_word_rows(const pft_encoded *e, const char *what, int64_t m, const int64_t *rows, int64_t t) {
+    if (!e->words) return pft_ctx_seterr(e->ctx, PFT_ERR_STATE, "%s: the store was encoded without word tracking", what);
+    for (int64_t i = 0; i < m; i++) {
+        if (rows[i] < 0 || rows[i] >= e->n)
+            return pft_ctx_seterr(e->ctx, PFT_ERR_ARG, "%s: row index %lld out of range [0, %lld)", what, (long long)rows[i],
+                                  (long long)e->n);
+        if (pft_encoded_row_length(e, rows[i]) > t)
+            return pft_ctx_seterr(e->ctx, PFT_ERR_ARG, "%s: row %lld has %lld tokens, the batch only %lld", what,
+                                  (long long)rows[i], (long long)pft_encoded_row_length(e, rows[i]), (long long)t);
+    }
+    return PFT_OK;
+}
+
+pft_status pft_encoded_token_labels(const pft_encoded *e, int64_t m, const int64_t *rows, int64_t t,
+                                    const int32_t *word_labels, const int64_t *label_at, const int64_t *nwords,
+                                    const int32_t *continuation, int32_t k, int32_t *out) {
+    pft_status st = check_word_rows(e, "token_labels", m, rows, t);
+    if (st) return st;
+    for (int64_t i = 0; i < m; i++) {
+        const int32_t *w = e->words + e->offsets[rows[i]];
+        int64_t len = pft_encoded_row_length(e, rows[i]);
+        int32_t *o = out + i * t;
+        for (int64_t j = 0; j < t; j++) o[j] = -100;
+        for (int64_t j = 0; j < len; j++) {
+            if (w[j] < 0) continue;
+            if (w[j] >= nwords[i])
+                return pft_ctx_seterr(e->ctx, PFT_ERR_ARG, "token_labels: row %lld has a token of word %d but %lld tags",
+                                      (long long)rows[i], (int)w[j], (long long)nwords[i]);
+            int32_t label = word_labels[label_at[i] + w[j]];
+            if (j == 0 || w[j - 1] != w[j]) o[j] = label;
+            else if (continuation && label >= 0 && label < k) o[j] = continuation[label];
+        }
+    }
+    return PFT_OK;
+}
+
+pft_status pft_encoded_word_argmax(const pft_encoded *e, int64_t m, const int64_t *rows, int64_t t, int32_t k,
+                                   const float *logits, const int64_t *label_at, const int64_t *nwords, int32_t *out) {
+    pft_status st = check_word_rows(e, "word_argmax", m, rows, t);
+    if (st) return st;
+    for (int64_t i = 0; i < m; i++) {
+        const int32_t *w = e->words + e->offsets[rows[i]];
+        int64_t len = pft_encoded_row_length(e, rows[i]);
+        int32_t *o = out + label_at[i];
+        for (int64_t x = 0; x < nwords[i]; x++) o[x] = -1;
+        for (int64_t j = 0; j < len; j++) {
+            if (w[j] < 0 || w[j] >= nwords[i] || (j > 0 && w[j - 1] == w[j])) continue;
+            const float *z = logits + ((size_t)i * (size_t)t + (size_t)j) * (size_t)k;
+            int32_t best = 0;
+            for (int32_t c = 1; c < k; c++) if (z[c] > z[best]) best = c;
+            o[w[j]] = best;
+        }
+    }
+    return PFT_OK;
+}
+
 /* --- the cache file ---------------------------------------------------------------------------------- */
 
 /* The body is three arrays written back to back, so this equals pft_encoded_hash over the file after the header. */
 static uint64_t body_checksum(const pft_encoded *e) {
     uint64_t h = pft_encoded_hash(PFT_ENCODED_HASH_START, e->offsets, (size_t)(e->n + 1) * sizeof *e->offsets);
     h = pft_encoded_hash(h, e->ids, (size_t)e->ntok * sizeof *e->ids);
-    return pft_encoded_hash(h, e->type_ids, (size_t)e->ntok);
+    h = pft_encoded_hash(h, e->type_ids, (size_t)e->ntok);
+    return e->words ? pft_encoded_hash(h, e->words, (size_t)e->ntok * sizeof *e->words) : h;
 }
 
 /* (an empty store has no token arrays: fwrite's pointer must not be NULL even for no items) */
@@ -225,7 +314,8 @@ static int write_array(FILE *f, const void *p, size_t size, size_t count) { retu
 
 static int write_file(FILE *f, const pft_encoded *e, const pft_encoded_header *h) {
     return write_array(f, h, sizeof *h, 1) && write_array(f, e->offsets, sizeof *e->offsets, (size_t)e->n + 1) &&
-           write_array(f, e->ids, sizeof *e->ids, (size_t)e->ntok) && write_array(f, e->type_ids, 1, (size_t)e->ntok);
+           write_array(f, e->ids, sizeof *e->ids, (size_t)e->ntok) && write_array(f, e->type_ids, 1, (size_t)e->ntok) &&
+           (!e->words || write_array(f, e->words, sizeof *e->words, (size_t)e->ntok));
 }
 
 pft_status pft_encoded_save(const pft_encoded *e, const char *path, const pft_encoded_source *src) {
@@ -233,6 +323,7 @@ pft_status pft_encoded_save(const pft_encoded *e, const char *path, const pft_en
     memset(&h, 0, sizeof h);
     memcpy(h.magic, PFT_ENCODED_MAGIC, sizeof h.magic);
     h.version = CACHE_VERSION;
+    h.flags = e->words ? PFT_ENCODED_WORDS : 0;
     h.vocab_hash = e->vocab_hash;
     h.max_length = e->max_length, h.pad_id = e->pad_id;
     h.count = (uint64_t)e->n, h.ntok = (uint64_t)e->ntok;
@@ -275,13 +366,16 @@ static pft_encoded *miss_with(pft_ctx *ctx, pft_encoded_miss *miss, pft_encoded_
 
 /* The header's verdict against key: PFT_ENCODED_HIT, or why not, with *what set. */
 static pft_encoded_miss check_header(const pft_encoded_header *h, const pft_encoded_key *key, const char **what) {
-    if (memcmp(h->magic, PFT_ENCODED_MAGIC, sizeof h->magic) || h->zero) return *what = "bad header", PFT_ENCODED_CORRUPT;
+    if (memcmp(h->magic, PFT_ENCODED_MAGIC, sizeof h->magic) || (h->flags & ~PFT_ENCODED_WORDS))
+        return *what = "bad header", PFT_ENCODED_CORRUPT;
     if (h->version != CACHE_VERSION) return *what = "another format version", PFT_ENCODED_STALE;
     if (h->vocab_hash != key->vocab_hash) return *what = "another tokenizer", PFT_ENCODED_STALE;
     if (h->max_length != key->max_length) return *what = "another max_length", PFT_ENCODED_STALE;
     if (h->source_size != key->source.size || h->source_mtime != key->source.mtime)
         return *what = "the source file changed", PFT_ENCODED_STALE;
     if (h->text_hash != key->source.text_hash || h->count != key->count) return *what = "other texts", PFT_ENCODED_STALE;
+    if (!(h->flags & PFT_ENCODED_WORDS) != !key->words)
+        return *what = key->words ? "no word indices" : "word indices, not asked for", PFT_ENCODED_STALE;
     return PFT_ENCODED_HIT;
 }
 
@@ -296,7 +390,8 @@ static int offsets_sane(const pft_encoded *e) {
 static int read_body(FILE *f, pft_encoded *e) {
     return fread(e->offsets, sizeof *e->offsets, (size_t)e->n + 1, f) == (size_t)e->n + 1 &&
            fread(e->ids, sizeof *e->ids, (size_t)e->ntok, f) == (size_t)e->ntok &&
-           fread(e->type_ids, 1, (size_t)e->ntok, f) == (size_t)e->ntok;
+           fread(e->type_ids, 1, (size_t)e->ntok, f) == (size_t)e->ntok &&
+           (!e->words || fread(e->words, sizeof *e->words, (size_t)e->ntok, f) == (size_t)e->ntok);
 }
 
 pft_encoded *pft_encoded_load(pft_ctx *ctx, const char *path, const pft_encoded_key *key, pft_encoded_miss *miss) {
@@ -308,7 +403,7 @@ pft_encoded *pft_encoded_load(pft_ctx *ctx, const char *path, const pft_encoded_
     pft_encoded_miss why = check_header(&h, key, &what);
     if (why) return miss_with(ctx, miss, why, f, what, path);
     struct stat st;
-    uint64_t body = (h.count + 1) * 8 + h.ntok * 5; /* the bounds keep this from wrapping */
+    uint64_t body = (h.count + 1) * 8 + h.ntok * ((h.flags & PFT_ENCODED_WORDS) ? 9 : 5); /* bounded: no wrap */
     if (h.count > (1ull << 40) || h.ntok > (1ull << 40) || fstat(fileno(f), &st) || (uint64_t)st.st_size != sizeof h + body)
         return miss_with(ctx, miss, PFT_ENCODED_CORRUPT, f, "wrong size", path);
     pft_encoded *e = calloc(1, sizeof *e);
@@ -319,8 +414,9 @@ pft_encoded *pft_encoded_load(pft_ctx *ctx, const char *path, const pft_encoded_
         e->offsets = malloc((size_t)(e->n + 1) * sizeof *e->offsets);
         e->ids = malloc((size_t)(e->ntok ? e->ntok : 1) * sizeof *e->ids);
         e->type_ids = malloc((size_t)(e->ntok ? e->ntok : 1));
+        if (h.flags & PFT_ENCODED_WORDS) e->words = malloc((size_t)(e->ntok ? e->ntok : 1) * sizeof *e->words);
     }
-    if (!e || !e->offsets || !e->ids || !e->type_ids) {
+    if (!e || !e->offsets || !e->ids || !e->type_ids || ((h.flags & PFT_ENCODED_WORDS) && !e->words)) {
         pft_encoded_free(e);
         return miss_with(ctx, miss, PFT_ENCODED_FAILED, f, "load_encoded: out of memory", path);
     }

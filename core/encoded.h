@@ -40,7 +40,8 @@
  *
  * Cache file. Native byte order (a cache is machine-local: it lives in the build tree or PFT_CACHE), in
  * this order: the 80-byte pft_encoded_header below, then the body: u64 offsets[count + 1], i32
- * ids[ntok], u8 type_ids[ntok]. header.checksum is pft_encoded_hash of the body. A file of the other byte
+ * ids[ntok], u8 type_ids[ntok], and with the PFT_ENCODED_WORDS flag i32 words[ntok] (a store without
+ * words writes exactly the bytes it wrote before word tracking existed). header.checksum is pft_encoded_hash of the body. A file of the other byte
  * order reads as another format version (stale); a truncated or damaged one fails the magic, size or
  * checksum test (corrupt). Either way it is encoded again, never misread. A cache is used only when its key
  * matches: the tokenizer (vocab_hash), max_length, the source file (size, mtime) and the texts
@@ -65,6 +66,7 @@ typedef struct pft_encoded {
     uint64_t *offsets;    /* (n + 1), offsets[0] = 0, offsets[n] = ntok */
     int32_t *ids;         /* (ntok) */
     uint8_t *type_ids;    /* (ntok) 0 or 1 */
+    int32_t *words;       /* (ntok) with pft_encoded_track_words: the word of each token, -1 for specials; else NULL */
     int32_t max_length;   /* no row is longer */
     int32_t pad_id;       /* the tokenizer's, used by pft_encoded_gather */
     uint64_t vocab_hash;  /* pft_encoded_vocab_hash of the tokenizer the rows came from */
@@ -83,6 +85,12 @@ void pft_encoded_free(pft_encoded *e); /* NULL is fine */
 pft_status pft_encoded_add(pft_encoded *e, pft_tokenizer *tok, int64_t n, const char *const *a, const size_t *alen,
                            const char *const *b, const size_t *blen);
 
+/* Token classification: on an empty store of single texts, makes every later pft_encoded_add record for
+ * each token the word it comes from, words being the text's space-separated parts (a tagged sentence is
+ * its words joined by single spaces: word k is the k-th part, whatever the tokenizer's pre-tokenizer
+ * splits inside it). Specials get -1. From the tokenizer's byte offsets (text.h). */
+pft_status pft_encoded_track_words(pft_encoded *e);
+
 static inline int64_t pft_encoded_row_length(const pft_encoded *e, int64_t row) {
     return (int64_t)(e->offsets[row + 1] - e->offsets[row]);
 }
@@ -91,6 +99,21 @@ static inline int64_t pft_encoded_row_length(const pft_encoded *e, int64_t row) 
  * id (type ids and mask 0). pad_to 0: out->t is the longest of the m rows; pad_to > 0: exactly pad_to,
  * which must not be shorter than that row. */
 pft_status pft_encoded_gather(const pft_encoded *e, int64_t m, const int64_t *rows, int64_t pad_to, pft_batch *out);
+
+/* Loss labels for a gathered batch of token-classification rows (rows as for pft_encoded_gather, t its
+ * width): out (m, t) gets, at the first token of each word w of row i, word_labels[label_at[i] + w];
+ * -100 (ignored by the loss) at specials, padding, and the word's other tokens, unless continuation is
+ * given: then they get continuation[label] (transformers' label_all_tokens, with B-X mapped to I-X by
+ * the caller's table of k entries). nwords[i] words per row; a word beyond them is an error. */
+pft_status pft_encoded_token_labels(const pft_encoded *e, int64_t m, const int64_t *rows, int64_t t,
+                                    const int32_t *word_labels, const int64_t *label_at, const int64_t *nwords,
+                                    const int32_t *continuation, int32_t k, int32_t *out);
+
+/* Word-level predictions from token logits (m, t, k) of a gathered batch: out[label_at[i] + w] = the
+ * argmax over k at the first token of word w of row i (the first maximum on ties), or -1 for a word the
+ * row has no token of (cut off by max_length). */
+pft_status pft_encoded_word_argmax(const pft_encoded *e, int64_t m, const int64_t *rows, int64_t t, int32_t k,
+                                   const float *logits, const int64_t *label_at, const int64_t *nwords, int32_t *out);
 
 /* --- the cache key: hashes ---------------------------------------------------------------------------
  * All three are FNV-1a 64 (pft_encoded_hash): cheap, stable across runs and machines of one byte order,
@@ -116,12 +139,13 @@ uint64_t pft_encoded_text_hash_add(uint64_t h, const char *s, size_t len);
 /* --- the cache file --------------------------------------------------------------------------------- */
 
 #define PFT_ENCODED_MAGIC "PFTENC\0\0"
+#define PFT_ENCODED_WORDS 1u /* header flag: the body ends with i32 words[ntok] */
 
 /* The file's first 80 bytes, as written (no padding: every field is at its natural alignment). */
 typedef struct pft_encoded_header {
     char magic[8];         /* PFT_ENCODED_MAGIC */
     uint32_t version;      /* CACHE_VERSION in encoded.c */
-    uint32_t zero;         /* 0 */
+    uint32_t flags;        /* PFT_ENCODED_WORDS, or 0 (every file before word tracking) */
     uint64_t vocab_hash;
     int32_t max_length, pad_id;
     uint64_t count, ntok;  /* rows, tokens */
@@ -144,6 +168,7 @@ typedef struct pft_encoded_key {
     int32_t max_length;
     pft_encoded_source source;
     uint64_t count;
+    bool words;         /* a store with word tracking (pft_encoded_track_words) */
 } pft_encoded_key;
 
 /* Why pft_encoded_load returned NULL; the context's message starts with the same word. */

@@ -5,6 +5,11 @@
  *     local enc = core.encode_dataset(tok, texts, pairs_or_nil, 128)  -- tok: pft.Tokenizer or a dir
  *     enc:count(), enc:lengths() -> {n}, enc:tokens(), enc:max_length(), enc:vocab_hash()
  *     local b = enc:gather({5, 2, 9}, 0)          -- pft.Batch (3, longest of the three); pad_to > 0: fixed t
+ *     -- token classification: texts are words joined by spaces; tags per word, 0-based ids
+ *     local w = core.encode_dataset(tok, texts, nil, 128, { words = true })
+ *     w:words(5) -> {-1, 0, 0, 1, ..., -1}        -- each token's word (0-based), -1 for [CLS] / [SEP]
+ *     w:token_labels(rows, tags, t[, continuation]) -> {m * t ids, -100 where ignored}   -- tags[row] = {...}
+ *     w:word_argmax(rows, logits, tags) -> { {tag id per word, -1 when cut off}, ... }    -- logits (m, t, k)
  *     enc:save(path, {source_size =, source_mtime =, text_hash =})   -- true | nil, message
  *     local enc2, why = core.load_encoded(path, {vocab_hash =, max_length =, source_size =, source_mtime =,
  *                                               text_hash =, count =})   -- nil, "stale: ..." / "corrupt: ..."
@@ -148,12 +153,19 @@ static void read_strings(lua_State *L, int idx, const char *what, int64_t n, con
     }
 }
 
-/* core.encode_dataset(tok, texts, pairs_or_nil, max_length) -> pft.Encoded */
+/* core.encode_dataset(tok, texts, pairs_or_nil, max_length[, {words = true}]) -> pft.Encoded */
 static int l_encode_dataset(lua_State *L) {
     luaL_checktype(L, 2, LUA_TTABLE);
     int has_pairs = !lua_isnoneornil(L, 3);
     if (has_pairs) luaL_checktype(L, 3, LUA_TTABLE);
     int64_t max_length = pftl_check_int64(L, 4);
+    int words = 0;
+    if (!lua_isnoneornil(L, 5)) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        lua_getfield(L, 5, "words");
+        words = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+    }
     int64_t n = (int64_t)lua_objlen(L, 2);
     lua_settop(L, 4);
     pftl_state *S = pftl_state_get(L);
@@ -161,6 +173,7 @@ static int l_encode_dataset(lua_State *L) {
     pft_encoded *e = pft_encoded_new(S->ctx, max_length, has_pairs);
     if (!e) return pftl_core_error(L, S->ctx);
     own_encoded(box, e);
+    if (words && pft_encoded_track_words(e)) return pftl_core_error(L, S->ctx);
     if (has_pairs && (int64_t)lua_objlen(L, 3) != n)
         return pftl_errorf(L, "encode_dataset: %lld texts but %lld pairs", (long long)n, (long long)lua_objlen(L, 3));
     const char **a, **b = NULL;
@@ -229,6 +242,124 @@ static int e_gather(lua_State *L) {
     return 1;
 }
 
+/* --- token classification ----------------------------------------------------------------------------- */
+
+/* enc:words(row) -> the word (0-based) of each token of the 1-based row, -1 for specials */
+static int e_words(lua_State *L) {
+    pft_encoded *e = check_encoded(L, 1);
+    int64_t r = pftl_check_int64(L, 2);
+    if (!e->words) return luaL_error(L, "words: the dataset was encoded without {words = true}");
+    if (r < 1 || r > e->n) return luaL_error(L, "words: row %d out of range 1..%d", (int)r, (int)e->n);
+    int64_t len = pft_encoded_row_length(e, r - 1);
+    lua_createtable(L, (int)len, 0);
+    for (int64_t j = 0; j < len; j++) {
+        lua_pushinteger(L, e->words[e->offsets[r - 1] + (uint64_t)j]);
+        lua_rawseti(L, -2, (int)(j + 1));
+    }
+    return 1;
+}
+
+/* The 1-based rows at idx (checked against e) as 0-based int64s, in a userdata left on the stack. */
+static int64_t *check_rows(lua_State *L, int idx, const pft_encoded *e, const char *what, int64_t *m) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    *m = (int64_t)lua_objlen(L, idx);
+    int64_t *rows = lua_newuserdata(L, (size_t)(*m ? *m : 1) * sizeof *rows);
+    for (int64_t i = 0; i < *m; i++) {
+        lua_rawgeti(L, idx, (int)(i + 1));
+        lua_Number v = lua_tonumber(L, -1);
+        if (lua_type(L, -1) != LUA_TNUMBER || v != (lua_Number)(int64_t)v || v < 1 || v > (lua_Number)e->n)
+            pftl_errorf(L, "%s: row %lld is not an integer in 1..%lld", what, (long long)i + 1, (long long)e->n);
+        lua_pop(L, 1);
+        rows[i] = (int64_t)v - 1;
+    }
+    return rows;
+}
+
+/* The per-word tag lists tags[row] of the m rows, flattened: labels, where each row starts, how many. */
+static int32_t *flat_tags(lua_State *L, int idx, const int64_t *rows, int64_t m, const char *what, int64_t **at,
+                          int64_t **nwords) {
+    luaL_checktype(L, idx, LUA_TTABLE);
+    *at = lua_newuserdata(L, (size_t)(m + 1) * sizeof **at);
+    *nwords = lua_newuserdata(L, (size_t)(m ? m : 1) * sizeof **nwords);
+    int64_t total = 0;
+    for (int64_t i = 0; i < m; i++) {
+        lua_rawgeti(L, idx, (int)(rows[i] + 1));
+        if (!lua_istable(L, -1)) pftl_errorf(L, "%s: the tags of row %lld are not a list", what, (long long)rows[i] + 1);
+        (*at)[i] = total, (*nwords)[i] = (int64_t)lua_objlen(L, -1);
+        total += (*nwords)[i];
+        lua_pop(L, 1);
+    }
+    int32_t *flat = lua_newuserdata(L, (size_t)(total ? total : 1) * sizeof *flat);
+    for (int64_t i = 0; i < m; i++) {
+        lua_rawgeti(L, idx, (int)(rows[i] + 1));
+        for (int64_t w = 0; w < (*nwords)[i]; w++) {
+            lua_rawgeti(L, -1, (int)(w + 1));
+            flat[(*at)[i] + w] = (int32_t)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    return flat;
+}
+
+/* enc:token_labels(rows, tags, t[, continuation]) -> Lua array of m * t loss labels (see encoded.h) */
+static int e_token_labels(lua_State *L) {
+    pft_encoded *e = check_encoded(L, 1);
+    lua_settop(L, 5); /* scratch goes above the arguments */
+    int64_t m, *at, *nwords;
+    int64_t *rows = check_rows(L, 2, e, "token_labels", &m);
+    int64_t t = pftl_check_int64(L, 4);
+    if (t < 1 || t * m > INT32_MAX) return luaL_error(L, "token_labels: batch width %d out of range", (int)t);
+    int32_t *flat = flat_tags(L, 3, rows, m, "token_labels", &at, &nwords);
+    int32_t *cont = NULL, k = 0;
+    if (!lua_isnoneornil(L, 5)) {
+        luaL_checktype(L, 5, LUA_TTABLE);
+        k = (int32_t)lua_objlen(L, 5);
+        cont = lua_newuserdata(L, (size_t)(k ? k : 1) * sizeof *cont);
+        for (int32_t c = 0; c < k; c++) {
+            lua_rawgeti(L, 5, c + 1);
+            cont[c] = (int32_t)lua_tointeger(L, -1);
+            lua_pop(L, 1);
+        }
+    }
+    int32_t *out = lua_newuserdata(L, (size_t)(m * t) * sizeof *out);
+    if (pft_encoded_token_labels(e, m, rows, t, flat, at, nwords, cont, k, out)) return pftl_core_error(L, e->ctx);
+    lua_createtable(L, (int)(m * t), 0);
+    for (int64_t i = 0; i < m * t; i++) {
+        lua_pushinteger(L, out[i]);
+        lua_rawseti(L, -2, (int)(i + 1));
+    }
+    return 1;
+}
+
+/* enc:word_argmax(rows, logits, tags) -> per row, the predicted tag id of each of its #tags[row] words
+ * (-1 for a word cut off); logits a pft.Tensor (m, t, k) of the gathered batch */
+static int e_word_argmax(lua_State *L) {
+    pft_encoded *e = check_encoded(L, 1);
+    lua_settop(L, 4);
+    int64_t m, *at, *nwords;
+    int64_t *rows = check_rows(L, 2, e, "word_argmax", &m);
+    pft_tensor *logits = pftl_check_tensor(L, 3);
+    if (logits->ndim != 3 || logits->shape[0] != m || !pft_tensor_is_contiguous(logits))
+        return luaL_error(L, "word_argmax: logits must be a contiguous (%d, t, k) tensor", (int)m);
+    int64_t t = logits->shape[1], k = logits->shape[2];
+    flat_tags(L, 4, rows, m, "word_argmax", &at, &nwords);
+    int64_t total = m ? at[m - 1] + nwords[m - 1] : 0;
+    int32_t *out = lua_newuserdata(L, (size_t)(total ? total : 1) * sizeof *out);
+    if (pft_encoded_word_argmax(e, m, rows, t, (int32_t)k, pft_tensor_data(logits), at, nwords, out))
+        return pftl_core_error(L, e->ctx);
+    lua_createtable(L, (int)m, 0);
+    for (int64_t i = 0; i < m; i++) {
+        lua_createtable(L, (int)nwords[i], 0);
+        for (int64_t w = 0; w < nwords[i]; w++) {
+            lua_pushinteger(L, out[at[i] + w]);
+            lua_rawseti(L, -2, (int)(w + 1));
+        }
+        lua_rawseti(L, -2, (int)(i + 1));
+    }
+    return 1;
+}
+
 /* --- the cache file -------------------------------------------------------------------------------- */
 
 static double field_number(lua_State *L, int idx, const char *k) {
@@ -276,6 +407,9 @@ static int l_load_encoded(lua_State *L) {
     key.source.size = (uint64_t)field_number(L, 2, "source_size");
     key.source.mtime = (int64_t)field_number(L, 2, "source_mtime");
     key.count = (uint64_t)field_number(L, 2, "count");
+    lua_getfield(L, 2, "words");
+    key.words = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     pftl_state *S = pftl_state_get(L);
     encoded_box *box = push_encoded(L, S);
     pft_encoded_miss why;
@@ -320,6 +454,7 @@ static int e_tostring(lua_State *L) {
 static const luaL_Reg encoded_methods[] = {
     {"count", e_count},   {"tokens", e_tokens},         {"lengths", e_lengths}, {"gather", e_gather},
     {"save", e_save},     {"max_length", e_max_length}, {"vocab_hash", e_vocab_hash},
+    {"words", e_words},   {"token_labels", e_token_labels}, {"word_argmax", e_word_argmax},
     {"free", e_free},     {NULL, NULL}};
 
 void pftl_register_data(lua_State *L, int module_idx) {

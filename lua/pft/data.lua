@@ -25,7 +25,7 @@ local DEFAULT_SPEC = { header = true, text = "sentence", label = "label" }
 local SPEC_KEYS = { path = true, format = true, header = true, text = true, text_pair = true, label = true, limit = true }
 local READ_KEYS = { task = true, labels = true, on_error = true, preprocess = true }
 local LOADER_KEYS = { batch_size = true, shuffle = true, bucket = true, seed = true, max_length = true, cache = true,
-  cache_dir = true, bucket_chunks = true }
+  cache_dir = true, bucket_chunks = true, label_all_tokens = true }
 local TASKS = { classification = true, regression = true, token_classification = true }
 local KEEP_LINES = 10 -- line numbers kept for skipped rows and rows with invalid UTF-8
 
@@ -683,22 +683,23 @@ end
 function D.encode(ds, tokenizer, opts)
   opts = opts or {}
   local max_length = opts.max_length or 128
-  if opts.cache == false then
-    return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length), { hit = false }
-  end
+  local words = ds.words ~= nil -- token classification: each token's word is kept (core/encoded.h)
+  local function encode() return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length, { words = words }) end
+  if opts.cache == false then return encode(), { hit = false } end
   local vocab = core.tokenizer_hash(tokenizer)
   local size, mtime = core.file_stat(ds.path)
-  if not size then return core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length), { hit = false, reason = mtime } end
+  if not size then return encode(), { hit = false, reason = mtime } end
   local sp = ds.spec or {}
-  local key = table.concat({ key_path(ds.path), tostring(sp.text), tostring(sp.text_pair), vocab, tostring(max_length) }, "\0")
+  local key = table.concat({ key_path(ds.path), tostring(sp.text), tostring(sp.text_pair), vocab, tostring(max_length),
+    words and "words" or nil }, "\0")
   local dir = opts.cache_dir or D.cache_dir()
   local base = ds.path:match("([^/]+)$"):gsub("[^%w%._-]", "_")
   local file = ("%s/%s-%s.enc"):format(dir, base, core.text_hash({ key }))
   local expect = { vocab_hash = vocab, max_length = max_length, source_size = size, source_mtime = mtime,
-    text_hash = core.text_hash(ds.texts, ds.pairs), count = ds.n }
+    text_hash = core.text_hash(ds.texts, ds.pairs), count = ds.n, words = words }
   local enc, why = core.load_encoded(file, expect)
   if enc then return enc, { hit = true, path = file } end
-  enc = core.encode_dataset(tokenizer, ds.texts, ds.pairs, max_length)
+  enc = encode()
   local info = { hit = false, path = file, reason = why }
   local ok, err = core.mkdir(dir)
   if ok then ok, err = enc:save(file, expect) end
@@ -734,7 +735,20 @@ function D.loader(ds, tokenizer, opts)
     ds = ds, enc = enc, cache = info, lengths = enc:lengths(), batch_size = bs, seed = seed,
     shuffle = opts.shuffle and true or false, bucket = opts.bucket and true or false,
     chunk = (opts.bucket_chunks or 50) * bs,
+    continuation = opts.label_all_tokens and ds.words and D.continuation_tags(ds.label_names) or nil,
   }, Loader)
+end
+
+-- D.continuation_tags(names) -> {[id + 1] = id}: the tag a word's later tokens get with label_all_tokens,
+-- its own except B-X -> I-X when the set has I-X (as transformers' token-classification example maps it).
+function D.continuation_tags(names)
+  local id, out = {}, {}
+  for i, n in ipairs(names) do id[n] = i - 1 end
+  for i, n in ipairs(names) do
+    local typ = n:match("^B%-(.+)$")
+    out[i] = typ and id["I-" .. typ] or i - 1
+  end
+  return out
 end
 
 function Loader:num_batches() return D.num_batches(self.ds.n, self.batch_size) end
@@ -787,7 +801,9 @@ end
 
 -- loader:epoch(e, start_batch) -> iterator over {batch = pft.Batch, labels = {...}, index = i, rows = {...}}
 -- for batches start_batch (default 1) .. num_batches of epoch e (any integer; the trainer counts from 0).
--- Each batch is padded to its longest row.
+-- Each batch is padded to its longest row. Token classification: labels has one entry per token position
+-- of the batch (rows x width), the word's tag at its first token and -100 elsewhere (label_all_tokens:
+-- D.continuation_tags at the other tokens).
 function Loader:epoch(e, start_batch)
   if type(e) ~= "number" or e ~= math.floor(e) or e < 0 then error("loader:epoch: epoch must be a non-negative integer", 2) end
   start_batch = start_batch or 1
@@ -800,12 +816,15 @@ function Loader:epoch(e, start_batch)
     i = i + 1
     local rows = plan[i]
     if not rows then return nil end
-    local lab
-    if labels then
+    local batch, lab = self.enc:gather(rows, 0), nil
+    if labels and self.ds.words then -- one loss label per token position, -100 where ignored
+      local _, t = batch:size()
+      lab = self.enc:token_labels(rows, labels, t, self.continuation)
+    elseif labels then
       lab = {}
       for k, r in ipairs(rows) do lab[k] = labels[r] end
     end
-    return { batch = self.enc:gather(rows, 0), labels = lab, index = i, rows = rows }
+    return { batch = batch, labels = lab, index = i, rows = rows }
   end
 end
 

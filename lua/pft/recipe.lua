@@ -667,11 +667,14 @@ end
 
 -- What data.dev and data.test take from data.train when the recipe does not set them: the columns and
 -- the header; and the format, when their own extension names none (CoNLL .txt files).
+-- A recipe that names its own training file gets no dev or test split by default: the schema's default
+-- splits are SST-2's, which belong only with SST-2's training data.
 local INHERITED_SPLIT_KEYS = { "text", "text_pair", "label", "header" }
 local function inherit_split_keys(data)
   local tr = type(data) == "table" and data.train
   if type(tr) ~= "table" then return end
   for _, k in ipairs({ "dev", "test" }) do
+    if data[k] == nil and tr.path ~= nil then data[k] = false end
     local s = data[k]
     if type(s) == "table" then
       for _, key in ipairs(INHERITED_SPLIT_KEYS) do if s[key] == nil then s[key] = tr[key] end end

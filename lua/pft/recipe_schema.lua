@@ -262,11 +262,12 @@ local SCHEMA = struct({
   { "task", struct({
       { "kind", enum({ "classification", "regression", "token_classification" }, "classification", "what the head predicts") },
       { "labels", list(str(nil, nil, { nonempty = true }), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true, unique = true }) },
+      { "label_all_tokens", bool(false, "token classification: a word's later tokens are labelled too (B-X as I-X), not ignored in the loss") },
     }, "the task and its head") },
   { "data", struct({
       { "train", split("${PFT_DATA}/sst2/train.tsv", "training split") },
-      { "dev", split("${PFT_DATA}/sst2/dev.tsv", "model-selection split (false or ~data.dev: none)", true) },
-      { "test", split("${PFT_DATA}/sst2/test.tsv", "final-evaluation split (false or ~data.test: none)", true) },
+      { "dev", split("${PFT_DATA}/sst2/dev.tsv", "model-selection split (false or ~data.dev: none; none by default when data.train.path is set)", true) },
+      { "test", split("${PFT_DATA}/sst2/test.tsv", "final-evaluation split (false or ~data.test: none; none by default when data.train.path is set)", true) },
       { "batch_size", num(32, "training batch size", { int = true, ge = 1 }) },
       { "eval_batch_size", num(64, "evaluation batch size", { int = true, ge = 1 }) },
       { "shuffle", bool(true, "shuffle the training data every epoch") },

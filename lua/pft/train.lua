@@ -143,19 +143,33 @@ T.write_status = Run.write_status
 
 -- Forward every batch of the loader in eval mode without a tape. Returns loss (mean per example),
 -- predictions, gold labels and the probabilities per row (classification).
+-- Token classification over a loader: per row, the predicted tag id of every word (-1 for a word cut
+-- off by max_length) and the gold tags.
+local function predict_words(bert, loader, item, logits, preds, gold)
+  local ds = loader.ds
+  local words = loader.enc:word_argmax(item.rows, logits, ds.labels or ds.words)
+  for k, r in ipairs(item.rows) do
+    preds[#preds + 1] = words[k]
+    gold[#gold + 1] = ds.labels and ds.labels[r] or nil
+  end
+end
+
 local function predict_loader(m, loader, regression, want_probs)
   local bert = m.bert or m
+  local tokens = loader.ds.words ~= nil
   local sum, n, preds, gold, probs = 0, 0, {}, {}, {}
   core.no_grad(function()
     for item in loader:epoch(0, 1) do
       local _, _, logits = bert:forward(item.batch)
-      local B = #item.labels
-      if item.labels[1] ~= nil then
+      local B = #item.rows
+      if item.labels and item.labels[1] ~= nil then
         local loss = bert:loss(logits, item.labels)
         sum, n = sum + loss:item() * B, n + B
         loss:free()
       end
-      if regression then
+      if tokens then
+        predict_words(bert, loader, item, logits, preds, gold)
+      elseif regression then
         local flat = logits:flat()
         for i = 1, B do preds[#preds + 1], gold[#gold + 1] = flat[i], item.labels[i] end
       else
@@ -176,10 +190,28 @@ local function predict_loader(m, loader, regression, want_probs)
   return n > 0 and sum / n or nil, preds, gold, probs
 end
 
+-- Tag ids -> tag names for seqeval-style scoring; a word without a prediction (cut off) is "O", so its
+-- entities count as missed. Returns the sequences and how many words were cut off.
+local function tag_names(seqs, names)
+  local out, cut = {}, 0
+  for i, s in ipairs(seqs) do
+    local t = {}
+    for j, id in ipairs(s) do
+      if id < 0 then cut = cut + 1 end
+      t[j] = id >= 0 and names[id + 1] or "O"
+    end
+    out[i] = t
+  end
+  return out, cut
+end
+
 local function compute_metrics(recipe, loss, preds, gold, label_names)
   local m
   if is_regression(recipe) then m = Mx.regression(preds, gold)
-  elseif recipe.task.kind == "token_classification" then m = {} -- token metrics: not yet (docs/training.md)
+  elseif recipe.task.kind == "token_classification" then
+    local p, cut = tag_names(preds, label_names)
+    m = Mx.token_classification(p, (tag_names(gold, label_names)))
+    m.words_cut = cut -- words beyond max_length: predicted O, their entities missed
   else m = Mx.classification(preds, gold, label_names) end
   m.loss = loss
   return m
@@ -195,7 +227,7 @@ end
 local function make_loader(ds, m, recipe, eval)
   return D.loader(ds, m.tokenizer, { batch_size = eval and recipe.data.eval_batch_size or recipe.data.batch_size,
     shuffle = not eval and recipe.data.shuffle, bucket = recipe.data.bucket, seed = recipe.train.seed,
-    max_length = recipe.model.max_length })
+    max_length = recipe.model.max_length, label_all_tokens = recipe.task.label_all_tokens })
 end
 
 -- T.prepare(recipe) -> { recipe, train_ds, dev_ds, labels, model, info, plan }: what `pft validate` prints
@@ -670,9 +702,59 @@ end
 -- standard output: {text, label, probs = {label = p}} (regression: {text, score}). A .tsv, .csv or
 -- .jsonl input is read by pft.data (its "sentence" column; a label column is ignored); any other file
 -- holds one text per line.
+-- T.predict for a token-classification model: the input's sentences (a .conll, .jsonl, .tsv or .csv
+-- file read as the run's data are, else one sentence per line split on whitespace), one JSON line each:
+-- {words, tags, tagged = "EU/B-ORG rejects/O ...", entities = {{type, start, end, text}}} (1-based word
+-- positions, end inclusive); a word cut off by max_length gets the tag "O".
+local function predict_tokens(m, recipe, input_path, out)
+  local words = {}
+  local fmt = input_path:match("%.(%w+)$")
+  if fmt and D.READERS[fmt:lower() == "ndjson" and "jsonl" or fmt:lower()] then
+    local spec = { path = input_path, label = false }
+    if recipe.data.train and fmt:lower() ~= "conll" then spec.text = recipe.data.train.text end
+    words = D.read(spec, { task = "token_classification" }).words
+  else
+    local f = io.open(input_path, "rb")
+    if not f then error("train: cannot open " .. input_path, 0) end
+    for line in f:lines() do
+      local w = {}
+      for x in line:gmatch("%S+") do w[#w + 1] = x end
+      if #w > 0 then words[#words + 1] = w end
+    end
+    f:close()
+  end
+  local texts = {}
+  for i, w in ipairs(words) do texts[i] = table.concat(w, " ") end
+  local ds = { n = #words, texts = texts, words = words }
+  local loader = D.loader(ds, m.tokenizer, { batch_size = recipe.data.eval_batch_size, max_length = recipe.model.max_length,
+    cache = false })
+  m.bert:train(false)
+  local _, preds = predict_loader(m, loader, false, false)
+  local tags = tag_names(preds, m.labels)
+  for i, w in ipairs(words) do
+    local tagged, ents = {}, {}
+    for j, x in ipairs(w) do tagged[j] = x .. "/" .. tags[i][j] end
+    for _, e in ipairs(Mx.entities(tags[i])) do
+      ents[#ents + 1] = { type = e[1], start = e[2], ["end"] = e[3], text = table.concat(w, " ", e[2], e[3]) }
+    end
+    for k, e in ipairs(ents) do ents[k] = cjson.encode(e) end -- an empty list must stay a JSON list
+    local head = cjson.encode({ words = w, tags = tags[i], tagged = table.concat(tagged, " ") })
+    out:write(head:sub(1, -2), ',"entities":[', table.concat(ents, ","), "]}\n")
+  end
+  return #words
+end
+
 function T.predict(src, input_path, out_path)
   local m, recipe, owned = open_model(src)
   recipe = recipe or default_recipe(m)
+  if m.head == "tokcls" then
+    local out = out_path and io.open(out_path, "wb") or io.stdout
+    if not out then error("train: cannot write " .. out_path, 2) end
+    local n = predict_tokens(m, recipe, input_path, out)
+    if out ~= io.stdout then out:close() end
+    close_model(m, owned)
+    return n
+  end
   local max_length = recipe.model.max_length
   local texts = {}
   if input_path:match("%.tsv$") or input_path:match("%.csv$") or input_path:match("%.jsonl$") then

@@ -180,13 +180,15 @@ static void test_store_errors(pft_ctx *ctx, pft_tokenizer *tok) {
 /* --- the cache file ------------------------------------------------------------------------------------ */
 
 static pft_encoded_key key_of(const pft_encoded *e, pft_encoded_source src) {
-    return (pft_encoded_key){.vocab_hash = e->vocab_hash, .max_length = e->max_length, .source = src, .count = (uint64_t)e->n};
+    return (pft_encoded_key){.vocab_hash = e->vocab_hash, .max_length = e->max_length, .source = src, .count = (uint64_t)e->n,
+                             .words = e->words != NULL};
 }
 
 static int stores_equal(const pft_encoded *x, const pft_encoded *y) {
     return x->n == y->n && x->ntok == y->ntok && x->max_length == y->max_length && x->pad_id == y->pad_id &&
            x->vocab_hash == y->vocab_hash && !memcmp(x->offsets, y->offsets, (size_t)(x->n + 1) * 8) &&
-           !memcmp(x->ids, y->ids, (size_t)x->ntok * 4) && !memcmp(x->type_ids, y->type_ids, (size_t)x->ntok);
+           !memcmp(x->ids, y->ids, (size_t)x->ntok * 4) && !memcmp(x->type_ids, y->type_ids, (size_t)x->ntok) &&
+           !x->words == !y->words && (!x->words || !memcmp(x->words, y->words, (size_t)x->ntok * 4));
 }
 
 /* The files the binding wrote before the move, as (size, FNV-1a 64 of the whole file). */
@@ -245,7 +247,7 @@ static void test_cache_round_trip(pft_ctx *ctx, pft_tokenizer *tok) {
     unsigned char *bytes = read_bytes(path, &n);
     pft_encoded_header h;
     memcpy(&h, bytes, sizeof h);
-    CHECK(!memcmp(h.magic, "PFTENC\0\0", 8) && h.version == 1 && h.zero == 0 && h.count == NTEXTS &&
+    CHECK(!memcmp(h.magic, "PFTENC\0\0", 8) && h.version == 1 && h.flags == 0 && h.count == NTEXTS &&
               h.ntok == (uint64_t)e->ntok && h.source_size == 99 && h.source_mtime == -5 && h.text_hash == src.text_hash &&
               h.checksum == pft_encoded_hash(PFT_ENCODED_HASH_START, bytes + 80, n - 80) &&
               n == 80 + (NTEXTS + 1) * 8 + (size_t)e->ntok * 5,
@@ -314,9 +316,14 @@ static void test_cache_rejects(pft_ctx *ctx, pft_tokenizer *tok) {
     memcpy(copy, bytes, n), copy[0] = 'X';
     write_bytes(bad, copy, n);
     expect_miss(ctx, bad, &key, PFT_ENCODED_CORRUPT, "corrupt: %s: bad header", "bad magic");
-    memcpy(copy, bytes, n), copy[12] = 1; /* the zero field */
+    memcpy(copy, bytes, n), copy[12] = 2; /* a flag no version knows */
     write_bytes(bad, copy, n);
-    expect_miss(ctx, bad, &key, PFT_ENCODED_CORRUPT, "corrupt: %s: bad header", "the zero field set");
+    expect_miss(ctx, bad, &key, PFT_ENCODED_CORRUPT, "corrupt: %s: bad header", "an unknown flag set");
+    memcpy(copy, bytes, n), copy[12] = 1; /* the words flag on a file without words */
+    write_bytes(bad, copy, n);
+    pft_encoded_key wkey = key;
+    wkey.words = true;
+    expect_miss(ctx, bad, &wkey, PFT_ENCODED_CORRUPT, "corrupt: %s: wrong size", "the words flag without the words");
     write_bytes(bad, bytes, 40);
     expect_miss(ctx, bad, &key, PFT_ENCODED_CORRUPT, "corrupt: %s: bad header", "a file shorter than a header");
     write_bytes(bad, bytes, n - 1);
@@ -421,6 +428,72 @@ static void remove_tree(const char *dir) {
     rmdir(dir);
 }
 
+/* Word tracking (token classification): each token's space-separated word, the loss labels at first
+ * pieces, word-level argmax, truncation, and the cache with words (flagged, stale without the flag). */
+static void test_words(pft_ctx *ctx, pft_tokenizer *tok) {
+    /* tiny vocab: [CLS] the film ##s , play ##ing fast [SEP] */
+    const char *t[] = {"the films , playing fast", "the films , playing fast"};
+    pft_encoded *e = pft_encoded_new(ctx, 16, false), *cut = pft_encoded_new(ctx, 5, false);
+    CHECK(e && cut && pft_encoded_track_words(e) == PFT_OK && pft_encoded_track_words(cut) == PFT_OK, "track words");
+    CHECK(pft_encoded_add(e, tok, 2, t, NULL, NULL, NULL) == PFT_OK && pft_encoded_add(cut, tok, 1, t, NULL, NULL, NULL) == PFT_OK,
+          "encode with words: %s", pft_ctx_error(ctx));
+    const int32_t want_words[] = {-1, 0, 1, 1, 2, 3, 3, 4, -1};
+    CHECK(e->n == 2 && pft_encoded_row_length(e, 0) == 9 && !memcmp(e->words, want_words, sizeof want_words),
+          "the word of each token");
+    CHECK(pft_encoded_track_words(e) == PFT_ERR_STATE, "word tracking only starts on an empty store");
+    const char *pair_a[] = {"a"}, *pair_b[] = {"b"};
+    pft_encoded *p = pft_encoded_new(ctx, 8, true);
+    CHECK(p && pft_encoded_track_words(p) == PFT_OK && pft_encoded_add(p, tok, 1, pair_a, NULL, pair_b, NULL) == PFT_ERR_ARG,
+          "word tracking refuses pairs");
+    pft_encoded_free(p);
+    /* labels: row 0 of a batch of width 10, tags 0..4 */
+    int32_t tags[] = {0, 1, 2, 3, 4, 4, 3, 2, 1, 0};
+    int64_t at[] = {0, 5}, nw[] = {5, 5}, rows[] = {0, 1};
+    int32_t out[20], cont[] = {0, 5, 6, 7, 8};
+    const int32_t want_first[] = {-100, 0, 1, -100, 2, 3, -100, 4, -100, -100, -100, 4, 3, -100, 2, 1, -100, 0, -100, -100};
+    CHECK(pft_encoded_token_labels(e, 2, rows, 10, tags, at, nw, NULL, 0, out) == PFT_OK && !memcmp(out, want_first, sizeof out),
+          "first pieces get the word's tag, the rest -100");
+    const int32_t want_all[] = {-100, 0, 1, 5, 2, 3, 7, 4, -100, -100};
+    CHECK(pft_encoded_token_labels(e, 1, rows, 10, tags, at, nw, cont, 5, out) == PFT_OK && !memcmp(out, want_all, sizeof want_all),
+          "label_all_tokens: later pieces get the continuation tag");
+    int64_t short_nw[] = {3};
+    CHECK(pft_encoded_token_labels(e, 1, rows, 10, tags, at, short_nw, NULL, 0, out) == PFT_ERR_ARG &&
+              strstr(pft_ctx_error(ctx), "has a token of word 3 but 3 tags"),
+          "fewer tags than words: %s", pft_ctx_error(ctx));
+    CHECK(pft_encoded_token_labels(e, 1, rows, 8, tags, at, nw, NULL, 0, out) == PFT_ERR_ARG, "a batch narrower than the row");
+    /* word argmax: the first piece's, ties to the first class; -1 past truncation */
+    float logits[10 * 3] = {0};
+    for (int j = 0; j < 10; j++) logits[j * 3 + (j % 3)] = 1.0f; /* token j votes class j % 3 */
+    int32_t words_out[5];
+    const int32_t want_pred[] = {1, 2, 1, 2, 1}; /* first pieces at tokens 1, 2, 4, 5, 7 */
+    CHECK(pft_encoded_word_argmax(e, 1, rows, 10, 3, logits, at, nw, words_out) == PFT_OK &&
+              !memcmp(words_out, want_pred, sizeof want_pred),
+          "word predictions from first pieces: %d %d %d %d %d", words_out[0], words_out[1], words_out[2], words_out[3], words_out[4]);
+    const int32_t want_cut[] = {1, 2, -1, -1, -1}; /* max_length 5: [CLS] the film ##s [SEP] */
+    CHECK(pft_encoded_word_argmax(cut, 1, rows, 5, 3, logits, at, nw, words_out) == PFT_OK && !memcmp(words_out, want_cut, sizeof want_cut),
+          "words cut off by max_length predict -1");
+    pft_encoded *plain = encode(ctx, tok, 16, 0);
+    CHECK(pft_encoded_token_labels(plain, 1, rows, 10, tags, at, nw, NULL, 0, out) == PFT_ERR_STATE, "a store without words refuses");
+    pft_encoded_free(plain);
+    /* the cache keeps the words, flagged; a key without words calls it stale */
+    pft_encoded_source src = {7, 8, pft_encoded_text_hash(2, t, NULL, NULL, NULL)};
+    const char *path = tpath("words.enc");
+    CHECK(pft_encoded_save(e, path, &src) == PFT_OK, "save with words");
+    pft_encoded_key key = key_of(e, src);
+    pft_encoded_miss why;
+    pft_encoded *back = pft_encoded_load(ctx, path, &key, &why);
+    CHECK(back && why == PFT_ENCODED_HIT && stores_equal(e, back), "words round-trip: %s", pft_ctx_error(ctx));
+    size_t n = 0;
+    unsigned char *bytes = read_bytes(path, &n);
+    pft_encoded_header h;
+    memcpy(&h, bytes, sizeof h);
+    CHECK(h.flags == PFT_ENCODED_WORDS && n == 80 + 3 * 8 + (size_t)e->ntok * 9, "flag and body size with words");
+    free(bytes);
+    key.words = false;
+    expect_miss(ctx, path, &key, PFT_ENCODED_STALE, "stale: %s: word indices, not asked for", "words not asked for");
+    pft_encoded_free(back), pft_encoded_free(e), pft_encoded_free(cut);
+}
+
 int main(void) {
     TEST_BEGIN("encoded");
     strcpy(tmpdir, "/tmp/pft_enc_XXXXXX");
@@ -439,6 +512,7 @@ int main(void) {
         test_cache_known_files(ctx, tok);
         test_cache_round_trip(ctx, tok);
         test_cache_rejects(ctx, tok);
+        test_words(ctx, tok);
     }
     test_permutation();
     pft_tokenizer_free(tok);

@@ -25,6 +25,24 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 static int starts_with(const char *s, const char *prefix) { return strncmp(s, prefix, strlen(prefix)) == 0; }
 
 /* A loaded store: its rows, a gather of all of them, and a save that reproduces the file. */
+/* A store with words (whatever the file put there): token labels and word argmax over every row, with
+ * as many tags as the row's largest word index says (when that is small), stay in bounds. */
+static void check_word_calls(const pft_encoded *e, const int64_t *rows, int64_t t) {
+    int64_t *at = malloc((size_t)(e->n + 1) * sizeof *at), *nw = malloc((size_t)e->n * sizeof *nw), total = 0;
+    FUZZ_CHECK(at && nw, "malloc");
+    for (int64_t i = 0; i < e->n; i++) {
+        int32_t most = -1;
+        for (uint64_t j = e->offsets[i]; j < e->offsets[i + 1]; j++) most = e->words[j] > most ? e->words[j] : most;
+        at[i] = total, nw[i] = most < 4096 ? most + 1 : 0, total += nw[i];
+    }
+    int32_t *tags = calloc((size_t)total + 1, sizeof *tags), *labels = malloc((size_t)(e->n * (t ? t : 1)) * sizeof *labels);
+    float *logits = calloc((size_t)(e->n * (t ? t : 1)) * 2, sizeof *logits);
+    FUZZ_CHECK(tags && labels && logits, "malloc");
+    pft_encoded_token_labels(e, e->n, rows, t ? t : 1, tags, at, nw, NULL, 0, labels); /* may refuse: a word past nw */
+    pft_encoded_word_argmax(e, e->n, rows, t ? t : 1, 2, logits, at, nw, tags);
+    free(at), free(nw), free(tags), free(labels), free(logits);
+}
+
 static void check_store(const pft_encoded *e, const pft_encoded_key *key, const uint8_t *file, size_t n, int pad_extra,
                         const char *copy) {
     FUZZ_CHECK(e->n >= 0 && (uint64_t)e->n == key->count, "%lld rows, key count %llu", (long long)e->n,
@@ -48,6 +66,7 @@ static void check_store(const pft_encoded *e, const pft_encoded_key *key, const 
         for (int64_t i = 0; i < e->n; i++)
             FUZZ_CHECK(b.lengths[i] == pft_encoded_row_length(e, i), "gathered row %lld: %d tokens", (long long)i, b.lengths[i]);
         pft_batch_free(&b);
+        if (e->words) check_word_calls(e, rows, longest);
         free(rows);
     }
     FUZZ_CHECK(pft_encoded_save(e, copy, &key->source) == PFT_OK, "save: %s", pft_ctx_error(ctx));
@@ -90,7 +109,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         pft_encoded_header h;
         memcpy(&h, file, sizeof h);
         key = (pft_encoded_key){.vocab_hash = h.vocab_hash, .max_length = h.max_length,
-                                .source = {h.source_size, h.source_mtime, h.text_hash}, .count = h.count};
+                                .source = {h.source_size, h.source_mtime, h.text_hash}, .count = h.count,
+                                .words = (h.flags & PFT_ENCODED_WORDS) != 0};
     }
     pft_encoded_miss why = PFT_ENCODED_HIT;
     pft_encoded *e = pft_encoded_load(ctx, path, &key, &why);

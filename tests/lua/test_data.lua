@@ -208,6 +208,43 @@ function T.token_rows_need_a_tag_per_word()
   rmdir(d)
 end
 
+-- Token labels as transformers' token-classification example aligns them (tests/gen_ner_fixtures.py:
+-- BertTokenizerFast, is_split_into_words, truncation at 128 and 16): the same ids, the word's tag at its
+-- first piece and -100 elsewhere; with label_all_tokens the later pieces get the tag, B-X as I-X.
+function T.token_labels_match_transformers()
+  local f = assert(io.open(TEST_ROOT .. "/tests/fixtures/ner/alignment.json"))
+  local fx = require("cjson").decode(f:read("*a"))
+  f:close()
+  local tok = pft.tokenizer_load(TEST_ROOT .. "/models/all-MiniLM-L6-v2")
+  local ds = D.read({ path = TEST_ROOT .. "/../shared/data/conll2003/train.txt", format = "conll", limit = 300 },
+    { task = "token_classification" })
+  same_list(ds.label_names, fx.tags, "tag order")
+  local rows = {}
+  for i = 1, ds.n do rows[i] = i end
+  for _, c in ipairs(fx.cases) do
+    for _, all in ipairs({ false, true }) do
+      local L = D.loader(ds, tok, { batch_size = ds.n, max_length = c.max_length, cache = false, label_all_tokens = all })
+      local item = L:epoch(0)()
+      local ids, lengths = item.batch:ids(), item.batch:lengths()
+      local _, t = item.batch:size()
+      local bad = 0
+      for i, want in ipairs(c.rows) do
+        local wl = all and want.labels_all or want.labels
+        if lengths[i] ~= #want.ids then bad = bad + 1 end
+        for j = 1, #want.ids do
+          if ids[i][j] ~= want.ids[j] or item.labels[(i - 1) * t + j] ~= wl[j] then bad = bad + 1 end
+        end
+        for j = #want.ids + 1, t do if item.labels[(i - 1) * t + j] ~= -100 then bad = bad + 1 end end
+      end
+      check.eq(bad, 0, ("max_length %d%s: positions that differ from transformers"):format(c.max_length,
+        all and ", label_all_tokens" or ""))
+      item.batch:free()
+      L.enc:free()
+    end
+  end
+  tok:free()
+end
+
 function T.limit_and_preprocess()
   local ds = D.read({ path = FIX .. "small.tsv", limit = 2 }, { preprocess = function(s) return s:upper() end })
   same_list(ds.texts, { "IT 'S A CHARMING JOURNEY . ", "UNFUNNY AND DULL " }, "first two rows, preprocessed")

@@ -418,6 +418,62 @@ return {
   rm(d)
 end
 
+-- Token classification end to end on the tiny NER fixture (tiny_tokcls, 5 tags): trains with f1 as the
+-- default best metric, logs entity metrics, predicts words with tags and spans, exports a
+-- BertForTokenClassification with the tag names (tests/lua/test_bert.lua checks that transformers loads
+-- such an export).
+function Tst.token_classification_trains_end_to_end()
+  local d = tmpdir("ner")
+  local path = d .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(([[
+return {
+  model = { name = "%s/tests/fixtures/bert/tiny_tokcls", max_length = 16 },
+  task = { kind = "token_classification", labels = { "O", "B-PER", "I-PER", "B-LOC", "I-LOC" } },
+  data = {
+    train = { path = "%s/tests/fixtures/train/tiny_ner.conll", format = "conll" },
+    dev = { path = "%s/tests/fixtures/train/tiny_ner_dev.conll" },
+    batch_size = 8,
+  },
+  optim = { lr = 3e-3 },
+  train = { epochs = 6, eval_every = 6 },
+  output = { dir = "%s" },
+}
+]]):format(ROOT, ROOT, ROOT, d))
+  f:close()
+  local r = require("pft.recipe").load(path)
+  os.remove(path)
+  check.eq(r.train.best_metric, "f1", "entity f1 picks the best model by default")
+  check.eq(r.data.dev.format, "conll", "dev takes train's format (its .conll extension says so too)")
+  local s = T.run(r, { quiet = true })
+  check.eq(s.status, "done", "status")
+  local cjson = require "cjson"
+  local dev
+  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
+    local rec = cjson.decode(l)
+    if rec.split == "dev" then dev = rec.metrics end
+  end
+  for _, k in ipairs({ "f1", "precision", "recall", "token_accuracy", "loss" }) do
+    check.eq(type(dev[k]), "number", "dev " .. k)
+  end
+  print(("  token classification: dev f1 %.3f, token accuracy %.3f after %d steps"):format(dev.f1, dev.token_accuracy, s.steps))
+  check.truthy(dev.f1 > 0.5, ("entities are learnt (dev f1 %.3f)"):format(dev.f1))
+  local inp = d .. "/in.txt"
+  local fh = assert(io.open(inp, "wb"))
+  fh:write("the actor charming is good\nno one\n")
+  fh:close()
+  check.eq(T.predict(d, inp, d .. "/p.jsonl"), 2, "two sentences")
+  local p = cjson.decode(lines(d .. "/p.jsonl")[1])
+  check.eq(#p.tags, 5, "a tag per word")
+  check.eq(p.tagged:match("^the/%S+ actor/"), "the/" .. p.tags[1] .. " actor/", "word/TAG text")
+  check.eq(type(p.entities), "table", "entity spans")
+  check.truthy(lines(d .. "/p.jsonl")[2]:find('"entities":[', 1, true), "spans are a JSON list, also when empty")
+  local cfg = cjson.decode(read(d .. "/best/config.json"))
+  check.eq(cfg.architectures[1], "BertForTokenClassification", "exported architecture")
+  check.eq(cfg.id2label["1"], "B-PER", "exported tag names")
+  rm(d)
+end
+
 -- Interrupted after step 3 (as Ctrl-C would), resumed: the same metrics.jsonl and bit-identical weights
 -- as one uninterrupted run (dropout on, shuffled data, linear warm-up and decay).
 function Tst.resume_is_equivalent_to_an_uninterrupted_run()
