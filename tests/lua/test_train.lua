@@ -468,6 +468,16 @@ return {
   check.eq(p.tagged:match("^the/%S+ actor/"), "the/" .. p.tags[1] .. " actor/", "word/TAG text")
   check.eq(type(p.entities), "table", "entity spans")
   check.truthy(lines(d .. "/p.jsonl")[2]:find('"entities":[', 1, true), "spans are a JSON list, also when empty")
+  -- a sentence longer than max_length (16 tokens): its cut-off words are counted and their entity missed
+  local long = d .. "/long.conll"
+  fh = assert(io.open(long, "wb"))
+  for _ = 1, 18 do fh:write("the O 0\n") end
+  fh:write("actor B-PER 0\n\nshe B-PER 0\n")
+  fh:close()
+  local mx = T.evaluate(d, { path = long, format = "conll" })
+  check.eq(mx.words_cut, 5, "words beyond max_length 16 ([CLS] + 14 words + [SEP]) counted")
+  check.eq(mx.per_type.PER.support, 2, "both entities are scored")
+  check.truthy(mx.recall <= 0.5, "the cut-off entity counts as missed (recall " .. mx.recall .. ")")
   local cfg = cjson.decode(read(d .. "/best/config.json"))
   check.eq(cfg.architectures[1], "BertForTokenClassification", "exported architecture")
   check.eq(cfg.id2label["1"], "B-PER", "exported tag names")
