@@ -337,6 +337,10 @@ local function read_args(spec, opts)
   if limit ~= nil and (type(limit) ~= "number" or limit < 1 or limit ~= math.floor(limit)) then
     error(("data.read: %s: limit must be a positive integer"):format(spec.path), 3)
   end
+  if task == "token_classification" and spec.text_pair ~= nil then
+    error(("data.read: %s: token classification reads one text column (the words); text_pair does not apply"):format(
+      spec.path), 3)
+  end
   local columns = { text = spec.text or DEFAULT_SPEC.text, pair = spec.text_pair, label = label_col }
   local fixed = D.READERS[fmt].columns
   if fixed then -- token lines: columns are positions; the defaults of other formats ("sentence") mean these
@@ -347,9 +351,6 @@ local function read_args(spec, opts)
           D.READERS[fmt].title, key, tostring(v)), 4)
       end
       return v
-    end
-    if spec.text_pair ~= nil then
-      error(("data.read: %s: a %s split has no text pairs"):format(spec.path, D.READERS[fmt].title), 3)
     end
     columns = { text = col(spec.text, fixed.text, "text"), label = label_col and col(label_col, fixed.label, "label") }
     if task ~= "token_classification" then

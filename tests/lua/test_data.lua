@@ -193,6 +193,8 @@ function T.conll_reader()
   end, "ner_unseen.conll:4: tag 'B-XYZ' (word 1) was not seen in training")
   check.raises(function() D.read({ path = FIX .. "ner4.conll", format = "conll" }) end,
     "CoNLL files hold tagged tokens: task.kind must be token_classification")
+  check.raises(function() D.read({ path = FIX .. "tokcls.jsonl", text = "tokens", text_pair = "tokens", label = "tags" },
+    { task = "token_classification" }) end, "token classification reads one text column (the words)")
   check.raises(function() D.read({ path = FIX .. "ner4.conll", format = "conll", text = "word" }, { task = "token_classification" }) end,
     "a CoNLL split's text is a column number (1-based), got 'word'")
 end
