@@ -115,7 +115,7 @@ test: all test-bin asan fuzz-build
 
 # a fresh Debian machine: packages, build (safe to run twice: apt runs only when something is missing)
 DEB_PACKAGES = build-essential pkg-config luajit libluajit-5.1-dev libopenblas-dev libutf8proc-dev \
-               libcjson-dev luarocks lua-cjson unzip python3-pip clang libclang-rt-14-dev
+               libcjson-dev luarocks lua-cjson unzip python3-pip clang libclang-rt-14-dev gnuplot-nox
 setup:
 	@if dpkg -s $(DEB_PACKAGES) >/dev/null 2>&1; then echo "setup: Debian packages present"; else \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \

@@ -76,6 +76,9 @@ local function parse_args(cmd, args)
       pos[#pos + 1] = a
     elseif cmd.overrides then
       overrides[#overrides + 1] = a
+    elseif cmd.rest then -- more of the last positional argument (compare RUN RUN ...)
+      out.extra = out.extra or {}
+      out.extra[#out.extra + 1] = a
     else
       usage(("%s: unexpected argument '%s'"):format(cmd.name, a))
     end
@@ -272,6 +275,67 @@ command("export", {
     local which = a.options.final and "final" or a.options.best and "best" or nil
     local _, sub = require("pft.train").export(a.RUN, a.DEST, which)
     print(("exported the %s model of %s (%s/) to %s"):format(sub == "best" and "best" or "final", a.RUN, sub, a.DEST))
+  end,
+})
+
+command("sweep", {
+  usage = "pft sweep SWEEP_FILE | RECIPE [key=v1,v2,... ...] [--dir DIR] [--shard i/n]",
+  summary = "train every combination of a grid of settings and seeds",
+  help = [[Trains one run per cell of a sweep into one sweep directory. SWEEP_FILE is a sweep file (a table
+with base, grid, seeds, variants, set: lua/pft/sweep.lua), or give a RECIPE with overrides, where a comma
+list (train.seed=1,2,3) is a grid axis. Every cell is resolved and checked before anything runs. The
+directory (--dir, default sweeps/<name>-<hash>) gets a run directory per cell, sweep.json and
+sweep.jsonl (a line per finished cell). Running the same command again skips finished cells and
+resumes an interrupted one. --shard i/n (0 <= i < n) runs cells i, i+n, ... (MPI: the rank is read from
+OMPI_COMM_WORLD_RANK or PMI_RANK). Then: pft compare DIR.]],
+  args = { "SWEEP" }, overrides = true, options = { dir = true, shard = true },
+  run = function(a)
+    local Sw = require "pft.sweep"
+    local spec
+    if Sw.is_sweep_file(a.SWEEP) then
+      spec = Sw.load(a.SWEEP)
+      if #a.overrides > 0 then
+        local extra = Sw.from_args(spec.base, a.overrides)
+        for k, v in pairs(extra.grid) do spec.grid[k] = v end
+        for _, o in ipairs(extra.set) do spec.set[#spec.set + 1] = o end
+      end
+    else
+      spec = Sw.from_args(a.SWEEP, a.overrides)
+    end
+    local shard = Sw.shard(a.options.shard)
+    local cells = Sw.cells(spec)
+    return Sw.run(spec, cells, { dir = a.options.dir, shard = shard })
+  end,
+})
+
+command("compare", {
+  usage = "pft compare SWEEP_DIR | RUN_DIR ... [--format text|md|csv|json] [--metric NAME] [--charts DIR]",
+  summary = "compare runs: a table, the settings that differ, charts",
+  help = [[One row per setting (seeds averaged: mean ± standard deviation) of a sweep directory or of the
+run directories given: the varied settings, best dev and test metric (--metric, default the runs'
+best_metric), trainable parameters, optimizer memory, wall time, tokens/s; best first, marked *. Two
+runs: also the settings that differ. --charts DIR writes PNG and SVG charts with gnuplot (metric vs
+trainable parameters, vs wall time, learning curves); default DIR/charts for a sweep.]],
+  args = { "RUNS" }, rest = true, options = { format = true, metric = true, charts = true },
+  run = function(a)
+    local C = require "pft.compare"
+    local paths = { a.RUNS }
+    for _, p in ipairs(a.extra or {}) do paths[#paths + 1] = p end
+    local runs = C.collect(paths)
+    local t = C.table(runs, { metric = a.options.metric })
+    io.write(C.format(t, a.options.format or "text"))
+    if #runs == 2 and (a.options.format or "text") == "text" then
+      local d = C.diff(runs[1], runs[2])
+      print(("\nsettings that differ (%s vs %s):"):format(runs[1].dir, runs[2].dir))
+      for _, x in ipairs(d) do print(("  %s: %s vs %s"):format(x[1], x[2], x[3])) end
+      if #d == 0 then print("  none") end
+    end
+    local sweep_dir = #paths == 1 and fs.exists(paths[1] .. "/sweep.json") and paths[1] or nil
+    local out = a.options.charts or (sweep_dir and sweep_dir .. "/charts")
+    if out and (a.options.format or "text") == "text" then
+      local files, why = C.charts(runs, t, out)
+      print(files and ("\ncharts: " .. table.concat(files, " ")) or ("\n" .. why))
+    end
   end,
 })
 

@@ -268,7 +268,7 @@ function Trainer.new(prep, run_dir, opts)
     run_dir = run_dir, model = m, bert = m.bert, info = prep.info, plan = prep.plan, sched = prep.plan.sched,
     labels = prep.labels, train_ds = prep.train_ds, wall0 = core.clock(), status = "done",
     step = 0, epoch = 0, history = {}, bad_evals = 0, prev_trainable = {}, prev_log = nil, ever = {},
-    elapsed_before = 0, trainable_numel = 0, loss_sum = 0, loss_n = 0 }, Trainer)
+    elapsed_before = 0, trainable_numel = 0, loss_sum = 0, loss_n = 0, tokens = 0 }, Trainer)
   local sizes = prep.plan.sizes
   self.total_steps, self.steps_per_epoch, self.epochs = sizes.total_steps, sizes.steps_per_epoch, sizes.epochs
   self.best = { metric = self.tr.best_metric }
@@ -505,6 +505,7 @@ function Trainer:train_loop()
       self:optimizer_step()
       if self.opts.on_step then self.opts.on_step(self.step, { model = self.model, optimizer = self.opt, groups = self.groups }) end
       self.progress:update({ step = self.step, epoch = self.epoch, loss = loss, lr = self.base_lr, tokens = tokens })
+      self.tokens = self.tokens + tokens
       self:log_train_loss(loss)
       local stop = self:after_step(epoch_end_step)
       if stop then self.status = stop; return end
@@ -586,8 +587,21 @@ function Trainer:finish()
     Progress.fmt_time(s.wall_s), Progress.fmt_time(s.train_wall_s),
     best.value and (", best %s %.4f at step %d"):format(best.metric, best.value, best.step) or "",
     self.trainable_numel, s.model_dir, best.value and (", best model in " .. self.run_dir .. "/best") or ""))
+  self:write_summary(s)
   Run.write_status(self.run_dir, self.status)
   return s
+end
+
+-- RUN_DIR/summary.json (atomic): how the run ended and its numbers, what `pft compare` and `pft sweep` read.
+-- tokens and tokens_per_s count the training tokens of this process (a resumed run: since the resume).
+function Trainer:write_summary(s)
+  local t = s.train_wall_s or 0
+  local best = self.best.value and { metric = self.best.metric, value = self.best.value, step = self.best.step } or nil
+  fs.write_atomic(self.run_dir .. "/summary.json", cjson.encode({ status = s.status, steps = self.step,
+    total_steps = self.total_steps, best = best, test = s.test and json_safe(s.test) or nil,
+    trainable_params = self.trainable_numel, total_params = self.plan.total_params, wall_s = s.wall_s,
+    train_wall_s = t, tokens = self.tokens, tokens_per_s = t > 0 and self.tokens / t or nil,
+    optimizer_bytes = self.sched:optimizer_bytes(self.trainable_numel) }) .. "\n", "train")
 end
 
 -- Runs the loop with Ctrl-C watched, then ends the run the way it stopped.
