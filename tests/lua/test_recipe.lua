@@ -164,12 +164,12 @@ end
 function T.every_shipped_recipe_loads()
   local n = 0
   for _, name in ipairs({ "sst2", "sst2-head", "sst2-top2", "sst2-gradual", "sst2-bitfit", "sst2-full", "sst2-llrd", "sst2-chainthaw",
-    "conll2003", "conll2003-top2" }) do
+    "conll2003", "conll2003-top2", "bert-frozen" }) do
     local r = R.load(name)
     check.eq(r.name, name, "name")
     n = n + 1
   end
-  check.eq(n, 10, "recipes")
+  check.eq(n, 11, "recipes")
   local ner = R.load("conll2003")
   check.eq(ner.data.dev.format, "conll", "conll2003: dev takes train's format (a .txt file)")
   check.eq(ner.train.best_metric, "f1", "conll2003: selected by entity f1")
