@@ -65,6 +65,27 @@ local function same(a, b)
   return true
 end
 
+-- A recipe written as a user would (a file, resolved by pft.recipe): text's %s are ROOT, ROOT, ROOT, dir
+local function recipe_from_text(dir, text)
+  local path = dir .. ".lua"
+  local f = assert(io.open(path, "w"))
+  f:write(text:format(ROOT, ROOT, ROOT, dir))
+  f:close()
+  local r = require("pft.recipe").load(path)
+  os.remove(path)
+  return r
+end
+
+-- The metrics of a run's last dev evaluation (metrics.jsonl)
+local function last_dev(dir)
+  local cjson, dev = require "cjson", nil
+  for _, l in ipairs(lines(dir .. "/metrics.jsonl")) do
+    local rec = cjson.decode(l)
+    if rec.split == "dev" then dev = rec.metrics end
+  end
+  return dev
+end
+
 local Tst = {}
 
 function Tst.lr_schedules_at_given_steps()
@@ -380,9 +401,7 @@ end
 -- default, the dev metrics are regression's, and the export says problem_type "regression".
 function Tst.regression_recipe_trains_end_to_end()
   local d = tmpdir("regression")
-  local path = d .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(([[
+  local r = recipe_from_text(d, [[
 return {
   model = { name = "%s/tests/fixtures/bert/tiny_regression", max_length = 16 },
   task = { kind = "regression" },
@@ -395,20 +414,13 @@ return {
   train = { epochs = 8, eval_every = 5 },
   output = { dir = "%s" },
 }
-]]):format(ROOT, ROOT, ROOT, d))
-  f:close()
-  local r = require("pft.recipe").load(path)
-  os.remove(path)
+]])
   check.eq(r.train.best_metric, "pearson", "the default best metric of regression")
   local s = T.run(r, { quiet = true })
   check.eq(s.status, "done", "status")
   check.eq(s.best.metric, "pearson", "selected by pearson")
   local cjson = require "cjson"
-  local dev
-  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
-    local rec = cjson.decode(l)
-    if rec.split == "dev" then dev = rec.metrics end
-  end
+  local dev = last_dev(d)
   check.truthy(dev and type(dev.pearson) == "number" and type(dev.mse) == "number", "dev pearson and mse logged")
   print(("  regression: dev pearson %.3f after %d steps"):format(dev.pearson, s.steps))
   check.truthy(dev.pearson > 0.5, ("the scores are learnt (dev pearson %.3f)"):format(dev and dev.pearson or 0))
@@ -424,9 +436,7 @@ end
 -- such an export).
 function Tst.token_classification_trains_end_to_end()
   local d = tmpdir("ner")
-  local path = d .. ".lua"
-  local f = assert(io.open(path, "w"))
-  f:write(([[
+  local r = recipe_from_text(d, [[
 return {
   model = { name = "%s/tests/fixtures/bert/tiny_tokcls", max_length = 16 },
   task = { kind = "token_classification", labels = { "O", "B-PER", "I-PER", "B-LOC", "I-LOC" } },
@@ -439,20 +449,13 @@ return {
   train = { epochs = 6, eval_every = 6 },
   output = { dir = "%s" },
 }
-]]):format(ROOT, ROOT, ROOT, d))
-  f:close()
-  local r = require("pft.recipe").load(path)
-  os.remove(path)
+]])
   check.eq(r.train.best_metric, "f1", "entity f1 picks the best model by default")
   check.eq(r.data.dev.format, "conll", "dev takes train's format (its .conll extension says so too)")
   local s = T.run(r, { quiet = true })
   check.eq(s.status, "done", "status")
   local cjson = require "cjson"
-  local dev
-  for _, l in ipairs(lines(d .. "/metrics.jsonl")) do
-    local rec = cjson.decode(l)
-    if rec.split == "dev" then dev = rec.metrics end
-  end
+  local dev = last_dev(d)
   for _, k in ipairs({ "f1", "precision", "recall", "token_accuracy", "loss" }) do
     check.eq(type(dev[k]), "number", "dev " .. k)
   end
