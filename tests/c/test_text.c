@@ -411,6 +411,28 @@ static size_t unescape(const char *s, char *out) {
 
 typedef struct tcase { char *a, *b; size_t na, nb; } tcase;
 
+/* The cases of tricky.txt (text, or text TAB pair, escapes decoded; # lines skipped) from its bytes in
+ * buf, which the lines (returned in *lines, for the caller to free) point into. */
+static tcase *tricky_cases(char *buf, char ***lines, size_t *nc) {
+    size_t nl = split_lines(buf, strlen(buf), lines);
+    tcase *cases = calloc(nl, sizeof *cases);
+    *nc = 0;
+    for (size_t i = 0; i < nl; i++) {
+        char *line = (*lines)[i];
+        if (line[0] == '#') continue;
+        char *tab = strchr(line, '\t');
+        if (tab) *tab = '\0';
+        cases[*nc].a = malloc(strlen(line) + 1);
+        cases[*nc].na = unescape(line, cases[*nc].a);
+        if (tab) {
+            cases[*nc].b = malloc(strlen(tab + 1) + 1);
+            cases[*nc].nb = unescape(tab + 1, cases[*nc].b);
+        }
+        (*nc)++;
+    }
+    return cases;
+}
+
 static void tricky(pft_tokenizer *t) {
     size_t n;
     char *buf = slurp(FIX "/tricky.txt", &n);
@@ -418,21 +440,8 @@ static void tricky(pft_tokenizer *t) {
     check(buf && exp, "read " FIX "/tricky.txt and tricky_expected.txt");
     if (!buf || !exp) { free(buf); free(exp); return; }
     char **lines;
-    size_t nl = split_lines(buf, strlen(buf), &lines);
-    tcase *cases = calloc(nl, sizeof *cases);
-    size_t nc = 0;
-    for (size_t i = 0; i < nl; i++) {
-        if (lines[i][0] == '#') continue;
-        char *tab = strchr(lines[i], '\t');
-        if (tab) *tab = '\0';
-        cases[nc].a = malloc(strlen(lines[i]) + 1);
-        cases[nc].na = unescape(lines[i], cases[nc].a);
-        if (tab) {
-            cases[nc].b = malloc(strlen(tab + 1) + 1);
-            cases[nc].nb = unescape(tab + 1, cases[nc].b);
-        }
-        nc++;
-    }
+    size_t nc;
+    tcase *cases = tricky_cases(buf, &lines, &nc);
     char **el;
     size_t ne = split_lines(exp, n, &el);
     pft_tokenizer_config base = pft_tokenizer_get_config(t);
@@ -607,21 +616,8 @@ static void offsets_fixture(pft_ctx *ctx, pft_tokenizer *t) {
     check(fx && tb, "read " FIX "/offsets.txt and tricky.txt");
     if (!fx || !tb) { free(fx); free(tb); return; }
     char **lines;
-    size_t nl = split_lines(tb, strlen(tb), &lines);
-    tcase *cases = calloc(nl, sizeof *cases);
-    size_t nc = 0;
-    for (size_t i = 0; i < nl; i++) {
-        if (lines[i][0] == '#') continue;
-        char *tab = strchr(lines[i], '\t');
-        if (tab) *tab = '\0';
-        cases[nc].a = malloc(strlen(lines[i]) + 1);
-        cases[nc].na = unescape(lines[i], cases[nc].a);
-        if (tab) {
-            cases[nc].b = malloc(strlen(tab + 1) + 1);
-            cases[nc].nb = unescape(tab + 1, cases[nc].b);
-        }
-        nc++;
-    }
+    size_t nc;
+    tcase *cases = tricky_cases(tb, &lines, &nc);
     char **l;
     size_t nfx = split_lines(fx, strlen(fx), &l);
     split train;
