@@ -420,95 +420,187 @@ static bool use_packing(const pft_bert *m, const pft_bert_batch *in) {
     return any_pad;
 }
 
-pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_output *out) {
-    pft_ctx *ctx = m->ctx;
+/* A forward's token layout and the per-token arrays it needs (one allocation). */
+typedef struct tokens {
+    void *mem;
+    float *mask;                  /* [BT] additive */
+    int32_t *ids, *types, *pos, *rows; /* [N]: packed order; rows = each token's index in [B, T] */
+    int64_t *lens;                /* [B] real tokens per sequence */
+    bool packed;
+    layout lay;
+} tokens;
+
+static pft_status check_batch(pft_bert *m, const pft_bert_batch *in) {
     const pft_bert_config *c = &m->cfg;
-    memset(out, 0, sizeof *out);
     if (in->B < 1 || in->T < 1)
-        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "bert: empty batch [%lld, %lld]", (long long)in->B, (long long)in->T);
+        return pft_ctx_seterr(m->ctx, PFT_ERR_SHAPE, "bert: empty batch [%lld, %lld]", (long long)in->B, (long long)in->T);
     if (in->T > c->max_position_embeddings)
-        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "bert: %lld tokens exceed max_position_embeddings %d", (long long)in->T,
+        return pft_ctx_seterr(m->ctx, PFT_ERR_SHAPE, "bert: %lld tokens exceed max_position_embeddings %d", (long long)in->T,
                               c->max_position_embeddings);
     if (in->token_type_ids)
         for (int64_t i = 0; i < in->B * in->T; i++)
             if (in->token_type_ids[i] < 0 || in->token_type_ids[i] >= c->type_vocab_size)
-                return pft_ctx_seterr(ctx, PFT_ERR_ARG, "bert: token_type_ids[%lld] = %d is outside [0, %d)", (long long)i,
+                return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "bert: token_type_ids[%lld] = %d is outside [0, %d)", (long long)i,
                                       in->token_type_ids[i], c->type_vocab_size);
-    const int64_t B = in->B, T = in->T, BT = B * T, C = c->hidden_size;
-    const bool packed = use_packing(m, in);
-    /* one allocation: mask [BT] floats; ids, types, positions, rows [BT] int32 each; lens [B] int64 */
-    void *mem = malloc(sizeof(float) * (size_t)BT + 4 * sizeof(int32_t) * (size_t)BT + sizeof(int64_t) * (size_t)(B + 1));
-    if (!mem) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "bert: out of memory");
-    float *mask = mem;
-    int32_t *ids = (int32_t *)(mask + BT), *types = ids + BT, *pos = types + BT, *rows = pos + BT;
-    int64_t *lens = (int64_t *)(void *)(rows + BT), N = 0;
+    return PFT_OK;
+}
+
+static pft_status tokens_make(pft_bert *m, const pft_bert_batch *in, tokens *tk) {
+    const int64_t B = in->B, T = in->T, BT = B * T;
+    memset(tk, 0, sizeof *tk);
+    tk->packed = use_packing(m, in);
+    tk->mem = malloc(sizeof(float) * (size_t)BT + 4 * sizeof(int32_t) * (size_t)BT + sizeof(int64_t) * (size_t)(B + 1));
+    if (!tk->mem) return pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "bert: out of memory");
+    tk->mask = tk->mem;
+    tk->ids = (int32_t *)(tk->mask + BT), tk->types = tk->ids + BT, tk->pos = tk->types + BT, tk->rows = tk->pos + BT;
+    tk->lens = (int64_t *)(void *)(tk->rows + BT);
+    int64_t N = 0;
     for (int64_t b = 0; b < B; b++) {
-        lens[b] = 0;
+        tk->lens[b] = 0;
         for (int64_t t = 0; t < T; t++) {
             const int64_t i = b * T + t;
             const bool real = !in->attention_mask || in->attention_mask[i];
             /* transformers' extended mask: (1 - mask) * finfo(float32).min */
-            mask[i] = real ? 0.0f : -FLT_MAX;
-            if (packed && !real) continue;
-            ids[N] = in->input_ids[i], types[N] = in->token_type_ids ? in->token_type_ids[i] : 0;
-            pos[N] = (int32_t)t, rows[N] = (int32_t)i, N++, lens[b]++;
+            tk->mask[i] = real ? 0.0f : -FLT_MAX;
+            if (real) tk->lens[b]++;
+            if (tk->packed && !real) continue;
+            tk->ids[N] = in->input_ids ? in->input_ids[i] : 0, tk->types[N] = in->token_type_ids ? in->token_type_ids[i] : 0;
+            tk->pos[N] = (int32_t)t, tk->rows[N] = (int32_t)i, N++;
         }
     }
-    layout lay = {.mask = in->attention_mask ? mask : NULL, .B = B, .N = N, .lens = packed ? lens : NULL};
-    const int64_t dense_shape[2] = {B, T};
-    pft_tensor *x = packed ? embed(m, 1, &N, ids, types, pos) : embed(m, 2, dense_shape, ids, types, pos);
-    if (!x) goto fail;
-    for (int l = 0; l < c->num_layers; l++) {
-        pft_tensor *y = encoder_layer(m, &m->layers[l], x, &lay);
+    tk->lay = (layout){.mask = in->attention_mask ? tk->mask : NULL, .B = B, .N = N, .lens = tk->packed ? tk->lens : NULL};
+    return PFT_OK;
+}
+
+/* Layers from..L-1 over x (its reference is consumed); taps[b] (b > from) gets the input of layer b, and
+ * taps[L] the output. */
+static pft_tensor *run_layers(pft_bert *m, pft_tensor *x, const layout *lay, int from, pft_tensor **taps) {
+    for (int l = from; l < m->cfg.num_layers && x; l++) {
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, lay);
         pft_tensor_release(x);
-        if (!(x = y)) goto fail;
+        x = y;
+        if (x && taps) taps[l + 1] = pft_tensor_retain(x);
     }
-    /* x: [B, T, C] dense, or [N, C] packed */
-    if (packed) {
-        pft_tensor *flat = pft_scatter_rows(x, rows, BT); /* padding rows come back as zeros */
+    return x;
+}
+
+/* The first token of each sequence, [B, C], from x ([N, C] packed or [B, T, C] dense). */
+static pft_tensor *first_tokens(const tokens *tk, pft_tensor *x, int64_t B, int64_t C) {
+    if (tk->packed) { /* the first row of each sequence; every sequence starts with a real token */
+        int32_t *first = tk->ids; /* ids are not needed any more */
+        for (int64_t b = 0, r = 0; b < B; r += tk->lens[b], b++) first[b] = (int32_t)r;
+        return pft_embedding(x, first, 1, &B);
+    }
+    pft_tensor *col = pft_tensor_narrow(x, 1, 0, 1);
+    pft_tensor *cls = col ? pft_tensor_reshape(col, 2, (int64_t[]){B, C}) : NULL;
+    pft_tensor_release(col);
+    return cls;
+}
+
+static pft_tensor *pool(pft_bert *m, pft_tensor *cls) { /* dense + tanh on [CLS]; consumes cls */
+    pft_tensor *d = cls ? pft_linear(cls, m->pool_w, m->pool_b) : NULL;
+    pft_tensor *p = d ? pft_tanh(d) : NULL;
+    pft_tensor_release(d), pft_tensor_release(cls);
+    return p;
+}
+
+static pft_tensor *classify(pft_bert *m, const tokens *tk, pft_tensor *feat, int64_t B, int64_t T) {
+    pft_tensor *d = pft_dropout(feat, m->cfg.classifier_dropout, m->training && m->head_training);
+    pft_tensor *logits = d ? pft_linear(d, m->cls_w, m->cls_b) : NULL;
+    pft_tensor_release(d);
+    if (logits && tk->packed && m->head == PFT_HEAD_TOKCLS) { /* back to [B, T, K], zeros on padding */
+        pft_tensor *flat = pft_scatter_rows(logits, tk->rows, B * T);
+        pft_tensor_release(logits);
+        logits = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, m->num_labels}) : NULL;
+        pft_tensor_release(flat);
+    }
+    return logits;
+}
+
+/* x, the last layer's output -> out's hidden, pooled and logits */
+static pft_status finish_tokens(pft_bert *m, const tokens *tk, pft_tensor *x, int64_t B, int64_t T, pft_bert_output *out) {
+    const int64_t C = m->cfg.hidden_size;
+    if (tk->packed) {
+        pft_tensor *flat = pft_scatter_rows(x, tk->rows, B * T); /* padding rows come back as zeros */
         out->hidden = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, C}) : NULL;
         pft_tensor_release(flat);
     } else {
         out->hidden = pft_tensor_retain(x);
     }
-    if (!out->hidden) goto fail;
-    if (m->pool_w) { /* dense + tanh on the first token ([CLS]) */
-        pft_tensor *cls;
-        if (packed) { /* the first row of each sequence; every sequence starts with a real token */
-            int32_t *first = (int32_t *)ids; /* ids are not needed any more */
-            for (int64_t b = 0, r = 0; b < B; r += lens[b], b++) first[b] = (int32_t)r;
-            cls = pft_embedding(x, first, 1, &B);
-        } else {
-            pft_tensor *col = pft_tensor_narrow(x, 1, 0, 1);
-            cls = col ? pft_tensor_reshape(col, 2, (int64_t[]){B, C}) : NULL;
-            pft_tensor_release(col);
-        }
-        pft_tensor *d = cls ? pft_linear(cls, m->pool_w, m->pool_b) : NULL;
-        out->pooled = d ? pft_tanh(d) : NULL;
-        pft_tensor_release(cls), pft_tensor_release(d);
-        if (!out->pooled) goto fail;
-    }
-    if (m->head != PFT_HEAD_NONE) {
-        pft_tensor *feat = m->head == PFT_HEAD_SEQCLS ? out->pooled : x;
-        pft_tensor *d = pft_dropout(feat, c->classifier_dropout, m->training && m->head_training);
-        pft_tensor *logits = d ? pft_linear(d, m->cls_w, m->cls_b) : NULL;
-        pft_tensor_release(d);
-        if (logits && packed && m->head == PFT_HEAD_TOKCLS) { /* back to [B, T, K], zeros on padding */
-            pft_tensor *flat = pft_scatter_rows(logits, rows, BT);
-            pft_tensor_release(logits);
-            logits = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, m->num_labels}) : NULL;
-            pft_tensor_release(flat);
-        }
-        if (!(out->logits = logits)) goto fail;
-    }
-    pft_tensor_release(x);
-    free(mem);
+    if (!out->hidden) return PFT_ERR_STATE;
+    if (m->pool_w && !(out->pooled = pool(m, first_tokens(tk, x, B, C)))) return PFT_ERR_STATE;
+    if (m->head == PFT_HEAD_NONE) return PFT_OK;
+    out->logits = classify(m, tk, m->head == PFT_HEAD_SEQCLS ? out->pooled : x, B, T);
+    return out->logits ? PFT_OK : PFT_ERR_STATE;
+}
+
+static pft_status check_start(pft_bert *m, const pft_bert_start *s, const tokens *tk, int64_t B) {
+    const int L = m->cfg.num_layers;
+    const int64_t C = m->cfg.hidden_size;
+    const pft_tensor *x = s->x;
+    const int64_t rows = s->kind == PFT_START_TOKENS ? tk->lay.N : B; /* N = B * T when nothing is padded */
+    if (s->kind == PFT_START_TOKENS && (s->boundary < 0 || s->boundary > L))
+        return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "bert: boundary %d outside [0, %d]", s->boundary, L);
+    if (s->kind != PFT_START_TOKENS && m->head != PFT_HEAD_SEQCLS)
+        return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "bert: starting at [CLS] or the pooled output needs a sequence head");
+    if (s->kind != PFT_START_TOKENS && !m->pool_w)
+        return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "bert: this model has no pooler");
+    if (!x || x->ndim != 2 || x->shape[0] != rows || x->shape[1] != C || !pft_tensor_is_contiguous(x))
+        return pft_ctx_seterr(m->ctx, PFT_ERR_SHAPE, "bert: the start states must be contiguous [%lld, %lld]",
+                              (long long)rows, (long long)C);
     return PFT_OK;
-fail:
+}
+
+/* The forward from the start (kind, boundary, states) instead of the embeddings. */
+static pft_status forward_from(pft_bert *m, const pft_bert_batch *in, const pft_bert_start *s, tokens *tk,
+                               pft_bert_output *out) {
+    const int64_t B = in->B, T = in->T, C = m->cfg.hidden_size;
+    pft_status st = check_start(m, s, tk, B);
+    if (st) return st;
+    if (s->kind == PFT_START_POOLED) {
+        out->pooled = pft_tensor_retain(s->x);
+    } else if (s->kind == PFT_START_FIRST) {
+        if (!(out->pooled = pool(m, pft_tensor_retain(s->x)))) return PFT_ERR_STATE;
+    } else {
+        pft_tensor *x = tk->packed ? pft_tensor_retain(s->x) : pft_tensor_reshape(s->x, 3, (int64_t[]){B, T, C});
+        x = x ? run_layers(m, x, &tk->lay, s->boundary, NULL) : NULL;
+        st = x ? finish_tokens(m, tk, x, B, T, out) : PFT_ERR_STATE;
+        pft_tensor_release(x);
+        return st;
+    }
+    out->logits = classify(m, tk, out->pooled, B, T);
+    return out->logits ? PFT_OK : PFT_ERR_STATE;
+}
+
+static pft_status forward_embed(pft_bert *m, const pft_bert_batch *in, tokens *tk, pft_tensor **taps, pft_bert_output *out) {
+    const int64_t N = tk->lay.N;
+    const int64_t dense_shape[2] = {in->B, in->T};
+    pft_tensor *x = tk->packed ? embed(m, 1, &N, tk->ids, tk->types, tk->pos) : embed(m, 2, dense_shape, tk->ids, tk->types, tk->pos);
+    if (x && taps) taps[0] = pft_tensor_retain(x);
+    x = x ? run_layers(m, x, &tk->lay, 0, taps) : NULL;
+    pft_status st = x ? finish_tokens(m, tk, x, in->B, in->T, out) : PFT_ERR_STATE;
     pft_tensor_release(x);
-    free(mem);
+    return st;
+}
+
+pft_status pft_bert_forward_ex(pft_bert *m, const pft_bert_batch *in, const pft_bert_start *start, pft_tensor **taps,
+                               pft_bert_output *out) {
+    pft_ctx *ctx = m->ctx;
+    memset(out, 0, sizeof *out);
+    if (taps) memset(taps, 0, sizeof *taps * (size_t)(m->cfg.num_layers + 1));
+    pft_status st = check_batch(m, in);
+    tokens tk = {0};
+    if (!st) st = tokens_make(m, in, &tk);
+    if (!st) st = start ? forward_from(m, in, start, &tk, out) : forward_embed(m, in, &tk, taps, out);
+    free(tk.mem);
+    if (!st) return PFT_OK;
     pft_bert_output_release(out);
+    for (int b = 0; taps && b <= m->cfg.num_layers; b++) pft_tensor_release(taps[b]), taps[b] = NULL;
     return ctx->last_status ? ctx->last_status : PFT_ERR_STATE;
+}
+
+pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_output *out) {
+    return pft_bert_forward_ex(m, in, NULL, NULL, out);
 }
 
 pft_tensor *pft_bert_loss(pft_bert *m, pft_tensor *logits, const int32_t *int_labels, const float *float_labels) {

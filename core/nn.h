@@ -97,6 +97,27 @@ int64_t pft_bert_numel(const pft_bert *m, bool trainable_only);
 void pft_bert_set_training(pft_bert *m, bool training);
 
 pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *batch, pft_bert_output *out);
+
+/* Where a forward may start instead of the token ids (the frozen-prefix cache, states.h):
+ * PFT_START_TOKENS: x is the input of encoder layer `boundary` (0 = the embeddings' output, num_layers =
+ * the last layer's output), [N, C] for the batch's N real tokens in row order; layers boundary.. run.
+ * PFT_START_FIRST: x is the last layer's [CLS] vector per row, [B, C]: the pooler and head run.
+ * PFT_START_POOLED: x is the pooler's output, [B, C]: only the head runs.
+ * The last two need a sequence head and give no hidden states (out->hidden NULL). The batch still gives
+ * the layout (its mask: which tokens are real); its ids are not read. Nothing below the start runs. */
+typedef enum pft_start_kind { PFT_START_TOKENS = 0, PFT_START_FIRST, PFT_START_POOLED } pft_start_kind;
+typedef struct pft_bert_start {
+    pft_start_kind kind;
+    int boundary;  /* PFT_START_TOKENS only */
+    pft_tensor *x; /* contiguous; borrowed */
+} pft_bert_start;
+
+/* pft_bert_forward with an optional start and optional taps: taps (num_layers + 1 slots, or NULL) gets
+ * the input of every layer b at taps[b] and the last layer's output at taps[num_layers], each [N, C]
+ * (packed, or [B, T, C] when nothing is padded: the same floats), new references. With a start, taps
+ * must be NULL. */
+pft_status pft_bert_forward_ex(pft_bert *m, const pft_bert_batch *batch, const pft_bert_start *start, pft_tensor **taps,
+                               pft_bert_output *out);
 void pft_bert_output_release(pft_bert_output *out);
 /* Sequence classification: int labels [B] (cross-entropy) or float labels [B] (MSE, num_labels = 1).
  * Token classification: int labels [B, T], -100 ignored. Pass exactly one of int_labels / float_labels. */
