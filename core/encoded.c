@@ -309,6 +309,8 @@ static uint64_t body_checksum(const pft_encoded *e) {
     return e->words ? pft_encoded_hash(h, e->words, (size_t)e->ntok * sizeof *e->words) : h;
 }
 
+uint64_t pft_encoded_content_hash(const pft_encoded *e) { return body_checksum(e); }
+
 /* (an empty store has no token arrays: fwrite's pointer must not be NULL even for no items) */
 static int write_array(FILE *f, const void *p, size_t size, size_t count) { return !count || fwrite(p, size, count, f) == count; }
 

@@ -136,6 +136,10 @@ uint64_t pft_encoded_text_hash(int64_t n, const char *const *a, const size_t *al
 uint64_t pft_encoded_text_hash_begin(int64_t n, bool pairs);
 uint64_t pft_encoded_text_hash_add(uint64_t h, const char *s, size_t len);
 
+/* The rows themselves: offsets, ids, type ids (and words), as the cache file's checksum covers them.
+ * Two stores with the same content hash give the same batches: the activation cache's data key. */
+uint64_t pft_encoded_content_hash(const pft_encoded *e);
+
 /* --- the cache file --------------------------------------------------------------------------------- */
 
 #define PFT_ENCODED_MAGIC "PFTENC\0\0"

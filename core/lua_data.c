@@ -118,7 +118,7 @@ static void own_encoded(encoded_box *b, pft_encoded *e) {
     b->S->handles++;
 }
 
-static pft_encoded *check_encoded(lua_State *L, int idx) {
+pft_encoded *pftl_check_encoded(lua_State *L, int idx) {
     encoded_box *b = luaL_checkudata(L, idx, ENCODED_MT);
     if (!b->e) luaL_argerror(L, idx, "encoded dataset used after free");
     return b->e;
@@ -190,28 +190,28 @@ static int l_encode_dataset(lua_State *L) {
 }
 
 static int e_count(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)check_encoded(L, 1)->n);
+    lua_pushnumber(L, (lua_Number)pftl_check_encoded(L, 1)->n);
     return 1;
 }
 
 static int e_tokens(lua_State *L) {
-    lua_pushnumber(L, (lua_Number)check_encoded(L, 1)->ntok);
+    lua_pushnumber(L, (lua_Number)pftl_check_encoded(L, 1)->ntok);
     return 1;
 }
 
 static int e_max_length(lua_State *L) {
-    lua_pushinteger(L, check_encoded(L, 1)->max_length);
+    lua_pushinteger(L, pftl_check_encoded(L, 1)->max_length);
     return 1;
 }
 
 static int e_vocab_hash(lua_State *L) {
-    push_hex(L, check_encoded(L, 1)->vocab_hash);
+    push_hex(L, pftl_check_encoded(L, 1)->vocab_hash);
     return 1;
 }
 
 /* enc:lengths() -> {tokens of row 1, ...}, specials included */
 static int e_lengths(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     lua_createtable(L, (int)e->n, 0);
     for (int64_t i = 0; i < e->n; i++) {
         lua_pushinteger(L, (lua_Integer)pft_encoded_row_length(e, i));
@@ -222,7 +222,7 @@ static int e_lengths(lua_State *L) {
 
 /* enc:gather(rows, pad_to) -> pft.Batch of the 1-based rows in that order; pad_to 0: the longest row */
 static int e_gather(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     luaL_checktype(L, 2, LUA_TTABLE);
     int64_t pad_to = lua_isnoneornil(L, 3) ? 0 : pftl_check_int64(L, 3);
     int64_t m = (int64_t)lua_objlen(L, 2);
@@ -246,7 +246,7 @@ static int e_gather(lua_State *L) {
 
 /* enc:words(row) -> the word (0-based) of each token of the 1-based row, -1 for specials */
 static int e_words(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     int64_t r = pftl_check_int64(L, 2);
     if (!e->words) return luaL_error(L, "words: the dataset was encoded without {words = true}");
     if (r < 1 || r > e->n) return luaL_error(L, "words: row %d out of range 1..%d", (int)r, (int)e->n);
@@ -304,7 +304,7 @@ static int32_t *flat_tags(lua_State *L, int idx, const int64_t *rows, int64_t m,
 
 /* enc:token_labels(rows, tags, t[, continuation]) -> Lua array of m * t loss labels (see encoded.h) */
 static int e_token_labels(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     lua_settop(L, 5); /* scratch goes above the arguments */
     int64_t m, *at, *nwords;
     int64_t *rows = check_rows(L, 2, e, "token_labels", &m);
@@ -335,7 +335,7 @@ static int e_token_labels(lua_State *L) {
 /* enc:word_argmax(rows, logits, tags) -> per row, the predicted tag id of each of its #tags[row] words
  * (-1 for a word cut off); logits a pft.Tensor (m, t, k) of the gathered batch */
 static int e_word_argmax(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     lua_settop(L, 4);
     int64_t m, *at, *nwords;
     int64_t *rows = check_rows(L, 2, e, "word_argmax", &m);
@@ -380,7 +380,7 @@ static uint64_t field_hex(lua_State *L, int idx, const char *k) {
 /* enc:save(path, {source_size =, source_mtime =, text_hash =}) -> true | nil, message (written to a
  * temporary file beside path, then renamed over it) */
 static int e_save(lua_State *L) {
-    pft_encoded *e = check_encoded(L, 1);
+    pft_encoded *e = pftl_check_encoded(L, 1);
     const char *path = luaL_checkstring(L, 2);
     luaL_checktype(L, 3, LUA_TTABLE);
     pft_encoded_source src;

@@ -1,12 +1,14 @@
 /* lua_fs.c - the few filesystem calls the Lua layer needs and LuaJIT lacks (run and checkpoint
  * directories, model and recipe listings, the source file of a dataset cache): core.mkdir,
- * core.mkdir_excl, core.list_dir, core.remove_dir, core.file_stat. Each returns its result, or nil and a
+ * core.mkdir_excl, core.list_dir, core.remove_dir, core.file_stat, and the activation cache's budget
+ * (core.free_space). Each returns its result, or nil and a
  * message naming the path. */
 #include <dirent.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "lua_pft.h"
@@ -130,8 +132,22 @@ static int l_file_stat(lua_State *L) {
     return 2;
 }
 
+/* core.free_space(path) -> bytes an unprivileged user may still write on path's file system | nil, message */
+static int l_free_space(lua_State *L) {
+    const char *path = luaL_checkstring(L, 1);
+    struct statvfs sv;
+    if (statvfs(path, &sv)) {
+        lua_pushnil(L);
+        lua_pushfstring(L, "%s: %s", path, strerror(errno));
+        return 2;
+    }
+    lua_pushnumber(L, (lua_Number)sv.f_bavail * (lua_Number)sv.f_frsize);
+    return 1;
+}
+
 void pftl_register_fs(lua_State *L, int module_idx) {
     static const luaL_Reg fns[] = {{"mkdir", l_mkdir},           {"mkdir_excl", l_mkdir_excl}, {"list_dir", l_list_dir},
-                                   {"remove_dir", l_remove_dir}, {"file_stat", l_file_stat},   {NULL, NULL}};
+                                   {"remove_dir", l_remove_dir}, {"file_stat", l_file_stat},   {"free_space", l_free_space},
+                                   {NULL, NULL}};
     pftl_set_funcs(L, module_idx, fns);
 }

@@ -152,20 +152,60 @@ static int l_bert_new(lua_State *L) {
     return own_bert(L, b, pft_bert_new(S->ctx, &cfg, head, k));
 }
 
+/* The forward of m:forward, m:forward_from and m:forward_taps: results at stack slots base.. (three
+ * boxes pushed first), taps (num_layers + 1 boxes from slot base + 3) when asked. */
+static int forward_common(lua_State *L, bert_box *mb, pftl_batch_box *bb, const pft_bert_start *start, bool taps) {
+    int base = lua_gettop(L) + 1, L1 = mb->m->cfg.num_layers + 1;
+    pftl_tensor_box *h = pftl_push_box(L, mb->S), *p = pftl_push_box(L, mb->S), *lg = pftl_push_box(L, mb->S);
+    pft_tensor **tap = NULL;
+    pftl_tensor_box **tbox = NULL;
+    if (taps) { /* the table of boxes at base + 3, the scratch arrays above it until the end */
+        lua_createtable(L, L1, 0);
+        tap = lua_newuserdata(L, sizeof *tap * (size_t)L1);
+        tbox = lua_newuserdata(L, sizeof *tbox * (size_t)L1);
+        for (int b = 0; b < L1; b++) tbox[b] = pftl_push_box(L, mb->S), lua_rawseti(L, base + 3, b + 1);
+    }
+    pft_bert_batch in = {.B = bb->b.n, .T = bb->b.t, .input_ids = bb->b.ids, .token_type_ids = bb->b.type_ids,
+                         .attention_mask = bb->b.mask};
+    pft_bert_output out;
+    if (pft_bert_forward_ex(mb->m, &in, start, tap, &out)) return pftl_core_error(L, mb->S->ctx);
+    /* owned by their boxes before anything can raise (pftl_own raises only on NULL) */
+    for (int b = 0; taps && b < L1; b++) pftl_own(L, tbox[b], tap[b]);
+    if (out.hidden) pftl_own(L, h, out.hidden); else lua_pushnil(L), lua_replace(L, base);
+    if (out.pooled) pftl_own(L, p, out.pooled); else lua_pushnil(L), lua_replace(L, base + 1);
+    if (out.logits) pftl_own(L, lg, out.logits); else lua_pushnil(L), lua_replace(L, base + 2);
+    lua_settop(L, base + (taps ? 3 : 2));
+    return taps ? 4 : 3;
+}
+
 /* m:forward(batch) -> hidden [B, T, C], pooled [B, C] or nil, logits [B, K] / [B, T, K] or nil */
 static int bert_forward(lua_State *L) {
     bert_box *mb = check_bert(L, 1);
     pftl_batch_box *bb = pftl_check_batch(L, 2);
     lua_settop(L, 2);
-    pftl_tensor_box *h = pftl_push_box(L, mb->S), *p = pftl_push_box(L, mb->S), *lg = pftl_push_box(L, mb->S);
-    pft_bert_batch in = {.B = bb->b.n, .T = bb->b.t, .input_ids = bb->b.ids, .token_type_ids = bb->b.type_ids,
-                         .attention_mask = bb->b.mask};
-    pft_bert_output out;
-    if (pft_bert_forward(mb->m, &in, &out)) return pftl_core_error(L, mb->S->ctx);
-    pftl_own(L, h, out.hidden);
-    if (out.pooled) pftl_own(L, p, out.pooled); else lua_pushnil(L), lua_replace(L, 4);
-    if (out.logits) pftl_own(L, lg, out.logits); else lua_pushnil(L), lua_replace(L, 5);
-    return 3;
+    return forward_common(L, mb, bb, NULL, false);
+}
+
+/* m:forward_taps(batch) -> hidden, pooled, logits, {input of layer 0 (the embeddings' output), ...,
+ * the last layer's output}: num_layers + 1 tensors of the batch's real tokens (nn.h) */
+static int bert_forward_taps(lua_State *L) {
+    bert_box *mb = check_bert(L, 1);
+    pftl_batch_box *bb = pftl_check_batch(L, 2);
+    lua_settop(L, 2);
+    return forward_common(L, mb, bb, NULL, true);
+}
+
+/* m:forward_from(batch, "tokens" | "first" | "pooled", boundary, x) -> hidden or nil, pooled, logits:
+ * the forward from states at a boundary (x [N, C] of the batch's real tokens), from the last layer's
+ * [CLS] vectors or from the pooled output (x [B, C]); nothing below runs (nn.h, pft_bert_start) */
+static int bert_forward_from(lua_State *L) {
+    static const char *const kinds[] = {"tokens", "first", "pooled", NULL};
+    bert_box *mb = check_bert(L, 1);
+    pftl_batch_box *bb = pftl_check_batch(L, 2);
+    pft_bert_start start = {.kind = (pft_start_kind)luaL_checkoption(L, 3, NULL, kinds),
+                            .boundary = (int)luaL_optinteger(L, 4, 0), .x = pftl_check_tensor(L, 5)};
+    lua_settop(L, 5);
+    return forward_common(L, mb, bb, &start, false);
 }
 
 /* m:loss(logits, labels): labels a Lua array of B ints (sequence classification), B*T ints with -100
@@ -354,6 +394,8 @@ static int bert_tostring(lua_State *L) {
 
 static const luaL_Reg bert_methods[] = {
     {"forward", bert_forward},
+    {"forward_taps", bert_forward_taps},
+    {"forward_from", bert_forward_from},
     {"loss", bert_loss},
     {"params", bert_params},
     {"param", bert_param},

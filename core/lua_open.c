@@ -14,6 +14,7 @@ int luaopen_pft_core(lua_State *L) {
     pftl_register_data(L, M);
     pftl_register_fs(L, M);
     pftl_register_host(L, M);
+    pftl_register_states(L, M);
     lua_settop(L, M);
     return 1;
 }

@@ -18,6 +18,7 @@
  *     lua_data.c     encoded.h: pft.Encoded (the encoded dataset and its cache file), hashes, permutation
  *     lua_fs.c       the file system calls LuaJIT lacks (directories, file_stat)
  *     lua_host.c     the process: terminal, monotonic clock, SIGINT flags of the host (pft_main.c)
+ *     lua_states.c   states.h: the frozen-prefix activation store (writer, mapped reader), weight hashes
  *
  * Files depend on lua_common.c, and lua_nn.c and lua_data.c on lua_text.c's pft.Batch and pft.Tokenizer
  * checkers; nothing calls back into lua_open.c. A metatable is created by the one file that owns the type;
@@ -101,6 +102,11 @@ pftl_batch_box *pftl_push_batch(lua_State *L);          /* an empty pft.Batch on
 pftl_batch_box *pftl_check_batch(lua_State *L, int idx); /* a filled one, or raises */
 pft_tokenizer *pftl_check_tokenizer(lua_State *L, int idx);
 
+/* --- lua_data.c -------------------------------------------------------------------------------------- */
+
+struct pft_encoded;
+struct pft_encoded *pftl_check_encoded(lua_State *L, int idx); /* a live pft.Encoded, or raises */
+
 /* --- one per file: add the file's functions to the module table at module_idx and register its types --- */
 
 void pftl_register_ctx(lua_State *L, int module_idx);
@@ -112,5 +118,6 @@ void pftl_register_io(lua_State *L, int module_idx);
 void pftl_register_data(lua_State *L, int module_idx);
 void pftl_register_fs(lua_State *L, int module_idx);
 void pftl_register_host(lua_State *L, int module_idx);
+void pftl_register_states(lua_State *L, int module_idx);
 
 #endif

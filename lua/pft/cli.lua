@@ -110,8 +110,8 @@ command("train", {
   help = [[Loads RECIPE (a shipped name like sst2-gradual, or a file), applies the overrides and trains.
 --resume RUN_DIR continues an interrupted run from its last checkpoint (RECIPE may then be left out:
 the run's recipe.lua is used, with the overrides). A recipe or overrides that would change the run
-are refused, listing the differences; train.epochs, train.max_steps, train.log_every and output.keep
-may change (docs/training.md "Resume").]],
+are refused, listing the differences; train.epochs, train.max_steps, train.log_every, train.cache,
+train.cache_budget and output.keep may change (docs/training.md "Resume").]],
   args = { "RECIPE?" }, overrides = true, options = { resume = true },
   run = function(a)
     local recipe_path = a.RECIPE

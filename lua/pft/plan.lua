@@ -3,9 +3,11 @@
 -- over them, and the plan as text.
 --
 --   local Plan = require "pft.plan"
---   local p = Plan.new(recipe, S.model_info(bert), train_ds.n)
+--   local p = Plan.new(recipe, S.model_info(bert), train_ds.n, { splits = { train = { n =, ntok = }, dev = ... } })
 --   p.sizes.total_steps, p.sched:at(step, epoch, history)
+--   p.cache.chosen                      -- the activation cache's boundaries (pft.actcache), {} when off
 --   for _, line in ipairs(Plan.lines(p)) do print(line) end
+local A = require "pft.actcache"
 local D = require "pft.data"
 local S = require "pft.schedule"
 
@@ -39,19 +41,59 @@ function P.sizes(recipe, rows)
     epochs = math.ceil(total / spe) }
 end
 
--- P.new(recipe, info, rows) -> { recipe, info, sizes, sched, total_params }
-function P.new(recipe, info, rows)
+-- The model's head for a task: token classification has a head per token, the others one per sequence.
+function P.head_kind(recipe)
+  return recipe.task.kind == "token_classification" and "tokcls" or "seqcls"
+end
+
+-- The activation cache's plan: which boundaries the phases need, which of them fit the budget (most
+-- steps first), and their bytes over the splits ({name = {n =, ntok =}}; without splits, no sizes).
+function P.cache_plan(recipe, info, sched, splits, width)
+  local head = P.head_kind(recipe)
+  local c = { enabled = recipe.train.cache ~= false, head = head, chosen = {}, skipped = {}, bytes = 0 }
+  if not c.enabled then return c end
+  c.needed = A.needed(sched:plan(), info, head)
+  c.dir = D.cache_dir() .. "/acts"
+  local mib = recipe.train.cache_budget
+  c.budget = mib and mib * 1024 * 1024 or A.default_budget(c.dir)
+  c.budget_given = mib ~= nil
+  local function cost(b)
+    local sum = 0
+    for _, sp in pairs(splits or {}) do sum = sum + A.split_bytes(b, info, head, width or 0, sp.n, sp.ntok) end
+    return sum
+  end
+  c.chosen, c.skipped, c.bytes = A.choose(c.needed, cost, c.budget)
+  c.is_chosen = {}
+  for _, b in ipairs(c.chosen) do c.is_chosen[b] = true end
+  return c
+end
+
+-- P.new(recipe, info, rows[, {splits = {train = {n, ntok}, ...}, width = hidden size}])
+-- -> { recipe, info, sizes, sched, total_params, cache }
+function P.new(recipe, info, rows, opts)
+  opts = opts or {}
   local sizes = P.sizes(recipe, rows)
   local total_params = 0
   for _, n in ipairs(info.names) do total_params = total_params + info.numel[n] end
-  return { recipe = recipe, info = info, sizes = sizes, total_params = total_params,
-    sched = S.build(recipe, info, sizes) }
+  local sched = S.build(recipe, info, sizes)
+  return { recipe = recipe, info = info, sizes = sizes, total_params = total_params, sched = sched,
+    cache = P.cache_plan(recipe, info, sched, opts.splits, opts.width), splits = opts.splits }
+end
+
+-- A phase's cache cell: the boundary it starts from ("layer[4] in", "pooled"), or "live".
+local function cache_cell(plan, ph)
+  local c = plan.cache
+  local b = not ph.unreached and ph.touched and A.boundary_of(ph.touched, plan.info, c.head)
+  if b == nil or b == false then return "live" end
+  if not c.is_chosen[b] then return "live (budget)" end
+  return A.label(b, plan.info, c.head)
 end
 
 -- One table row per phase: steps, epochs, trainable groups, parameters, optimizer memory, change.
 local function phase_rows(plan)
   local sched, spe = plan.sched, plan.sizes.steps_per_epoch
-  local rows = { { "phase", "steps", "epochs", "trainable groups", "params", "optimizer", "change" } }
+  local cached = plan.cache.enabled
+  local rows = { { "phase", "steps", "epochs", "trainable groups", "params", "optimizer", cached and "cache" or nil, "change" } }
   local peak_n, peak_b, kept = 0, 0, false
   for i, ph in ipairs(sched:plan()) do
     local labels = S.group_labels(ph.trainable, plan.info)
@@ -70,8 +112,11 @@ local function phase_rows(plan)
       peak_n, peak_b = math.max(peak_n, ph.trainable_numel), math.max(peak_b, bytes)
       kept = kept or ph.state_numel > ph.trainable_numel
     end
-    rows[#rows + 1] = { tostring(i), steps, epochs, #labels > 0 and S.compress_groups(labels) or "(nothing)",
-      P.group3(ph.trainable_numel), P.mib(bytes), ph.change or "" }
+    local row = { tostring(i), steps, epochs, #labels > 0 and S.compress_groups(labels) or "(nothing)",
+      P.group3(ph.trainable_numel), P.mib(bytes) }
+    if cached then row[#row + 1] = cache_cell(plan, ph) end
+    row[#row + 1] = ph.change or ""
+    rows[#rows + 1] = row
   end
   return rows, peak_n, peak_b, kept
 end
@@ -83,7 +128,7 @@ local function aligned(rows)
   for _, row in ipairs(rows) do
     local cells = {}
     for c, cell in ipairs(row) do
-      local right = c == 5 or c == 6
+      local right = c == 5 or c == 6 -- params, optimizer
       cells[c] = c == #row and cell or (right and (" "):rep(w[c] - #cell) .. cell or cell .. (" "):rep(w[c] - #cell))
     end
     out[#out + 1] = (table.concat(cells, "  "):gsub("%s+$", ""))
@@ -107,6 +152,31 @@ local function rate_text(sched, groups)
   return table.concat(parts, ", ")
 end
 
+-- What the activation cache holds and costs, or why it is off.
+local function cache_lines(plan)
+  local c = plan.cache
+  if not c.enabled then return { "activation cache: off (train.cache = false): every step runs the whole model" } end
+  if #c.needed == 0 then return { "activation cache: not used (the embeddings train from the start)" } end
+  local labels, out = {}, {}
+  for _, b in ipairs(c.chosen) do labels[#labels + 1] = A.label(b, plan.info, c.head) end
+  local splits = {}
+  for _, name in ipairs({ "train", "dev" }) do
+    local sp = plan.splits and plan.splits[name]
+    if sp then splits[#splits + 1] = ("%s %s rows"):format(name, P.group3(sp.n)) end
+  end
+  local budget = ("budget %s%s"):format(P.mib(c.budget), c.budget_given and "" or ", half of free memory or disk")
+  if #c.chosen > 0 then
+    out[1] = ("activation cache: %s for %s: %s on disk (%s); layers below run once per split"):format(
+      table.concat(labels, ", "), table.concat(splits, ", "), P.mib(c.bytes), budget)
+  end
+  if #c.skipped > 0 then
+    local sk = {}
+    for _, b in ipairs(c.skipped) do sk[#sk + 1] = A.label(b, plan.info, c.head) end
+    out[#out + 1] = ("activation cache: %s not stored, over the %s: those phases run live"):format(table.concat(sk, ", "), budget)
+  end
+  return out
+end
+
 -- P.lines(plan) -> the plan as text lines: the phase table, the learning rates, the totals.
 function P.lines(plan)
   local r, sched = plan.recipe, plan.sched
@@ -127,6 +197,7 @@ function P.lines(plan)
   if sched.warmup_steps > 0 then
     lines[#lines + 1] = ("a group that unfreezes ramps its rate from 0 over %d steps"):format(sched.warmup_steps)
   end
+  for _, l in ipairs(cache_lines(plan)) do lines[#lines + 1] = l end
   lines[#lines + 1] = ("total: %s steps; model %s params; peak trainable %s (%.1f%%); peak optimizer state %s (%s)"):format(
     P.group3(plan.sizes.total_steps), P.group3(plan.total_params), P.group3(peak_n),
     100 * peak_n / math.max(1, plan.total_params), P.mib(peak_b),

@@ -316,6 +316,8 @@ local SCHEMA = struct({
       { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, max = 4096, nullable = true }) },
       { "eval_every", every_spec },
       { "log_every", num(50, "log every N steps", { int = true, ge = 1 }) },
+      { "cache", bool(true, "activation cache: the frozen lower layers run once per split and their output is reused; steps run only the layers above (docs/training.md)") },
+      { "cache_budget", num(nil, "MiB the activation cache may store (default: half of free memory, at most half of the cache directory's free disk); boundaries beyond it run live", { ge = 0, nullable = true }) },
       { "early_stopping", struct({
           { "patience", num(2, "evaluations without improvement before stopping", { int = true, ge = 1 }) },
         }, "stop when the dev metric stops improving", { absent = true }) },

@@ -13,7 +13,7 @@ local Run = {}
 
 -- What may differ between a run's saved recipe and the one given with --resume (docs/training.md).
 Run.RESUME_MAY_CHANGE = { ["train.epochs"] = true, ["train.max_steps"] = true, ["train.log_every"] = true,
-  ["output.keep"] = true, ["output.dir"] = true, name = true }
+  ["train.cache"] = true, ["train.cache_budget"] = true, ["output.keep"] = true, ["output.dir"] = true, name = true }
 
 -- run_dir/status: running, done, early_stopped, interrupted, "nan: <message>", "failed: <message>".
 function Run.write_status(run_dir, text)

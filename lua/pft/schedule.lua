@@ -536,14 +536,15 @@ local function make_phase(self, set, ever, from, to, label, extra)
   local ph = { from_step = from, to_step = to, label = label, trainable = {}, groups = self:groups_of(set),
     trainable_numel = 0, state_numel = 0 }
   for n in pairs(set) do ph.trainable[n] = true; ever[n] = true end
-  for n in pairs(ever) do ph.state_numel = ph.state_numel + (self.info.numel[n] or 0) end
+  ph.touched = {} -- trained in this phase or an earlier one: what the activation cache may not serve
+  for n in pairs(ever) do ph.state_numel = ph.state_numel + (self.info.numel[n] or 0); ph.touched[n] = true end
   for _, g in ipairs(ph.groups) do ph.trainable_numel = ph.trainable_numel + g.trainable_numel end
   for k, v in pairs(extra or {}) do ph[k] = v end
   return ph
 end
 
 -- sched:plan() -> phases { from_step, to_step (inclusive), label, trainable, groups, trainable_numel,
--- state_numel, change (what began it), unreached (starts after training ends) }; then one phase per
+-- state_numel, touched (every parameter trained so far), change (what began it), unreached (starts after training ends) }; then one phase per
 -- plateau rule (from_step nil, label "when dev accuracy stops improving for 1 evaluation"), applied on top
 -- of the last phase.
 -- The eval points (0, then every evaluation before the end): where the plan samples schedule.custom.

@@ -13,6 +13,7 @@
 -- checkpoints, early stopping and the run directory are described in docs/training.md.
 local core = require "pft.core"
 local cjson = require "cjson"
+local A = require "pft.actcache"
 local fs = require "pft.fs"
 local Ck = require "pft.checkpoint"
 local D = require "pft.data"
@@ -116,9 +117,7 @@ end
 
 local function is_regression(recipe) return recipe.task.kind == "regression" end
 
-local function head_kind(recipe)
-  return recipe.task.kind == "token_classification" and "tokcls" or "seqcls"
-end
+local head_kind = Plan.head_kind
 
 local function higher_is_better(metric)
   return not (metric == "loss" or metric == "mse")
@@ -154,13 +153,16 @@ local function predict_words(bert, loader, item, logits, preds, gold)
   end
 end
 
-local function predict_loader(m, loader, regression, want_probs)
+-- forward(item) -> hidden, pooled, logits: the trainer's (which may start from the activation cache);
+-- the whole model by default.
+local function predict_loader(m, loader, regression, want_probs, forward)
   local bert = m.bert or m
   local tokens = loader.ds.words ~= nil
   local sum, n, preds, gold, probs = 0, 0, {}, {}, {}
+  forward = forward or function(item) return bert:forward(item.batch) end
   core.no_grad(function()
     for item in loader:epoch(0, 1) do
-      local _, _, logits = bert:forward(item.batch)
+      local _, _, logits = forward(item)
       local B = #item.rows
       if item.labels and item.labels[1] ~= nil then
         local loss = bert:loss(logits, item.labels)
@@ -230,9 +232,9 @@ local function make_loader(ds, m, recipe, eval)
     max_length = recipe.model.max_length, label_all_tokens = recipe.task.label_all_tokens })
 end
 
--- T.prepare(recipe) -> { recipe, train_ds, dev_ds, labels, model, info, plan }: what `pft validate` prints
--- and `pft train` runs, computed by this one function for both. Seeds the RNG first (the head's
--- initialisation draws from it).
+-- T.prepare(recipe) -> { recipe, train_ds, dev_ds, labels, model, info, loader, dev_loader, plan }: what
+-- `pft validate` prints and `pft train` runs, computed by this one function for both. Seeds the RNG
+-- first (the head's initialisation draws from it).
 function T.prepare(recipe)
   Preflight.check(recipe) -- fail before training, not after (docs/recipes.md "Checked before training")
   core.seed(recipe.train.seed)
@@ -244,8 +246,13 @@ function T.prepare(recipe)
     labels_from = is_regression(recipe) and "task.kind = \"regression\"" or recipe.task.labels and "task.labels" or
       (#labels <= 8 and ("the training data's labels (%s)"):format(table.concat(labels, ", ")) or "the training data's labels") })
   local info = S.model_info(m.bert)
+  local loader = make_loader(train_ds, m, recipe, false)
+  local dev_loader = dev_ds and make_loader(dev_ds, m, recipe, true) or nil
+  local splits = { train = { n = train_ds.n, ntok = loader.enc:tokens() } }
+  if dev_loader then splits.dev = { n = dev_ds.n, ntok = dev_loader.enc:tokens() } end
   return { recipe = recipe, train_ds = train_ds, dev_ds = dev_ds, labels = labels, model = m, info = info,
-    plan = Plan.new(recipe, info, train_ds.n) }
+    loader = loader, dev_loader = dev_loader,
+    plan = Plan.new(recipe, info, train_ds.n, { splits = splits, width = m.bert:config().hidden_size }) }
 end
 
 -- The optimizer: one group per (schedule group x decay/no-decay), every parameter in one from the start.
@@ -272,8 +279,7 @@ function Trainer.new(prep, run_dir, opts)
   local sizes = prep.plan.sizes
   self.total_steps, self.steps_per_epoch, self.epochs = sizes.total_steps, sizes.steps_per_epoch, sizes.epochs
   self.best = { metric = self.tr.best_metric }
-  self.loader = make_loader(prep.train_ds, m, recipe, false)
-  self.dev_loader = prep.dev_ds and make_loader(prep.dev_ds, m, recipe, true) or nil
+  self.loader, self.dev_loader = prep.loader, prep.dev_loader
   self.num_batches = self.loader:num_batches()
   self.params = self.bert:params()
   self.by_name = {}
@@ -389,12 +395,33 @@ function Trainer:apply_schedule()
     self.prev_log = line
   end
   self.prev_trainable = tr_set
+  self.boundary = A.boundary_of(self.ever, self.info, self.plan.cache.head) -- nothing below it ever trained
   self:apply_modes(tr_set)
   local base = self.recipe.optim.lr * T.lr_factor(self.recipe.lr_schedule, self.step, self.total_steps)
   for gi, g in ipairs(self.groups) do
     self.opt:set_lr(gi, base * (at.lr_mult[g.group] or 1) * (at.warmup[g.group] or 1))
   end
   self.base_lr = base
+end
+
+-- The activation cache for the boundaries the plan chose, its files opened or computed (after a
+-- restore: the key hashes the weights as they are now).
+function Trainer:open_cache()
+  local c = self.plan.cache
+  if not c.enabled or #c.chosen == 0 then return end
+  self.cache = A.new(self.model, { train = self.loader, dev = self.dev_loader },
+    { head = c.head, dir = c.dir, say = function(s) self:say(s) end })
+  self.cache_seconds = self.cache:ensure(c.chosen)
+end
+
+-- forward(split, item) -> hidden, pooled, logits: from the activation cache at this step's boundary
+-- when it holds it, else the whole model.
+function Trainer:forward(split, item)
+  if self.cache then
+    local h, p, lg = self.cache:forward(split, self.boundary, item)
+    if lg then return h, p, lg end
+  end
+  return self.bert:forward(item.batch)
 end
 
 -- Forward and backward over this step's micro-batches (the last step of an epoch may have fewer);
@@ -406,7 +433,7 @@ function Trainer:micro_steps(iter)
   for _ = 1, in_step do
     local item = iter()
     if not item then error("train: the data loader ended early (epoch " .. self.epoch .. ")", 0) end
-    local _, _, logits = self.bert:forward(item.batch)
+    local _, _, logits = self:forward("train", item)
     local loss = self.bert:loss(logits, item.labels)
     local lv = loss:item()
     if self.nan_at and self.step + 1 == self.nan_at then lv = 0 / 0 end
@@ -441,7 +468,8 @@ function Trainer:evaluate()
   if not self.dev_loader then return nil end
   local e0 = core.clock()
   self.bert:train(false)
-  local loss, preds, gold = predict_loader(self.model, self.dev_loader, is_regression(self.recipe), false)
+  local loss, preds, gold = predict_loader(self.model, self.dev_loader, is_regression(self.recipe), false,
+    function(item) return self:forward("dev", item) end)
   if self.nan_eval_at and self.step == self.nan_eval_at then loss = 0 / 0 end
   if loss ~= nil and not finite(loss) then error({ nan = loss ~= loss and "nan" or "inf", eval = true }) end
   local mx = compute_metrics(self.recipe, loss, preds, gold, self.labels)
@@ -494,6 +522,7 @@ end
 
 -- The loop: epochs of steps, from wherever the run stands (0, or a checkpoint's position).
 function Trainer:train_loop()
+  self:open_cache()
   while self.step < self.total_steps do
     local accum, spe = self.tr.grad_accum, self.steps_per_epoch
     local iter = self.loader:epoch(self.epoch, (self.step - self.epoch * spe) * accum + 1)
@@ -516,6 +545,7 @@ end
 
 -- The model's memory goes now, not whenever the collector runs (compiled traces may anchor closures).
 function Trainer:release()
+  if self.cache then self.cache:free() end
   self.opt:free()
   for _, p in ipairs(self.params) do p:free() end
   self.bert:free()
@@ -601,7 +631,16 @@ function Trainer:write_summary(s)
     total_steps = self.total_steps, best = best, test = s.test and json_safe(s.test) or nil,
     trainable_params = self.trainable_numel, total_params = self.plan.total_params, wall_s = s.wall_s,
     train_wall_s = t, tokens = self.tokens, tokens_per_s = t > 0 and self.tokens / t or nil,
-    optimizer_bytes = self.sched:optimizer_bytes(self.trainable_numel) }) .. "\n", "train")
+    optimizer_bytes = self.sched:optimizer_bytes(self.trainable_numel), cache = self:cache_summary() }) .. "\n", "train")
+end
+
+-- summary.json's cache record: the boundaries served and the seconds spent computing them (0: all read).
+function Trainer:cache_summary()
+  local c = self.plan.cache
+  if not self.cache then return { enabled = c.enabled, boundaries = {} } end
+  local labels = {}
+  for _, b in ipairs(c.chosen) do labels[#labels + 1] = A.label(b, self.info, c.head) end
+  return { enabled = true, boundaries = labels, compute_s = self.cache_seconds or 0 }
 end
 
 -- Runs the loop with Ctrl-C watched, then ends the run the way it stopped.
