@@ -137,7 +137,7 @@ function A.new(model, loaders, opts)
   local cfg = bert:config()
   local self = setmetatable({ bert = bert, info = info, head = opts.head or cfg.head, loaders = loaders,
     dir = opts.dir or (require("pft.data").cache_dir() .. "/acts"), say = opts.say or function() end,
-    width = cfg.hidden_size, stores = {}, group_hash = {}, seconds = 0 }, Cache)
+    width = cfg.hidden_size, stores = {}, group_hash = {}, seconds = 0, served = 0 }, Cache)
   self.shape_key = table.concat({ A.VERSION, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size,
     ("%.9g"):format(cfg.layer_norm_eps), self.head }, ",")
   return self
@@ -268,6 +268,7 @@ end
 -- loader item's rows; nil when b is not stored (the caller runs the whole model).
 function Cache:forward(split, b, item)
   if not self:has(split, b) then return nil end
+  self.served = self.served + 1 -- batches that skipped the prefix
   local x = self.stores[split][b]:gather(item.rows)
   local h, p, lg = self.bert:forward_from(item.batch, A.kind(b, self.info, self.head), b, x)
   x:free()

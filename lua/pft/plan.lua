@@ -164,7 +164,9 @@ local function cache_lines(plan)
     local sp = plan.splits and plan.splits[name]
     if sp then splits[#splits + 1] = ("%s %s rows"):format(name, P.group3(sp.n)) end
   end
-  local budget = ("budget %s%s"):format(P.mib(c.budget), c.budget_given and "" or ", half of free memory or disk")
+  -- the default budget is not printed as a number: free memory changes from one minute to the next,
+  -- and validate's plan must be the plan.txt that train writes
+  local budget = c.budget_given and ("budget %s"):format(P.mib(c.budget)) or "budget: half of free memory or disk"
   if #c.chosen > 0 then
     out[1] = ("activation cache: %s for %s: %s on disk (%s); layers below run once per split"):format(
       table.concat(labels, ", "), table.concat(splits, ", "), P.mib(c.bytes), budget)

@@ -640,7 +640,7 @@ function Trainer:cache_summary()
   if not self.cache then return { enabled = c.enabled, boundaries = {} } end
   local labels = {}
   for _, b in ipairs(c.chosen) do labels[#labels + 1] = A.label(b, self.info, c.head) end
-  return { enabled = true, boundaries = labels, compute_s = self.cache_seconds or 0 }
+  return { enabled = true, boundaries = labels, compute_s = self.cache_seconds or 0, batches_served = self.cache.served }
 end
 
 -- Runs the loop with Ctrl-C watched, then ends the run the way it stopped.
