@@ -15,6 +15,9 @@
 -- the finished cells and resumes an interrupted one from its checkpoint. --shard i/n (0 <= i < n; or
 -- the MPI rank from OMPI_COMM_WORLD_RANK / PMI_RANK) runs cells i, i + n, ...: shards share the directory
 -- safely, since each cell has its own run directory and each finished cell appends one line in one write.
+-- Cells on the same model and the same tokens share the activation cache (pft.actcache): before the
+-- first cell runs, one encoder pass per split computes every boundary their plans use, so each cell then
+-- runs only its own top layers.
 local R = require "pft.recipe"
 local fs = require "pft.fs"
 local cjson = require "cjson"
@@ -124,6 +127,16 @@ local function cell_name(varied, keys, variant)
   return name ~= "" and name or "run"
 end
 
+-- What a cell's activation cache needs, and with whom it can share it: cells whose model directory and
+-- train and dev tokens are the same (the prefix weights are then the pretrained ones for all of them).
+local function cache_share(prep)
+  local c = prep.plan.cache
+  if not c.enabled or #c.chosen == 0 then return nil end
+  local dev = prep.dev_loader and core.encoded_hash(prep.dev_loader.enc) or "-"
+  return { key = table.concat({ prep.model.dir, core.encoded_hash(prep.loader.enc), dev, c.head }, "\0"),
+    boundaries = c.chosen, budget = c.budget }
+end
+
 -- Sw.cells(spec) -> { {name, overrides, varied = {key = value text}, variant, recipe}, ... }: every
 -- combination resolved (R.load) and checked as `pft validate` checks it (data, model, plan: T.prepare)
 -- before anything runs; the first bad cell fails the sweep naming the cell.
@@ -155,12 +168,18 @@ function Sw.cells(spec)
     if seen[name] then fail(("two cells are both named '%s'"):format(name)) end
     seen[name] = true
     local ok, r = pcall(R.load, spec.base, over)
+    local share
     if ok then -- the data, the model and the plan, as `pft validate` checks them
       local okp, prep = pcall(require("pft.train").prepare, r)
-      if okp then prep.model.bert:free() else ok, r = false, prep end
+      if okp then
+        share = cache_share(prep)
+        prep.model.bert:free()
+      else
+        ok, r = false, prep
+      end
     end
     if not ok then fail(("cell %s: %s"):format(name, type(r) == "table" and (r.msg or tostring(r)) or tostring(r))) end
-    cells[#cells + 1] = { name = name, overrides = over, varied = varied, variant = variant or nil, recipe = r }
+    cells[#cells + 1] = { name = name, overrides = over, varied = varied, variant = variant or nil, recipe = r, share = share }
   end
   local function walk(i, varied, variant)
     if i > #axes then return add(varied, variant) end
@@ -195,13 +214,17 @@ local function sweep_dir(spec, cells)
   return ("sweeps/%s-%s"):format(spec.name, core.text_hash({ spec.base, table.concat(names, "\1") }):sub(1, 8))
 end
 
+local function cell_done(dir, cell)
+  local status = (fs.read_file(dir .. "/" .. cell.name .. "/status") or ""):match("^(%S+)")
+  return status == "done" or status == "early_stopped"
+end
+
 -- One cell: skipped when done, resumed when it has a checkpoint, else trained afresh. Returns the
 -- summary (nil when skipped) and T.run's exit code.
 local function run_cell(dir, cell, opts)
   local T, Ck = require "pft.train", require "pft.checkpoint"
   local run_dir = dir .. "/" .. cell.name
-  local status = (fs.read_file(run_dir .. "/status") or ""):match("^(%S+)")
-  if status == "done" or status == "early_stopped" then return nil, 0 end
+  if cell_done(dir, cell) then return nil, 0 end
   local r = cell.recipe
   r.output.dir = fs.abspath(run_dir)
   if fs.exists(run_dir) and #Ck.list(run_dir) > 0 then
@@ -209,6 +232,45 @@ local function run_cell(dir, cell, opts)
   end
   os.execute(("rm -rf '%s'"):format(run_dir:gsub("'", "'\\''"))) -- started, nothing to resume: its own
   return T.run(r, { run_dir = r.output.dir, quiet = opts.quiet })
+end
+
+-- One encoder pass per split for each group of this shard's unfinished cells that share a cache: every
+-- boundary their plans chose, most-used first while within the smallest of their budgets.
+local function share_caches(dir, cells, mine, say)
+  local A, T = require "pft.actcache", require "pft.train"
+  local groups, order = {}, {}
+  for _, i in ipairs(mine) do
+    local c = cells[i]
+    if c.share and not cell_done(dir, c) then
+      local g = groups[c.share.key]
+      if not g then
+        g = { first = c, uses = {}, budget = c.share.budget, n = 0 }
+        groups[c.share.key], order[#order + 1] = g, c.share.key
+      end
+      g.n, g.budget = g.n + 1, math.min(g.budget, c.share.budget)
+      for _, b in ipairs(c.share.boundaries) do g.uses[b] = (g.uses[b] or 0) + 1 end
+    end
+  end
+  for _, key in ipairs(order) do
+    local g = groups[key]
+    if g.n > 1 then -- a lone cell computes its own
+      local prep = T.prepare(g.first.recipe)
+      local needed = {}
+      for b, n in pairs(g.uses) do needed[#needed + 1] = { b = b, steps = n } end
+      local head, width = prep.plan.cache.head, prep.model.bert:config().hidden_size
+      local chosen = A.choose(needed, function(b)
+        local sum = 0
+        for _, sp in pairs(prep.plan.splits) do sum = sum + A.split_bytes(b, prep.info, head, width, sp.n, sp.ntok) end
+        return sum
+      end, g.budget)
+      local cache = A.new(prep.model, { train = prep.loader, dev = prep.dev_loader }, { head = head, dir = prep.plan.cache.dir,
+        say = function(line) say(line .. (" (shared by %d cells)"):format(g.n)) end })
+      local ok, err = pcall(cache.ensure, cache, chosen)
+      cache:free()
+      prep.model.bert:free()
+      if not ok then error(err, 0) end
+    end
+  end
 end
 
 -- Sw.run(spec, cells, {dir, shard = {i, n}, quiet, say}) -> exit code (0, or the first failing cell's)
@@ -224,6 +286,9 @@ function Sw.run(spec, cells, opts)
   for i, c in ipairs(cells) do index[i] = { name = c.name, varied = c.varied, variant = c.variant, overrides = c.overrides } end
   fs.write_atomic(dir .. "/sweep.json", cjson.encode({ name = spec.name, base = spec.base, cells = index }) .. "\n", "sweep")
   say(("sweep %s: %d cells%s"):format(dir, #cells, shard[2] > 1 and (", shard %d/%d"):format(shard[1], shard[2]) or ""))
+  local mine = {}
+  for i = 1, #cells do if (i - 1) % shard[2] == shard[1] then mine[#mine + 1] = i end end
+  share_caches(dir, cells, mine, say)
   for i, c in ipairs(cells) do
     if (i - 1) % shard[2] == shard[1] then
       local s = run_cell(dir, c, opts)
