@@ -25,6 +25,7 @@ local fs = require "pft.fs"
 local A = {}
 
 A.VERSION = "1" -- part of every key: bump when what a boundary holds changes
+A.PASS_TOKENS = 4096 -- real tokens per batch of the encoder pass (its taps hold L + 1 copies of them)
 
 local function layer_index(g) return tonumber(g:match("^layer%[(%d+)%]$")) end
 
@@ -202,11 +203,14 @@ function Cache:compute(split, bs)
   end
   local was_training = self.bert:is_training()
   self.bert:train(false)
-  local rows_per = math.max(1, loader.batch_size or 32)
+  local lengths = loader.lengths
   local done, why = pcall(core.no_grad, function()
-    for first = 1, n, rows_per do
-      local rows = {}
-      for r = first, math.min(n, first + rows_per - 1) do rows[#rows + 1] = r end
+    local first = 1
+    while first <= n do
+      local rows, tokens = {}, 0 -- batches of about A.PASS_TOKENS real tokens: large GEMMs, bounded taps
+      while first <= n and (#rows == 0 or tokens + lengths[first] <= A.PASS_TOKENS) do
+        rows[#rows + 1], tokens, first = first, tokens + lengths[first], first + 1
+      end
       local batch = enc:gather(rows, 0)
       local hidden, pooled, logits, taps = self.bert:forward_taps(batch)
       for _, b in ipairs(bs) do writers[b]:add(tap_for(self, b, taps, pooled), batch) end
