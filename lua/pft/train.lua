@@ -585,7 +585,8 @@ end
 function Trainer:test(summary)
   local d = self.run_dir
   local chosen = fs.exists(d .. "/best/config.json") and d .. "/best" or summary.model_dir
-  local mx = T.evaluate(chosen, self.recipe.data.test, self.recipe.task.kind, self.recipe)
+  local b = self.cache and self.plan.cache.is_chosen[self.boundary] and self.boundary or nil
+  local mx = T.evaluate(chosen, self.recipe.data.test, self.recipe.task.kind, self.recipe, b)
   summary.test = mx
   local shown = self.recipe.eval.metrics
   append(d .. "/metrics.jsonl", cjson.encode({ step = self.step, epoch = self.epoch, split = "test",
@@ -739,15 +740,29 @@ end
 
 -- T.evaluate(run_dir_or_model, split_spec[, task_kind]) -> metrics (loss included), the names the run's
 -- eval.metrics asks to report (nil: all)
-function T.evaluate(src, split, kind, run_recipe)
+-- boundary (optional): start from the activation cache there (computed if missing; the key checks the
+-- model's own weights below it, so a wrong boundary only misses, it never gives other numbers).
+function T.evaluate(src, split, kind, run_recipe, boundary)
   local m, recipe, owned = open_model(src)
   recipe = run_recipe or recipe or default_recipe(m, kind)
   local labels = recipe.task.kind ~= "regression" and m.labels or nil
   local ds = read_split(split, recipe, labels)
   local loader = make_loader(ds, m, recipe, true)
   m.bert:train(false)
-  local loss, preds, gold = predict_loader(m, loader, recipe.task.kind == "regression", false)
+  local cache, forward
+  if boundary and recipe.train.cache ~= false then
+    cache = A.new(m, { test = loader }, { head = Plan.head_kind(recipe) })
+    cache:ensure({ boundary })
+    forward = function(item)
+      local h, p, lg = cache:forward("test", boundary, item)
+      if lg then return h, p, lg end
+      return m.bert:forward(item.batch)
+    end
+  end
+  local ok, loss, preds, gold = pcall(predict_loader, m, loader, recipe.task.kind == "regression", false, forward)
+  if cache then cache:free() end
   close_model(m, owned)
+  if not ok then error(loss, 0) end
   return compute_metrics(recipe, loss, preds, gold, labels), recipe.eval and recipe.eval.metrics
 end
 

@@ -157,6 +157,9 @@ local function same_run(over, what)
   over["train.eval_every"] = 10
   local with = {}
   for k, v in pairs(over) do with[k] = v end
+  local test = { path = ROOT .. "/tests/fixtures/train/tiny_dev.tsv", format = "tsv", header = true, text = "sentence",
+    label = "label" }
+  with["data.test"], over["data.test"] = test, test
   local sa = run(a, with)
   over["train.cache"] = false
   local sb = run(b, over)
@@ -166,6 +169,8 @@ local function same_run(over, what)
   for i = 1, #lb do
     check.truthy(math.abs(la[i] - lb[i]) <= 1e-4, ("%s: step %d loss %.6f vs %.6f"):format(what, i, la[i], lb[i]))
   end
+  check.truthy(sa.test and sb.test and math.abs(sa.test.loss - sb.test.loss) <= 1e-4 and sa.test.accuracy == sb.test.accuracy,
+    what .. ": the same test metrics")
   local da, db = dev_metrics(a), dev_metrics(b)
   check.eq(#da, #db, what .. ": as many evaluations")
   for i = 1, #db do check.truthy(math.abs(da[i].loss - db[i].loss) <= 1e-4, what .. ": dev loss " .. i) end
