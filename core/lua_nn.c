@@ -178,6 +178,47 @@ static int forward_common(lua_State *L, bert_box *mb, pftl_batch_box *bb, const 
     return taps ? 4 : 3;
 }
 
+/* m:add_lora({r =, alpha =, dropout = 0, scale = nil, targets = {{"query", "value"}, {}, ...}}): targets[i]
+ * lists the projections adapted in layer i - 1 (nn.h, pft_lora_target_name) */
+static int bert_add_lora(lua_State *L) {
+    pft_bert *m = check_bert(L, 1)->m;
+    luaL_checktype(L, 2, LUA_TTABLE);
+    lua_getfield(L, 2, "r");
+    lua_getfield(L, 2, "alpha");
+    lua_getfield(L, 2, "dropout");
+    lua_getfield(L, 2, "scale");
+    pft_lora_config c = {.r = (int)luaL_checkinteger(L, -4), .alpha = (float)luaL_checknumber(L, -3),
+                         .dropout = (float)luaL_optnumber(L, -2, 0), .scale = (float)luaL_optnumber(L, -1, 0)};
+    lua_settop(L, 2);
+    unsigned *targets = lua_newuserdata(L, sizeof *targets * (size_t)(m->cfg.num_layers ? m->cfg.num_layers : 1));
+    lua_getfield(L, 2, "targets");
+    luaL_checktype(L, -1, LUA_TTABLE);
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        targets[l] = 0;
+        lua_rawgeti(L, -1, l + 1);
+        for (int i = 1; lua_istable(L, -1) && i <= (int)lua_objlen(L, -1); i++) {
+            lua_rawgeti(L, -1, i);
+            const char *name = lua_tostring(L, -1);
+            int t = 0;
+            while (t < PFT_LORA_TARGETS && !(name && !strcmp(name, pft_lora_target_name((pft_lora_target)t)))) t++;
+            if (t == PFT_LORA_TARGETS) return pftl_errorf(L, "add_lora: unknown target '%s' in layer %d", name ? name : "?", l);
+            targets[l] |= 1u << t;
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+    }
+    c.targets = targets;
+    if (pft_bert_add_lora(m, &c)) return pftl_core_error(L, m->ctx);
+    return 0;
+}
+
+/* m:merge_lora(): W += scale B A for every adapter; the adapters are gone afterwards */
+static int bert_merge_lora(lua_State *L) {
+    pft_bert *m = check_bert(L, 1)->m;
+    if (pft_bert_merge_lora(m)) return pftl_core_error(L, m->ctx);
+    return 0;
+}
+
 /* m:forward(batch) -> hidden [B, T, C], pooled [B, C] or nil, logits [B, K] / [B, T, K] or nil */
 static int bert_forward(lua_State *L) {
     bert_box *mb = check_bert(L, 1);
@@ -354,6 +395,13 @@ static int bert_config(lua_State *L) {
 #undef SETF
     lua_pushstring(L, c->model_type), lua_setfield(L, -2, "model_type");
     lua_pushstring(L, head_names[m->head]), lua_setfield(L, -2, "head");
+    if (m->lora_r) {
+        lua_createtable(L, 0, 3);
+        lua_pushinteger(L, m->lora_r), lua_setfield(L, -2, "r");
+        lua_pushnumber(L, float_decimal(m->lora_scale)), lua_setfield(L, -2, "scale");
+        lua_pushnumber(L, float_decimal(m->lora_dropout)), lua_setfield(L, -2, "dropout");
+        lua_setfield(L, -2, "lora");
+    }
     return 1;
 }
 
@@ -396,6 +444,8 @@ static const luaL_Reg bert_methods[] = {
     {"forward", bert_forward},
     {"forward_taps", bert_forward_taps},
     {"forward_from", bert_forward_from},
+    {"add_lora", bert_add_lora},
+    {"merge_lora", bert_merge_lora},
     {"loss", bert_loss},
     {"params", bert_params},
     {"param", bert_param},

@@ -229,6 +229,87 @@ void pft_bert_free(pft_bert *m) {
     free(m);
 }
 
+/* --- LoRA ------------------------------------------------------------------------------------------ */
+
+static const char *const lora_names[PFT_LORA_TARGETS] = {"query", "key", "value", "attention.output.dense",
+                                                         "intermediate.dense", "output.dense"};
+static const char *const lora_paths[PFT_LORA_TARGETS] = {"attention.self.query", "attention.self.key", "attention.self.value",
+                                                         "attention.output.dense", "intermediate.dense", "output.dense"};
+
+const char *pft_lora_target_name(pft_lora_target t) { return t >= 0 && t < PFT_LORA_TARGETS ? lora_names[t] : NULL; }
+const char *pft_lora_target_path(pft_lora_target t) { return t >= 0 && t < PFT_LORA_TARGETS ? lora_paths[t] : NULL; }
+
+static pft_tensor *merged_weight(const pft_bert *m, pft_tensor *w, pft_tensor *a, pft_tensor *b);
+
+/* the weight a target adapts */
+static pft_tensor *lora_base(pft_bert_layer *L, pft_lora_target t) {
+    pft_tensor *const w[PFT_LORA_TARGETS] = {L->q_w, L->k_w, L->v_w, L->ao_w, L->i_w, L->o_w};
+    return w[t];
+}
+
+static pft_tensor *lora_param(pft_bert *m, int l, pft_lora_target t, char which, int64_t d0, int64_t d1) {
+    char name[256];
+    snprintf(name, sizeof name, "%sencoder.layer.%d.%s.lora_%c.weight", m->prefix, l, lora_paths[t], which);
+    pft_tensor *p = which == 'A' ? pft_tensor_rand(m->ctx, 2, (int64_t[]){d0, d1}, -1.0f / sqrtf((float)d1), 1.0f / sqrtf((float)d1))
+                                 : pft_tensor_zeros(m->ctx, 2, (int64_t[]){d0, d1});
+    if (p && pft_tensor_set_name(p, name)) pft_tensor_release(p), p = NULL;
+    if (p) p->requires_grad = true, m->params[m->n_params++] = p;
+    return p;
+}
+
+pft_status pft_bert_add_lora(pft_bert *m, const pft_lora_config *c) {
+    if (m->lora_r) return pft_ctx_seterr(m->ctx, PFT_ERR_STATE, "lora: the model has adapters already");
+    if (c->r < 1) return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "lora: r must be >= 1, got %d", c->r);
+    if (!(c->alpha > 0)) return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "lora: alpha must be > 0, got %g", (double)c->alpha);
+    if (!(c->dropout >= 0 && c->dropout < 1))
+        return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "lora: dropout must be in [0, 1), got %g", (double)c->dropout);
+    int n = 0;
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int t = 0; t < PFT_LORA_TARGETS; t++) n += (c->targets[l] >> t) & 1;
+    if (!n) return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "lora: no projection to adapt");
+    pft_tensor **grown = realloc(m->params, sizeof *grown * (size_t)(m->n_params + 2 * n));
+    if (!grown) return pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "lora: out of memory");
+    m->params = grown;
+    for (int l = 0; l < m->cfg.num_layers; l++) {
+        pft_bert_layer *L = &m->layers[l];
+        for (int t = 0; t < PFT_LORA_TARGETS; t++) {
+            if (!((c->targets[l] >> t) & 1)) continue;
+            const pft_tensor *w = lora_base(L, (pft_lora_target)t); /* [out, in] */
+            if (!(L->lora_a[t] = lora_param(m, l, (pft_lora_target)t, 'A', c->r, w->shape[1])) ||
+                !(L->lora_b[t] = lora_param(m, l, (pft_lora_target)t, 'B', w->shape[0], c->r)))
+                return m->ctx->last_status ? m->ctx->last_status : PFT_ERR_ALLOC; /* the ones made are the model's */
+        }
+    }
+    m->lora_r = c->r, m->lora_dropout = c->dropout;
+    m->lora_scale = c->scale > 0 ? c->scale : c->alpha / (float)c->r;
+    return PFT_OK;
+}
+
+pft_status pft_bert_merge_lora(pft_bert *m) {
+    pft_status st = PFT_OK;
+    for (int l = 0; l < m->cfg.num_layers && !st; l++) {
+        pft_bert_layer *L = &m->layers[l];
+        for (int t = 0; t < PFT_LORA_TARGETS && !st; t++) {
+            if (!L->lora_a[t]) continue;
+            pft_tensor *w = lora_base(L, (pft_lora_target)t);
+            pft_tensor *sum = merged_weight(m, w, L->lora_a[t], L->lora_b[t]);
+            st = sum ? pft_tensor_copy_(w, sum) : (m->ctx->last_status ? m->ctx->last_status : PFT_ERR_ALLOC);
+            pft_tensor_release(sum);
+        }
+    }
+    if (st) return st;
+    int k = 0; /* drop the adapters from the parameter list, then from the layers */
+    for (int i = 0; i < m->n_params; i++) {
+        if (strstr(m->params[i]->name, ".lora_")) pft_tensor_release(m->params[i]);
+        else m->params[k++] = m->params[i];
+    }
+    m->n_params = k;
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int t = 0; t < PFT_LORA_TARGETS; t++) m->layers[l].lora_a[t] = m->layers[l].lora_b[t] = NULL;
+    m->lora_r = 0;
+    return PFT_OK;
+}
+
 int pft_bert_param_count(const pft_bert *m) { return m->n_params; }
 pft_tensor *pft_bert_param(const pft_bert *m, int i) { return i >= 0 && i < m->n_params ? m->params[i] : NULL; }
 
@@ -321,16 +402,43 @@ pft_bert *pft_bert_load(pft_ctx *ctx, const char *dir, pft_head_kind head, int n
     return m;
 }
 
+/* W + scale B A for an adapted weight (a new tensor, no tape), or NULL (error set) */
+static pft_tensor *merged_weight(const pft_bert *m, pft_tensor *w, pft_tensor *a, pft_tensor *b) {
+    pft_ctx_no_grad_enter(m->ctx);
+    pft_tensor *ba = pft_matmul(b, a);
+    pft_tensor *s = ba ? pft_scale(ba, m->lora_scale) : NULL;
+    pft_tensor *sum = s ? pft_add(w, s) : NULL;
+    pft_tensor_release(ba), pft_tensor_release(s);
+    pft_ctx_no_grad_leave(m->ctx);
+    return sum;
+}
+
+/* The adapter of weight p, if p is an adapted projection weight */
+static bool adapter_of(const pft_bert *m, const pft_tensor *p, pft_tensor **a, pft_tensor **b) {
+    for (int l = 0; l < m->cfg.num_layers; l++)
+        for (int t = 0; t < PFT_LORA_TARGETS; t++)
+            if (m->layers[l].lora_a[t] && lora_base(&m->layers[l], (pft_lora_target)t) == p) {
+                *a = m->layers[l].lora_a[t], *b = m->layers[l].lora_b[t];
+                return true;
+            }
+    return false;
+}
+
 pft_status pft_bert_save_weights(const pft_bert *m, const char *path) {
     pft_st_entry_in *in = malloc(sizeof *in * (size_t)m->n_params);
-    if (!in) return pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "%s: out of memory", path);
-    for (int i = 0; i < m->n_params; i++) {
-        const pft_tensor *p = m->params[i];
-        in[i] = (pft_st_entry_in){p->name, pft_tensor_data(p), p->ndim, p->shape};
+    pft_tensor **tmp = calloc((size_t)m->n_params, sizeof *tmp);
+    pft_status st = in && tmp ? PFT_OK : pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "%s: out of memory", path);
+    int n = 0;
+    for (int i = 0; i < m->n_params && !st; i++) {
+        pft_tensor *p = m->params[i], *a, *b;
+        if (strstr(p->name, ".lora_")) continue; /* folded into its weight below: the file is a plain BERT */
+        if (adapter_of(m, p, &a, &b) && !(p = tmp[i] = merged_weight(m, p, a, b))) st = m->ctx->last_status;
+        if (!st) in[n++] = (pft_st_entry_in){m->params[i]->name, pft_tensor_data(p), p->ndim, p->shape};
     }
     pft_st_meta meta = {"format", "pt"};
-    pft_status st = pft_st_write(m->ctx, path, m->n_params, in, 1, &meta);
-    free(in);
+    if (!st) st = pft_st_write(m->ctx, path, n, in, 1, &meta);
+    for (int i = 0; tmp && i < m->n_params; i++) pft_tensor_release(tmp[i]);
+    free(in), free(tmp);
     return st;
 }
 
@@ -343,10 +451,26 @@ void pft_bert_output_release(pft_bert_output *out) {
     memset(out, 0, sizeof *out);
 }
 
-/* x -> layernorm(dropout(dense(x)) + residual) */
-static pft_tensor *dense_residual_norm(pft_tensor *x, pft_tensor *w, pft_tensor *b, pft_tensor *residual, pft_tensor *ln_w,
+/* W x + b, plus the layer's LoRA adapter on this projection when it has one: + scale B A dropout(x), two
+ * thin GEMMs (W + B A is never formed, so a frozen W gets no gradient and costs no memory). */
+static pft_tensor *project(const pft_bert *m, const pft_bert_layer *L, pft_lora_target t, pft_tensor *x, pft_tensor *w,
+                           pft_tensor *b, bool train) {
+    pft_tensor *y = pft_linear(x, w, b);
+    if (!y || !L->lora_a[t]) return y;
+    pft_tensor *d = pft_dropout(x, m->lora_dropout, train);
+    pft_tensor *xa = d ? pft_linear(d, L->lora_a[t], NULL) : NULL;
+    pft_tensor *xab = xa ? pft_linear(xa, L->lora_b[t], NULL) : NULL;
+    pft_tensor *s = xab ? pft_scale(xab, m->lora_scale) : NULL;
+    pft_tensor *out = s ? pft_add(y, s) : NULL;
+    pft_tensor_release(d), pft_tensor_release(xa), pft_tensor_release(xab), pft_tensor_release(s), pft_tensor_release(y);
+    return out;
+}
+
+/* x -> layernorm(dropout(dense(x)) + residual), dense being projection t of layer L */
+static pft_tensor *dense_residual_norm(const pft_bert *m, const pft_bert_layer *L, pft_lora_target t, pft_tensor *x,
+                                       pft_tensor *w, pft_tensor *b, pft_tensor *residual, pft_tensor *ln_w,
                                        pft_tensor *ln_b, float eps, float p, bool train) {
-    pft_tensor *h = pft_linear(x, w, b);
+    pft_tensor *h = project(m, L, t, x, w, b, train);
     if (!h) return NULL;
     pft_tensor *d = pft_dropout(h, p, train);
     pft_tensor_release(h);
@@ -372,20 +496,21 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
     const bool train = m->training && L->training;
     const int64_t D = c->hidden_size / c->num_heads;
     const float scale = 1.0f / sqrtf((float)D);
-    pft_tensor *q = pft_linear(x, L->q_w, L->q_b), *k = q ? pft_linear(x, L->k_w, L->k_b) : NULL;
-    pft_tensor *v = k ? pft_linear(x, L->v_w, L->v_b) : NULL;
+    pft_tensor *q = project(m, L, PFT_LORA_QUERY, x, L->q_w, L->q_b, train);
+    pft_tensor *k = q ? project(m, L, PFT_LORA_KEY, x, L->k_w, L->k_b, train) : NULL;
+    pft_tensor *v = k ? project(m, L, PFT_LORA_VALUE, x, L->v_w, L->v_b, train) : NULL;
     pft_tensor *att = !v ? NULL
                       : lay->lens ? pft_attention_packed(q, k, v, lay->B, lay->lens, c->num_heads, scale, c->attention_dropout, train)
                                   : pft_attention(q, k, v, lay->mask, c->num_heads, scale, c->attention_dropout, train);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v);
     if (!att) return NULL;
-    pft_tensor *x1 = dense_residual_norm(att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
+    pft_tensor *x1 = dense_residual_norm(m, L, PFT_LORA_ATTN_OUT, att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
     pft_tensor_release(att);
     if (!x1) return NULL;
-    pft_tensor *h = pft_linear(x1, L->i_w, L->i_b);
+    pft_tensor *h = project(m, L, PFT_LORA_INTERMEDIATE, x1, L->i_w, L->i_b, train);
     pft_tensor *g = h ? pft_gelu(h) : NULL;
     pft_tensor_release(h);
-    pft_tensor *y = g ? dense_residual_norm(g, L->o_w, L->o_b, x1, L->oln_w, L->oln_b, c->layer_norm_eps, c->hidden_dropout, train) : NULL;
+    pft_tensor *y = g ? dense_residual_norm(m, L, PFT_LORA_OUTPUT, g, L->o_w, L->o_b, x1, L->oln_w, L->oln_b, c->layer_norm_eps, c->hidden_dropout, train) : NULL;
     pft_tensor_release(g);
     pft_tensor_release(x1);
     return y;

@@ -34,12 +34,31 @@ typedef struct pft_bert_config {
     float layer_norm_eps, hidden_dropout, attention_dropout, classifier_dropout, initializer_range;
 } pft_bert_config;
 
+/* LoRA (Hu et al. 2021, as PEFT implements it): a projection W x + b gets + scale * B A dropout(x), with
+ * A [r, in] (Kaiming-uniform, as PEFT's default) and B [out, r] (zeros), scale = alpha / r. Named as PEFT
+ * names them inside the model: "<projection>.lora_A.weight", "<projection>.lora_B.weight". */
+typedef enum pft_lora_target {
+    PFT_LORA_QUERY = 0, PFT_LORA_KEY, PFT_LORA_VALUE, /* attention.self.{query,key,value} */
+    PFT_LORA_ATTN_OUT,                                /* attention.output.dense */
+    PFT_LORA_INTERMEDIATE,                            /* intermediate.dense */
+    PFT_LORA_OUTPUT,                                  /* output.dense */
+    PFT_LORA_TARGETS
+} pft_lora_target;
+
+typedef struct pft_lora_config {
+    int r;
+    float alpha, dropout;
+    float scale;             /* 0: alpha / r (PEFT's default); else this (rsLoRA: alpha / sqrt(r)) */
+    const unsigned *targets; /* [num_layers]: per layer, a bit (1 << pft_lora_target) per adapted projection */
+} pft_lora_config;
+
 typedef struct pft_bert_layer {
     pft_tensor *q_w, *q_b, *k_w, *k_b, *v_w, *v_b;   /* attention.self.{query,key,value} [C, C], [C] */
     pft_tensor *ao_w, *ao_b, *aln_w, *aln_b;         /* attention.output.dense, attention.output.LayerNorm */
     pft_tensor *i_w, *i_b;                           /* intermediate.dense [F, C], [F] */
     pft_tensor *o_w, *o_b, *oln_w, *oln_b;           /* output.dense [C, F], output.LayerNorm */
     bool training;                                   /* dropout in this layer (when the model trains) */
+    pft_tensor *lora_a[PFT_LORA_TARGETS], *lora_b[PFT_LORA_TARGETS]; /* NULL where not adapted */
 } pft_bert_layer;
 
 typedef struct pft_bert {
@@ -58,7 +77,9 @@ typedef struct pft_bert {
     pft_tensor *pool_w, *pool_b; /* may be NULL for a checkpoint without a pooler and no seq head */
     pft_tensor *cls_w, *cls_b;   /* the head; NULL for PFT_HEAD_NONE */
     int n_params;
-    pft_tensor **params;         /* every parameter, in Hugging Face order, each named */
+    pft_tensor **params;         /* every parameter, in Hugging Face order (LoRA adapters last), each named */
+    int lora_r;                  /* 0: no adapters */
+    float lora_scale, lora_dropout;
     const char *prefix;          /* "bert." for models with a head, "" for a bare BertModel */
 } pft_bert;
 
@@ -123,7 +144,19 @@ void pft_bert_output_release(pft_bert_output *out);
  * Token classification: int labels [B, T], -100 ignored. Pass exactly one of int_labels / float_labels. */
 pft_tensor *pft_bert_loss(pft_bert *m, pft_tensor *logits, const int32_t *int_labels, const float *float_labels);
 
-/* Writes dir/model.safetensors (atomically) with every parameter under its Hugging Face name. */
+/* The projection a target names ("query", ..., "attention.output.dense", "intermediate.dense",
+ * "output.dense"), its suffix inside a layer, or NULL. */
+const char *pft_lora_target_name(pft_lora_target t);
+const char *pft_lora_target_path(pft_lora_target t); /* "attention.self.query", ..., "output.dense" */
+/* Adds LoRA adapters (once per model; r >= 1, alpha > 0, 0 <= dropout < 1, at least one target), drawing A
+ * from the context's RNG, appended to the parameters in layer then target order. */
+pft_status pft_bert_add_lora(pft_bert *m, const pft_lora_config *c);
+/* Folds every adapter into its weight (W += scale B A, no tape) and removes the adapters: a plain model
+ * that computes what the adapted one did. */
+pft_status pft_bert_merge_lora(pft_bert *m);
+
+/* Writes dir/model.safetensors (atomically) with every parameter under its Hugging Face name. A model with
+ * LoRA adapters is written merged (W + scale B A, no lora_* tensors): the file is always a plain BERT. */
 pft_status pft_bert_save_weights(const pft_bert *m, const char *path);
 
 #endif
