@@ -6,7 +6,9 @@ Run by hand from the repository root (needs torch, transformers, peft, safetenso
     python3 tests/gen_lora_fixtures.py                  # (re)writes tests/fixtures/lora/*
     python3 tests/gen_lora_fixtures.py check ADAPTER_DIR OUT_JSON
         # loads ADAPTER_DIR (a pft --adapter export) with peft.PeftModel.from_pretrained on the tiny base
-        # model and writes its logits on the fixture batch to OUT_JSON
+        # model and writes its logits on the fixture batch to OUT_JSON. tests/fixtures/lora/roundtrip.json
+        # is this for tests/fixtures/lora/export_adapter/ (what pft.lora.save_adapter writes for tiny_qv);
+        # test_lora.lua checks that pft still writes that export and that PEFT's logits there are pft's.
 
 The reference is PEFT's LoRA on transformers' BertForSequenceClassification, float32, eval mode
 (dropout off), eager attention. Base model: tests/fixtures/bert/tiny_seqcls (2 layers, hidden 32,

@@ -68,7 +68,8 @@ function P.cache_plan(recipe, info, sched, splits, width)
   return c
 end
 
--- P.new(recipe, info, rows[, {splits = {train = {n, ntok}, ...}, width = hidden size}])
+-- P.new(recipe, info, rows[, {splits = {train = {n, ntok}, ...}, width = hidden size, lora = the model's
+-- config().lora}])
 -- -> { recipe, info, sizes, sched, total_params, cache }
 function P.new(recipe, info, rows, opts)
   opts = opts or {}
@@ -77,7 +78,35 @@ function P.new(recipe, info, rows, opts)
   for _, n in ipairs(info.names) do total_params = total_params + info.numel[n] end
   local sched = S.build(recipe, info, sizes)
   return { recipe = recipe, info = info, sizes = sizes, total_params = total_params, sched = sched,
-    cache = P.cache_plan(recipe, info, sched, opts.splits, opts.width), splits = opts.splits }
+    cache = P.cache_plan(recipe, info, sched, opts.splits, opts.width), splits = opts.splits, lora = opts.lora }
+end
+
+-- "adapters: LoRA r 8, scale 2, dropout 0.1 on query, value in layer[0-5]: 73,728 parameters (12,288 per
+-- layer)", or nil without adapters.
+local function adapter_line(plan)
+  if not plan.lora then return nil end
+  local info, per_layer, targets, seen, total = plan.info, {}, {}, {}, 0
+  for _, n in ipairs(info.names) do
+    local proj = n:match("encoder%.layer%.%d+%.(.-)%.lora_A%.weight$")
+    if proj and not seen[proj] then seen[proj], targets[#targets + 1] = true, proj:gsub("^attention%.self%.", "") end
+    if n:find(".lora_", 1, true) then
+      local g = info.group_of[n]
+      per_layer[g] = (per_layer[g] or 0) + info.numel[n]
+      total = total + info.numel[n]
+    end
+  end
+  local groups, counts, same = {}, nil, true
+  for _, g in ipairs(info.groups) do
+    if per_layer[g] then
+      groups[#groups + 1] = g
+      if counts and counts ~= per_layer[g] then same = false end
+      counts = per_layer[g]
+    end
+  end
+  local each = same and (" (%s per layer)"):format(P.group3(counts or 0)) or ""
+  return ("adapters: LoRA r %d, scale %s, dropout %s on %s in %s: %s parameters%s"):format(plan.lora.r,
+    P.fmt_lr(plan.lora.scale), P.fmt_lr(plan.lora.dropout), table.concat(targets, ", "), S.compress_groups(groups),
+    P.group3(total), each)
 end
 
 -- A phase's cache cell: the boundary it starts from ("layer[4] in", "pooled"), or "live".
@@ -199,6 +228,7 @@ function P.lines(plan)
   if sched.warmup_steps > 0 then
     lines[#lines + 1] = ("a group that unfreezes ramps its rate from 0 over %d steps"):format(sched.warmup_steps)
   end
+  lines[#lines + 1] = adapter_line(plan)
   for _, l in ipairs(cache_lines(plan)) do lines[#lines + 1] = l end
   lines[#lines + 1] = ("total: %s steps; model %s params; peak trainable %s (%.1f%%); peak optimizer state %s (%s)"):format(
     P.group3(plan.sizes.total_steps), P.group3(plan.total_params), P.group3(peak_n),

@@ -159,6 +159,8 @@ end
 -- Selector syntax (matching against a model happens in pft.schedule.select).
 local function selector_syntax_error(s)
   if s == "" then return "an empty selector" end
+  local inner = s:match("^lora%.(.+)$") -- the LoRA adapters inside a selection: lora.top(2)
+  if inner then return selector_syntax_error(inner) end
   if s:find("[%[%]%(%)]") then
     if s:match("^layer%[%d+%]$") or s:match("^layer%[%d+%-%d+%]$") or s:match("^top%(%d+%)$")
       or s:match("^bottom%(%d+%)$") then
@@ -168,7 +170,7 @@ local function selector_syntax_error(s)
       if k and tonumber(k) < 1 then return ("'%s': k must be >= 1"):format(s) end
       return nil
     end
-    return ("'%s' is not a selector (groups: embeddings, layer[i], layer[i-j], top(k), bottom(k), pooler, head, all; kinds: bias, LayerNorm; or a name glob with * and ?)"):format(s)
+    return ("'%s' is not a selector (groups: embeddings, layer[i], layer[i-j], top(k), bottom(k), pooler, head, all; kinds: bias, LayerNorm, lora, lora.<selector>; or a name glob with * and ?)"):format(s)
   end
 end
 
@@ -258,7 +260,17 @@ local SCHEMA = struct({
   { "model", struct({
       { "name", str("all-MiniLM-L6-v2", "model name (under models/ or $PFT_MODELS) or a Hugging Face BERT directory", { nonempty = true }) },
       { "max_length", num(128, "tokens per example (longer texts are truncated)", { int = true, ge = 2, max = 1048576 }) },
+      { "adapter", str(nil, "a PEFT LoRA adapter directory (adapter_config.json, adapter_model.safetensors) applied over the model: train on from it or evaluate it", { nullable = true, nonempty = true }) },
     }, "the pretrained model") },
+  { "adapters", struct({
+      { "lora", struct({
+          { "r", num(8, "LoRA rank", { int = true, ge = 1, max = 65536 }) },
+          { "alpha", num(16, "LoRA alpha: the update is scaled by alpha / r", { gt = 0 }) },
+          { "dropout", num(0.1, "dropout on the adapter's input", { ge = 0, lt = 1 }) },
+          { "targets", list(str(nil, nil, { nonempty = true }), { "query", "value" }, "projections adapted: query, key, value, attention.output.dense, intermediate.dense, output.dense", { unique = true }) },
+          { "layers", selector("the layers that get adapters (default: all)") },
+        }, "LoRA adapters (PEFT's LoRA: W x + alpha/r B A dropout(x), A Kaiming-uniform, B zero); train them with schedule.preset = \"lora\" or the `lora` selector", { absent = true }) },
+    }, "parameter-efficient adapters added to the model") },
   { "task", struct({
       { "kind", enum({ "classification", "regression", "token_classification" }, "classification", "what the head predicts") },
       { "labels", list(str(nil, nil, { nonempty = true }), nil, "label names in a fixed order (default: the training labels, sorted)", { nullable = true, unique = true }) },

@@ -94,6 +94,12 @@ local function matcher(s, info)
   if s == "embeddings" or s == "pooler" or s == "head" then return function(n) return info.group_of[n] == s end end
   if s == "bias" then return function(n) return n:match("%.bias$") ~= nil end end
   if s == "LayerNorm" then return function(n) return n:find("LayerNorm", 1, true) ~= nil end end
+  if s == "lora" then return function(n) return n:find(".lora_", 1, true) ~= nil end end
+  local inner = s:match("^lora%.(.+)$") -- the adapters within a selection: lora.top(2), lora.layer[4-5]
+  if inner then
+    local m = matcher(inner, info)
+    return function(n) return n:find(".lora_", 1, true) ~= nil and m(n) end
+  end
   local i = s:match("^layer%[(%d+)%]$")
   if i then return layer_set(info, tonumber(i), tonumber(i), s) end
   local a, b = s:match("^layer%[(%d+)%-(%d+)%]$")
@@ -216,6 +222,13 @@ S.PRESETS = {
     end },
   { name = "bitfit", start = "every `*.bias` + the whole `head`", after = "—", needs_head = true,
     build = function(_, info) return union(set_of(S.select("bias", info)), group_set(info, "head")), {} end },
+  { name = "lora", start = "every LoRA adapter (`adapters.lora`) + the whole `head`, as PEFT trains them", after = "—",
+    needs_head = true,
+    build = function(_, info)
+      local ok, names = pcall(S.select, "lora", info)
+      if not ok then error("schedule: preset 'lora' needs adapters: add adapters.lora to the recipe (or model.adapter)", 0) end
+      return union(set_of(names), group_set(info, "head")), {}
+    end },
 }
 for _, p in ipairs(S.PRESETS) do S.PRESETS[p.name] = p end
 

@@ -16,6 +16,7 @@ local cjson = require "cjson"
 local A = require "pft.actcache"
 local fs = require "pft.fs"
 local Ck = require "pft.checkpoint"
+local Lora = require "pft.lora"
 local D = require "pft.data"
 local Model = require "pft.model"
 local Mx = require "pft.metrics"
@@ -232,6 +233,16 @@ local function make_loader(ds, m, recipe, eval)
     max_length = recipe.model.max_length, label_all_tokens = recipe.task.label_all_tokens })
 end
 
+-- LoRA adapters from the recipe: a PEFT adapter directory (model.adapter) or fresh ones (adapters.lora).
+local function add_adapters(m, recipe)
+  local spec = recipe.adapters and recipe.adapters.lora
+  if recipe.model.adapter and spec then
+    error("recipe: model.adapter and adapters.lora both add adapters; give one (model.adapter continues an existing adapter)", 0)
+  end
+  if recipe.model.adapter then Lora.load_adapter(m, recipe.model.adapter) end
+  if spec then Lora.apply(m, spec) end
+end
+
 -- T.prepare(recipe) -> { recipe, train_ds, dev_ds, labels, model, info, loader, dev_loader, plan }: what
 -- `pft validate` prints and `pft train` runs, computed by this one function for both. Seeds the RNG
 -- first (the head's initialisation draws from it).
@@ -245,6 +256,7 @@ function T.prepare(recipe)
   local m = Model.load(recipe.model.name, { head = head_kind(recipe), num_labels = labels and #labels or 1, labels = labels,
     labels_from = is_regression(recipe) and "task.kind = \"regression\"" or recipe.task.labels and "task.labels" or
       (#labels <= 8 and ("the training data's labels (%s)"):format(table.concat(labels, ", ")) or "the training data's labels") })
+  add_adapters(m, recipe)
   local info = S.model_info(m.bert)
   local loader = make_loader(train_ds, m, recipe, false)
   local dev_loader = dev_ds and make_loader(dev_ds, m, recipe, true) or nil
@@ -252,7 +264,8 @@ function T.prepare(recipe)
   if dev_loader then splits.dev = { n = dev_ds.n, ntok = dev_loader.enc:tokens() } end
   return { recipe = recipe, train_ds = train_ds, dev_ds = dev_ds, labels = labels, model = m, info = info,
     loader = loader, dev_loader = dev_loader,
-    plan = Plan.new(recipe, info, train_ds.n, { splits = splits, width = m.bert:config().hidden_size }) }
+    plan = Plan.new(recipe, info, train_ds.n, { splits = splits, width = m.bert:config().hidden_size,
+      lora = m.bert:config().lora }) }
 end
 
 -- The optimizer: one group per (schedule group x decay/no-decay), every parameter in one from the start.
@@ -483,7 +496,7 @@ function Trainer:evaluate()
   local up = higher_is_better(best.metric)
   if best.value == nil or (up and v > best.value) or (not up and v < best.value) then
     best.value, best.step, self.bad_evals = v, self.step, 0
-    self.model:export(self.run_dir .. "/best", { labels = self.labels })
+    self:export(self.run_dir .. "/best")
   else
     self.bad_evals = self.bad_evals + 1
   end
@@ -541,6 +554,23 @@ function Trainer:train_loop()
     end
     self.epoch = self.epoch + 1
   end
+end
+
+-- A model directory transformers loads (LoRA folded into the weights), and with adapters also the
+-- PEFT adapter files and pft_adapter.json: which base groups trained fully besides the adapters (what
+-- an adapter export cannot carry).
+function Trainer:export(dir)
+  self.model:export(dir, { labels = self.labels })
+  if not Lora.has(self.bert) then return end
+  Lora.save_adapter(self.model, dir, { task = self.recipe.task.kind, base = self.recipe.model.name })
+  local thawed = {}
+  for n in pairs(self.ever) do
+    local g = self.info.group_of[n]
+    if not n:find(".lora_", 1, true) and g ~= "head" then thawed[g] = true end
+  end
+  local groups = {}
+  for _, g in ipairs(self.info.groups) do if thawed[g] then groups[#groups + 1] = g end end
+  fs.write_atomic(dir .. "/pft_adapter.json", cjson.encode({ thawed = setmetatable(groups, cjson.array_mt) }) .. "\n", "train")
 end
 
 -- The model's memory goes now, not whenever the collector runs (compiled traces may anchor closures).
@@ -601,7 +631,7 @@ function Trainer:finish()
   if self.out_cfg.checkpoints ~= false and (not self.last_ck or not self.last_ck:match("step%-" .. self.step .. "$")) then
     self:save_checkpoint()
   end
-  self.model:export(self.run_dir .. "/model", { labels = self.labels })
+  self:export(self.run_dir .. "/model")
   self:release()
   local s = self:summary()
   s.status, s.exit_code, s.checkpoint, s.model_dir = self.status, T.EXIT_OK, self.last_ck, self.run_dir .. "/model"
@@ -880,11 +910,32 @@ function T.predict(src, input_path, out_path)
 end
 
 -- T.export(run_dir, dest[, which = "best" | "final"]): the best model when the run evaluated, else the final.
-function T.export(run_dir, dest, which)
+-- form "adapter": the PEFT adapter files of a LoRA run (refused when base groups trained too: an adapter
+-- cannot carry them); else the merged model directory.
+local function export_adapter(dir, dest)
+  if not fs.exists(dir .. "/adapter_config.json") then
+    error(("train: %s has no LoRA adapter to export (the run had no adapters.lora or model.adapter)"):format(dir), 0)
+  end
+  local info = cjson.decode(fs.read_file(dir .. "/pft_adapter.json") or "{}")
+  if info.thawed and #info.thawed > 0 then
+    error(("train: the run also trained %s fully besides the adapters; an adapter export would lose them: " ..
+      "export the merged model instead (pft export RUN DEST --merged)"):format(S.compress_groups(info.thawed)), 0)
+  end
+  local ok, err = core.mkdir(dest)
+  if not ok then error("train: " .. err, 0) end
+  for _, f in ipairs({ "adapter_config.json", "adapter_model.safetensors" }) do
+    fs.write_atomic(dest .. "/" .. f, assert(fs.read_file(dir .. "/" .. f)), "export")
+  end
+end
+
+function T.export(run_dir, dest, which, form)
   local order = which == "final" and { "model" } or which == "best" and { "best" } or { "best", "model" }
   for _, sub in ipairs(order) do
     local dir = run_dir .. "/" .. sub
-    if fs.exists(dir .. "/config.json") then
+    if form == "adapter" and fs.exists(dir .. "/config.json") then
+      export_adapter(dir, dest)
+      return dest, sub
+    elseif fs.exists(dir .. "/config.json") then
       local m = Model.load(dir)
       m:export(dest, { labels = m.labels })
       m.bert:free()

@@ -108,6 +108,45 @@ function T.adapter_and_merged_exports_round_trip()
   os.execute("rm -rf '" .. dir .. "'")
 end
 
+-- What pft writes for an adapter is what PEFT loaded (tests/fixtures/lora/export_adapter/, whose logits
+-- under peft.PeftModel.from_pretrained are tests/fixtures/lora/roundtrip.json): the same config and
+-- tensors, and PEFT's logits equal pft's.
+function T.peft_loads_the_adapter_pft_writes()
+  local cjson = require "cjson"
+  local dir = ("%s/pft-test-lora-rt-%d"):format(TMP, os.time())
+  local m = tiny()
+  Lora.load_adapter(m, FIX)
+  Lora.save_adapter(m, dir, { task = "classification" })
+  local snap = TEST_ROOT .. "/tests/fixtures/lora/export_adapter"
+  local function json(p) local f = assert(io.open(p, "rb")); local t = cjson.decode(f:read("*a")); f:close(); return t end
+  local got, want = json(dir .. "/adapter_config.json"), json(snap .. "/adapter_config.json")
+  for k, v in pairs(want) do
+    check.eq(type(v) == "table" and cjson.encode(got[k]) or got[k], type(v) == "table" and cjson.encode(v) or v, "config " .. k)
+  end
+  local gt, wt = core.read_safetensors(dir .. "/adapter_model.safetensors"), core.read_safetensors(snap .. "/adapter_model.safetensors")
+  local n = 0
+  for k, t in pairs(wt) do
+    check.truthy(gt[k] ~= nil, "tensor " .. k)
+    check.eq(max_rel(gt[k], t), 0, "tensor " .. k .. " bit for bit")
+    n = n + 1
+  end
+  check.eq(n, 10, "8 adapter tensors and the classifier")
+  free_all(gt); free_all(wt)
+  m.bert:train(false)
+  local logits = forward_loss(m)
+  local peft = json(TEST_ROOT .. "/tests/fixtures/lora/roundtrip.json").logits
+  local flat, i = logits:flat(), 0
+  for _, row in ipairs(peft) do
+    for _, v in ipairs(row) do
+      i = i + 1
+      check.near(flat[i], v, 1e-5, "PEFT's logit " .. i)
+    end
+  end
+  logits:free()
+  m.bert:free()
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
 -- A fresh adapter: A uniform in +-1/sqrt(in) (PEFT's Kaiming-uniform with a = sqrt 5), B zero, so the
 -- adapted model starts as the base model; names and shapes as PEFT's.
 function T.fresh_adapters_start_as_the_base_model()
@@ -134,6 +173,53 @@ function T.fresh_adapters_start_as_the_base_model()
   check.truthy(max_rel(got, want) <= 0, "B = 0: the base model's logits exactly")
   got:free(); want:free(); a:free(); bmat:free()
   m.bert:free()
+end
+
+-- A LoRA run on the tiny recipe: checkpoints hold the adapters and the head only; best/ and model/ are
+-- merged models with the adapter files beside them; --adapter exports them, and is refused for a run that
+-- also thawed base layers (naming them), whose merged export still works.
+function T.a_lora_run_checkpoints_and_exports()
+  local F = require "train_fixtures"
+  local Tr = require "pft.train"
+  local dir = ("%s/pft-test-lora-run-%d"):format(TMP, os.time())
+  os.execute("rm -rf '" .. dir .. "'")
+  local over = { ["adapters"] = { lora = { r = 4, alpha = 8, dropout = 0.1, targets = { "query", "value" } } },
+    ["schedule.preset"] = "lora", ["train.max_steps"] = 6, ["train.eval_every"] = 3 }
+  local s = Tr.run(F.recipe(TEST_ROOT, dir .. "/run", over), { run_dir = dir .. "/run", quiet = true })
+  check.eq(s.status, "done", "the run ends")
+  check.eq(s.trainable_numel, 2 * 2 * (4 * 32 + 32 * 4) + 3 * 32 + 3, "adapters + head train")
+  local ck = io.popen("ls -d '" .. dir .. "/run/checkpoints/'step-* | tail -1"):read("*l")
+  local w = core.read_safetensors(ck .. "/weights.safetensors")
+  local names = {}
+  for n in pairs(w) do names[#names + 1] = n end
+  table.sort(names)
+  for _, n in ipairs(names) do
+    check.truthy(n:find(".lora_", 1, true) or n:match("^classifier%."), "checkpoint holds only what trains: " .. n)
+  end
+  check.eq(#names, 10, "8 adapter tensors + the classifier")
+  free_all(w)
+  check.truthy(io.open(dir .. "/run/best/adapter_config.json") ~= nil, "best/ has the adapter")
+  Tr.export(dir .. "/run", dir .. "/adapter", nil, "adapter")
+  local m = tiny()
+  Lora.load_adapter(m, dir .. "/adapter")
+  m.bert:train(false)
+  local from_adapter = forward_loss(m)
+  m.bert:free()
+  local merged = Model.load(dir .. "/run/best")
+  merged.bert:train(false)
+  check.truthy(max_rel(forward_loss(merged), from_adapter) <= 1e-5, "the adapter over the base = the merged best model")
+  merged.bert:free()
+  -- thawing the top layer as well: no adapter export
+  over["schedule.rules"] = { { at = { step = 1 }, unfreeze = "top(1)" } } -- before the first evaluation
+  Tr.run(F.recipe(TEST_ROOT, dir .. "/thaw", over), { run_dir = dir .. "/thaw", quiet = true })
+  check.raises(function() Tr.export(dir .. "/thaw", dir .. "/a2", nil, "adapter") end,
+    "also trained layer[1] fully besides the adapters", "adapter export after a thaw")
+  Tr.export(dir .. "/thaw", dir .. "/m2", nil, "merged")
+  check.truthy(io.open(dir .. "/m2/model.safetensors") ~= nil, "merged export after a thaw")
+  Tr.run(F.recipe(TEST_ROOT, dir .. "/plain", { ["train.max_steps"] = 2 }), { run_dir = dir .. "/plain", quiet = true })
+  check.raises(function() Tr.export(dir .. "/plain", dir .. "/a3", nil, "adapter") end,
+    "has no LoRA adapter to export", "adapter export of a run without adapters")
+  os.execute("rm -rf '" .. dir .. "'")
 end
 
 function T.bad_adapters_are_named()
