@@ -50,7 +50,7 @@ end
 
 function T.bad_enum_lists_choices()
   local e = err_of(function() R.load(fixture("bad_enum.lua")) end)
-  has(e, "bad_enum.lua:3: schedule.preset must be one of 'full', 'head', 'top_k', 'gradual', 'chain_thaw', 'bitfit' (got string \"halfway\")")
+  has(e, "bad_enum.lua:3: schedule.preset must be one of 'full', 'head', 'top_k', 'gradual', 'chain_thaw', 'bitfit', 'lora' (got string \"halfway\")")
 end
 
 function T.bad_selector_syntax_and_rules()
@@ -186,7 +186,7 @@ end
 function T.presets_come_from_one_registry()
   local S = require "pft.schedule"
   check.eq(table.concat(R.SCHEMA.by.schedule.by.preset.choices, ","), table.concat(S.preset_names(), ","), "schema enum")
-  check.eq(#S.PRESETS, 6, "six presets")
+  check.eq(#S.PRESETS, 7, "seven presets")
   for _, p in ipairs(S.PRESETS) do
     check.truthy(p.start ~= "" and p.after ~= "" and type(p.build) == "function", p.name .. " described and built")
   end
