@@ -222,6 +222,26 @@ function T.a_lora_run_checkpoints_and_exports()
   os.execute("rm -rf '" .. dir .. "'")
 end
 
+-- model.adapter: a PEFT adapter under a recipe, its adapters in the plan; with adapters.lora too, an error.
+function T.a_recipe_loads_a_peft_adapter()
+  local F = require "train_fixtures"
+  local Tr = require "pft.train"
+  local Plan = require "pft.plan"
+  local r = F.recipe(TEST_ROOT, "/nonexistent", { ["model.adapter"] = FIX, ["schedule.preset"] = "lora" })
+  local prep = Tr.prepare(r)
+  local text = table.concat(Plan.lines(prep.plan), "\n")
+  check.truthy(text:find("adapters: LoRA r 4, scale 2, dropout 0 on query, value in layer[0-1]: 1,024 parameters (512 per layer)", 1, true),
+    "the plan's adapter line:\n" .. text)
+  local e = core.read_safetensors(FIX .. "/expected.safetensors")
+  prep.model.bert:train(false)
+  local logits = forward_loss(prep.model)
+  check.truthy(max_rel(logits, e.logits) <= 1e-5, "the adapter's logits under the recipe")
+  logits:free(); free_all(e)
+  prep.model.bert:free()
+  r = F.recipe(TEST_ROOT, "/nonexistent", { ["model.adapter"] = FIX, ["adapters"] = { lora = { r = 4, alpha = 8, targets = { "query" } } } })
+  check.raises(function() Tr.prepare(r) end, "model.adapter and adapters.lora both add adapters", "both")
+end
+
 function T.bad_adapters_are_named()
   local m = tiny()
   check.raises(function() Lora.apply(m, { r = 8, alpha = 16, targets = { "qurey" } }) end,
