@@ -242,6 +242,31 @@ function T.a_recipe_loads_a_peft_adapter()
   check.raises(function() Tr.prepare(r) end, "model.adapter and adapters.lora both add adapters", "both")
 end
 
+-- Ctrl-C and --resume: the adapters come back from the checkpoint, and the run ends with the weights of
+-- the run that was never interrupted, bit for bit.
+function T.a_lora_run_resumes_bit_identically()
+  local F = require "train_fixtures"
+  local Tr = require "pft.train"
+  local dir = ("%s/pft-test-lora-resume-%d"):format(TMP, os.time())
+  os.execute("rm -rf '" .. dir .. "'")
+  local over = { ["adapters"] = { lora = { r = 4, alpha = 8, dropout = 0.1, targets = { "query", "value", "output.dense" } } },
+    ["schedule.preset"] = "lora", ["train.max_steps"] = 8, ["train.eval_every"] = 4 }
+  Tr.run(F.recipe(TEST_ROOT, dir .. "/a", over), { run_dir = dir .. "/a", quiet = true })
+  check.eq(Tr.run(F.recipe(TEST_ROOT, dir .. "/b", over), { run_dir = dir .. "/b", quiet = true, interrupt_at_step = 4 }).status,
+    "interrupted", "interrupted at step 4")
+  check.eq(Tr.run(F.recipe(TEST_ROOT, dir .. "/b", over), { resume = dir .. "/b", quiet = true }).status, "done", "resumed")
+  local wa = core.read_safetensors(dir .. "/a/checkpoints/step-8/weights.safetensors")
+  local wb = core.read_safetensors(dir .. "/b/checkpoints/step-8/weights.safetensors")
+  local n = 0
+  for k, t in pairs(wa) do
+    check.eq(max_rel(wb[k], t), 0, k .. " bit for bit")
+    n = n + 1
+  end
+  check.eq(n, 14, "12 adapter tensors and the classifier")
+  free_all(wa); free_all(wb)
+  os.execute("rm -rf '" .. dir .. "'")
+end
+
 function T.bad_adapters_are_named()
   local m = tiny()
   check.raises(function() Lora.apply(m, { r = 8, alpha = 16, targets = { "qurey" } }) end,
