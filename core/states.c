@@ -11,7 +11,7 @@
 #include "states.h"
 
 /* Bump when the file layout or what the vectors mean changes: older files then read as stale. */
-#define STATES_VERSION 1u
+#define STATES_VERSION 2u
 
 _Static_assert(sizeof(pft_states_header) == 64, "the states header is 64 bytes, without padding");
 
@@ -29,9 +29,22 @@ uint64_t pft_states_hash(uint64_t h, const void *p, size_t bytes) {
     return h;
 }
 
+/* Bytes of the data region, for a tokens store padded to 8 so that the offsets after it are aligned;
+ * -1 on overflow. */
+static int64_t data_region(int64_t nvec, int64_t width, bool per_row) {
+    int64_t n;
+    if (nvec < 0 || width < 0 || __builtin_mul_overflow(nvec, width, &n) || __builtin_mul_overflow(n, (int64_t)sizeof(float), &n))
+        return -1;
+    return per_row ? n : n + (n & 4);
+}
+
 int64_t pft_states_file_bytes(int64_t count, int64_t nvec, int64_t width, bool per_row) {
-    return (int64_t)sizeof(pft_states_header) + nvec * width * (int64_t)sizeof(float) +
-           (per_row ? 0 : (count + 1) * (int64_t)sizeof(uint64_t));
+    int64_t data = data_region(nvec, width, per_row), offs = 0, total;
+    if (data < 0 || count < 0 || count == INT64_MAX ||
+        (!per_row && __builtin_mul_overflow(count + 1, (int64_t)sizeof(uint64_t), &offs)) ||
+        __builtin_add_overflow(data, offs, &total) || __builtin_add_overflow(total, (int64_t)sizeof(pft_states_header), &total))
+        return -1;
+    return total;
 }
 
 /* --- writing --------------------------------------------------------------------------------------- */
@@ -138,7 +151,10 @@ pft_status pft_states_writer_commit(pft_states_writer *w) {
     size_t noff = per_row ? 0 : (size_t)w->h.count + 1;
     if (noff) w->hash = pft_states_hash(w->hash, w->offsets, noff * sizeof *w->offsets);
     w->h.checksum = w->hash;
-    int ok = (!noff || fwrite(w->offsets, sizeof *w->offsets, noff, w->f) == noff) && fseek(w->f, 0, SEEK_SET) == 0 &&
+    static const char pad[4] = {0}; /* a tokens store's data is padded to 8 bytes: aligned offsets after it */
+    const size_t npad = !per_row && ((w->h.nvec * w->h.width) & 1) ? sizeof pad : 0;
+    int ok = (!npad || fwrite(pad, 1, npad, w->f) == npad) &&
+             (!noff || fwrite(w->offsets, sizeof *w->offsets, noff, w->f) == noff) && fseek(w->f, 0, SEEK_SET) == 0 &&
              fwrite(&w->h, sizeof w->h, 1, w->f) == 1;
     int err = errno;
     if (fclose(w->f)) ok = 0, err = errno;
@@ -172,11 +188,12 @@ static pft_states *miss_with(pft_ctx *ctx, pft_states_miss *miss, pft_states_mis
 /* The header's verdict against what the caller expects; *what says why not. */
 static pft_states_miss check_header(const pft_states_header *h, uint64_t key, int64_t count, int64_t width,
                                     bool per_row, const char **what) {
-    if (memcmp(h->magic, PFT_STATES_MAGIC, sizeof h->magic) || (h->flags & ~PFT_STATES_PER_ROW))
+    if (memcmp(h->magic, PFT_STATES_MAGIC, sizeof h->magic) || (h->flags & ~PFT_STATES_PER_ROW) || h->reserved)
         return *what = "bad header", PFT_STATES_CORRUPT;
     if (h->version != STATES_VERSION) return *what = "another format version", PFT_STATES_STALE;
     if (h->key != key) return *what = "another key (other weights, tokens or boundary)", PFT_STATES_STALE;
-    if (h->count != (uint64_t)count || h->width != (uint64_t)width) return *what = "another shape", PFT_STATES_STALE;
+    if (count < 0 || width < 1 || h->count != (uint64_t)count || h->width != (uint64_t)width)
+        return *what = "another shape", PFT_STATES_STALE;
     if (!(h->flags & PFT_STATES_PER_ROW) != !per_row) return *what = "another kind of store", PFT_STATES_STALE;
     if (per_row && h->nvec != h->count) return *what = "bad vector count", PFT_STATES_CORRUPT;
     if (h->nvec > (uint64_t)1 << 40) return *what = "bad vector count", PFT_STATES_CORRUPT;
@@ -204,8 +221,8 @@ pft_states *pft_states_open(pft_ctx *ctx, const char *path, uint64_t key, int64_
     if (fstat(fd, &st) || st.st_size < (off_t)sizeof h || pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h)
         why = PFT_STATES_CORRUPT, what = "shorter than its header";
     else why = check_header(&h, key, count, width, per_row, &what);
-    if (!why && st.st_size != (off_t)pft_states_file_bytes(count, (int64_t)h.nvec, width, per_row))
-        why = PFT_STATES_CORRUPT, what = "wrong size (truncated?)";
+    const int64_t want = why ? -1 : pft_states_file_bytes(count, (int64_t)h.nvec, width, per_row);
+    if (!why && (want < 0 || st.st_size != (off_t)want)) why = PFT_STATES_CORRUPT, what = "wrong size (truncated?)";
     void *map = MAP_FAILED;
     if (!why && (map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0)) == MAP_FAILED)
         why = PFT_STATES_MISSING, what = strerror(errno);
@@ -222,8 +239,11 @@ pft_states *pft_states_open(pft_ctx *ctx, const char *path, uint64_t key, int64_
     s->map = map, s->map_bytes = (size_t)st.st_size;
     s->data = (const float *)(const void *)((const char *)map + sizeof h);
     size_t data_bytes = (size_t)s->nvec * (size_t)width * sizeof(float);
-    s->offsets = per_row ? NULL : (const uint64_t *)(const void *)((const char *)s->data + data_bytes);
+    s->offsets = per_row ? NULL : (const uint64_t *)(const void *)((const char *)s->data + data_region(s->nvec, width, false));
     uint64_t sum = pft_states_hash(PFT_STATES_HASH_START, s->data, data_bytes);
+    const unsigned char *pad = (const unsigned char *)s->data + data_bytes; /* 0 or 4 bytes, written as zeros */
+    for (int64_t i = 0; i < data_region(s->nvec, width, per_row) - (int64_t)data_bytes; i++)
+        if (pad[i]) sum = ~h.checksum; /* a padding byte set: reported with the checksum */
     if (!per_row) sum = pft_states_hash(sum, s->offsets, (size_t)(count + 1) * sizeof(uint64_t));
     if (sum != h.checksum) why = PFT_STATES_CORRUPT, what = "checksum mismatch";
     else if (!per_row) why = check_offsets(s, lengths, &what);

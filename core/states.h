@@ -21,9 +21,10 @@
  * depend on (the prefix's weights, the rows' tokens, the boundary); a file under another key, of another
  * shape, or with other row lengths is "stale", a damaged one "corrupt"; neither is ever used.
  *
- * File (native byte order, machine-local like the encoded-data cache): the 64-byte pft_states_header,
- * then f32 data[nvec * width], then for a tokens store u64 offsets[count + 1] (row i's vectors are
- * offsets[i] .. offsets[i + 1]). header.checksum is pft_states_checksum of data and offsets.
+ * File (native byte order, machine-local like the encoded-data cache): the 64-byte pft_states_header
+ * (reserved 0), then f32 data[nvec * width], then for a tokens store 0 or 4 zero bytes (to 8-byte
+ * alignment) and u64 offsets[count + 1] (row i's vectors are offsets[i] .. offsets[i + 1]).
+ * header.checksum is pft_states_hash of the data (without the padding), then the offsets.
  *
  * Ownership: a reader maps its file read-only and shares it with no one; another process replacing the
  * file (a rename) leaves this mapping intact. pft_states_gather returns a new contiguous tensor. The
@@ -70,7 +71,7 @@ typedef enum pft_states_miss {
 #define PFT_STATES_HASH_START 0xcbf29ce484222325ull
 uint64_t pft_states_hash(uint64_t h, const void *p, size_t bytes);
 
-/* Bytes a store of this shape takes on disk. */
+/* Bytes a store of this shape takes on disk; -1 when that overflows (a header no writer made). */
 int64_t pft_states_file_bytes(int64_t count, int64_t nvec, int64_t width, bool per_row);
 
 /* --- writing --------------------------------------------------------------------------------------- */

@@ -131,6 +131,49 @@ static void store_cases(pft_ctx *ctx, const char *dir) {
           "the hash sees every byte, the tail too");
 }
 
+/* What the fuzzer found (tests/fuzz/fuzz_states.c): an odd number of floats left the offsets misaligned;
+ * a header whose nvec x width x 4 overflowed passed the size test; a nonzero reserved field and a
+ * negative count were accepted. */
+static void fuzz_findings(pft_ctx *ctx, const char *dir) {
+    char path[256];
+    snprintf(path, sizeof path, "%s/odd.act", dir);
+    const int64_t lens[3] = {2, 1, 2};
+    float data[5 * 3];
+    for (int i = 0; i < 15; i++) data[i] = (float)i;
+    CHECK(write_store(ctx, path, 3, lens, 3, 3, false, data) == PFT_OK, "odd store: %s", pft_ctx_error(ctx));
+    struct stat st;
+    CHECK(stat(path, &st) == 0 && st.st_size == pft_states_file_bytes(3, 5, 3, false) && st.st_size == 64 + 60 + 4 + 32,
+          "15 floats padded to 64 bytes");
+    pft_states *s = pft_states_open(ctx, path, 3, 3, lens, 3, false, NULL);
+    CHECK(s && ((uintptr_t)(const void *)s->offsets % 8) == 0, "offsets 8-byte aligned: %s", s ? "" : pft_ctx_error(ctx));
+    pft_states_free(s);
+    flip_byte(path, 64 + 60 + 1); /* a padding byte */
+    pft_states_miss miss;
+    CHECK(!pft_states_open(ctx, path, 3, 3, lens, 3, false, &miss) && miss == PFT_STATES_CORRUPT, "a padding byte set: corrupt");
+    CHECK(pft_states_file_bytes(2, (int64_t)1 << 40, (int64_t)1 << 22, false) == -1, "an overflowing shape: -1");
+    CHECK(pft_states_file_bytes(INT64_MAX, 1, 1, false) == -1, "an overflowing count: -1");
+    /* a header claiming 2^40 vectors of 2^22 floats in an 88-byte file */
+    pft_states_header h;
+    memset(&h, 0, sizeof h);
+    memcpy(h.magic, PFT_STATES_MAGIC, 8);
+    h.version = 2, h.key = 5, h.count = 1, h.nvec = (uint64_t)1 << 40, h.width = (uint64_t)1 << 22;
+    snprintf(path, sizeof path, "%s/huge.act", dir);
+    FILE *f = fopen(path, "wb");
+    char zeros[24] = {0};
+    fwrite(&h, sizeof h, 1, f), fwrite(zeros, 1, sizeof zeros, f), fclose(f);
+    int64_t one = (int64_t)1 << 40;
+    CHECK(!pft_states_open(ctx, path, 5, 1, &one, (int64_t)1 << 22, false, &miss) && miss == PFT_STATES_CORRUPT,
+          "a header whose size overflows: corrupt (%s)", pft_ctx_error(ctx));
+    snprintf(path, sizeof path, "%s/odd.act", dir);
+    CHECK(write_store(ctx, path, 3, lens, 3, 3, false, data) == PFT_OK, "odd store again");
+    flip_byte(path, 56); /* reserved */
+    CHECK(!pft_states_open(ctx, path, 3, 3, lens, 3, false, &miss) && miss == PFT_STATES_CORRUPT &&
+              strstr(pft_ctx_error(ctx), "bad header"), "a nonzero reserved field: corrupt");
+    flip_byte(path, 56);
+    CHECK(!pft_states_open(ctx, path, 3, -1, lens, 3, false, &miss) && miss == PFT_STATES_STALE, "a negative count: stale");
+    CHECK(!pft_states_open(ctx, path, 3, 3, lens, 0, false, &miss) && miss == PFT_STATES_STALE, "width 0: stale");
+}
+
 /* --- forward from a boundary ------------------------------------------------------------------------- */
 
 static pft_bert *tiny_model(pft_ctx *ctx, pft_head_kind head, int labels) {
@@ -267,6 +310,7 @@ int main(void) {
     char dir[] = DIR_TMPL;
     if (!mkdtemp(dir)) return perror("mkdtemp"), 1;
     store_cases(ctx, dir);
+    fuzz_findings(ctx, dir);
     boundary_cases(ctx, PFT_HEAD_SEQCLS, (int64_t[]){5, 2, 7}, 3, "seqcls padded");
     boundary_cases(ctx, PFT_HEAD_SEQCLS, (int64_t[]){4, 4}, 2, "seqcls unpadded");
     boundary_cases(ctx, PFT_HEAD_TOKCLS, (int64_t[]){3, 6}, 2, "tokcls padded");
