@@ -58,6 +58,20 @@ static int64_t *row_lengths(lua_State *L, const pft_encoded *e) {
     return len;
 }
 
+/* The arguments core.states_writer and core.states_open share: path, key, enc, width, per_row. */
+typedef struct store_args {
+    const char *path;
+    uint64_t key;
+    const pft_encoded *e;
+    int64_t width;
+    bool per_row;
+} store_args;
+
+static store_args check_store_args(lua_State *L) {
+    store_args a = {luaL_checkstring(L, 1), check_key(L, 2), pftl_check_encoded(L, 3), pftl_check_int64(L, 4), lua_toboolean(L, 5)};
+    return a;
+}
+
 /* --- the writer ------------------------------------------------------------------------------------ */
 
 static void writer_drop(writer_box *b) {
@@ -78,19 +92,16 @@ static writer_box *check_writer(lua_State *L) {
 }
 
 static int l_states_writer(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    uint64_t key = check_key(L, 2);
-    const pft_encoded *e = pftl_check_encoded(L, 3);
-    int64_t width = pftl_check_int64(L, 4);
-    bool per_row = lua_toboolean(L, 5);
+    const store_args a = check_store_args(L);
     pftl_state *S = pftl_state_get(L);
     writer_box *b = lua_newuserdata(L, sizeof *b);
     memset(b, 0, sizeof *b);
     b->S = S;
     luaL_getmetatable(L, WRITER_MT);
     lua_setmetatable(L, -2);
-    b->lengths = row_lengths(L, e);
-    if (!(b->w = pft_states_writer_open(S->ctx, path, key, e->n, b->lengths, width, per_row))) return pftl_core_error(L, S->ctx);
+    b->lengths = row_lengths(L, a.e);
+    if (!(b->w = pft_states_writer_open(S->ctx, a.path, a.key, a.e->n, b->lengths, a.width, a.per_row)))
+        return pftl_core_error(L, S->ctx);
     S->handles++;
     return 1;
 }
@@ -148,19 +159,15 @@ static pft_states *check_states(lua_State *L) {
 }
 
 static int l_states_open(lua_State *L) {
-    const char *path = luaL_checkstring(L, 1);
-    uint64_t key = check_key(L, 2);
-    const pft_encoded *e = pftl_check_encoded(L, 3);
-    int64_t width = pftl_check_int64(L, 4);
-    bool per_row = lua_toboolean(L, 5);
+    const store_args a = check_store_args(L);
     pftl_state *S = pftl_state_get(L);
     states_box *b = lua_newuserdata(L, sizeof *b);
     b->s = NULL, b->S = S;
     luaL_getmetatable(L, STATES_MT);
     lua_setmetatable(L, -2);
-    int64_t *lens = lua_newuserdata(L, sizeof *lens * (size_t)(e->n ? e->n : 1));
-    for (int64_t i = 0; i < e->n; i++) lens[i] = pft_encoded_row_length(e, i);
-    b->s = pft_states_open(S->ctx, path, key, e->n, lens, width, per_row, NULL);
+    int64_t *lens = lua_newuserdata(L, sizeof *lens * (size_t)(a.e->n ? a.e->n : 1));
+    for (int64_t i = 0; i < a.e->n; i++) lens[i] = pft_encoded_row_length(a.e, i);
+    b->s = pft_states_open(S->ctx, a.path, a.key, a.e->n, lens, a.width, a.per_row, NULL);
     lua_pop(L, 1);
     if (!b->s) {
         lua_pushnil(L);
