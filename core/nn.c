@@ -576,9 +576,9 @@ static pft_status tokens_make(pft_bert *m, const pft_bert_batch *in, tokens *tk)
     tk->packed = use_packing(m, in);
     tk->mem = malloc(sizeof(float) * (size_t)BT + 4 * sizeof(int32_t) * (size_t)BT + sizeof(int64_t) * (size_t)(B + 1));
     if (!tk->mem) return pft_ctx_seterr(m->ctx, PFT_ERR_ALLOC, "bert: out of memory");
-    tk->mask = tk->mem;
+    tk->lens = tk->mem; /* first: the int64s stay 8-byte aligned whatever B * T is */
+    tk->mask = (float *)(void *)(tk->lens + B + 1);
     tk->ids = (int32_t *)(tk->mask + BT), tk->types = tk->ids + BT, tk->pos = tk->types + BT, tk->rows = tk->pos + BT;
-    tk->lens = (int64_t *)(void *)(tk->rows + BT);
     int64_t N = 0;
     for (int64_t b = 0; b < B; b++) {
         tk->lens[b] = 0;
