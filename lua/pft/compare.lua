@@ -254,6 +254,15 @@ local function have_gnuplot() return os.execute("command -v gnuplot >/dev/null 2
 
 local function run_label(r) return (r.cell or r.dir:match("([^/]+)$") or r.dir):gsub('"', "'") end
 
+-- A row's name on a chart: its sweep cell without the seed (a variant's name, "top2,lr=1e-4"), else its
+-- varied values.
+local function row_label(r)
+  local cell = r.runs and r.runs[1] and r.runs[1].cell
+  local name = cell and cell:gsub(",?seed=%d+", "") or ""
+  if name == "" then name = table.concat(r.values, ",") end
+  return (name:gsub('"', "'"))
+end
+
 function C.charts(runs, t, out_dir)
   if not have_gnuplot() then
     return nil, "charts: gnuplot not found (Debian: apt-get install gnuplot-nox); the table is above"
@@ -263,7 +272,7 @@ function C.charts(runs, t, out_dir)
   local pts = {}
   for _, r in ipairs(t.rows) do
     local y = r.test[1] or r.dev[1]
-    if y and r.params then pts[#pts + 1] = ("%g %g %g \"%s\""):format(r.params, r.wall_s or 0, y, table.concat(r.values, ","):gsub('"', "'")) end
+    if y and r.params then pts[#pts + 1] = ("%g %g %g \"%s\""):format(r.params, r.wall_s or 0, y, row_label(r)) end
   end
   write("points.dat", table.concat(pts, "\n") .. "\n")
   local curves = {}
@@ -279,7 +288,7 @@ function C.charts(runs, t, out_dir)
     curves[i] = run_label(r)
   end
   local files, script = {}, {}
-  for _, term in ipairs({ { "pngcairo size 900,600", "png" }, { "svg size 900,600", "svg" } }) do
+  for _, term in ipairs({ { "pngcairo size 900,600 noenhanced", "png" }, { "svg size 900,600 noenhanced", "svg" } }) do
     local function chart(name, body)
       files[#files + 1] = out_dir .. "/" .. name .. "." .. term[2]
       script[#script + 1] = ("set terminal %s\nset output '%s/%s.%s'\n%s\nunset logscale\n"):format(term[1], out_dir, name, term[2], body)
