@@ -236,6 +236,26 @@ static int bert_forward_taps(lua_State *L) {
     return forward_common(L, mb, bb, NULL, true);
 }
 
+/* m:prefix_taps(batch, upto) -> {input of layer 0, ..., input of layer upto}: only the layers below upto
+ * run (nn.h, pft_bert_prefix_taps) */
+static int bert_prefix_taps(lua_State *L) {
+    bert_box *mb = check_bert(L, 1);
+    pftl_batch_box *bb = pftl_check_batch(L, 2);
+    int upto = (int)luaL_checkinteger(L, 3);
+    if (upto < 0 || upto > mb->m->cfg.num_layers) return pftl_errorf(L, "prefix_taps: upto %d outside [0, %d]", upto, mb->m->cfg.num_layers);
+    lua_settop(L, 3);
+    lua_createtable(L, upto + 1, 0); /* 4: the boxes */
+    pft_tensor **tap = lua_newuserdata(L, sizeof *tap * (size_t)(upto + 1));
+    pftl_tensor_box **tbox = lua_newuserdata(L, sizeof *tbox * (size_t)(upto + 1));
+    for (int b = 0; b <= upto; b++) tbox[b] = pftl_push_box(L, mb->S), lua_rawseti(L, 4, b + 1);
+    pft_bert_batch in = {.B = bb->b.n, .T = bb->b.t, .input_ids = bb->b.ids, .token_type_ids = bb->b.type_ids,
+                         .attention_mask = bb->b.mask};
+    if (pft_bert_prefix_taps(mb->m, &in, upto, tap)) return pftl_core_error(L, mb->S->ctx);
+    for (int b = 0; b <= upto; b++) pftl_own(L, tbox[b], tap[b]);
+    lua_settop(L, 4);
+    return 1;
+}
+
 /* m:forward_from(batch, "tokens" | "first" | "pooled", boundary, x) -> hidden or nil, pooled, logits:
  * the forward from states at a boundary (x [N, C] of the batch's real tokens), from the last layer's
  * [CLS] vectors or from the pooled output (x [B, C]); nothing below runs (nn.h, pft_bert_start) */
@@ -443,6 +463,7 @@ static int bert_tostring(lua_State *L) {
 static const luaL_Reg bert_methods[] = {
     {"forward", bert_forward},
     {"forward_taps", bert_forward_taps},
+    {"prefix_taps", bert_prefix_taps},
     {"forward_from", bert_forward_from},
     {"add_lora", bert_add_lora},
     {"merge_lora", bert_merge_lora},

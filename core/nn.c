@@ -724,6 +724,30 @@ pft_status pft_bert_forward_ex(pft_bert *m, const pft_bert_batch *in, const pft_
     return ctx->last_status ? ctx->last_status : PFT_ERR_STATE;
 }
 
+pft_status pft_bert_prefix_taps(pft_bert *m, const pft_bert_batch *in, int upto, pft_tensor **taps) {
+    if (upto < 0 || upto > m->cfg.num_layers)
+        return pft_ctx_seterr(m->ctx, PFT_ERR_ARG, "bert: prefix up to layer %d outside [0, %d]", upto, m->cfg.num_layers);
+    memset(taps, 0, sizeof *taps * (size_t)(upto + 1));
+    pft_status st = check_batch(m, in);
+    tokens tk = {0};
+    if (!st) st = tokens_make(m, in, &tk);
+    const int64_t N = tk.lay.N, dense_shape[2] = {in->B, in->T};
+    pft_tensor *x = st ? NULL
+                  : tk.packed ? embed(m, 1, &N, tk.ids, tk.types, tk.pos)
+                              : embed(m, 2, dense_shape, tk.ids, tk.types, tk.pos);
+    if (x) taps[0] = pft_tensor_retain(x);
+    for (int l = 0; l < upto && x; l++) {
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, &tk.lay);
+        pft_tensor_release(x);
+        if ((x = y)) taps[l + 1] = pft_tensor_retain(x);
+    }
+    if (!st && !x) st = m->ctx->last_status ? m->ctx->last_status : PFT_ERR_STATE;
+    pft_tensor_release(x);
+    free(tk.mem);
+    for (int b = 0; st && b <= upto; b++) pft_tensor_release(taps[b]), taps[b] = NULL;
+    return st;
+}
+
 pft_status pft_bert_forward(pft_bert *m, const pft_bert_batch *in, pft_bert_output *out) {
     return pft_bert_forward_ex(m, in, NULL, NULL, out);
 }

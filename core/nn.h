@@ -139,6 +139,9 @@ typedef struct pft_bert_start {
  * must be NULL. */
 pft_status pft_bert_forward_ex(pft_bert *m, const pft_bert_batch *batch, const pft_bert_start *start, pft_tensor **taps,
                                pft_bert_output *out);
+/* Only the prefix: the embeddings and layers 0..upto-1, taps[0..upto] as pft_bert_forward_ex gives them
+ * (what the activation cache stores when no boundary it needs lies higher). */
+pft_status pft_bert_prefix_taps(pft_bert *m, const pft_bert_batch *batch, int upto, pft_tensor **taps);
 void pft_bert_output_release(pft_bert_output *out);
 /* Sequence classification: int labels [B] (cross-entropy) or float labels [B] (MSE, num_labels = 1).
  * Token classification: int labels [B, T], -100 ignored. Pass exactly one of int_labels / float_labels. */

@@ -114,7 +114,7 @@ function A.needed(phases, info, head)
   local steps, out = {}, {}
   for _, ph in ipairs(phases) do
     local b = not ph.unreached and ph.touched and A.boundary_of(ph.touched, info, head)
-    if b then
+    if b and b > 0 then -- boundary 0, the embeddings' output, is cheaper to compute than to store and read
       local n = ph.dynamic and 1 or (ph.to_step - ph.from_step + 1)
       steps[b] = (steps[b] or 0) + n
     end
@@ -201,6 +201,11 @@ function Cache:compute(split, bs)
     local key = self:key(split, b)
     writers[b] = core.states_writer(self:path(split, key), key, enc, self.width, self:per_row(b))
   end
+  local upto = 0 -- the highest layer input needed, or nil when the whole model must run ([CLS], pooled)
+  for _, b in ipairs(bs) do
+    if A.kind(b, self.info, self.head) ~= "tokens" then upto = nil; break end
+    upto = math.max(upto, b)
+  end
   local was_training = self.bert:is_training()
   self.bert:train(false)
   local lengths = loader.lengths
@@ -212,7 +217,9 @@ function Cache:compute(split, bs)
         rows[#rows + 1], tokens, first = first, tokens + lengths[first], first + 1
       end
       local batch = enc:gather(rows, 0)
-      local hidden, pooled, logits, taps = self.bert:forward_taps(batch)
+      local hidden, pooled, logits, taps
+      if upto then taps = self.bert:prefix_taps(batch, upto) -- no layer above the highest boundary runs
+      else hidden, pooled, logits, taps = self.bert:forward_taps(batch) end
       for _, b in ipairs(bs) do writers[b]:add(tap_for(self, b, taps, pooled), batch) end
       for _, t in ipairs(taps) do t:free() end
       if hidden then hidden:free() end

@@ -113,7 +113,7 @@ end
 local function cache_cell(plan, ph)
   local c = plan.cache
   local b = not ph.unreached and ph.touched and A.boundary_of(ph.touched, plan.info, c.head)
-  if b == nil or b == false then return "live" end
+  if b == nil or b == false or b == 0 then return "live" end -- 0: the embeddings, cheaper live than stored
   if not c.is_chosen[b] then return "live (budget)" end
   return A.label(b, plan.info, c.head)
 end

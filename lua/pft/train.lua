@@ -288,7 +288,7 @@ function Trainer.new(prep, run_dir, opts)
     run_dir = run_dir, model = m, bert = m.bert, info = prep.info, plan = prep.plan, sched = prep.plan.sched,
     labels = prep.labels, train_ds = prep.train_ds, wall0 = core.clock(), status = "done",
     step = 0, epoch = 0, history = {}, bad_evals = 0, prev_trainable = {}, prev_log = nil, ever = {},
-    elapsed_before = 0, trainable_numel = 0, loss_sum = 0, loss_n = 0, tokens = 0 }, Trainer)
+    elapsed_before = 0, trainable_numel = 0, loss_sum = 0, loss_n = 0, tokens = 0, step_seconds = 0 }, Trainer)
   local sizes = prep.plan.sizes
   self.total_steps, self.steps_per_epoch, self.epochs = sizes.total_steps, sizes.steps_per_epoch, sizes.epochs
   self.best = { metric = self.tr.best_metric }
@@ -541,10 +541,12 @@ function Trainer:train_loop()
     local iter = self.loader:epoch(self.epoch, (self.step - self.epoch * spe) * accum + 1)
     local epoch_end_step = math.min(self.total_steps, (self.epoch + 1) * spe)
     while self.step < epoch_end_step do
+      local t0 = core.clock()
       self:apply_schedule()
       self.opt:zero_grad()
       local loss, tokens = self:micro_steps(iter)
       self:optimizer_step()
+      self.step_seconds = self.step_seconds + core.clock() - t0
       if self.opts.on_step then self.opts.on_step(self.step, { model = self.model, optimizer = self.opt, groups = self.groups }) end
       self.progress:update({ step = self.step, epoch = self.epoch, loss = loss, lr = self.base_lr, tokens = tokens })
       self.tokens = self.tokens + tokens
@@ -654,14 +656,15 @@ function Trainer:finish()
 end
 
 -- RUN_DIR/summary.json (atomic): how the run ended and its numbers, what `pft compare` and `pft sweep` read.
--- tokens and tokens_per_s count the training tokens of this process (a resumed run: since the resume).
+-- tokens and tokens_per_s count the training tokens of this process (a resumed run: since the resume),
+-- tokens_per_s over the time of the training steps alone (not evaluations, checkpoints or the cache pass).
 function Trainer:write_summary(s)
   local t = s.train_wall_s or 0
   local best = self.best.value and { metric = self.best.metric, value = self.best.value, step = self.best.step } or nil
   fs.write_atomic(self.run_dir .. "/summary.json", cjson.encode({ status = s.status, steps = self.step,
     total_steps = self.total_steps, best = best, test = s.test and json_safe(s.test) or nil,
     trainable_params = self.trainable_numel, total_params = self.plan.total_params, wall_s = s.wall_s,
-    train_wall_s = t, tokens = self.tokens, tokens_per_s = t > 0 and self.tokens / t or nil,
+    train_wall_s = t, tokens = self.tokens, tokens_per_s = self.step_seconds > 0 and self.tokens / self.step_seconds or nil,
     optimizer_bytes = self.sched:optimizer_bytes(self.trainable_numel), cache = self:cache_summary() }) .. "\n", "train")
 end
 
