@@ -2,7 +2,11 @@
  * head on the first B SST-2 train sentences padded to T tokens, train mode (dropout as configured).
  * CONFIG full: every parameter trains. CONFIG top2: the top 2 encoder layers, the pooler and the head
  * train; embeddings and the lower layers have requires_grad false and run in eval mode (no tape).
- * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2
+ * CONFIG lora: LoRA adapters (r 8, alpha 16, dropout 0.1, PEFT's set-up) on every layer's query and value;
+ * every base parameter has requires_grad false, the adapters and the classifier train (the pooler is frozen,
+ * as PEFT's SEQ_CLS trains only the classifier as modules_to_save); every layer runs in training mode, the
+ * frozen embeddings in eval mode.
+ * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
  * Prints `pft steps/s: X` (median over REPS after one warm-up step). */
 #include "../common.h"
 #include "autograd.h"
@@ -12,12 +16,16 @@
 
 int main(int argc, char **argv) {
     if (argc != 8) {
-        fprintf(stderr, "usage: %s MODEL_DIR DATA_TSV B T THREADS REPS full|top2\n", argv[0]);
+        fprintf(stderr, "usage: %s MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora\n", argv[0]);
         return 2;
     }
     const char *dir = argv[1], *data = argv[2], *config = argv[7];
     int B = atoi(argv[3]), T = atoi(argv[4]), threads = atoi(argv[5]), reps = atoi(argv[6]);
-    const int top2 = strcmp(config, "top2") == 0;
+    const int top2 = strcmp(config, "top2") == 0, lora = strcmp(config, "lora") == 0;
+    if (!top2 && !lora && strcmp(config, "full") != 0) {
+        fprintf(stderr, "%s: CONFIG must be full, top2 or lora, got '%s'\n", argv[0], config);
+        return 2;
+    }
     char **sent = calloc((size_t)B, sizeof *sent);
     int *labels = calloc((size_t)B, sizeof *labels);
     int32_t *lab = calloc((size_t)B, sizeof *lab);
@@ -50,6 +58,22 @@ int main(int argc, char **argv) {
             if (layer >= 0 && layer < L - 2) p->requires_grad = false;
         }
         for (int l = 0; l < L - 2; l++) m->layers[l].training = false;
+    }
+    if (lora) {
+        unsigned *targets = calloc((size_t)L, sizeof *targets);
+        for (int l = 0; l < L; l++) targets[l] = (1u << PFT_LORA_QUERY) | (1u << PFT_LORA_VALUE);
+        pft_lora_config lc = {.r = 8, .alpha = 16, .dropout = 0.1f, .scale = 0, .targets = targets};
+        pft_status st = pft_bert_add_lora(m, &lc);
+        free(targets);
+        if (st) {
+            fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+            return 1;
+        }
+        for (int i = 0; i < pft_bert_param_count(m); i++) {
+            pft_tensor *p = pft_bert_param(m, i);
+            p->requires_grad = strstr(p->name, ".lora_") != NULL || strncmp(p->name, "classifier.", 11) == 0;
+        }
+        m->embeddings_training = false; /* frozen: eval mode, as pft's trainer runs them */
     }
     pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
     pft_optim_group g = pft_optim_group_defaults(PFT_OPTIM_ADAMW);

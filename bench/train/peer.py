@@ -5,9 +5,11 @@ over the parameters that require grad), torch.set_num_threads(THREADS), the fast
 sentences of SST-2 train padded to T tokens (the same ids and labels pft uses); T = 0 pads to the longest row
 instead (dynamic padding, what a transformers user does by default; the ids are the same, truncated at 128). CONFIG full: everything
 trains. CONFIG top2: the top 2 encoder layers, the pooler and the classifier train; embeddings and the
-lower layers get requires_grad False and eval mode. Step: zero_grad(set_to_none), forward with labels,
+lower layers get requires_grad False and eval mode. CONFIG lora: PEFT's LoRA (LoraConfig(r=8, lora_alpha=16,
+lora_dropout=0.1, target_modules=["query", "value"], task_type="SEQ_CLS"), get_peft_model: the base frozen,
+the adapters and the classifier (modules_to_save) train), model.train(). Step: zero_grad(set_to_none), forward with labels,
 backward, optimizer step. Prints `torch steps/s: X` (median over REPS after one warm-up step).
-Usage: python3 bench/train/peer.py MODEL_DIR DATA_TSV B T THREADS REPS full|top2
+Usage: python3 bench/train/peer.py MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
 """
 import statistics
 import sys
@@ -21,6 +23,8 @@ def main():
     model_dir, data = sys.argv[1], sys.argv[2]
     B, T, threads, reps = map(int, sys.argv[3:7])
     config = sys.argv[7]
+    if config not in ("full", "top2", "lora"):
+        sys.exit(f"peer.py: CONFIG must be full, top2 or lora, got {config!r}")
     torch.set_num_threads(threads)
     torch.manual_seed(1234)
     with open(data, encoding="utf-8") as f:
@@ -39,6 +43,11 @@ def main():
         for mod in frozen:
             mod.requires_grad_(False)
             mod.eval()
+    elif config == "lora":
+        from peft import LoraConfig, get_peft_model
+        lc = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.1, target_modules=["query", "value"], task_type="SEQ_CLS")
+        model = get_peft_model(model, lc)
+        model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-5)
     times = []
