@@ -24,7 +24,8 @@ static inline float pft_bits_to_float(uint32_t u) {
 }
 
 static inline float pft_fast_expf(float x) {
-    const float xc = x < -87.5f ? -87.5f : (x > 88.72283f ? 88.72283f : x);
+    /* NaN fails both tests and clamps to -87.5 (no NaN reaches the int conversion; it is returned below) */
+    const float xc = x > -87.5f ? (x < 88.72283f ? x : 88.72283f) : -87.5f;
     /* x = n ln2 + r, |r| <= ln2 / 2; n rounded to nearest by the 1.5 * 2^23 trick (no rint call) */
     const float shift = 12582912.0f;
     const float n = (xc * 1.44269504088896341f + shift) - shift;

@@ -116,6 +116,12 @@ pft_status pft_bert_config_load(pft_ctx *ctx, const char *path, pft_bert_config 
     else if (cfg->intermediate_size == 0 || cfg->vocab_size == 0 || cfg->max_position_embeddings == 0)
         st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: intermediate_size, vocab_size and max_position_embeddings must be >= 1",
                             path); /* a zero-size weight found by fuzz_config: ops on empty matrices leaked a view */
+    else if (!(cfg->layer_norm_eps > 0 && cfg->layer_norm_eps < INFINITY)) /* fuzz_config: eps 0 on 1 feature is 0/0 */
+        st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: layer_norm_eps must be a positive number, got %g", path,
+                            (double)cfg->layer_norm_eps);
+    else if (!(cfg->hidden_dropout >= 0 && cfg->hidden_dropout < 1) || !(cfg->attention_dropout >= 0 && cfg->attention_dropout < 1) ||
+             !(cfg->classifier_dropout >= 0 && cfg->classifier_dropout < 1))
+        st = pft_ctx_seterr(ctx, PFT_ERR_FORMAT, "%s: dropout probabilities must be in [0, 1)", path);
 done:
     cJSON_Delete(root);
     return st;

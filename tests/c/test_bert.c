@@ -226,6 +226,17 @@ static void error_cases(pft_ctx *ctx) {
     m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
     CHECK(!m && strstr(pft_ctx_error(ctx), "missing required key \"hidden_size\""), "incomplete config: %s", pft_ctx_error(ctx));
 
+    /* found by fuzz_config: layer_norm_eps 0 on one feature is 0/0 inside the model; dropout outside [0, 1) */
+    write_file(path, "{\"model_type\": \"bert\", \"vocab_size\": 3, \"hidden_size\": 1, \"num_hidden_layers\": 0, "
+                     "\"num_attention_heads\": 1, \"intermediate_size\": 1, \"max_position_embeddings\": 4, \"layer_norm_eps\": 0}");
+    pft_bert_config bad;
+    CHECK(pft_bert_config_load(ctx, path, &bad) == PFT_ERR_FORMAT && strstr(pft_ctx_error(ctx), "layer_norm_eps must be a positive number"),
+          "layer_norm_eps 0: %s", pft_ctx_error(ctx));
+    write_file(path, "{\"model_type\": \"bert\", \"vocab_size\": 3, \"hidden_size\": 1, \"num_hidden_layers\": 0, "
+                     "\"num_attention_heads\": 1, \"intermediate_size\": 1, \"max_position_embeddings\": 4, \"hidden_dropout_prob\": 1.5}");
+    CHECK(pft_bert_config_load(ctx, path, &bad) == PFT_ERR_FORMAT && strstr(pft_ctx_error(ctx), "dropout probabilities must be in [0, 1)"),
+          "dropout 1.5: %s", pft_ctx_error(ctx));
+
     write_file(path, TINY_CONFIG);
     m = pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2);
     CHECK(!m && strstr(pft_ctx_error(ctx), "model.safetensors: cannot open"), "missing weights: %s", pft_ctx_error(ctx));
