@@ -35,28 +35,8 @@ import time
 import torch
 from transformers import AutoTokenizer, BertForSequenceClassification, get_linear_schedule_with_warmup
 
-
-def read_tsv(path, limit=None):
-    texts, labels = [], []
-    with open(path, encoding="utf-8") as f:
-        next(f)
-        for line in f:
-            line = line.rstrip("\n")
-            if not line:
-                continue
-            text, label = line.rsplit("\t", 1)
-            texts.append(text)
-            labels.append(int(label))
-            if limit and len(texts) >= limit:
-                break
-    return texts, labels
-
-
-def batches(tok, texts, labels, bs, max_length, order):
-    for i in range(0, len(order), bs):
-        idx = order[i:i + bs]
-        enc = tok([texts[j] for j in idx], padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-        yield enc, torch.tensor([labels[j] for j in idx])
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "sst2"))
+from peer_train import batches, read_tsv  # noqa: E402  (one reader and batcher for every peer)
 
 
 def parse_cell(text, default_wd):
