@@ -1,7 +1,7 @@
 /* lua_fs.c - the few filesystem calls the Lua layer needs and LuaJIT lacks (run and checkpoint
  * directories, model and recipe listings, the source file of a dataset cache): core.mkdir,
  * core.mkdir_excl, core.list_dir, core.remove_dir, core.file_stat, and the activation cache's budget
- * (core.free_space). Each returns its result, or nil and a
+ * (core.free_space), and core.pid for temporaries of one's own. Each returns its result, or nil and a
  * message naming the path. */
 #include <dirent.h>
 #include <errno.h>
@@ -145,9 +145,15 @@ static int l_free_space(lua_State *L) {
     return 1;
 }
 
+/* core.pid(): this process's id, which names its temporary files (two writers of one file never share one). */
+static int l_pid(lua_State *L) {
+    lua_pushinteger(L, (lua_Integer)getpid());
+    return 1;
+}
+
 void pftl_register_fs(lua_State *L, int module_idx) {
     static const luaL_Reg fns[] = {{"mkdir", l_mkdir},           {"mkdir_excl", l_mkdir_excl}, {"list_dir", l_list_dir},
                                    {"remove_dir", l_remove_dir}, {"file_stat", l_file_stat},   {"free_space", l_free_space},
-                                   {NULL, NULL}};
+                                   {"pid", l_pid},               {NULL, NULL}};
     pftl_set_funcs(L, module_idx, fns);
 }

@@ -4,7 +4,7 @@
 --
 --   local fs = require "pft.fs"
 --   local text, err = fs.read_file("x.json")         -- nil, message when it cannot be read
---   fs.write_atomic("run/status", "done\n")          -- x.tmp then rename(2): never half a file
+--   fs.write_atomic("run/status", "done\n")          -- x.tmp.<pid> then rename(2): never half a file
 --   local root, installed = fs.root()               -- the source tree, or the install prefix
 local fs = {}
 
@@ -44,13 +44,15 @@ function fs.write_file(path, data, mode, who)
   if not ok or not cok then error(("%s: cannot write %s: %s"):format(who or "pft", path, tostring(werr or cerr)), 0) end
 end
 
--- path.tmp, then rename(2) over path: a reader sees the old file or the new one, never a part.
+-- path.tmp.<pid>, then rename(2) over path: a reader sees the old file or the new one, never a part, and
+-- two processes writing one path at once (sweep shards) each rename their own temporary.
 function fs.write_atomic(path, data, who)
-  fs.write_file(path .. ".tmp", data, "wb", who)
-  local ok, err = os.rename(path .. ".tmp", path)
+  local tmp = ("%s.tmp.%d"):format(path, require("pft.core").pid())
+  fs.write_file(tmp, data, "wb", who)
+  local ok, err = os.rename(tmp, path)
   if not ok then
-    os.remove(path .. ".tmp")
-    error(("%s: cannot rename %s.tmp: %s"):format(who or "pft", path, tostring(err)), 0)
+    os.remove(tmp)
+    error(("%s: cannot rename %s: %s"):format(who or "pft", tmp, tostring(err)), 0)
   end
 end
 

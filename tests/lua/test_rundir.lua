@@ -355,4 +355,22 @@ function Tst.nan_evaluation_loss_stops_like_a_nan_training_loss()
   rm(d)
 end
 
+
+-- Two processes writing one file at once (two sweep shards write sweep.json): each writes its own
+-- temporary, so neither finds the other's renamed away. A fixed "path.tmp" lost that race in CI.
+function Tst.atomic_writes_use_a_temporary_of_their_own()
+  local fs = require "pft.fs"
+  local d = tmpdir("atomic")
+  assert(core.mkdir(d))
+  assert(core.mkdir(d .. "/x.json.tmp")) -- another writer's temporary, as a directory no one can open
+  local ok, err = pcall(fs.write_atomic, d .. "/x.json", "{}\n", "test")
+  check.eq(ok, true, "written beside another writer's temporary: " .. tostring(err))
+  check.eq(read(d .. "/x.json"), "{}\n", "the content")
+  local left = {}
+  for _, name in ipairs(core.list_dir(d)) do left[#left + 1] = name end
+  table.sort(left)
+  check.eq(table.concat(left, " "), "x.json x.json.tmp", "no temporary of its own left")
+  rm(d)
+end
+
 return Tst
