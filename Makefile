@@ -14,12 +14,21 @@ OPENMP   ?= -fopenmp
 # what the code needs whatever CFLAGS a caller (LuaRocks) passes. -fno-trapping-math lets the vectoriser
 # if-convert the selects in kernels_cpu.h's exp/erf (no result changes: pft never reads FP exception flags;
 # unlike -ffast-math it keeps IEEE rounding, NaNs, infinities and the order of operations)
-ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(CFLAGS) $(OPENMP) -fno-trapping-math -Icore $(OPENBLAS_CFLAGS) -I/usr/include/cjson
+# -ffp-contract=off: no a * b + c fused into an FMA, so the AVX2 / AVX-512 kernels below compute exactly what
+# the baseline computes (x86-64's baseline has no FMA; other compilers' defaults differ)
+ALL_CFLAGS = -std=c11 -D_GNU_SOURCE -fPIC $(CFLAGS) $(OPENMP) -fno-trapping-math -ffp-contract=off -Icore \
+             $(OPENBLAS_CFLAGS) -I/usr/include/cjson $(if $(CPU_VARIANTS),-DPFT_CPU_VARIANTS)
 SAN_CFLAGS = -O1 -g -Wall -Wextra -Wno-unused-parameter -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 LIBS     = $(OPENBLAS_LIBS) $(OPENMP) -lutf8proc -lcjson -lm -lpthread
 
 CORE_SRC = $(sort $(filter-out core/lua_%.c core/pft_main.c,$(wildcard core/*.c)))
-CORE_OBJ = $(CORE_SRC:core/%.c=$(BUILD)/core/%.o)
+# Runtime CPU dispatch: on x86-64 the kernels (core/kernels_cpu.c) are also built for x86-64-v3 (AVX2, FMA)
+# and x86-64-v4 (AVX-512, 512-bit vectors), one table each; a context uses the widest the processor runs
+# (core/backend_cpu.c). One binary serves every x86-64 machine.
+CPU_VARIANTS = $(if $(findstring x86_64,$(shell $(CC) -dumpmachine)),avx2 avx512)
+CPU_FLAGS_avx2   = -march=x86-64-v3 -mtune=generic
+CPU_FLAGS_avx512 = -march=x86-64-v4 -mtune=generic -mprefer-vector-width=512
+CORE_OBJ = $(CORE_SRC:core/%.c=$(BUILD)/core/%.o) $(CPU_VARIANTS:%=$(BUILD)/core/kernels_cpu_%.o)
 TEST_SRC = $(sort $(wildcard tests/c/test_*.c))
 TEST_BIN = $(TEST_SRC:tests/c/%.c=$(BUILD)/tests/%)
 
@@ -36,6 +45,9 @@ all: $(BUILD)/libpftcore.a $(BUILD)/lib/pft/core.so $(BUILD)/pft
 
 $(BUILD)/core/%.o: core/%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/core/kernels_cpu_%.o: core/kernels_cpu.c $(wildcard core/*.h) | $(BUILD)/core
+	$(CC) $(ALL_CFLAGS) $(CPU_FLAGS_$*) -DPFT_CPU_VARIANT -DPFT_CPU_TABLE=pft_backend_cpu_$* -DPFT_CPU_NAME='"cpu-$*"' -c $< -o $@
 
 $(BUILD)/core/lua_%.o: core/lua_%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) $(LUAJIT_CFLAGS) -c $< -o $@

@@ -131,7 +131,17 @@ typedef struct pft_backend {
     void (*scale_inplace)(pft_ctx *ctx, float *x, float s, int64_t n); /* x *= s */
 } pft_backend;
 
-extern const pft_backend pft_backend_cpu; /* immutable: a table of function pointers, not state */
+/* The CPU tables (immutable: function pointers, not state). pft_backend_cpu is the baseline build of the
+ * kernels; on x86-64 the same kernels are also built for AVX2 and for AVX-512 (isa "avx2", "avx512"), and a
+ * context uses the widest one the processor runs unless told otherwise (ctx.h, PFT_CPU_KERNELS). Every
+ * table gives bit-identical results. */
+extern const pft_backend pft_backend_cpu;
+/* The table for isa ("baseline", "avx2", "avx512"; NULL or "auto": the widest this processor runs), or
+ * NULL when this build lacks it or this processor cannot run it. */
+const pft_backend *pft_backend_cpu_kernels(const char *isa);
+const char *pft_backend_cpu_isa(const pft_backend *table); /* "baseline", ...; NULL for a non-CPU table */
+/* The isas this build has and this processor runs, narrowest first: writes at most max, returns the count */
+int pft_backend_cpu_list(const char **isas, int max);
 
 const pft_backend *pft_backend_for(const pft_tensor *t);
 

@@ -67,48 +67,60 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
     }
 }
 
-static bool cpu_supports(const char *op) {
-    (void)op;
-    return true; /* every op in ops.h has a CPU implementation */
+/* --- the kernel tables: one per instruction set kernels_cpu.c was compiled for ------------------------ */
+
+#ifdef PFT_CPU_VARIANTS /* x86-64: kernels_cpu.c also built with -march=x86-64-v3 and -march=x86-64-v4 */
+extern const pft_backend pft_backend_cpu_avx2, pft_backend_cpu_avx512;
+#endif
+
+/* The tables this build has, widest last, and whether this processor (and its OS) runs each. The vector
+ * versions compute exactly what the baseline computes (no FMA contraction, no reassociation: the Makefile's
+ * -ffp-contract=off), only more elements per instruction; tests/c/test_backend.c checks that bit for bit. */
+static const struct cpu_table {
+    const char *isa;
+    const pft_backend *table;
+} cpu_tables[] = {
+    {"baseline", &pft_backend_cpu},
+#ifdef PFT_CPU_VARIANTS
+    {"avx2", &pft_backend_cpu_avx2},
+    {"avx512", &pft_backend_cpu_avx512},
+#endif
+};
+#define CPU_TABLES ((int)(sizeof cpu_tables / sizeof cpu_tables[0]))
+
+static bool cpu_runs(int i) {
+#ifdef PFT_CPU_VARIANTS
+    __builtin_cpu_init();
+    const bool v3 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("bmi2");
+    if (cpu_tables[i].table == &pft_backend_cpu_avx2) return v3;
+    if (cpu_tables[i].table == &pft_backend_cpu_avx512)
+        return v3 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               __builtin_cpu_supports("avx512cd");
+#endif
+    (void)i;
+    return true;
 }
 
-const pft_backend pft_backend_cpu = {
-    .name = "cpu",
-    .device = PFT_DEVICE_CPU,
-    .supports = cpu_supports,
-    .gemm = pft_cpu_gemm,
-    .binary = pft_cpu_binary,
-    .binary_backward = pft_cpu_binary_backward,
-    .scale = pft_cpu_scale,
-    .axpy = pft_cpu_axpy,
-    .gelu_forward = pft_cpu_gelu_forward,
-    .gelu_backward = pft_cpu_gelu_backward,
-    .tanh_forward = pft_cpu_tanh_forward,
-    .tanh_backward = pft_cpu_tanh_backward,
-    .sum_dim = pft_cpu_sum_dim,
-    .sum_dim_backward = pft_cpu_sum_dim_backward,
-    .softmax_forward = pft_cpu_softmax_forward,
-    .softmax_backward = pft_cpu_softmax_backward,
-    .layernorm_forward = pft_cpu_layernorm_forward,
-    .layernorm_backward = pft_cpu_layernorm_backward,
-    .dropout_forward = pft_cpu_dropout_forward,
-    .dropout_backward = pft_cpu_dropout_backward,
-    .embedding_forward = pft_cpu_embedding_forward,
-    .embedding_backward = pft_cpu_embedding_backward,
-    .cross_entropy_forward = pft_cpu_cross_entropy_forward,
-    .cross_entropy_backward = pft_cpu_cross_entropy_backward,
-    .mse_forward = pft_cpu_mse_forward,
-    .mse_backward = pft_cpu_mse_backward,
-    .strided_accumulate = pft_cpu_strided_accumulate,
-    .attention_forward = pft_cpu_attention_forward,
-    .attention_backward = pft_cpu_attention_backward,
-    .adamw_step = pft_cpu_adamw_step,
-    .sgd_step = pft_cpu_sgd_step,
-    .sum_squares = pft_cpu_sum_squares,
-    .scale_inplace = pft_cpu_scale_inplace,
-};
+const pft_backend *pft_backend_cpu_kernels(const char *isa) {
+    for (int i = CPU_TABLES - 1; i >= 0; i--)
+        if ((!isa || !strcmp(isa, "auto") || !strcmp(isa, cpu_tables[i].isa)) && cpu_runs(i)) return cpu_tables[i].table;
+    return NULL;
+}
+
+const char *pft_backend_cpu_isa(const pft_backend *table) {
+    for (int i = 0; i < CPU_TABLES; i++)
+        if (cpu_tables[i].table == table) return cpu_tables[i].isa;
+    return NULL;
+}
+
+int pft_backend_cpu_list(const char **isas, int max) {
+    int n = 0;
+    for (int i = 0; i < CPU_TABLES; i++)
+        if (cpu_runs(i) && n < max) isas[n++] = cpu_tables[i].isa;
+    return n;
+}
 
 const pft_backend *pft_backend_for(const pft_tensor *t) {
-    (void)t; /* one device so far; a CUDA table is chosen here by t->storage->device */
-    return &pft_backend_cpu;
+    return t->ctx->cpu_kernels; /* one device so far; a CUDA table is chosen here by t->storage->device */
 }

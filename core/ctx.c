@@ -1,6 +1,8 @@
 /* ctx.c - context lifecycle, error messages, counters. */
 #include "ctx.h"
 
+#include "backend.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +25,8 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     pft_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
     ctx->threads = threads > 0 ? threads : default_threads();
+    const pft_backend *asked = pft_backend_cpu_kernels(getenv("PFT_CPU_KERNELS")); /* hosts report a bad value */
+    ctx->cpu_kernels = asked ? asked : pft_backend_cpu_kernels(NULL);
     ctx->seed = seed;
     ctx->grad_enabled = 1;
     ctx->alloc_fail_after = -1;
@@ -104,3 +108,19 @@ char *pft_shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
     if (used < n) snprintf(buf + used, n - used, "]");
     return buf;
 }
+
+pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa) {
+    const pft_backend *table = pft_backend_cpu_kernels(isa);
+    if (table) {
+        ctx->cpu_kernels = table;
+        return PFT_OK;
+    }
+    const char *have[8];
+    char list[128] = "";
+    for (int i = 0, n = pft_backend_cpu_list(have, 8); i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", i ? ", " : "", have[i]);
+    return pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED, "cpu kernels '%s': not built for or not run by this processor (it runs: %s)",
+                          isa ? isa : "?", list);
+}
+
+const char *pft_ctx_cpu_kernels(const pft_ctx *ctx) { return pft_backend_cpu_isa(ctx->cpu_kernels); }

@@ -49,8 +49,13 @@ typedef struct pft_cached_block {
     size_t bytes;
 } pft_cached_block;
 
+struct pft_backend;
+
 typedef struct pft_ctx {
     int threads;
+    /* the CPU kernel table (backend.h): the widest instruction set this processor runs, or
+     * PFT_CPU_KERNELS's (baseline, avx2, avx512) when it names one this processor runs */
+    const struct pft_backend *cpu_kernels;
     uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */
     int grad_enabled;     /* > 0: ops record on the tape; pft_ctx_no_grad_enter/leave nest */
@@ -79,6 +84,10 @@ const char *pft_ctx_error(const pft_ctx *ctx);
 void pft_ctx_clear_error(pft_ctx *ctx);
 void pft_ctx_reset_stats(pft_ctx *ctx);
 void pft_ctx_set_seed(pft_ctx *ctx, uint64_t seed); /* also resets the counter */
+/* CPU kernels for an instruction set: "baseline", "avx2", "avx512" or "auto" (the widest this processor
+ * runs). PFT_ERR_UNSUPPORTED, naming the ones it has, when this build or processor lacks it. */
+pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa);
+const char *pft_ctx_cpu_kernels(const pft_ctx *ctx); /* the isa in use */
 
 /* no-grad scope: ops inside record nothing */
 void pft_ctx_no_grad_enter(pft_ctx *ctx);

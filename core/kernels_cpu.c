@@ -173,9 +173,9 @@ static double row_sqdev(const float *x, int64_t n, double mu) {
         }                                                                                                  \
     } while (0)
 
-void pft_cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict a, const int64_t *stride_a,
-                    const float *restrict b, const int64_t *stride_b, pft_binary_op op, int ndim,
-                    const int64_t *shape) {
+static void cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict a, const int64_t *stride_a,
+                       const float *restrict b, const int64_t *stride_b, pft_binary_op op, int ndim,
+                       const int64_t *shape) {
     int64_t so[PFT_MAX_DIMS];
     contiguous_strides(ndim, shape, so);
     for (int d = 0; d < ndim; d++)
@@ -198,9 +198,9 @@ void pft_cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict a, 
 
 #undef BINARY_ROW
 
-void pft_cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *stride_dst, const float *restrict dy,
-                             const float *restrict other, const int64_t *stride_other, float alpha, int ndim,
-                             const int64_t *shape) {
+static void cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *stride_dst, const float *restrict dy,
+                                const float *restrict other, const int64_t *stride_other, float alpha, int ndim,
+                                const int64_t *shape) {
     int64_t sg[PFT_MAX_DIMS];
     contiguous_strides(ndim, shape, sg);
     for (int d = 0; d < ndim; d++)
@@ -234,14 +234,15 @@ void pft_cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *s
     }
 }
 
-void pft_cpu_scale(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
+static void cpu_scale(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] = s * x[i];);
 }
 
-void pft_cpu_axpy(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
+static void cpu_axpy(pft_ctx *ctx, float *restrict y, const float *restrict x, float s, int64_t n) {
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] += s * x[i];);
 }
 
+#ifndef PFT_CPU_VARIANT /* one definition, in the baseline object */
 /* the reference GELU forward, with libm's erff: tests compare the fast kernel against it */
 void pft_cpu_gelu_forward_ref(float *restrict y, const float *restrict x, int64_t n) {
     const float r2 = (float)M_SQRT1_2;
@@ -256,8 +257,9 @@ void pft_cpu_gelu_backward_ref(float *restrict dx, const float *restrict dy, con
         dx[i] += dy[i] * (cdf + v * pdf);
     }
 }
+#endif
 
-void pft_cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+static void cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
     const float r2 = (float)M_SQRT1_2;
     PAR_CHUNKS(ctx, n, {
         _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + pft_fast_erff(x[i] * r2));
@@ -265,8 +267,8 @@ void pft_cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict
 }
 
 /* d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi its density */
-void pft_cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict x,
-                           int64_t n) {
+static void cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict x,
+                              int64_t n) {
     const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
     PAR_CHUNKS(ctx, n, {
         _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {
@@ -277,12 +279,12 @@ void pft_cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restri
     });
 }
 
-void pft_cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+static void cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] = tanhf(x[i]);
 }
 
-void pft_cpu_tanh_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
-                           int64_t n) {
+static void cpu_tanh_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
+                              int64_t n) {
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) dx[i] += dy[i] * (1.0f - y[i] * y[i]););
 }
 
@@ -290,8 +292,8 @@ void pft_cpu_tanh_backward(pft_ctx *ctx, float *restrict dx, const float *restri
 
 #define SUM_BLOCK 256 /* columns summed at once into a stack block of double accumulators */
 
-void pft_cpu_sum_dim(pft_ctx *ctx, float *restrict y, const float *restrict x, float scale, int64_t outer, int64_t n,
-                     int64_t inner) {
+static void cpu_sum_dim(pft_ctx *ctx, float *restrict y, const float *restrict x, float scale, int64_t outer, int64_t n,
+                        int64_t inner) {
     for (int64_t o = 0; o < outer; o++) {
         const float *xo = x + o * n * inner;
         if (inner == 1) {
@@ -313,8 +315,8 @@ void pft_cpu_sum_dim(pft_ctx *ctx, float *restrict y, const float *restrict x, f
     }
 }
 
-void pft_cpu_sum_dim_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float scale, int64_t outer,
-                              int64_t n, int64_t inner) {
+static void cpu_sum_dim_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float scale, int64_t outer,
+                                 int64_t n, int64_t inner) {
     for (int64_t o = 0; o < outer; o++)
         for (int64_t k = 0; k < n; k++) {
             float *row = dx + (o * n + k) * inner;
@@ -325,8 +327,8 @@ void pft_cpu_sum_dim_backward(pft_ctx *ctx, float *restrict dx, const float *res
 
 /* --- rows ------------------------------------------------------------------------------------------- */
 
-void pft_cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, const float *restrict mask,
-                             const int64_t *mask_stride, int ndim, const int64_t *shape) {
+static void cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, const float *restrict mask,
+                                const int64_t *mask_stride, int ndim, const int64_t *shape) {
     const int64_t cols = shape[ndim - 1];
     int64_t rows = 1;
     for (int d = 0; d < ndim - 1; d++) rows *= shape[d];
@@ -368,8 +370,8 @@ void pft_cpu_softmax_forward(pft_ctx *ctx, float *restrict y, const float *restr
 }
 
 /* dx = y (dy - sum_j dy_j y_j) per row */
-void pft_cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
-                              int64_t rows, int64_t cols) {
+static void cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict y,
+                                 int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
@@ -382,9 +384,9 @@ void pft_cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *res
     }
 }
 
-void pft_cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict mean, float *restrict rstd,
-                               const float *restrict x, const float *restrict w, const float *restrict b, float eps,
-                               int64_t rows, int64_t cols) {
+static void cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict mean, float *restrict rstd,
+                                  const float *restrict x, const float *restrict w, const float *restrict b, float eps,
+                                  int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
@@ -408,9 +410,9 @@ void pft_cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict 
 
 /* With h = (x - mean) rstd and g = dy w: dx = rstd (g - mean(g) - h mean(g h)); dw += dy h; db += dy.
  * dw and db sum over rows in row order. */
-void pft_cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
-                                const float *restrict dy, const float *restrict mean, const float *restrict rstd,
-                                const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
+static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
+                                   const float *restrict dy, const float *restrict mean, const float *restrict rstd,
+                                   const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
     if (dx) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -449,30 +451,30 @@ void pft_cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restric
     }
 }
 
-void pft_cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, float p, uint64_t seed,
-                             uint64_t counter, int64_t n) {
+static void cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, float p, uint64_t seed,
+                                uint64_t counter, int64_t n) {
     const float scale = 1.0f / (1.0f - p);
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] = pft_rng_uniform_f(seed, counter + (uint64_t)i) < p ? 0.0f : x[i] * scale;);
 }
 
 /* the mask is drawn again from (seed, counter): nothing was stored */
-void pft_cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
-                              uint64_t counter, int64_t n) {
+static void cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
+                                 uint64_t counter, int64_t n) {
     const float scale = 1.0f / (1.0f - p);
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) if (!(pft_rng_uniform_f(seed, counter + (uint64_t)i) < p)) dx[i] += dy[i] * scale;);
 }
 
 /* --- lookups and losses ----------------------------------------------------------------------------- */
 
-void pft_cpu_embedding_forward(pft_ctx *ctx, float *restrict y, const int32_t *restrict ids,
-                               const float *restrict weight, int64_t n, int64_t C) {
+static void cpu_embedding_forward(pft_ctx *ctx, float *restrict y, const int32_t *restrict ids,
+                                  const float *restrict weight, int64_t n, int64_t C) {
     for (int64_t k = 0; k < n; k++) memcpy(y + k * C, weight + (int64_t)ids[k] * C, sizeof(float) * (size_t)C);
 }
 
 /* rows are added in position order, so a repeated id sums its gradients deterministically; a negative id
  * (a padding_idx position, see pft_embedding_padded) adds nothing */
-void pft_cpu_embedding_backward(pft_ctx *ctx, float *restrict dweight, const float *restrict dy,
-                                const int32_t *restrict ids, int64_t n, int64_t C) {
+static void cpu_embedding_backward(pft_ctx *ctx, float *restrict dweight, const float *restrict dy,
+                                   const int32_t *restrict ids, int64_t n, int64_t C) {
     for (int64_t k = 0; k < n; k++) {
         if (ids[k] < 0) continue;
         float *row = dweight + (int64_t)ids[k] * C;
@@ -481,9 +483,9 @@ void pft_cpu_embedding_backward(pft_ctx *ctx, float *restrict dweight, const flo
     }
 }
 
-void pft_cpu_cross_entropy_forward(pft_ctx *ctx, float *restrict loss, float *restrict lse,
-                                   const float *restrict logits, const int32_t *restrict targets, int32_t ignore_index,
-                                   float inv_count, int64_t N, int64_t K) {
+static void cpu_cross_entropy_forward(pft_ctx *ctx, float *restrict loss, float *restrict lse,
+                                      const float *restrict logits, const int32_t *restrict targets, int32_t ignore_index,
+                                      float inv_count, int64_t N, int64_t K) {
     double total = 0;
     for (int64_t r = 0; r < N; r++) {
         const float *xr = logits + r * K;
@@ -499,10 +501,10 @@ void pft_cpu_cross_entropy_forward(pft_ctx *ctx, float *restrict loss, float *re
 }
 
 /* dlogits += dloss / count * (softmax(row) - onehot(target)) for rows that count */
-void pft_cpu_cross_entropy_backward(pft_ctx *ctx, float *restrict dlogits, const float *restrict dloss,
-                                    const float *restrict lse, const float *restrict logits,
-                                    const int32_t *restrict targets, int32_t ignore_index, float inv_count, int64_t N,
-                                    int64_t K) {
+static void cpu_cross_entropy_backward(pft_ctx *ctx, float *restrict dlogits, const float *restrict dloss,
+                                       const float *restrict lse, const float *restrict logits,
+                                       const int32_t *restrict targets, int32_t ignore_index, float inv_count, int64_t N,
+                                       int64_t K) {
     const float g = dloss[0] * inv_count;
     for (int64_t r = 0; r < N; r++) {
         if (targets[r] == ignore_index) continue;
@@ -514,8 +516,8 @@ void pft_cpu_cross_entropy_backward(pft_ctx *ctx, float *restrict dlogits, const
     }
 }
 
-void pft_cpu_mse_forward(pft_ctx *ctx, float *restrict loss, const float *restrict pred, const float *restrict target,
-                         int64_t n) {
+static void cpu_mse_forward(pft_ctx *ctx, float *restrict loss, const float *restrict pred, const float *restrict target,
+                            int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) {
         const double d = (double)pred[i] - target[i];
@@ -524,8 +526,8 @@ void pft_cpu_mse_forward(pft_ctx *ctx, float *restrict loss, const float *restri
     loss[0] = (float)(s / (double)n);
 }
 
-void pft_cpu_mse_backward(pft_ctx *ctx, float *restrict dpred, const float *restrict dloss, const float *restrict pred,
-                          const float *restrict target, int64_t n) {
+static void cpu_mse_backward(pft_ctx *ctx, float *restrict dpred, const float *restrict dloss, const float *restrict pred,
+                             const float *restrict target, int64_t n) {
     const float s = dloss[0] * 2.0f / (float)n;
     for (int64_t i = 0; i < n; i++) dpred[i] += s * (pred[i] - target[i]);
 }
@@ -533,8 +535,8 @@ void pft_cpu_mse_backward(pft_ctx *ctx, float *restrict dpred, const float *rest
 /* --- views ------------------------------------------------------------------------------------------ */
 
 /* sequential in row-major order: that also fixes the order in which an expanded (stride 0) element sums */
-void pft_cpu_strided_accumulate(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *restrict dy, int ndim,
-                                const int64_t *shape) {
+static void cpu_strided_accumulate(pft_ctx *ctx, float *dst, const int64_t *stride_dst, const float *restrict dy, int ndim,
+                                   const int64_t *shape) {
     int64_t n = 1, idx[PFT_MAX_DIMS] = {0};
     for (int i = 0; i < ndim; i++) n *= shape[i];
     for (int64_t k = 0; k < n; k++) {
@@ -585,9 +587,9 @@ static void dropout_block(float *dst, const float *src, int64_t n, float p, uint
     for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
 }
 
-pft_status pft_cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
-                                     const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
-                                     const pft_attention_layout *L) {
+static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
+                                        const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
+                                        const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
     const int64_t *start = L->start, *len = L->len, *poff = L->poff;
     const bool drop = p > 0;
@@ -635,9 +637,9 @@ pft_status pft_cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const f
     return PFT_OK;
 }
 
-pft_status pft_cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dO,
-                                      const float *q, const float *k, const float *v, float scale, float p,
-                                      uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
+static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dO,
+                                         const float *q, const float *k, const float *v, float scale, float p,
+                                         uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
     const int64_t *start = L->start, *len = L->len, *poff = L->poff;
     const bool drop = p > 0;
@@ -684,8 +686,8 @@ pft_status pft_cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float 
 /* --- optimizers ------------------------------------------------------------------------------------- *
  * One thread, in index order, as optim.c ran them before they moved here. */
 
-void pft_cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
-                        float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
+static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
+                           float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float gi = g[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
@@ -695,8 +697,8 @@ void pft_cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, floa
     }
 }
 
-void pft_cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float lr, float wd,
-                      float mu, bool first, int64_t n) {
+static void cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float lr, float wd,
+                         float mu, bool first, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float d = g[i] + wd * p[i];
         if (buf) {
@@ -707,12 +709,62 @@ void pft_cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, cons
     }
 }
 
-double pft_cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
+static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
     double s = 0;
     for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
     return s;
 }
 
-void pft_cpu_scale_inplace(pft_ctx *ctx, float *restrict x, float s, int64_t n) {
+static void cpu_scale_inplace(pft_ctx *ctx, float *restrict x, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) x[i] *= s;
 }
+
+/* --- the table ---------------------------------------------------------------------------------------- */
+
+static bool cpu_supports(const char *op) {
+    (void)op;
+    return true; /* every op in ops.h has a CPU implementation */
+}
+
+/* This file is compiled once per instruction set (Makefile: the baseline, and on x86-64 also -march=x86-64-v3
+ * and x86-64-v4), each object defining its own table; backend_cpu.c picks the one the processor runs. */
+#ifndef PFT_CPU_VARIANT
+#define PFT_CPU_TABLE pft_backend_cpu
+#define PFT_CPU_NAME "cpu"
+#endif
+
+const pft_backend PFT_CPU_TABLE = {
+    .name = PFT_CPU_NAME,
+    .device = PFT_DEVICE_CPU,
+    .supports = cpu_supports,
+    .gemm = pft_cpu_gemm,
+    .binary = cpu_binary,
+    .binary_backward = cpu_binary_backward,
+    .scale = cpu_scale,
+    .axpy = cpu_axpy,
+    .gelu_forward = cpu_gelu_forward,
+    .gelu_backward = cpu_gelu_backward,
+    .tanh_forward = cpu_tanh_forward,
+    .tanh_backward = cpu_tanh_backward,
+    .sum_dim = cpu_sum_dim,
+    .sum_dim_backward = cpu_sum_dim_backward,
+    .softmax_forward = cpu_softmax_forward,
+    .softmax_backward = cpu_softmax_backward,
+    .layernorm_forward = cpu_layernorm_forward,
+    .layernorm_backward = cpu_layernorm_backward,
+    .dropout_forward = cpu_dropout_forward,
+    .dropout_backward = cpu_dropout_backward,
+    .embedding_forward = cpu_embedding_forward,
+    .embedding_backward = cpu_embedding_backward,
+    .cross_entropy_forward = cpu_cross_entropy_forward,
+    .cross_entropy_backward = cpu_cross_entropy_backward,
+    .mse_forward = cpu_mse_forward,
+    .mse_backward = cpu_mse_backward,
+    .strided_accumulate = cpu_strided_accumulate,
+    .attention_forward = cpu_attention_forward,
+    .attention_backward = cpu_attention_backward,
+    .adamw_step = cpu_adamw_step,
+    .sgd_step = cpu_sgd_step,
+    .sum_squares = cpu_sum_squares,
+    .scale_inplace = cpu_scale_inplace,
+};

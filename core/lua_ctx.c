@@ -4,9 +4,11 @@
  *     core.set_threads(4); core.seed(1234)
  *     local seed, counter = core.rng_state(); core.set_rng_state(seed, counter)   -- checkpoints
  *     core.no_grad(function() ... end)                                             -- nothing recorded inside
- *     core.stats().live_tensors, core.live_tensors(), core.reset_stats() */
+ *     core.stats().live_tensors, core.live_tensors(), core.reset_stats()
+ *     core.cpu_kernels() --> "avx512"; core.set_cpu_kernels("avx2"); core.cpu_kernels_list() --> {"baseline", ...} */
 #include <math.h>
 
+#include "backend.h"
 #include "lua_pft.h"
 
 static int l_set_threads(lua_State *L) {
@@ -92,6 +94,29 @@ static int l_reset_stats(lua_State *L) {
 }
 
 /* Testing hook: the n-th next storage allocation fails (n = 0: the next one); a negative n turns it off. */
+static int l_cpu_kernels(lua_State *L) {
+    lua_pushstring(L, pft_ctx_cpu_kernels(pftl_state_get(L)->ctx));
+    return 1;
+}
+
+static int l_set_cpu_kernels(lua_State *L) {
+    pft_ctx *ctx = pftl_state_get(L)->ctx;
+    if (pft_ctx_set_cpu_kernels(ctx, luaL_checkstring(L, 1))) return pftl_core_error(L, ctx);
+    return 0;
+}
+
+/* the instruction sets this build has and this processor runs, narrowest first */
+static int l_cpu_kernels_list(lua_State *L) {
+    const char *isas[8];
+    const int n = pft_backend_cpu_list(isas, 8);
+    lua_createtable(L, n, 0);
+    for (int i = 0; i < n; i++) {
+        lua_pushstring(L, isas[i]);
+        lua_rawseti(L, -2, i + 1);
+    }
+    return 1;
+}
+
 static int l_fail_alloc_after(lua_State *L) {
     pftl_state_get(L)->ctx->alloc_fail_after = (int)pftl_check_int64(L, 1);
     return 0;
@@ -105,6 +130,8 @@ void pftl_register_ctx(lua_State *L, int module_idx) {
         {"grad_enabled", l_grad_enabled}, {"live_tensors", l_live_tensors},
         {"stats", l_stats},               {"reset_stats", l_reset_stats},
         {"fail_alloc_after", l_fail_alloc_after},
+        {"cpu_kernels", l_cpu_kernels},   {"set_cpu_kernels", l_set_cpu_kernels},
+        {"cpu_kernels_list", l_cpu_kernels_list},
         {NULL, NULL}};
     pftl_set_funcs(L, module_idx, fns);
 }

@@ -457,19 +457,12 @@ void pft_bert_output_release(pft_bert_output *out) {
     memset(out, 0, sizeof *out);
 }
 
-/* W x + b, plus the layer's LoRA adapter on this projection when it has one: + scale B A dropout(x), two
- * thin GEMMs (W + B A is never formed, so a frozen W gets no gradient and costs no memory). */
+/* W x + b, plus the layer's LoRA adapter on this projection when it has one (pft_linear_lora: + scale B A
+ * dropout(x), so a frozen W gets no gradient and costs no memory). */
 static pft_tensor *project(const pft_bert *m, const pft_bert_layer *L, pft_lora_target t, pft_tensor *x, pft_tensor *w,
                            pft_tensor *b, bool train) {
-    pft_tensor *y = pft_linear(x, w, b);
-    if (!y || !L->lora_a[t]) return y;
-    pft_tensor *d = pft_dropout(x, m->lora_dropout, train);
-    pft_tensor *xa = d ? pft_linear(d, L->lora_a[t], NULL) : NULL;
-    pft_tensor *xab = xa ? pft_linear(xa, L->lora_b[t], NULL) : NULL;
-    pft_tensor *s = xab ? pft_scale(xab, m->lora_scale) : NULL;
-    pft_tensor *out = s ? pft_add(y, s) : NULL;
-    pft_tensor_release(d), pft_tensor_release(xa), pft_tensor_release(xab), pft_tensor_release(s), pft_tensor_release(y);
-    return out;
+    if (!L->lora_a[t]) return pft_linear(x, w, b);
+    return pft_linear_lora(x, w, b, L->lora_a[t], L->lora_b[t], m->lora_scale, m->lora_dropout, train);
 }
 
 /* x -> layernorm(dropout(dense(x)) + residual), dense being projection t of layer L */

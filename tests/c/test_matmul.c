@@ -114,6 +114,82 @@ static void test_grads(pft_ctx *ctx, uint64_t seed) {
     pft_tensor_release(x), pft_tensor_release(lw), pft_tensor_release(lb);
 }
 
+/* linear_lora with dropout p = *(float *)u: the mask is drawn from a fixed counter on every call, so the
+ * finite differences see one function */
+static pft_tensor *f_linear_lora(void *u, pft_tensor **in) {
+    const float p = *(const float *)u;
+    in[0]->ctx->rng_counter = 1000;
+    pft_tensor *x = pft_tensor_narrow(in[0], 2, 1, 4); /* non-contiguous, as f_linear */
+    pft_tensor *y = pft_linear_lora(x, in[1], in[2], in[3], in[4], 1.7f, p, true);
+    pft_tensor_release(x);
+    return y;
+}
+
+/* the same as composed ops, in pft's former order: linear + scale (linear(linear(dropout(x), a), b)) */
+static pft_tensor *f_lora_composed(void *u, pft_tensor **in) {
+    const float p = *(const float *)u;
+    in[0]->ctx->rng_counter = 1000;
+    pft_tensor *x = pft_tensor_narrow(in[0], 2, 1, 4);
+    pft_tensor *y = pft_linear(x, in[1], in[2]), *d = pft_dropout(x, p, true);
+    pft_tensor *xa = pft_linear(d, in[3], NULL), *xab = pft_linear(xa, in[4], NULL), *s = pft_scale(xab, 1.7f);
+    pft_tensor *out = pft_add(y, s);
+    pft_tensor_release(x), pft_tensor_release(y), pft_tensor_release(d), pft_tensor_release(xa);
+    pft_tensor_release(xab), pft_tensor_release(s);
+    return out;
+}
+
+/* LoRA's fused op: gradients of x, w, bias, a and b against finite differences, with and without dropout;
+ * equal to the composed ops (forward and every gradient); a frozen w and x get no gradient work */
+static void test_linear_lora(pft_ctx *ctx, uint64_t seed) {
+    for (int drop = 0; drop < 2; drop++) {
+        float p = drop ? 0.3f : 0.0f;
+        pft_tensor *in[5] = {rand_param(ctx, 3, (int64_t[]){2, 3, 6}), rand_param(ctx, 2, (int64_t[]){5, 4}),
+                             rand_param(ctx, 1, (int64_t[]){5}), rand_param(ctx, 2, (int64_t[]){2, 4}),
+                             rand_param(ctx, 2, (int64_t[]){5, 2})};
+        double e = gradcheck(ctx, drop ? "linear_lora dropout" : "linear_lora", f_linear_lora, &p, 5, in, seed);
+        CHECK(e <= 1, "linear_lora gradient (p %g): error %g", p, e);
+        /* fused vs composed: forward and gradients */
+        float *g1[5], *g2[5];
+        pft_tensor *y1 = f_linear_lora(&p, in), *y2 = f_lora_composed(&p, in);
+        CHECK(y1 && y2 && max_abs_diff(pft_tensor_data(y1), pft_tensor_data(y2), pft_tensor_numel(y1)) < 1e-6f,
+              "linear_lora = composed ops (p %g)", p);
+        pft_tensor *ones = pft_tensor_zeros(ctx, y1->ndim, y1->shape);
+        for (int64_t i = 0; i < pft_tensor_numel(ones); i++) ((float *)pft_tensor_data(ones))[i] = (float)(i % 3) - 1.0f;
+        for (int pass = 0; pass < 2; pass++) {
+            for (int k = 0; k < 5; k++) pft_tensor_free_grad(in[k]);
+            pft_tensor *y = pass ? y2 : y1;
+            CHECK(pft_backward(y, ones) == PFT_OK, "backward: %s", pft_ctx_error(ctx));
+            for (int k = 0; k < 5; k++) {
+                float **g = pass ? g2 : g1;
+                const int64_t n = pft_tensor_numel(in[k]);
+                g[k] = malloc(sizeof(float) * (size_t)n);
+                memcpy(g[k], pft_tensor_data(in[k]->grad), sizeof(float) * (size_t)n);
+            }
+        }
+        for (int k = 0; k < 5; k++) {
+            CHECK(max_abs_diff(g1[k], g2[k], pft_tensor_numel(in[k])) < 1e-5f, "input %d's gradient: fused = composed (p %g)", k, p);
+            free(g1[k]), free(g2[k]);
+        }
+        pft_tensor_release(y1), pft_tensor_release(y2), pft_tensor_release(ones);
+        /* base frozen (w, bias, x need no gradient): only a and b get one, and no dw GEMM runs */
+        in[0]->requires_grad = in[1]->requires_grad = in[2]->requires_grad = false;
+        for (int k = 0; k < 5; k++) pft_tensor_free_grad(in[k]);
+        ctx->stats.backward_flops = 0;
+        pft_tensor *y = f_linear_lora(&p, in), *sum = y ? pft_sum_all(y) : NULL;
+        CHECK(sum && pft_backward(sum, NULL) == PFT_OK, "frozen base backward: %s", pft_ctx_error(ctx));
+        CHECK(!in[0]->grad && !in[1]->grad && !in[2]->grad && in[3]->grad && in[4]->grad, "only the adapter's gradients");
+        CHECK(ctx->stats.backward_flops == 2 * 6 * 2 * (2 * 5 + 4), "adapter GEMMs only: %lld flops",
+              (long long)ctx->stats.backward_flops);
+        pft_tensor_release(y), pft_tensor_release(sum);
+        for (int k = 0; k < 5; k++) pft_tensor_release(in[k]);
+    }
+    pft_tensor *x = rand_param(ctx, 2, (int64_t[]){3, 4}), *w = rand_param(ctx, 2, (int64_t[]){5, 4});
+    pft_tensor *a = rand_param(ctx, 2, (int64_t[]){2, 3}), *b = rand_param(ctx, 2, (int64_t[]){5, 2});
+    CHECK(!pft_linear_lora(x, w, NULL, a, b, 1, 0, true) && strstr(pft_ctx_error(ctx), "a [2, 3] and b [5, 2] do not fit weight [5, 4]"),
+          "a bad adapter shape is named: %s", pft_ctx_error(ctx));
+    pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(a), pft_tensor_release(b);
+}
+
 int main(void) {
     TEST_BEGIN("matmul");
     uint64_t seed = test_seed();
@@ -122,6 +198,7 @@ int main(void) {
     test_batched(ctx);
     test_errors(ctx);
     test_grads(ctx, seed);
+    test_linear_lora(ctx, seed);
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);
     return TEST_END();

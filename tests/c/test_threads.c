@@ -1,11 +1,13 @@
 /* test_threads.c - results must not depend on the thread count, and the fast kernels must match their
  * references: a BERT forward + backward (train mode, dropout on) with 1 and with 2 threads gives
  * bit-identical outputs, loss and gradients, on the tiny fixture and on a random model large enough
- * that every threaded path (row-split kernels, split GEMMs, attention over (batch, head)) runs; the
+ * that every threaded path (row-split kernels, split GEMMs, attention over (batch, head)) runs, and the
+ * same again with every narrower instruction set's kernels (backend.h) against the widest; the
  * vectorisable exp / erf against libm in ulps; the fast GELU kernels against the libm reference. */
 #include <stdint.h>
 
 #include "check.h"
+#include "backend.h"
 #include "kernels_cpu.h"
 #include "nn.h"
 
@@ -50,9 +52,9 @@ static void test_fast_math(void) {
     float *dy = malloc(sizeof(float) * N), *dx = calloc(N, sizeof(float)), *dxr = calloc(N, sizeof(float));
     for (int i = 0; i < N; i++) x[i] = -8.0f + 16.0f * (float)i / N, dy[i] = 1.0f - 0.5f * (float)(i % 7);
     pft_ctx *ctx = pft_ctx_new(2, 1);
-    pft_cpu_gelu_forward(ctx, y, x, N);
+    ctx->cpu_kernels->gelu_forward(ctx, y, x, N);
     pft_cpu_gelu_forward_ref(yr, x, N);
-    pft_cpu_gelu_backward(ctx, dx, dy, x, N);
+    ctx->cpu_kernels->gelu_backward(ctx, dx, dy, x, N);
     pft_cpu_gelu_backward_ref(dxr, dy, x, N);
     double ef = 0, eb = 0;
     for (int i = 0; i < N; i++) {
@@ -88,9 +90,11 @@ static void run_free(run_result *r) {
 }
 
 /* dir: a fixture directory, or NULL for a random model of the given config */
-static run_result run_bert(int threads, const char *dir, const pft_bert_config *cfg, int64_t B, int64_t T) {
+static run_result run_bert(int threads, const char *isa, const char *dir, const pft_bert_config *cfg, int64_t B,
+                           int64_t T) {
     run_result r = {0};
     pft_ctx *ctx = pft_ctx_new(threads, 42);
+    CHECK(pft_ctx_set_cpu_kernels(ctx, isa) == PFT_OK, "kernels %s: %s", isa, pft_ctx_error(ctx));
     pft_bert *m = dir ? pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 3) : pft_bert_new(ctx, cfg, PFT_HEAD_SEQCLS, 3);
     CHECK(m != NULL, "model: %s", pft_ctx_error(ctx));
     if (!m) {
@@ -124,15 +128,30 @@ static run_result run_bert(int threads, const char *dir, const pft_bert_config *
     return r;
 }
 
-static void compare_threads(const char *what, const char *dir, const pft_bert_config *cfg, int64_t B, int64_t T) {
-    run_result a = run_bert(1, dir, cfg, B, T), b = run_bert(2, dir, cfg, B, T);
-    CHECK(a.n == b.n && a.n > 3, "%s: %d vs %d results", what, a.n, b.n);
+static int count_differ(const run_result *a, const run_result *b) {
     int differ = 0;
-    for (int i = 0; i < a.n && i < b.n; i++)
-        if (a.len[i] != b.len[i] || memcmp(a.data[i], b.data[i], sizeof(float) * (size_t)a.len[i])) differ++;
+    for (int i = 0; i < a->n && i < b->n; i++)
+        if (a->len[i] != b->len[i] || memcmp(a->data[i], b->data[i], sizeof(float) * (size_t)a->len[i])) differ++;
+    return differ + (a->n != b->n);
+}
+
+/* 1 and 2 threads with the widest kernels; then every other instruction set's kernels with 2 threads */
+static void compare_threads(const char *what, const char *dir, const pft_bert_config *cfg, int64_t B, int64_t T) {
+    run_result a = run_bert(1, "auto", dir, cfg, B, T), b = run_bert(2, "auto", dir, cfg, B, T);
+    CHECK(a.n == b.n && a.n > 3, "%s: %d vs %d results", what, a.n, b.n);
+    int differ = count_differ(&a, &b);
     printf("threads: %s: %d tensors (hidden, logits, loss, gradients), %d differ between 1 and 2 threads\n", what, a.n,
            differ);
     CHECK(differ == 0, "%s: %d of %d tensors differ between 1 and 2 threads", what, differ, a.n);
+    const char *isas[8];
+    for (int i = 0, n = pft_backend_cpu_list(isas, 8); i < n - 1; i++) {
+        run_result c = run_bert(2, isas[i], dir, cfg, B, T);
+        differ = count_differ(&b, &c);
+        printf("threads: %s: %d differ between the %s and the %s kernels\n", what, differ, isas[i],
+               pft_backend_cpu_isa(pft_backend_cpu_kernels(NULL)));
+        CHECK(differ == 0, "%s: %d of %d tensors differ between the %s kernels and the widest", what, differ, b.n, isas[i]);
+        run_free(&c);
+    }
     run_free(&a), run_free(&b);
 }
 
