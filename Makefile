@@ -46,8 +46,14 @@ all: $(BUILD)/libpftcore.a $(BUILD)/lib/pft/core.so $(BUILD)/pft
 $(BUILD)/core/%.o: core/%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
+# the kernels: -O3 so that GCC vectorises their loops (-O2's cost model leaves most scalar), -fno-math-errno
+# so that sqrtf vectorises (nothing reads errno; sqrt is exact either way)
+KERNEL_CFLAGS = -O3 -fno-math-errno
+$(BUILD)/core/kernels_cpu.o: core/kernels_cpu.c $(wildcard core/*.h) | $(BUILD)/core
+	$(CC) $(ALL_CFLAGS) $(KERNEL_CFLAGS) -c $< -o $@
+
 $(BUILD)/core/kernels_cpu_%.o: core/kernels_cpu.c $(wildcard core/*.h) | $(BUILD)/core
-	$(CC) $(ALL_CFLAGS) $(CPU_FLAGS_$*) -DPFT_CPU_VARIANT -DPFT_CPU_TABLE=pft_backend_cpu_$* -DPFT_CPU_NAME='"cpu-$*"' -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(KERNEL_CFLAGS) $(CPU_FLAGS_$*) -DPFT_CPU_VARIANT -DPFT_CPU_TABLE=pft_backend_cpu_$* -DPFT_CPU_NAME='"cpu-$*"' -c $< -o $@
 
 $(BUILD)/core/lua_%.o: core/lua_%.c $(wildcard core/*.h) | $(BUILD)/core
 	$(CC) $(ALL_CFLAGS) $(LUAJIT_CFLAGS) -c $< -o $@

@@ -688,13 +688,13 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
 
 static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
                            float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
-    for (int64_t i = 0; i < n; i++) {
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) {
         float gi = g[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
         p[i] = p[i] * decay - step * m[i] / denom;
-    }
+    });
 }
 
 static void cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float lr, float wd,

@@ -177,11 +177,9 @@ static pft_status linear_backward(pft_ctx *ctx, pft_node *node, const pft_tensor
         be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
         ctx->stats.backward_flops += 2 * N * in * out;
     }
-    if (db) { /* db [out] += column sums of dy, rows in order */
-        float *g = pft_tensor_data(db);
-        for (int64_t r = 0; r < N; r++)
-            for (int64_t c = 0; c < out; c++) g[c] += dy[r * out + c];
-    }
+    if (db) /* db [out] += column sums of dy, rows in order (a broadcast add's backward) */
+        be->binary_backward(ctx, pft_tensor_data(db), (const int64_t[]){0, 1}, dy, NULL, NULL, 1.0f, 2,
+                            (const int64_t[]){N, out});
 done:
     pft_tensor_release(ow.owner);
     return st;
@@ -279,11 +277,9 @@ static pft_status linear_lora_backward(pft_ctx *ctx, pft_node *node, const pft_t
         be->gemm(ctx, true, false, out, in, N, 1.0f, g, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
         ctx->stats.backward_flops += 2 * N * in * out;
     }
-    if (dbias) {
-        float *gb = pft_tensor_data(dbias);
-        for (int64_t row = 0; row < N; row++)
-            for (int64_t c = 0; c < out; c++) gb[c] += g[row * out + c];
-    }
+    if (dbias)
+        be->binary_backward(ctx, pft_tensor_data(dbias), (const int64_t[]){0, 1}, g, NULL, NULL, 1.0f, 2,
+                            (const int64_t[]){N, out});
     if (db) { /* db [out, r] += scale g^T xa */
         be->gemm(ctx, true, false, out, r, N, scale, g, out, 0, xa, r, 0, 1.0f, pft_tensor_data(db), r, 0, 1);
         ctx->stats.backward_flops += 2 * N * r * out;
