@@ -182,7 +182,27 @@ static void cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict 
         if (shape[d] == 0) return;
     loop_dims L;
     loop_dims_init(&L, ndim, shape, 3, (const int64_t *const[]){so, stride_a, stride_b});
-    const int64_t n = L.shape[L.nd - 1], sa = L.st[1][L.nd - 1], sb = L.st[2][L.nd - 1];
+    const int64_t sa = L.st[1][L.nd - 1], sb = L.st[2][L.nd - 1];
+    if (L.nd <= 2) { /* rows (or chunks of one row) over the threads; every element as in the serial loop */
+        const int64_t rows = L.nd == 2 ? L.shape[0] : 1, cols = L.shape[L.nd - 1];
+        const int64_t per = L.nd == 2 || cols < CHUNK ? cols : CHUNK, pieces = rows * ((cols + per - 1) / per);
+        const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t t = 0; t < pieces; t++) {
+            const int64_t r = t / ((cols + per - 1) / per), lo = (t % ((cols + per - 1) / per)) * per;
+            const int64_t n = lo + per < cols ? per : cols - lo;
+            const int64_t o0 = L.nd == 2 ? r * L.st[0][0] : 0, o1 = L.nd == 2 ? r * L.st[1][0] : 0, o2 = L.nd == 2 ? r * L.st[2][0] : 0;
+            float *po = out + o0 + lo;
+            const float *pa = a + o1 + lo * sa, *pb = b + o2 + lo * sb;
+            switch (op) {
+            case PFT_BINARY_ADD: BINARY_ROW(x + y); break;
+            case PFT_BINARY_SUB: BINARY_ROW(x - y); break;
+            case PFT_BINARY_MUL: BINARY_ROW(x * y); break;
+            }
+        }
+        return;
+    }
+    const int64_t n = L.shape[L.nd - 1];
     int64_t idx[PFT_MAX_DIMS] = {0}, off[MAX_OPS] = {0};
     for (int64_t r = 0, rows = loop_dims_rows(&L); r < rows; r++) {
         float *po = out + off[0];
