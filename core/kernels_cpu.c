@@ -704,7 +704,8 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
 }
 
 /* --- optimizers ------------------------------------------------------------------------------------- *
- * One thread, in index order, as optim.c ran them before they moved here. */
+ * Elementwise: AdamW splits into chunks over the threads (each element's update is the same whoever runs
+ * it); SGD runs on one thread. */
 
 static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
                            float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
