@@ -730,9 +730,35 @@ static void cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, c
     }
 }
 
+/* Squares of a chunk in SQ_LANES running sums (element i into sum i % SQ_LANES), added in a fixed tree:
+ * independent sums instead of one chain of dependent adds, so the loop vectorises and pipelines, and the
+ * order is set by the chunk alone (every table, every thread count gives the same bits). */
+#define SQ_LANES 16
+static double sum_squares_chunk(const float *restrict x, int64_t n) {
+    double lane[SQ_LANES] = {0};
+    int64_t i = 0;
+    for (; i + SQ_LANES <= n; i += SQ_LANES)
+        for (int j = 0; j < SQ_LANES; j++) lane[j] += (double)x[i + j] * x[i + j];
+    for (int j = 0; i < n; i++, j++) lane[j] += (double)x[i] * x[i];
+    for (int w = SQ_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+/* The chunks' sums over the threads, then added in chunk order. */
 static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
+    const int64_t nc = (n + CHUNK - 1) / CHUNK;
+    if (nc <= 1) return sum_squares_chunk(x, n);
+    double part_stack[64], *part = nc <= 64 ? part_stack : malloc(sizeof(double) * (size_t)nc);
+    if (!part) { /* no memory for the partial sums: the same chunks, on this thread */
+        double s = 0;
+        for (int64_t c = 0; c < nc; c++) s += sum_squares_chunk(x + c * CHUNK, c + 1 < nc ? CHUNK : n - c * CHUNK);
+        return s;
+    }
+    PAR_CHUNKS(ctx, n, part[c_] = sum_squares_chunk(x + lo, hi - lo););
     double s = 0;
-    for (int64_t i = 0; i < n; i++) s += (double)x[i] * x[i];
+    for (int64_t c = 0; c < nc; c++) s += part[c];
+    if (part != part_stack) free(part);
     return s;
 }
 

@@ -4,7 +4,7 @@
 -- batch 32 (recipes/sst2.lua). The learning rates are sst2-freeze's. data.bucket = false: batches in a
 -- shuffled order with dynamic padding, the padding policy of the transformers peer (peer_sweep.py), so both
 -- sides see the same padded batches' sizes. run.sh may append data.train.limit=N train.epochs=E overrides.
---   build-h2/pft sweep bench/experiments/p3.lua --dir DIR
+--   build/pft sweep bench/experiments/p3.lua --dir DIR
 return {
   name = "p3",
   base = "sst2",

@@ -3,7 +3,7 @@
 -- on the first 8,000 SST-2 training rows, max_length 64, batch 32, shuffled order with dynamic padding
 -- (data.bucket = false, as the transformers peer pads). With the activation cache this is a frozen
 -- encoder run once per split and 10 epochs of a 770-parameter classifier on the pooled vectors.
---   build-h2/pft sweep bench/experiments/p3b.lua --dir DIR
+--   build/pft sweep bench/experiments/p3b.lua --dir DIR
 return {
   name = "p3b",
   base = "sst2",

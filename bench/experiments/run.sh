@@ -39,11 +39,11 @@
 #   LIMIT=800 EPOCHS=1 PROBE_EPOCHS=2 bash bench/experiments/run.sh # the reduced smoke run
 # Environment: LIMIT (training rows, 8000), EPOCHS (P3, 3), PROBE_EPOCHS (P3b, 10), DEV_LIMIT (dev rows,
 # default all 6,735), REPS (1), SEED (42), FIGS ("p3 p3b"), CACHE (on | off: pft with train.cache=false),
-# PER_PROCESS (1: the peer runs one python process per cell), PFT (build-h2/pft), OUT (runs/exp7-<time>).
+# PER_PROCESS (1: the peer runs one python process per cell), PFT (build/pft), OUT (runs/exp7-<time>).
 # Logs, sweep directories and peer outputs stay in OUT.
 set -u
 cd "$(dirname "$0")/../.."
-PFT=${PFT:-build-h2/pft}
+PFT=${PFT:-build/pft}
 LIMIT=${LIMIT:-8000}
 EPOCHS=${EPOCHS:-3}
 PROBE_EPOCHS=${PROBE_EPOCHS:-10}

@@ -358,6 +358,25 @@ static void test_clip_kernels(void) {
     const double got = pft_backend_cpu.sum_squares(ctx, x, n);
     CHECK(fabs(got - want) <= 1e-12 * want, "sum_squares: %.17g, want %.17g", got, want);
     CHECK(pft_backend_cpu.sum_squares(ctx, x, 0) == 0, "sum_squares of nothing is 0");
+    /* many chunks (over the threads, partial sums): near the serial sum, and the same bits for 1, 2, 3 threads */
+    const int64_t nbig[] = {8192, 8193, 100003, 1 << 20};
+    for (int k = 0; k < 4; k++) {
+        float *xb = rand_buf(nbig[k], -3, 3);
+        double serial = 0;
+        for (int64_t i = 0; i < nbig[k]; i++) serial += (double)xb[i] * (double)xb[i];
+        double by_threads[3];
+        for (int t = 1; t <= 3; t++) {
+            pft_ctx *ct = pft_ctx_new(t, seed);
+            by_threads[t - 1] = pft_backend_cpu.sum_squares(ct, xb, nbig[k]);
+            pft_ctx_free(ct);
+        }
+        CHECK(fabs(by_threads[0] - serial) <= 1e-12 * serial, "sum_squares n %lld: %.17g, want %.17g",
+              (long long)nbig[k], by_threads[0], serial);
+        CHECK(by_threads[0] == by_threads[1] && by_threads[0] == by_threads[2],
+              "sum_squares n %lld: 1, 2, 3 threads give %.17g %.17g %.17g", (long long)nbig[k], by_threads[0],
+              by_threads[1], by_threads[2]);
+        free(xb);
+    }
     float *y = copy_buf(x, n);
     const float s = 0.3721f;
     pft_backend_cpu.scale_inplace(ctx, y, s, n);
