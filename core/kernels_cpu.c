@@ -143,6 +143,30 @@ static double row_sqdev(const float *x, int64_t n, double mu) {
     return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
 }
 
+/* sum of a[i] b[i] in double, in the order of row_sum */
+static double row_dot(const float *restrict a, const float *restrict b, int64_t n) {
+    double p[LANES] = {0};
+    int64_t i = 0;
+    for (; i + LANES <= n; i += LANES)
+        for (int l = 0; l < LANES; l++) p[l] += (double)a[i + l] * b[i + l];
+    for (; i < n; i++) p[i % LANES] += (double)a[i] * b[i];
+    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+}
+
+/* The largest of x[0..n) (-inf for none), from 16 lane maxima: max is exact in any order, so this is the
+ * serial loop's value, in vector registers. */
+static float row_max(const float *restrict x, int64_t n) {
+    float lane[16];
+    for (int l = 0; l < 16; l++) lane[l] = -INFINITY;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) lane[l] = x[i + l] > lane[l] ? x[i + l] : lane[l];
+    for (int l = 0; i < n; i++, l++) lane[l] = x[i] > lane[l] ? x[i] : lane[l];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) lane[l] = lane[l + w] > lane[l] ? lane[l + w] : lane[l];
+    return lane[0];
+}
+
 /* --- elementwise ------------------------------------------------------------------------------------ */
 
 /* one row of out = a op b, with x = a's element and y = b's in EXPR; the op is chosen outside the loops */
@@ -439,12 +463,21 @@ static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *rest
         for (int64_t r = 0; r < rows; r++) {
             const float *xr = x + r * cols, *gr = dy + r * cols;
             const float mu = mean[r], rs = rstd[r];
-            double s1 = 0, s2 = 0;
-            for (int64_t j = 0; j < cols; j++) {
+            double p1[LANES] = {0}, p2[LANES] = {0}; /* sums of g and g h, in row_sum's order */
+            int64_t j = 0;
+            for (; j + LANES <= cols; j += LANES)
+                for (int l = 0; l < LANES; l++) {
+                    const float g = w ? gr[j + l] * w[j + l] : gr[j + l], h = (xr[j + l] - mu) * rs;
+                    p1[l] += g;
+                    p2[l] += (double)g * h;
+                }
+            for (; j < cols; j++) {
                 const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
-                s1 += g;
-                s2 += (double)g * h;
+                p1[j % LANES] += g;
+                p2[j % LANES] += (double)g * h;
             }
+            const double s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) + ((p1[4] + p1[5]) + (p1[6] + p1[7]));
+            const double s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) + ((p2[4] + p2[5]) + (p2[6] + p2[7]));
             const float m1 = (float)(s1 / (double)cols), m2 = (float)(s2 / (double)cols);
             float *dr = dx + r * cols;
             for (int64_t j = 0; j < cols; j++) {
@@ -471,17 +504,35 @@ static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *rest
     }
 }
 
+/* Dropout of n elements whose masks are drawn at counters base, base + 1, ...: dst = src / (1 - p) or 0.
+ * Plain functions rather than loops inside the OpenMP chunk macro: GCC vectorises the 64-bit hash of the
+ * counters here (AVX-512's 64-bit multiply) and judged the same loop unprofitable in the outlined body. */
+static void dropout_block(float *restrict dst, const float *restrict src, int64_t n, float p, uint64_t seed, uint64_t base) {
+    const float keep_scale = 1.0f / (1.0f - p);
+    for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
+}
+
+/* dx += the dropout of dy, the masks drawn again at base, base + 1, ... (a dropped element left as it was) */
+static void dropout_accumulate_block(float *restrict dx, const float *restrict dy, int64_t n, float p, uint64_t seed,
+                                     uint64_t base) {
+    const float keep_scale = 1.0f / (1.0f - p);
+    for (int64_t e = 0; e < n; e++) dx[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? dx[e] : dx[e] + dy[e] * keep_scale;
+}
+
+/* g = g * keep_scale where kept[e] is nonzero, else 0 */
+static void mask_like(float *restrict g, const float *restrict kept, int64_t n, float keep_scale) {
+    for (int64_t e = 0; e < n; e++) g[e] = kept[e] != 0.0f ? g[e] * keep_scale : 0.0f;
+}
+
 static void cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, float p, uint64_t seed,
                                 uint64_t counter, int64_t n) {
-    const float scale = 1.0f / (1.0f - p);
-    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) y[i] = pft_rng_uniform_f(seed, counter + (uint64_t)i) < p ? 0.0f : x[i] * scale;);
+    PAR_CHUNKS(ctx, n, dropout_block(y + lo, x + lo, hi - lo, p, seed, counter + (uint64_t)lo););
 }
 
 /* the mask is drawn again from (seed, counter): nothing was stored */
 static void cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
                                  uint64_t counter, int64_t n) {
-    const float scale = 1.0f / (1.0f - p);
-    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) if (!(pft_rng_uniform_f(seed, counter + (uint64_t)i) < p)) dx[i] += dy[i] * scale;);
+    PAR_CHUNKS(ctx, n, dropout_accumulate_block(dx + lo, dy + lo, hi - lo, p, seed, counter + (uint64_t)lo););
 }
 
 /* --- lookups and losses ----------------------------------------------------------------------------- */
@@ -601,12 +652,6 @@ static int att_threads(const pft_ctx *ctx, int64_t blocks, int64_t work) {
 #endif
 }
 
-/* Applies the dropout of (b, h)'s [T, T] block: the mask of element e is drawn at counter base + e. */
-static void dropout_block(float *dst, const float *src, int64_t n, float p, uint64_t seed, uint64_t base) {
-    const float keep_scale = 1.0f / (1.0f - p);
-    for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
-}
-
 static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, const float *q, const float *k, const float *v,
                                         const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
                                         const pft_attention_layout *L) {
@@ -633,7 +678,7 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
                 if (mask)
 #pragma omp simd
                     for (int64_t c = 0; c < T; c++) row[c] += mask[b * T + c];
-                for (int64_t c = 0; c < T; c++) mx = row[c] > mx ? row[c] : mx;
+                mx = row_max(row, T);
                 /* sum in 8 interleaved lanes, added in a fixed order (vectorisable, reproducible) */
                 float lane[8] = {0};
                 int64_t c = 0;
@@ -677,23 +722,20 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
             const int64_t blk = start[b] * C + h * D;
             const float *Pbh = P + poff[bh];
             const uint64_t cbase = counter + (uint64_t)poff[bh];
-            if (dv) {
-                const float *Pv = Pbh;
-                if (drop) {
-                    dropout_block(Pd, Pbh, T * T, p, seed, cbase);
-                    Pv = Pd;
-                }
-                pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, Pv, T, 0, dO + blk, C, 0, 1.0f, dv + blk, C, 0, 1);
-            }
+            /* the forward's dropped P, its mask drawn once here for both dV and dP */
+            if (drop) dropout_block(Pd, Pbh, T * T, p, seed, cbase);
+            if (dv) pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, drop ? Pd : Pbh, T, 0, dO + blk, C, 0, 1.0f, dv + blk, C, 0, 1);
             if (!dq && !dk) continue; /* (a `continue` of the omp for: goes to the next block) */
             pft_cpu_gemm(ctx, false, true, T, T, D, 1.0f, dO + blk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
-            if (drop) dropout_block(dP, dP, T * T, p, seed, cbase);
+            /* dropout's backward with the mask read off Pd: an element of P that was kept is nonzero there
+             * (P > 0, scaled up); where P is 0 the mask does not matter, dS below is P * (...) = 0 */
+            if (drop) mask_like(dP, Pd, T * T, 1.0f / (1.0f - p));
             for (int64_t r = 0; r < T; r++) { /* dS = P * (dP - <dP, P>) row by row, in place in dP */
                 float *g = dP + r * T;
                 const float *pr = Pbh + r * T;
-                double dot = 0;
-                for (int64_t c = 0; c < T; c++) dot += (double)g[c] * pr[c];
-                for (int64_t c = 0; c < T; c++) g[c] = pr[c] * (g[c] - (float)dot);
+                const float dot = (float)row_dot(g, pr, T);
+#pragma omp simd
+                for (int64_t c = 0; c < T; c++) g[c] = pr[c] * (g[c] - dot);
             }
             if (dq) pft_cpu_gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, 1.0f, dq + blk, C, 0, 1);
             if (dk) pft_cpu_gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, 1.0f, dk + blk, C, 0, 1);

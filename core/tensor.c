@@ -299,7 +299,10 @@ void pft_tensor_fill_(pft_tensor *t, float value) {
     if (pft_tensor_is_contiguous(t)) {
         float *d = pft_tensor_data(t);
         int64_t n = pft_tensor_numel(t);
-        for (int64_t i = 0; i < n; i++) d[i] = value;
+        if (value == 0.0f && !signbit(value)) /* +0.0f is all zero bits: libc's memset (zeroing gradients) */
+            memset(d, 0, sizeof(float) * (size_t)n);
+        else
+            for (int64_t i = 0; i < n; i++) d[i] = value;
         return;
     }
     int64_t n = pft_tensor_numel(t), idx[PFT_MAX_DIMS] = {0};

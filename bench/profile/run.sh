@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# bench/profile: where one dense training step's time goes, per op. perf samples bench_train (MiniLM +
+# a classification head, B sentences x T tokens, all positions real: PFT_BENCH_DENSE=1) and the samples
+# are added up by op: the GEMMs (OpenBLAS's kernels, including the attention block's small ones), each
+# kernel of core/kernels_cpu.c, memory copies and zeroing, OpenMP's waiting, the operating system.
+# Prints a table: op, share of the samples. (FLOP shares come from the model's shapes: docs/performance.md.)
+# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
+#        [threads=2] [reps=5]   (from anywhere; needs perf: Debian's linux-perf)
+set -eu
+cd "$(dirname "$0")/../.."
+export BUILD=${BUILD:-build}
+config=${1:-full} B=${2:-32} T=${3:-128} threads=${4:-2} reps=${5:-5}
+command -v perf >/dev/null || { echo "bench/profile: perf is missing (apt-get install linux-perf)"; exit 1; }
+bash bench/build.sh train
+out=$(mktemp -d)
+trap 'rm -rf "$out"' EXIT
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; kernels ${PFT_CPU_KERNELS:-auto}"
+PFT_BENCH_DENSE=1 perf record -q -F 499 -o "$out/perf.data" -- "$BUILD/bench_train" models/all-MiniLM-L6-v2 \
+  ../shared/data/sst2/train.tsv "$B" "$T" "$threads" "$reps" "$config" >"$out/bench.txt" 2>&1
+echo "$config, B $B, T $T: $(tail -n 1 "$out/bench.txt")"
+perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | awk '
+  /%/ {
+    pct = $1; sub(/%/, "", pct); dso = $2; sym = ""
+    for (i = 3; i < NF; i++) if ($i == "[.]" || $i == "[k]") { sym = $(i + 1); break }
+    if ($0 ~ /\[k\]/) op = "operating system (page faults, scheduling)"
+    else if (dso ~ /openblas/) op = "GEMM (OpenBLAS kernels and packing)"
+    else if (dso ~ /gomp/) op = "OpenMP (threads waiting at barriers)"
+    else if (sym ~ /^cpu_attention/ || sym ~ /^(dropout_block|mask_like|row_max|row_dot)/) op = "attention: softmax, mask, dropout (not its GEMMs)"
+    else if (sym ~ /^cpu_/) { op = sym; sub(/^cpu_/, "", op); sub(/\._omp_fn\.[0-9]+$/, "", op); sub(/\.part\.[0-9]+$/, "", op) }
+    else if (sym ~ /memcpy|memmove|memset/) op = "memcpy / memset (copies, zeroed gradients, bias rows)"
+    else if (dso ~ /luajit/ || $0 ~ /JIT/) op = "Lua"
+    else op = "other: " sym
+    share[op] += pct
+  }
+  END { for (op in share) if (share[op] >= 0.3) printf "%6.1f%%  %s\n", share[op], op; else rest += share[op]
+        printf "%6.1f%%  %s\n", rest, "the rest (each under 0.3%)" }' | sort -rn
