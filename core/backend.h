@@ -74,6 +74,15 @@ typedef struct pft_backend {
                               const float *b, float eps, int64_t rows, int64_t cols);
     void (*layernorm_backward)(pft_ctx *ctx, float *dx, float *dw, float *db, const float *dy, const float *mean,
                                const float *rstd, const float *x, const float *w, int64_t rows, int64_t cols);
+    /* y = layernorm(dropout(h) + r) with s = dropout(h) + r saved, as dropout_forward, binary's add and
+     * layernorm_forward in turn (p = 0: no dropout); backward: dh += dropout'(ds), dr += ds, dw, db as
+     * layernorm_backward's, ds never stored (any of dh, dr, dw, db may be NULL) */
+    void (*dropout_add_layernorm_forward)(pft_ctx *ctx, float *y, float *s, float *mean, float *rstd, const float *h,
+                                          const float *r, const float *w, const float *b, float p, uint64_t seed,
+                                          uint64_t counter, float eps, int64_t rows, int64_t cols);
+    void (*dropout_add_layernorm_backward)(pft_ctx *ctx, float *dh, float *dr, float *dw, float *db, const float *dy,
+                                           const float *mean, const float *rstd, const float *s, const float *w,
+                                           float p, uint64_t seed, uint64_t counter, int64_t rows, int64_t cols);
     /* element i is dropped when pft_rng_uniform_f(seed, counter + i) < p; kept ones scale by 1/(1-p) */
     void (*dropout_forward)(pft_ctx *ctx, float *y, const float *x, float p, uint64_t seed, uint64_t counter, int64_t n);
     void (*dropout_backward)(pft_ctx *ctx, float *dx, const float *dy, float p, uint64_t seed, uint64_t counter,

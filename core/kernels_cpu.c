@@ -428,66 +428,60 @@ static void cpu_softmax_backward(pft_ctx *ctx, float *restrict dx, const float *
     }
 }
 
+/* one row of layernorm_forward */
+static void layernorm_row(float *restrict yr, float *restrict mean, float *restrict rstd, const float *restrict xr,
+                          const float *restrict w, const float *restrict b, float eps, int64_t cols) {
+    const double mu = row_sum(xr, cols) / (double)cols;
+    const double rs = 1.0 / sqrt(row_sqdev(xr, cols, mu) / (double)cols + eps); /* biased variance, as PyTorch */
+    *mean = (float)mu;
+    *rstd = (float)rs;
+    const float fm = (float)mu, fr = (float)rs;
+    if (w && b)
+        for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j] + b[j];
+    else if (w)
+        for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j];
+    else if (b)
+        for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr + b[j];
+    else
+        for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr;
+}
+
 static void cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict mean, float *restrict rstd,
                                   const float *restrict x, const float *restrict w, const float *restrict b, float eps,
                                   int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-    for (int64_t r = 0; r < rows; r++) {
-        const float *xr = x + r * cols;
-        float *yr = y + r * cols;
-        const double mu = row_sum(xr, cols) / (double)cols;
-        const double rs = 1.0 / sqrt(row_sqdev(xr, cols, mu) / (double)cols + eps); /* biased variance, as PyTorch */
-        mean[r] = (float)mu;
-        rstd[r] = (float)rs;
-        const float fm = (float)mu, fr = (float)rs;
-        if (w && b)
-            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j] + b[j];
-        else if (w)
-            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr * w[j];
-        else if (b)
-            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr + b[j];
-        else
-            for (int64_t j = 0; j < cols; j++) yr[j] = (xr[j] - fm) * fr;
-    }
+    for (int64_t r = 0; r < rows; r++) layernorm_row(y + r * cols, mean + r, rstd + r, x + r * cols, w, b, eps, cols);
 }
 
 /* With h = (x - mean) rstd and g = dy w: dx = rstd (g - mean(g) - h mean(g h)); dw += dy h; db += dy.
  * dw and db sum over rows in row order. */
-static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
-                                   const float *restrict dy, const float *restrict mean, const float *restrict rstd,
-                                   const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
-    const int nt = par_threads(ctx, rows * cols);
-    if (dx) {
-#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
-        for (int64_t r = 0; r < rows; r++) {
-            const float *xr = x + r * cols, *gr = dy + r * cols;
-            const float mu = mean[r], rs = rstd[r];
-            double p1[LANES] = {0}, p2[LANES] = {0}; /* sums of g and g h, in row_sum's order */
-            int64_t j = 0;
-            for (; j + LANES <= cols; j += LANES)
-                for (int l = 0; l < LANES; l++) {
-                    const float g = w ? gr[j + l] * w[j + l] : gr[j + l], h = (xr[j + l] - mu) * rs;
-                    p1[l] += g;
-                    p2[l] += (double)g * h;
-                }
-            for (; j < cols; j++) {
-                const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
-                p1[j % LANES] += g;
-                p2[j % LANES] += (double)g * h;
-            }
-            const double s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) + ((p1[4] + p1[5]) + (p1[6] + p1[7]));
-            const double s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) + ((p2[4] + p2[5]) + (p2[6] + p2[7]));
-            const float m1 = (float)(s1 / (double)cols), m2 = (float)(s2 / (double)cols);
-            float *dr = dx + r * cols;
-            for (int64_t j = 0; j < cols; j++) {
-                const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
-                dr[j] += rs * (g - m1 - h * m2);
-            }
+/* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order. */
+static void layernorm_row_means(float *m1, float *m2, const float *restrict gr, const float *restrict xr,
+                                const float *restrict w, float mu, float rs, int64_t cols) {
+    double p1[LANES] = {0}, p2[LANES] = {0};
+    int64_t j = 0;
+    for (; j + LANES <= cols; j += LANES)
+        for (int l = 0; l < LANES; l++) {
+            const float g = w ? gr[j + l] * w[j + l] : gr[j + l], h = (xr[j + l] - mu) * rs;
+            p1[l] += g;
+            p2[l] += (double)g * h;
         }
+    for (; j < cols; j++) {
+        const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
+        p1[j % LANES] += g;
+        p2[j % LANES] += (double)g * h;
     }
-    if (!dw && !db) return;
-    /* dw, db: split by column blocks, each column summed over the rows in row order */
+    const double s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) + ((p1[4] + p1[5]) + (p1[6] + p1[7]));
+    const double s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) + ((p2[4] + p2[5]) + (p2[6] + p2[7]));
+    *m1 = (float)(s1 / (double)cols), *m2 = (float)(s2 / (double)cols);
+}
+
+/* dw += dy h, db += dy over the rows, split by column blocks, each column summed in row order */
+static void layernorm_param_grads(pft_ctx *ctx, float *restrict dw, float *restrict db, const float *restrict dy,
+                                  const float *restrict mean, const float *restrict rstd, const float *restrict x,
+                                  int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
     const int64_t CB = 64, nb = (cols + CB - 1) / CB;
     const int ntc = nb > 1 ? nt : 1;
 #pragma omp parallel for num_threads(ntc) schedule(static) if (ntc > 1)
@@ -502,6 +496,29 @@ static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *rest
                 for (int64_t j = j0; j < j1; j++) db[j] += gr[j];
         }
     }
+}
+
+/* With h = (x - mean) rstd and g = dy w: dx = rstd (g - mean(g) - h mean(g h)); dw += dy h; db += dy.
+ * dw and db sum over rows in row order. */
+static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *restrict dw, float *restrict db,
+                                   const float *restrict dy, const float *restrict mean, const float *restrict rstd,
+                                   const float *restrict x, const float *restrict w, int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+    if (dx) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t r = 0; r < rows; r++) {
+            const float *xr = x + r * cols, *gr = dy + r * cols;
+            const float mu = mean[r], rs = rstd[r];
+            float m1, m2;
+            layernorm_row_means(&m1, &m2, gr, xr, w, mu, rs, cols);
+            float *dr = dx + r * cols;
+            for (int64_t j = 0; j < cols; j++) {
+                const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
+                dr[j] += rs * (g - m1 - h * m2);
+            }
+        }
+    }
+    if (dw || db) layernorm_param_grads(ctx, dw, db, dy, mean, rstd, x, rows, cols);
 }
 
 /* Dropout of n elements whose masks are drawn at counters base, base + 1, ...: dst = src / (1 - p) or 0.
@@ -533,6 +550,61 @@ static void cpu_dropout_forward(pft_ctx *ctx, float *restrict y, const float *re
 static void cpu_dropout_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, float p, uint64_t seed,
                                  uint64_t counter, int64_t n) {
     PAR_CHUNKS(ctx, n, dropout_accumulate_block(dx + lo, dy + lo, hi - lo, p, seed, counter + (uint64_t)lo););
+}
+
+/* y = layernorm(dropout(h) + r), row by row, s = dropout(h) + r kept for backward: what dropout_forward,
+ * binary's add and layernorm_forward compute one after another, bit for bit, in one pass over each row
+ * (element i's mask drawn at counter + i; p = 0: no dropout). */
+static void cpu_dropout_add_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restrict s, float *restrict mean,
+                                              float *restrict rstd, const float *restrict h, const float *restrict r,
+                                              const float *restrict w, const float *restrict b, float p, uint64_t seed,
+                                              uint64_t counter, float eps, int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t row = 0; row < rows; row++) {
+        const int64_t o = row * cols;
+        float *sr = s + o;
+        if (p > 0)
+            dropout_block(sr, h + o, cols, p, seed, counter + (uint64_t)o);
+        else
+            memcpy(sr, h + o, sizeof(float) * (size_t)cols);
+        for (int64_t j = 0; j < cols; j++) sr[j] = sr[j] + r[o + j];
+        layernorm_row(y + o, mean + row, rstd + row, sr, w, b, eps, cols);
+    }
+}
+
+/* The gradients of that: ds = layernorm's dx (as accumulated onto zeros), dr += ds, dh += dropout'(ds)
+ * (dh, dr, dw, db may each be NULL) -- the three ops' backward, bit for bit, without ds in memory. */
+static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh, float *restrict dr, float *restrict dw,
+                                               float *restrict db, const float *restrict dy, const float *restrict mean,
+                                               const float *restrict rstd, const float *restrict s,
+                                               const float *restrict w, float p, uint64_t seed, uint64_t counter,
+                                               int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+    const float keep_scale = 1.0f / (1.0f - p);
+    if (dh || dr) {
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+        for (int64_t row = 0; row < rows; row++) {
+            const int64_t o = row * cols;
+            const float *sr = s + o, *gr = dy + o;
+            const float mu = mean[row], rs = rstd[row];
+            float m1, m2;
+            layernorm_row_means(&m1, &m2, gr, sr, w, mu, rs, cols);
+            for (int64_t j = 0; j < cols; j++) {
+                const float g = w ? gr[j] * w[j] : gr[j], hn = (sr[j] - mu) * rs;
+                const float ds = 0.0f + rs * (g - m1 - hn * m2);
+                if (dr) dr[o + j] += ds;
+                if (dh) {
+                    if (p > 0)
+                        dh[o + j] = pft_rng_uniform_f(seed, counter + (uint64_t)(o + j)) < p ? dh[o + j]
+                                                                                            : dh[o + j] + ds * keep_scale;
+                    else
+                        dh[o + j] += ds;
+                }
+            }
+        }
+    }
+    if (dw || db) layernorm_param_grads(ctx, dw, db, dy, mean, rstd, s, rows, cols);
 }
 
 /* --- lookups and losses ----------------------------------------------------------------------------- */
@@ -841,6 +913,8 @@ const pft_backend PFT_CPU_TABLE = {
     .softmax_backward = cpu_softmax_backward,
     .layernorm_forward = cpu_layernorm_forward,
     .layernorm_backward = cpu_layernorm_backward,
+    .dropout_add_layernorm_forward = cpu_dropout_add_layernorm_forward,
+    .dropout_add_layernorm_backward = cpu_dropout_add_layernorm_backward,
     .dropout_forward = cpu_dropout_forward,
     .dropout_backward = cpu_dropout_backward,
     .embedding_forward = cpu_embedding_forward,

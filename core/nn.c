@@ -471,14 +471,8 @@ static pft_tensor *dense_residual_norm(const pft_bert *m, const pft_bert_layer *
                                        pft_tensor *ln_b, float eps, float p, bool train) {
     pft_tensor *h = project(m, L, t, x, w, b, train);
     if (!h) return NULL;
-    pft_tensor *d = pft_dropout(h, p, train);
+    pft_tensor *y = pft_dropout_add_layernorm(h, residual, ln_w, ln_b, p, train, eps); /* one pass, one node */
     pft_tensor_release(h);
-    if (!d) return NULL;
-    pft_tensor *s = pft_add(d, residual);
-    pft_tensor_release(d);
-    if (!s) return NULL;
-    pft_tensor *y = pft_layernorm(s, ln_w, ln_b, eps);
-    pft_tensor_release(s);
     return y;
 }
 

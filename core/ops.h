@@ -64,6 +64,11 @@ pft_tensor *pft_layernorm(pft_tensor *x, pft_tensor *w, pft_tensor *b, float eps
  * function of (ctx seed, ctx counter + i) only; the counter advances by numel. Off when !train or p == 0
  * (then the result is x itself, retained). */
 pft_tensor *pft_dropout(pft_tensor *x, float p, bool train);
+/* layernorm(dropout(h, p, train) + residual, w, b, eps) as one op: the same result and gradients, bit for
+ * bit, and the same draws of the ctx counter as the three ops; dropout(h) + residual is the only
+ * intermediate kept (for backward). h and residual have one shape. */
+pft_tensor *pft_dropout_add_layernorm(pft_tensor *h, pft_tensor *residual, pft_tensor *w, pft_tensor *b, float p,
+                                      bool train, float eps);
 
 /* Fused self-attention over q, k, v [B, T, C] split into H heads of D = C / H: per (batch, head)
  * softmax(q k^T * scale + mask) (dropout p on the probabilities when training) . v -> [B, T, C].

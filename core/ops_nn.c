@@ -173,6 +173,81 @@ pft_tensor *pft_dropout(pft_tensor *x, float p, bool train) {
     return out;
 }
 
+/* --- dropout + residual add + layer norm ---------------------------------------------------------- */
+
+/* inputs: h, residual, w, b (w, b may be NULL). saved: [0] s = dropout(h) + residual, [1] mean, [2] rstd,
+ * [3] w contiguous when there is a w. node->i: [0] seed, [1] counter, [2] dropout on; f: [0] p. */
+static pft_status dropout_add_layernorm_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
+    pft_tensor *dh, *dr, *dw, *db;
+    pft_status st;
+    if ((st = pft_ops_grad(ctx, node, 0, &dh)) || (st = pft_ops_grad(ctx, node, 1, &dr)) ||
+        (st = pft_ops_grad(ctx, node, 2, &dw)) || (st = pft_ops_grad(ctx, node, 3, &db)))
+        return st;
+    if (!dh && !dr && !dw && !db) return PFT_OK;
+    const int64_t cols = node->out_shape[node->out_ndim - 1], n = pft_tensor_numel(dout);
+    const float *w = node->n_saved > 3 ? pft_tensor_data(node->saved[3]) : NULL;
+    pft_backend_for(dout)->dropout_add_layernorm_backward(
+        ctx, dh ? pft_tensor_data(dh) : NULL, dr ? pft_tensor_data(dr) : NULL, dw ? pft_tensor_data(dw) : NULL,
+        db ? pft_tensor_data(db) : NULL, pft_tensor_data(dout), pft_tensor_data(node->saved[1]),
+        pft_tensor_data(node->saved[2]), pft_tensor_data(node->saved[0]), w, node->i[2] ? (float)node->f[0] : 0.0f,
+        (uint64_t)node->i[0], (uint64_t)node->i[1], cols ? n / cols : 0, cols);
+    return PFT_OK;
+}
+
+pft_tensor *pft_dropout_add_layernorm(pft_tensor *h, pft_tensor *residual, pft_tensor *w, pft_tensor *b, float p,
+                                      bool train, float eps) {
+    pft_ctx *ctx = h->ctx;
+    const pft_backend *be = pft_backend_for(h);
+    char s1[128], s2[128];
+    if (pft_ops_missing(ctx, be, be->dropout_add_layernorm_forward && be->dropout_add_layernorm_backward,
+                        "dropout_add_layernorm"))
+        return NULL;
+    if (h->ndim < 1 || !pft_tensor_same_shape(h, residual)) {
+        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "dropout_add_layernorm: input %s and residual %s must have one shape (of at least 1 dim)",
+                       pft_tensor_shape_str(h, s1, sizeof s1), pft_tensor_shape_str(residual, s2, sizeof s2));
+        return NULL;
+    }
+    if (!layernorm_param_ok(ctx, w, "weight", h) || !layernorm_param_ok(ctx, b, "bias", h)) return NULL;
+    if (!(p >= 0.0f && p < 1.0f)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "dropout_add_layernorm: dropout p = %g must be in [0, 1)", p);
+        return NULL;
+    }
+    if (!(eps >= 0)) {
+        pft_ctx_seterr(ctx, PFT_ERR_ARG, "dropout_add_layernorm: eps = %g must be >= 0", eps);
+        return NULL;
+    }
+    const int64_t cols = h->shape[h->ndim - 1], n = pft_tensor_numel(h), rows = cols ? n / cols : 0;
+    const bool drop = train && p > 0.0f;
+    pft_tensor *hc = pft_ops_contiguous(h), *rc = hc ? pft_ops_contiguous(residual) : NULL;
+    pft_tensor *wc = rc && w ? pft_ops_contiguous(w) : NULL, *bc = rc && b ? pft_ops_contiguous(b) : NULL;
+    pft_tensor *out = NULL, *s = NULL, *mean = NULL, *rstd = NULL;
+    if (!rc || (w && !wc) || (b && !bc) || !(out = pft_tensor_empty(ctx, h->ndim, h->shape)) ||
+        !(s = pft_tensor_empty(ctx, h->ndim, h->shape)) || !(mean = pft_tensor_empty(ctx, h->ndim - 1, h->shape)) ||
+        !(rstd = pft_tensor_empty(ctx, h->ndim - 1, h->shape)))
+        goto fail;
+    const uint64_t counter = ctx->rng_counter;
+    be->dropout_add_layernorm_forward(ctx, pft_tensor_data(out), pft_tensor_data(s), pft_tensor_data(mean),
+                                      pft_tensor_data(rstd), pft_tensor_data(hc), pft_tensor_data(rc),
+                                      wc ? pft_tensor_data(wc) : NULL, bc ? pft_tensor_data(bc) : NULL, drop ? p : 0.0f,
+                                      ctx->seed, counter, eps, rows, cols);
+    if (drop) ctx->rng_counter += (uint64_t)n;
+    pft_tensor *inputs[4] = {h, residual, w, b};
+    if (pft_autograd_needed(ctx, 4, inputs)) {
+        pft_node *node = pft_autograd_record(ctx, out, "dropout_add_layernorm", dropout_add_layernorm_backward, 4, inputs);
+        if (!node || pft_node_save(ctx, node, s) || pft_node_save(ctx, node, mean) || pft_node_save(ctx, node, rstd) ||
+            (wc && pft_node_save(ctx, node, wc)))
+            goto fail;
+        node->i[0] = (int64_t)ctx->seed, node->i[1] = (int64_t)counter, node->i[2] = drop;
+        node->f[0] = p;
+    }
+    release_all(hc, rc, wc, bc);
+    release_all(s, mean, rstd, NULL); /* the node holds aliases */
+    return out;
+fail:
+    release_all(hc, rc, wc, bc);
+    return release_all(out, s, mean, rstd);
+}
+
 /* --- embedding ------------------------------------------------------------------------------------ */
 
 /* node->i: [0] ids, [1] C; node->extra: a copy of the ids */

@@ -58,7 +58,8 @@ static void test_table_complete(void) {
     }
     CHECK(missing == 0 && entries >= 31, "%d of the CPU table's %d entries are NULL", missing, entries);
     CHECK(be->attention_forward && be->attention_backward && be->adamw_step && be->sgd_step && be->sum_squares &&
-              be->scale_inplace && be->strided_accumulate,
+              be->scale_inplace && be->strided_accumulate && be->dropout_add_layernorm_forward &&
+              be->dropout_add_layernorm_backward,
           "the new entries are filled");
     CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
     pft_ctx *ctx = pft_ctx_new(1, 1);

@@ -31,8 +31,8 @@ static float *copy_buf(const float *src, int64_t n) {
 /* the outputs of one kernel call, for comparison between tables */
 typedef struct outs {
     int n;
-    float *buf[4];
-    int64_t len[4];
+    float *buf[8];
+    int64_t len[8];
 } outs;
 
 static void outs_free(outs *o) {
@@ -44,11 +44,12 @@ static void outs_free(outs *o) {
  * at `k`'s own offset), size n; its outputs go to o. */
 enum { K_GELU, K_GELU_BWD, K_DROPOUT, K_DROPOUT_BWD, K_LAYERNORM, K_LAYERNORM_BWD, K_SOFTMAX, K_SOFTMAX_BWD,
        K_BINARY, K_BINARY_BWD, K_SCALE_AXPY, K_TANH, K_ADAMW, K_SGD, K_SUM_SQ, K_CROSS_ENTROPY, K_EMBEDDING,
-       K_SUM_DIM, K_ATTENTION, K_COUNT };
+       K_SUM_DIM, K_ATTENTION, K_DROP_ADD_LN, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"gelu", "gelu backward", "dropout", "dropout backward", "layernorm",
                                                   "layernorm backward", "softmax", "softmax backward", "binary",
                                                   "binary backward", "scale + axpy", "tanh", "adamw", "sgd",
-                                                  "sum_squares", "cross entropy", "embedding", "sum_dim", "attention"};
+                                                  "sum_squares", "cross entropy", "embedding", "sum_dim", "attention",
+                                                  "dropout + add + layernorm"};
 
 static float *out_buf(outs *o, int64_t n) {
     o->len[o->n] = n;
@@ -161,6 +162,13 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         be->sum_dim(ctx, out_buf(o, cols), x, 0.5f, 1, rows, cols);
         float *dx = out_buf(o, rc);
         be->sum_dim_backward(ctx, dx, b, 2.0f, 1, rows, cols);
+        break;
+    }
+    case K_DROP_ADD_LN: {
+        float *out = out_buf(o, rc), *s = out_buf(o, rc), *mean = out_buf(o, rows), *rstd = out_buf(o, rows);
+        be->dropout_add_layernorm_forward(ctx, out, s, mean, rstd, x, y, w, b, 0.1f, seed, 555, 1e-12f, rows, cols);
+        float *dh = out_buf(o, rc), *dr = out_buf(o, rc), *dw = out_buf(o, cols), *db = out_buf(o, cols);
+        be->dropout_add_layernorm_backward(ctx, dh, dr, dw, db, y, mean, rstd, s, w, 0.1f, seed, 555, rows, cols);
         break;
     }
     case K_ATTENTION: { /* packed: 3 sequences (one empty) of H 4 heads of D 8 */

@@ -458,6 +458,63 @@ static void test_dropout(void) {
     check_live("dropout", live);
 }
 
+/* The fused op against dropout, add and layernorm one after another: the same output, the same counter
+ * afterwards and the same gradients for h, residual, w and b, bit for bit (training with dropout, p = 0,
+ * eval; rows wide and narrow; h a transposed view; on 1 and 2 threads). */
+static bool same_bits(const pft_tensor *a, const pft_tensor *b) {
+    return a && b && pft_tensor_numel(a) == pft_tensor_numel(b) &&
+           !memcmp(pft_tensor_data((pft_tensor *)a), pft_tensor_data((pft_tensor *)b), sizeof(float) * (size_t)pft_tensor_numel(a));
+}
+
+static void test_dropout_add_layernorm(void) {
+    int64_t live = ctx->stats.live_tensors;
+    const int64_t shapes[2][3] = {{3, 41, 37}, {2, 600, 384}};
+    for (int threads = 1; threads <= 2; threads++)
+        for (int sh = 0; sh < 2; sh++)
+            for (int mode = 0; mode < 3; mode++) { /* train p 0.1; train p 0; eval p 0.1 */
+                pft_ctx *c = pft_ctx_new(threads, seed);
+                const int64_t B = shapes[sh][0], T = shapes[sh][1], C = shapes[sh][2];
+                const float p = mode == 1 ? 0.0f : 0.1f;
+                const bool train = mode != 2;
+                pft_tensor *h0 = pft_tensor_rand(c, 3, (int64_t[]){B, C, T}, -2, 2); /* read as [B, T, C] via transpose */
+                pft_tensor *r = pft_tensor_rand(c, 3, (int64_t[]){B, T, C}, -2, 2);
+                pft_tensor *w = pft_tensor_rand(c, 1, (int64_t[]){C}, 0.5f, 1.5f), *b = pft_tensor_rand(c, 1, (int64_t[]){C}, -1, 1);
+                pft_tensor *dy = pft_tensor_rand(c, 3, (int64_t[]){B, T, C}, -1, 1);
+                h0->requires_grad = r->requires_grad = w->requires_grad = b->requires_grad = true;
+                pft_tensor *got[5], *want[5];
+                uint64_t counter_after[2];
+                for (int fused = 0; fused < 2; fused++) {
+                    pft_tensor *h = pft_tensor_transpose(h0, 1, 2);
+                    c->rng_counter = 9000;
+                    pft_tensor *y;
+                    if (fused) {
+                        y = pft_dropout_add_layernorm(h, r, w, b, p, train, 1e-12f);
+                    } else {
+                        pft_tensor *d = pft_dropout(h, p, train), *s2 = pft_add(d, r);
+                        y = pft_layernorm(s2, w, b, 1e-12f);
+                        pft_tensor_release(d), pft_tensor_release(s2);
+                    }
+                    counter_after[fused] = c->rng_counter;
+                    CHECK(y && pft_backward(y, dy) == PFT_OK, "dropout_add_layernorm (fused %d): %s", fused, pft_ctx_error(c));
+                    pft_tensor **o = fused ? got : want;
+                    o[0] = y, o[1] = h0->grad, o[2] = r->grad, o[3] = w->grad, o[4] = b->grad;
+                    h0->grad = r->grad = w->grad = b->grad = NULL; /* kept in o */
+                    pft_tensor_release(h);
+                }
+                static const char *const what[5] = {"output", "dh", "dresidual", "dw", "db"};
+                for (int k = 0; k < 5; k++) {
+                    CHECK(same_bits(got[k], want[k]), "dropout_add_layernorm %lldx%lldx%lld mode %d, %d threads: %s differs from the three ops",
+                          (long long)B, (long long)T, (long long)C, mode, threads, what[k]);
+                    pft_tensor_release(got[k]), pft_tensor_release(want[k]);
+                }
+                CHECK(counter_after[0] == counter_after[1], "dropout_add_layernorm draws the counter as dropout does (%llu vs %llu)",
+                      (unsigned long long)counter_after[1], (unsigned long long)counter_after[0]);
+                pft_tensor_release(h0), pft_tensor_release(r), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(dy);
+                pft_ctx_free(c);
+            }
+    check_live("dropout_add_layernorm", live);
+}
+
 /* === gradients ======================================================================================= */
 
 typedef struct gcase {
@@ -541,6 +598,14 @@ static pft_tensor *f_dropout(void *u, pft_tensor **in) {
     pft_tensor *x = pft_tensor_narrow(in[0], 1, 2, 5);
     pft_tensor *y = pft_dropout(x, 0.4f, true);
     pft_tensor_release(x);
+    return y;
+}
+
+static pft_tensor *f_dropout_add_layernorm(void *u, pft_tensor **in) {
+    ctx->rng_counter = 4321; /* every evaluation draws the same mask */
+    pft_tensor *h = pft_tensor_narrow(in[0], 2, 1, 6); /* [2,3,8] -> [2,3,6] */
+    pft_tensor *y = pft_dropout_add_layernorm(h, in[1], in[2], in[3], 0.3f, true, 1e-5f);
+    pft_tensor_release(h);
     return y;
 }
 
@@ -638,6 +703,11 @@ static void test_grads(void) {
         release_n(3, in);
     }
     {
+        pft_tensor *in[4] = {p_(3, (int64_t[]){2, 3, 8}), p_(3, (int64_t[]){2, 3, 6}), p_(1, (int64_t[]){6}), p_(1, (int64_t[]){6})};
+        gc("dropout + residual + layernorm", f_dropout_add_layernorm, NULL, 4, in);
+        release_n(4, in);
+    }
+    {
         pft_tensor *in[1] = {p_(2, (int64_t[]){4, 8})};
         uint64_t keep = ctx->rng_counter;
         gc("dropout p=0.4", f_dropout, NULL, 1, in);
@@ -692,6 +762,10 @@ static void test_errors(void) {
     EXPECT_ERR(pft_mse(a, a23), PFT_ERR_SHAPE, "mse: shapes [2, 3] and [3, 2] differ"); /* same numel is not enough */
     pft_tensor *v4 = pft_tensor_zeros(ctx, 1, (int64_t[]){4}), *v3 = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
     EXPECT_ERR(pft_layernorm(a, v4, v3, 1e-5f), PFT_ERR_SHAPE, "layernorm: weight [4] does not match input [2, 3] (expected [3])");
+    EXPECT_ERR(pft_dropout_add_layernorm(a, v3, NULL, NULL, 0.1f, true, 1e-5f), PFT_ERR_SHAPE,
+               "dropout_add_layernorm: input [2, 3] and residual [3] must have one shape (of at least 1 dim)");
+    EXPECT_ERR(pft_dropout_add_layernorm(a, a, NULL, NULL, 1.0f, true, 1e-5f), PFT_ERR_ARG,
+               "dropout_add_layernorm: dropout p = 1 must be in [0, 1)");
     EXPECT_ERR(pft_layernorm(a, v3, v4, 1e-5f), PFT_ERR_SHAPE, "layernorm: bias [4] does not match input [2, 3] (expected [3])");
     pft_tensor *m25 = pft_tensor_zeros(ctx, 2, (int64_t[]){2, 5});
     EXPECT_ERR(pft_softmax(a, m25), PFT_ERR_SHAPE, "softmax: mask [2, 5] does not broadcast to scores [2, 3]");
@@ -821,6 +895,7 @@ int main(void) {
     test_lookup_loss_forward();
     test_embedding_padded();
     test_dropout();
+    test_dropout_add_layernorm();
     test_grads();
     test_errors();
     test_alloc_failures();
