@@ -282,7 +282,7 @@ command("export", {
 })
 
 command("sweep", {
-  usage = "pft sweep SWEEP_FILE | RECIPE [key=v1,v2,... ...] [--dir DIR] [--shard i/n]",
+  usage = "pft sweep SWEEP_FILE | RECIPE [key=v1,v2,... ...] [--dir DIR] [--shard i/n] [--check]",
   summary = "train every combination of a grid of settings and seeds",
   help = [[Trains one run per cell of a sweep into one sweep directory. SWEEP_FILE is a sweep file (a table
 with base, grid, seeds, variants, set: lua/pft/sweep.lua), or give a RECIPE with overrides, where a comma
@@ -290,8 +290,9 @@ list (train.seed=1,2,3) is a grid axis. Every cell is resolved and checked befor
 directory (--dir, default sweeps/<name>-<hash>) gets a run directory per cell, sweep.json and
 sweep.jsonl (a line per finished cell). Running the same command again skips finished cells and
 resumes an interrupted one. --shard i/n (0 <= i < n) runs cells i, i+n, ... (MPI: the rank is read from
-OMPI_COMM_WORLD_RANK or PMI_RANK). Then: pft compare DIR.]],
-  args = { "SWEEP" }, overrides = true, options = { dir = true, shard = true },
+OMPI_COMM_WORLD_RANK or PMI_RANK). --check resolves and checks every cell, lists them and stops there,
+making nothing. Then: pft compare DIR.]],
+  args = { "SWEEP" }, overrides = true, options = { dir = true, shard = true, check = false },
   run = function(a)
     local Sw = require "pft.sweep"
     local spec
@@ -307,6 +308,11 @@ OMPI_COMM_WORLD_RANK or PMI_RANK). Then: pft compare DIR.]],
     end
     local shard = Sw.shard(a.options.shard)
     local cells = Sw.cells(spec)
+    if a.options.check then
+      print(("sweep %s: %d cells, every one resolved and checked (data, model, plan); nothing run"):format(spec.name, #cells))
+      for i, c in ipairs(cells) do print(("cell %d/%d %s"):format(i, #cells, c.name)) end
+      return 0
+    end
     return Sw.run(spec, cells, { dir = a.options.dir, shard = shard })
   end,
 })

@@ -279,8 +279,7 @@ function Sw.run(spec, cells, opts)
   local dir = opts.dir or sweep_dir(spec, cells)
   local shard = opts.shard or { 0, 1 }
   local say = opts.say or print
-  assert(core.mkdir("sweeps") or true)
-  local ok, err = core.mkdir(dir)
+  local ok, err = core.mkdir(dir) -- and its parents: sweeps/ only when it is the default's
   if not ok and not fs.exists(dir) then fail(("cannot create %s: %s"):format(dir, tostring(err))) end
   local index = {}
   for i, c in ipairs(cells) do index[i] = { name = c.name, varied = c.varied, variant = c.variant, overrides = c.overrides } end

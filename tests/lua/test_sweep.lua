@@ -43,8 +43,9 @@ local function pft(args, env)
   return out:gsub("__rc=%d+%s*$", ""), tonumber(out:match("__rc=(%d+)%s*$"))
 end
 
--- the tiny recipe as a file
-local function recipe_file(dir)
+-- the tiny recipe as a file (its paths under root, default ROOT)
+local function recipe_file(dir, root)
+  root = root or ROOT
   local path = dir .. "/tiny.lua"
   write(path, ([[
 return {
@@ -56,7 +57,7 @@ return {
   optim = { lr = 1e-3 },
   train = { epochs = 1, eval_every = 5 },
 }
-]]):format(ROOT, ROOT, ROOT))
+]]):format(root, root, root))
   return path
 end
 
@@ -170,6 +171,29 @@ function T.sweep_runs_resumes_and_shards()
     sh_quote(TEST_PFT), sh_quote(r), sh_quote(d .. "/two"), sh_quote(TEST_PFT), sh_quote(r), sh_quote(d .. "/two"))
   os.execute(shards)
   check.eq(jsonl_cells(d .. "/two/sweep.jsonl"), jsonl_cells(d .. "/one/sweep.jsonl"), "two shards = one process (as a set)")
+  rm(d)
+end
+
+function T.check_only_and_a_chosen_directory_the_only_one_made()
+  local d = tmpdir("dir")
+  local pwd = assert(io.popen(("cd %s && pwd"):format(sh_quote(ROOT))))
+  local abs_root = pwd:read("*l") -- the sweep below runs from d: every path it reads is absolute
+  pwd:close()
+  local r = recipe_file(d, abs_root)
+  local out = d .. "/deep/er/sweep"
+  -- --check: every cell checked and listed, nothing made
+  local text, rc = pft(("sweep %s train.seed=1,2 --dir %s --check"):format(sh_quote(r), sh_quote(out)))
+  check.eq(rc, 0, text)
+  check.truthy(text:find("2 cells, every one resolved and checked", 1, true) and text:find("cell 2/2 seed=2", 1, true), text)
+  check.eq(read(out .. "/sweep.json"), nil, "--check makes no sweep directory")
+  text, rc = pft(("sweep %s train.seed=1,2 optim.lr=1e-3,-1 --check"):format(sh_quote(r)))
+  check.truthy(rc ~= 0 and text:find("cell lr=-1", 1, true), "a bad cell named by --check: " .. text)
+  os.execute(("cd %s && %s sweep %s train.seed=1,2 --dir %s >/dev/null 2>&1"):format(sh_quote(d),
+    sh_quote(abs_root .. "/build/pft"), sh_quote(r), sh_quote(out)))
+  check.truthy(read(out .. "/sweep.jsonl"), "the sweep went to --dir, its parents made")
+  local p = assert(io.popen(("test -e %s && echo there || echo absent"):format(sh_quote(d .. "/sweeps"))))
+  check.eq(p:read("*l"), "absent", "no sweeps/ made in the working directory")
+  p:close()
   rm(d)
 end
 
