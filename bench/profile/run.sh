@@ -26,6 +26,7 @@ perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/de
     else if (dso ~ /openblas/) op = "GEMM (OpenBLAS kernels and packing)"
     else if (dso ~ /gomp/) op = "OpenMP (threads waiting at barriers)"
     else if (sym ~ /^cpu_attention/ || sym ~ /^(dropout_block|mask_like|row_max|row_dot)/) op = "attention: softmax, mask, dropout (not its GEMMs)"
+    else if (sym ~ /^(layernorm_row|layernorm_param)/) op = "layernorm rows (layernorm, dropout + add + layernorm)"
     else if (sym ~ /^cpu_/) { op = sym; sub(/^cpu_/, "", op); sub(/\._omp_fn\.[0-9]+$/, "", op); sub(/\.part\.[0-9]+$/, "", op) }
     else if (sym ~ /memcpy|memmove|memset/) op = "memcpy / memset (copies, zeroed gradients, bias rows)"
     else if (dso ~ /luajit/ || $0 ~ /JIT/) op = "Lua"

@@ -11,6 +11,10 @@ the classifier only.
 Usage: python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data ../shared/data/sst2 \
           --limit 8000 --epochs 1 --lr 5e-5 --batch-size 32 --max-length 64 --warmup 0.06 \
           --trainable full --seed 42 --threads 2
+--group-by-length batches rows of similar length together in training, as transformers' Trainer does
+with group_by_length=True (its LengthGroupedSampler: a shuffled order cut into mega-batches of 50 batches,
+each sorted by length, longest first, then cut into batches; the batch holding the longest row goes
+first), so a batch pads to less: the strongest padding setting a transformers user has.
 Each epoch is scored on dev and the best epoch's weights are scored on test (as the pft recipes select
 their best model on dev). Prints `peer: test accuracy A  best dev D  wall S s  train tokens/s R  trainable P`.
 """
@@ -45,6 +49,17 @@ def batches(tok, texts, labels, bs, max_length, order):
         yield enc, torch.tensor([labels[j] for j in idx])
 
 
+def length_grouped(order, lengths, bs):
+    """transformers' LengthGroupedSampler on a shuffled order: mega-batches of 50 batches, each sorted by
+    length (longest first); the mega-batch whose first row is the longest overall is moved to the front
+    (as transformers does, so an out-of-memory shows at once)."""
+    mega = 50 * bs
+    groups = [sorted(order[i:i + mega], key=lambda j: -lengths[j]) for i in range(0, len(order), mega)]
+    longest = max(range(len(groups)), key=lambda g: lengths[groups[g][0]])
+    groups[0], groups[longest] = groups[longest], groups[0]
+    return [j for g in groups for j in g]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -59,6 +74,7 @@ def main():
     ap.add_argument("--trainable", choices=["full", "top2", "head"], default="full")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (see above)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
@@ -89,6 +105,8 @@ def main():
     warm = int(a.warmup * steps) if a.warmup < 1 else int(a.warmup)
     sched = get_linear_schedule_with_warmup(opt, warm, steps)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    lengths = ([len(ids) for ids in tok(train_x, truncation=True, max_length=a.max_length)["input_ids"]]
+               if a.group_by_length else None)
     def accuracy(xs, ys):
         model.eval()
         right = 0
@@ -106,6 +124,8 @@ def main():
             m.eval()
         order = list(range(len(train_x)))
         random.Random(a.seed + epoch).shuffle(order)
+        if lengths:
+            order = length_grouped(order, lengths, a.batch_size)
         for enc, y in batches(tok, train_x, train_y, a.batch_size, a.max_length, order):
             out = model(**enc, labels=y)
             out.loss.backward()
@@ -123,7 +143,8 @@ def main():
     test_acc = accuracy(test_x, test_y)
     wall = time.perf_counter() - t0
     print(f"peer: test accuracy {test_acc:.4f}  best dev {best_dev:.4f}  wall {wall:.1f} s  train tokens/s {tokens / train_time:.0f}  "
-          f"trainable {trainable}  (torch {torch.__version__}, threads {torch.get_num_threads()}, seed {a.seed})")
+          f"trainable {trainable}  (torch {torch.__version__}, threads {torch.get_num_threads()}, seed {a.seed}"
+          f"{', length-grouped batches' if lengths else ''})")
 
 
 if __name__ == "__main__":
