@@ -83,6 +83,14 @@ typedef struct pft_backend {
     void (*dropout_add_layernorm_backward)(pft_ctx *ctx, float *dh, float *dr, float *dw, float *db, const float *dy,
                                            const float *mean, const float *rstd, const float *s, const float *w,
                                            float p, uint64_t seed, uint64_t counter, int64_t rows, int64_t cols);
+    /* LoRA's down projection, a [r, in] and x [N, in]: xa [N, r] = dropout(x) a^T (the mask of element i
+     * at counter + i, as dropout_forward; p = 0: none); backward from dxa [N, r]: dx += dropout'(dxa a),
+     * da += dxa^T dropout(x) (dx or da may be NULL), the mask drawn again */
+    pft_status (*lora_down_forward)(pft_ctx *ctx, float *xa, const float *x, const float *a, int64_t N, int64_t in,
+                                    int64_t r, float p, uint64_t seed, uint64_t counter);
+    pft_status (*lora_down_backward)(pft_ctx *ctx, float *dx, float *da, const float *x, const float *dxa,
+                                     const float *a, int64_t N, int64_t in, int64_t r, float p, uint64_t seed,
+                                     uint64_t counter);
     /* element i is dropped when pft_rng_uniform_f(seed, counter + i) < p; kept ones scale by 1/(1-p) */
     void (*dropout_forward)(pft_ctx *ctx, float *y, const float *x, float p, uint64_t seed, uint64_t counter, int64_t n);
     void (*dropout_backward)(pft_ctx *ctx, float *dx, const float *dy, float p, uint64_t seed, uint64_t counter,

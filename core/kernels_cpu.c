@@ -817,6 +817,104 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
     return PFT_OK;
 }
 
+/* --- LoRA's down projection ---------------------------------------------------------------------- *
+ * xa = dropout(x) a^T with a [r, in] and r small (4-64): a GEMM of that shape is bound by reading x,
+ * and the dropout would need dropout(x) written out and read back. These read x once per row: the mask
+ * drawn as dropout_forward draws it (element i at counter + i), the dropped row kept in a row buffer. */
+
+#define LORA_ROWS 64 /* rows per block of the backward's partial sums of da: fixed, so the result is too */
+
+/* d = dropout(x row) (p = 0: a copy) */
+static void lora_dropped_row(float *restrict d, const float *restrict x, int64_t in, float p, uint64_t seed,
+                             uint64_t base) {
+    if (p > 0)
+        dropout_block(d, x, in, p, seed, base);
+    else
+        memcpy(d, x, sizeof(float) * (size_t)in);
+}
+
+/* sum of a[k] b[k] in 16 float lanes, added in a fixed tree */
+static float dot16(const float *restrict a, const float *restrict b, int64_t n) {
+    float lane[16] = {0};
+    int64_t k = 0;
+    for (; k + 16 <= n; k += 16)
+        for (int l = 0; l < 16; l++) lane[l] += a[k + l] * b[k + l];
+    for (int l = 0; k < n; k++, l++) lane[l] += a[k] * b[k];
+    for (int w = 8; w > 0; w /= 2)
+        for (int l = 0; l < w; l++) lane[l] += lane[l + w];
+    return lane[0];
+}
+
+static pft_status cpu_lora_down_forward(pft_ctx *ctx, float *restrict xa, const float *restrict x, const float *restrict a,
+                                        int64_t N, int64_t in, int64_t r, float p, uint64_t seed, uint64_t counter) {
+    const int nt = par_threads(ctx, N * in);
+    float *scratch = malloc(sizeof(float) * (size_t)(in * nt) + sizeof(float));
+    if (!scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "lora: out of memory");
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *d = scratch + (size_t)thread_id() * (size_t)in;
+#pragma omp for schedule(static)
+        for (int64_t n = 0; n < N; n++) {
+            lora_dropped_row(d, x + n * in, in, p, seed, counter + (uint64_t)(n * in));
+            for (int64_t j = 0; j < r; j++) xa[n * r + j] = dot16(d, a + j * in, in);
+        }
+    }
+    free(scratch);
+    return PFT_OK;
+}
+
+/* From dxa [N, r], the gradient of xa: dx += dropout'(dxa a) and da += dxa^T dropout(x), either may be
+ * NULL. da sums over blocks of LORA_ROWS rows, each block's partial sum then added in block order. */
+static pft_status cpu_lora_down_backward(pft_ctx *ctx, float *restrict dx, float *restrict da, const float *restrict x,
+                                         const float *restrict dxa, const float *restrict a, int64_t N, int64_t in,
+                                         int64_t r, float p, uint64_t seed, uint64_t counter) {
+    const int64_t nb = (N + LORA_ROWS - 1) / LORA_ROWS, ra = r * in;
+    const int nt = par_threads(ctx, N * in) < nb ? par_threads(ctx, N * in) : (int)(nb > 0 ? nb : 1);
+    const float keep_scale = 1.0f / (1.0f - p);
+    float *scratch = malloc(sizeof(float) * (size_t)(2 * in * nt) + sizeof(float));
+    float *part = da ? calloc((size_t)(nb * ra) + 1, sizeof(float)) : NULL;
+    if (!scratch || (da && !part)) {
+        free(scratch), free(part);
+        return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "lora backward: out of memory");
+    }
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+        float *d = scratch + (size_t)thread_id() * (size_t)(2 * in), *acc = d + in;
+#pragma omp for schedule(static)
+        for (int64_t blk = 0; blk < nb; blk++)
+            for (int64_t n = blk * LORA_ROWS; n < N && n < (blk + 1) * LORA_ROWS; n++) {
+                const float *g = dxa + n * r;
+                const uint64_t base = counter + (uint64_t)(n * in);
+                if (dx) { /* acc = dxa[n] a, then the kept elements into dx */
+                    for (int64_t k = 0; k < in; k++) acc[k] = 0.0f;
+                    for (int64_t j = 0; j < r; j++)
+                        for (int64_t k = 0; k < in; k++) acc[k] += g[j] * a[j * in + k];
+                    float *dr = dx + n * in;
+                    if (p > 0)
+                        for (int64_t k = 0; k < in; k++)
+                            dr[k] = pft_rng_uniform_f(seed, base + (uint64_t)k) < p ? dr[k] : dr[k] + acc[k] * keep_scale;
+                    else
+                        for (int64_t k = 0; k < in; k++) dr[k] += acc[k];
+                }
+                if (da) {
+                    lora_dropped_row(d, x + n * in, in, p, seed, base);
+                    float *pb = part + blk * ra;
+                    for (int64_t j = 0; j < r; j++)
+                        for (int64_t k = 0; k < in; k++) pb[j * in + k] += g[j] * d[k];
+                }
+            }
+    }
+    if (da) {
+        PAR_CHUNKS(ctx, ra, for (int64_t e = lo; e < hi; e++) {
+            float sum = 0.0f;
+            for (int64_t blk = 0; blk < nb; blk++) sum += part[blk * ra + e];
+            da[e] += sum;
+        });
+    }
+    free(scratch), free(part);
+    return PFT_OK;
+}
+
 /* --- optimizers ------------------------------------------------------------------------------------- *
  * Elementwise: AdamW splits into chunks over the threads (each element's update is the same whoever runs
  * it); SGD runs on one thread. */
@@ -915,6 +1013,8 @@ const pft_backend PFT_CPU_TABLE = {
     .layernorm_backward = cpu_layernorm_backward,
     .dropout_add_layernorm_forward = cpu_dropout_add_layernorm_forward,
     .dropout_add_layernorm_backward = cpu_dropout_add_layernorm_backward,
+    .lora_down_forward = cpu_lora_down_forward,
+    .lora_down_backward = cpu_lora_down_backward,
     .dropout_forward = cpu_dropout_forward,
     .dropout_backward = cpu_dropout_backward,
     .embedding_forward = cpu_embedding_forward,

@@ -252,7 +252,8 @@ fail:
 
 /* node->i: [0] N, [1] in, [2] out, [3] r, [4] dropout on, [5] its rng counter, [6] its seed; f: [0] scale,
  * [1] p. inputs: x, w, a, b, bias (may be absent). saved: [0] x as the contiguous [N, in] the forward used,
- * [1] xa = dropout(x) a^T [N, r]. The dropout mask is drawn again from its counter; dropout(x) is never kept. */
+ * [1] xa = dropout(x) a^T [N, r], [2] a contiguous. The dropout mask is drawn again from its counter;
+ * dropout(x) is never kept. */
 static pft_status linear_lora_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     const int64_t N = node->i[0], in = node->i[1], out = node->i[2], r = node->i[3];
     const bool drop = node->i[4];
@@ -263,12 +264,10 @@ static pft_status linear_lora_backward(pft_ctx *ctx, pft_node *node, const pft_t
     pft_tensor *dx = pft_node_input_grad(ctx, node, 0), *dw = pft_node_input_grad(ctx, node, 1);
     pft_tensor *da = pft_node_input_grad(ctx, node, 2), *db = pft_node_input_grad(ctx, node, 3);
     pft_tensor *dbias = node->n_inputs > 4 ? pft_node_input_grad(ctx, node, 4) : NULL;
-    operand ow = {0}, oa = {0}, ob = {0};
-    pft_tensor *dxa = NULL, *tmp = NULL;
+    operand ow = {0}, ob = {0};
+    pft_tensor *dxa = NULL;
     pft_status st = PFT_OK;
-    if ((st = operand_of(node->inputs[1], 0, &ow)) || (st = operand_of(node->inputs[2], 0, &oa)) ||
-        (st = operand_of(node->inputs[3], 0, &ob)))
-        goto done;
+    if ((st = operand_of(node->inputs[1], 0, &ow)) || (st = operand_of(node->inputs[3], 0, &ob))) goto done;
     if (dx) { /* the base: dx [N, in] += g [N, out] . w [out, in] */
         be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, g, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
         ctx->stats.backward_flops += 2 * N * in * out;
@@ -286,28 +285,20 @@ static pft_status linear_lora_backward(pft_ctx *ctx, pft_node *node, const pft_t
     }
     if (!da && !dx) goto done;
     /* dxa = scale g b [N, r]: the gradient of xa, from which a's and x's come */
-    if (!(dxa = pft_tensor_empty(ctx, 2, (int64_t[]){N, r})) || (!(tmp = pft_tensor_empty(ctx, 2, (int64_t[]){N, in})))) {
+    if (!(dxa = pft_tensor_empty(ctx, 2, (int64_t[]){N, r}))) {
         st = ctx->last_status;
         goto done;
     }
     be->gemm(ctx, false, ob.trans, N, r, out, scale, g, out, 0, ob.data, ob.ld, 0, 0.0f, pft_tensor_data(dxa), r, 0, 1);
     ctx->stats.backward_flops += 2 * N * r * (out + (da ? in : 0) + (dx ? in : 0));
-    if (da) { /* da [r, in] += dxa^T dropout(x), the mask drawn again */
-        const float *d = xd;
-        if (drop) be->dropout_forward(ctx, pft_tensor_data(tmp), xd, p, seed, counter, N * in), d = pft_tensor_data(tmp);
-        be->gemm(ctx, true, false, r, in, N, 1.0f, pft_tensor_data(dxa), r, 0, d, in, 0, 1.0f, pft_tensor_data(da), in, 0, 1);
-    }
-    if (dx) { /* dx += dropout'(dxa a) */
-        be->gemm(ctx, false, oa.trans, N, in, r, 1.0f, pft_tensor_data(dxa), r, 0, oa.data, oa.ld, 0, 0.0f, pft_tensor_data(tmp),
-                 in, 0, 1);
-        if (drop)
-            be->dropout_backward(ctx, pft_tensor_data(dx), pft_tensor_data(tmp), p, seed, counter, N * in);
-        else
-            be->axpy(ctx, pft_tensor_data(dx), pft_tensor_data(tmp), 1.0f, N * in);
-    }
+    /* da [r, in] += dxa^T dropout(x) and dx += dropout'(dxa a) in one pass over x and dx, the mask drawn
+     * again (a is contiguous: the forward saved it so) */
+    st = be->lora_down_backward(ctx, dx ? pft_tensor_data(dx) : NULL, da ? pft_tensor_data(da) : NULL, xd,
+                                pft_tensor_data(dxa), pft_tensor_data(node->saved[2]), N, in, r, drop ? p : 0.0f, seed,
+                                counter);
 done:
-    pft_tensor_release(ow.owner), pft_tensor_release(oa.owner), pft_tensor_release(ob.owner);
-    pft_tensor_release(dxa), pft_tensor_release(tmp);
+    pft_tensor_release(ow.owner), pft_tensor_release(ob.owner);
+    pft_tensor_release(dxa);
     return st;
 }
 
@@ -335,20 +326,18 @@ pft_tensor *pft_linear_lora(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_
     const int64_t in = w->shape[1], outf = w->shape[0], r = a->shape[0], N = in ? pft_tensor_numel(x) / in : 0;
     const bool drop = train && p > 0;
     const uint64_t counter = ctx->rng_counter;
-    operand oa = {0}, ob = {0};
+    operand ob = {0};
     pft_ctx_no_grad_enter(ctx);
-    pft_tensor *xc = pft_tensor_contiguous(x);
+    pft_tensor *xc = pft_tensor_contiguous(x), *ac = xc ? pft_tensor_contiguous(a) : NULL;
     pft_ctx_no_grad_leave(ctx);
-    pft_tensor *xa = xc ? pft_tensor_empty(ctx, 2, (int64_t[]){N, r}) : NULL;
-    pft_tensor *d = drop && xa ? pft_tensor_empty(ctx, 2, (int64_t[]){N, in}) : NULL;
-    if (!xa || (drop && !d) || operand_of(a, 0, &oa) || operand_of(b, 0, &ob)) goto fail;
-    if (drop) {
-        be->dropout_forward(ctx, pft_tensor_data(d), pft_tensor_data(xc), p, ctx->seed, counter, N * in);
-        ctx->rng_counter += (uint64_t)(N * in);
-    }
-    /* xa = dropout(x) a^T [N, r], then out += scale xa b^T: two thin GEMMs, w + b a never formed */
-    be->gemm(ctx, false, !oa.trans, N, r, in, 1.0f, pft_tensor_data(drop ? d : xc), in, 0, oa.data, oa.ld, 0, 0.0f,
-             pft_tensor_data(xa), r, 0, 1);
+    pft_tensor *xa = ac ? pft_tensor_empty(ctx, 2, (int64_t[]){N, r}) : NULL;
+    if (!xa || operand_of(b, 0, &ob)) goto fail;
+    /* xa = dropout(x) a^T [N, r] (one pass over x: dropout(x) is never written), then out += scale xa b^T:
+     * w + b a is never formed */
+    if (be->lora_down_forward(ctx, pft_tensor_data(xa), pft_tensor_data(xc), pft_tensor_data(ac), N, in, r,
+                              drop ? p : 0.0f, ctx->seed, counter))
+        goto fail;
+    if (drop) ctx->rng_counter += (uint64_t)(N * in);
     be->gemm(ctx, false, !ob.trans, N, outf, r, scale, pft_tensor_data(xa), r, 0, ob.data, ob.ld, 0, 1.0f,
              pft_tensor_data(out), outf, 0, 1);
     ctx->stats.forward_flops += 2 * N * r * (in + outf);
@@ -356,16 +345,16 @@ pft_tensor *pft_linear_lora(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_
     const int n = bias ? 5 : 4;
     if (pft_autograd_needed(ctx, n, inputs)) {
         pft_node *node = pft_autograd_record(ctx, out, "linear_lora", linear_lora_backward, n, inputs);
-        if (!node || pft_node_save(ctx, node, xc) || pft_node_save(ctx, node, xa)) goto fail;
+        if (!node || pft_node_save(ctx, node, xc) || pft_node_save(ctx, node, xa) || pft_node_save(ctx, node, ac)) goto fail;
         node->i[0] = N, node->i[1] = in, node->i[2] = outf, node->i[3] = r, node->i[4] = drop;
         node->i[5] = (int64_t)counter, node->i[6] = (int64_t)ctx->seed;
         node->f[0] = scale, node->f[1] = p;
     }
-    pft_tensor_release(oa.owner), pft_tensor_release(ob.owner);
-    pft_tensor_release(xc), pft_tensor_release(xa), pft_tensor_release(d);
+    pft_tensor_release(ob.owner);
+    pft_tensor_release(xc), pft_tensor_release(ac), pft_tensor_release(xa);
     return out;
 fail:
-    pft_tensor_release(oa.owner), pft_tensor_release(ob.owner);
-    pft_tensor_release(xc), pft_tensor_release(xa), pft_tensor_release(d), pft_tensor_release(out);
+    pft_tensor_release(ob.owner);
+    pft_tensor_release(xc), pft_tensor_release(ac), pft_tensor_release(xa), pft_tensor_release(out);
     return NULL;
 }

@@ -59,7 +59,7 @@ static void test_table_complete(void) {
     CHECK(missing == 0 && entries >= 31, "%d of the CPU table's %d entries are NULL", missing, entries);
     CHECK(be->attention_forward && be->attention_backward && be->adamw_step && be->sgd_step && be->sum_squares &&
               be->scale_inplace && be->strided_accumulate && be->dropout_add_layernorm_forward &&
-              be->dropout_add_layernorm_backward,
+              be->dropout_add_layernorm_backward && be->lora_down_forward && be->lora_down_backward,
           "the new entries are filled");
     CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
     pft_ctx *ctx = pft_ctx_new(1, 1);
@@ -388,6 +388,52 @@ static void test_clip_kernels(void) {
     pft_ctx_free(ctx);
 }
 
+/* LoRA's down projection against a double reference (forward xa, backward dx and da, with dropout: the
+ * mask as dropout_forward draws it), and the same bits on 1, 2 and 3 threads; N not a multiple of the
+ * backward's row blocks */
+static void test_lora_down(void) {
+    const int64_t N = 203, in = 45, r = 3;
+    const float p = 0.25f, ks = 1.0f / (1.0f - p);
+    const uint64_t counter = 777;
+    float *x = rand_buf(N * in, -2, 2), *a = rand_buf(r * in, -1, 1), *dxa = rand_buf(N * r, -1, 1);
+    float *dx0 = rand_buf(N * in, -1, 1), *da0 = rand_buf(r * in, -1, 1);
+    double *xa_ref = calloc((size_t)(N * r), sizeof(double)), *dx_ref = calloc((size_t)(N * in), sizeof(double));
+    double *da_ref = calloc((size_t)(r * in), sizeof(double));
+    for (int64_t e = 0; e < N * in; e++) dx_ref[e] = dx0[e];
+    for (int64_t e = 0; e < r * in; e++) da_ref[e] = da0[e];
+    for (int64_t n = 0; n < N; n++)
+        for (int64_t k = 0; k < in; k++) {
+            const bool kept = !(pft_rng_uniform_f(seed, counter + (uint64_t)(n * in + k)) < p);
+            const double d = kept ? (double)(x[n * in + k] * ks) : 0.0;
+            for (int64_t j = 0; j < r; j++) {
+                xa_ref[n * r + j] += d * a[j * in + k];
+                da_ref[j * in + k] += (double)dxa[n * r + j] * d;
+                if (kept) dx_ref[n * in + k] += (double)dxa[n * r + j] * a[j * in + k] * ks;
+            }
+        }
+    float *got[3][3];
+    for (int t = 1; t <= 3; t++) {
+        pft_ctx *ctx = pft_ctx_new(t, seed);
+        float *xa = malloc(sizeof(float) * (size_t)(N * r)), *dx = copy_buf(dx0, N * in), *da = copy_buf(da0, r * in);
+        CHECK(pft_backend_cpu.lora_down_forward(ctx, xa, x, a, N, in, r, p, seed, counter) == PFT_OK &&
+                  pft_backend_cpu.lora_down_backward(ctx, dx, da, x, dxa, a, N, in, r, p, seed, counter) == PFT_OK,
+              "lora_down: %s", pft_ctx_error(ctx));
+        got[t - 1][0] = xa, got[t - 1][1] = dx, got[t - 1][2] = da;
+        pft_ctx_free(ctx);
+    }
+    const double exa = max_err(got[0][0], xa_ref, N * r), edx = max_err(got[0][1], dx_ref, N * in),
+                 eda = max_err(got[0][2], da_ref, r * in);
+    CHECK(exa < 1e-5 && edx < 1e-5 && eda < 1e-4, "lora_down vs double: xa %g, dx %g, da %g", exa, edx, eda);
+    const int64_t len[3] = {N * r, N * in, r * in};
+    for (int t = 1; t < 3; t++)
+        for (int o = 0; o < 3; o++)
+            CHECK(!memcmp(got[0][o], got[t][o], sizeof(float) * (size_t)len[o]), "lora_down output %d: %d threads differ from 1", o,
+                  t + 1);
+    for (int t = 0; t < 3; t++)
+        for (int o = 0; o < 3; o++) free(got[t][o]);
+    free(x), free(a), free(dxa), free(dx0), free(da0), free(xa_ref), free(dx_ref), free(da_ref);
+}
+
 int main(void) {
     TEST_BEGIN("backend");
     seed = test_seed();
@@ -398,5 +444,6 @@ int main(void) {
     test_adamw();
     test_sgd();
     test_clip_kernels();
+    test_lora_down();
     return TEST_END();
 }

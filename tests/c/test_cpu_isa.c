@@ -44,12 +44,12 @@ static void outs_free(outs *o) {
  * at `k`'s own offset), size n; its outputs go to o. */
 enum { K_GELU, K_GELU_BWD, K_DROPOUT, K_DROPOUT_BWD, K_LAYERNORM, K_LAYERNORM_BWD, K_SOFTMAX, K_SOFTMAX_BWD,
        K_BINARY, K_BINARY_BWD, K_SCALE_AXPY, K_TANH, K_ADAMW, K_SGD, K_SUM_SQ, K_CROSS_ENTROPY, K_EMBEDDING,
-       K_SUM_DIM, K_ATTENTION, K_DROP_ADD_LN, K_COUNT };
+       K_SUM_DIM, K_ATTENTION, K_DROP_ADD_LN, K_LORA_DOWN, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"gelu", "gelu backward", "dropout", "dropout backward", "layernorm",
                                                   "layernorm backward", "softmax", "softmax backward", "binary",
                                                   "binary backward", "scale + axpy", "tanh", "adamw", "sgd",
                                                   "sum_squares", "cross entropy", "embedding", "sum_dim", "attention",
-                                                  "dropout + add + layernorm"};
+                                                  "dropout + add + layernorm", "lora down projection"};
 
 static float *out_buf(outs *o, int64_t n) {
     o->len[o->n] = n;
@@ -169,6 +169,15 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         be->dropout_add_layernorm_forward(ctx, out, s, mean, rstd, x, y, w, b, 0.1f, seed, 555, 1e-12f, rows, cols);
         float *dh = out_buf(o, rc), *dr = out_buf(o, rc), *dw = out_buf(o, cols), *db = out_buf(o, cols);
         be->dropout_add_layernorm_backward(ctx, dh, dr, dw, db, y, mean, rstd, s, w, 0.1f, seed, 555, rows, cols);
+        break;
+    }
+    case K_LORA_DOWN: { /* x [rows, cols], a [5, cols] */
+        float *a = rand_buf(5 * cols, -1, 1, false), *dxa = rand_buf(rows * 5, -1, 1, false);
+        float *xa = out_buf(o, rows * 5), *dx = out_buf(o, rc), *da = out_buf(o, 5 * cols);
+        CHECK(be->lora_down_forward(ctx, xa, x, a, rows, cols, 5, 0.1f, seed, 31) == PFT_OK &&
+                  be->lora_down_backward(ctx, dx, da, x, dxa, a, rows, cols, 5, 0.1f, seed, 31) == PFT_OK,
+              "lora down projection");
+        free(a), free(dxa);
         break;
     }
     case K_ATTENTION: { /* packed: 3 sequences (one empty) of H 4 heads of D 8 */
