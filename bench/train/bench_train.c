@@ -101,6 +101,8 @@ int main(int argc, char **argv) {
         double dt = bench_now() - t0;
         if (r >= 0) times[r] = dt;
     }
+    if (getenv("PFT_BENCH_STEPS")) /* every step's time, in order: how much steps vary */
+        for (int r = 0; r < reps; r++) fprintf(stderr, "step %d: %.3f s\n", r + 1, times[r]);
     double med = bench_median(times, reps);
     printf("pft steps/s: %.3f  tokens/s %.0f  (%s: %lld of %lld parameters train; B %d, T %d, threads %d, median of %d, "
            "last loss %.4f)\n",

@@ -7,12 +7,17 @@
 # padding to the longest row (what a transformers user runs), and the benchmark as posed (B x T; pft
 # skips the padding).
 # Ends with the frozen-prefix speedup and LoRA's step time over full fine-tuning's, same padded work.
-# Usage: [BUILD=build] bash bench/train/run.sh [rounds=2] [B=32] [T=128] [threads=2] [reps=3]   (from anywhere)
+# Usage: [BUILD=build] bash bench/train/run.sh [rounds=2] [B=32] [T=128] [threads=2] [reps=7]   (from anywhere)
+# reps: steps per figure (the median, after a warm-up step). 7, not fewer: pft's first two steps after
+# the warm-up run ~5% slower than the rest (PFT_BENCH_STEPS=1 bench_train prints every step), and its
+# 3-step figures varied between runs of this script (a dense full step: 0.52-0.57 steps/s in three runs
+# of 3 steps against 0.64-0.65 in two of 7, on the same build); the steady state is what training spends
+# its time in.
 # BUILD: the build directory bench_train is built into (bench/build.sh).
 set -eu
 cd "$(dirname "$0")/../.."
 export BUILD=${BUILD:-build}
-rounds=${1:-2} B=${2:-32} T=${3:-128} threads=${4:-2} reps=${5:-3}
+rounds=${1:-2} B=${2:-32} T=${3:-128} threads=${4:-2} reps=${5:-7}
 model=models/all-MiniLM-L6-v2 data=../shared/data/sst2/train.tsv
 bash bench/build.sh train
 lscpu | head -n 20
