@@ -34,7 +34,8 @@ pft_tensor *pft_tensor_contiguous(pft_tensor *t); /* t itself (retained) when al
 pft_tensor *pft_matmul(pft_tensor *a, pft_tensor *b);
 /* x [..., in] . w [out, in]^T + bias [out] -> [..., out]; bias may be NULL. */
 pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias);
-/* LoRA: linear(x, w, bias) + scale (dropout(x) a^T) b^T, a [r, in], b [out, r], as one op: two thin GEMMs
+/* LoRA: linear(x, w, bias) + scale (dropout(x) a^T) b^T, a [r, in], b [out, r], as one op: the down
+ * projection in one pass over x (the backend's lora_down_*: dropout(x) is never written) and a thin GEMM
  * onto the base product (w + b a is never formed), dropout's mask drawn again in backward rather than
  * kept, and no gradient work for what needs none (a frozen w costs no dw). */
 pft_tensor *pft_linear_lora(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_tensor *a, pft_tensor *b, float scale,
