@@ -11,7 +11,7 @@
 # reps: steps per figure (the median, after a warm-up step). 7, not fewer: pft's first two steps after
 # the warm-up run ~5% slower than the rest (PFT_BENCH_STEPS=1 bench_train prints every step), and its
 # 3-step figures varied between runs of this script (a dense full step: 0.52-0.57 steps/s in three runs
-# of 3 steps against 0.64-0.65 in two of 7, on the same build); the steady state is what training spends
+# of 3 steps against 0.64-0.65 in two of 7, on builds of one day); the steady state is what training spends
 # its time in.
 # BUILD: the build directory bench_train is built into (bench/build.sh).
 set -eu
