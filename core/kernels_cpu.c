@@ -454,8 +454,6 @@ static void cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restri
     for (int64_t r = 0; r < rows; r++) layernorm_row(y + r * cols, mean + r, rstd + r, x + r * cols, w, b, eps, cols);
 }
 
-/* With h = (x - mean) rstd and g = dy w: dx = rstd (g - mean(g) - h mean(g h)); dw += dy h; db += dy.
- * dw and db sum over rows in row order. */
 /* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order. */
 static void layernorm_row_means(float *m1, float *m2, const float *restrict gr, const float *restrict xr,
                                 const float *restrict w, float mu, float rs, int64_t cols) {
@@ -870,7 +868,6 @@ static pft_status cpu_lora_down_backward(pft_ctx *ctx, float *restrict dx, float
                                          int64_t r, float p, uint64_t seed, uint64_t counter) {
     const int64_t nb = (N + LORA_ROWS - 1) / LORA_ROWS, ra = r * in;
     const int nt = par_threads(ctx, N * in) < nb ? par_threads(ctx, N * in) : (int)(nb > 0 ? nb : 1);
-    const float keep_scale = 1.0f / (1.0f - p);
     float *scratch = malloc(sizeof(float) * (size_t)(2 * in * nt) + sizeof(float));
     float *part = da ? calloc((size_t)(nb * ra) + 1, sizeof(float)) : NULL;
     if (!scratch || (da && !part)) {
@@ -889,12 +886,7 @@ static pft_status cpu_lora_down_backward(pft_ctx *ctx, float *restrict dx, float
                     for (int64_t k = 0; k < in; k++) acc[k] = 0.0f;
                     for (int64_t j = 0; j < r; j++)
                         for (int64_t k = 0; k < in; k++) acc[k] += g[j] * a[j * in + k];
-                    float *dr = dx + n * in;
-                    if (p > 0)
-                        for (int64_t k = 0; k < in; k++)
-                            dr[k] = pft_rng_uniform_f(seed, base + (uint64_t)k) < p ? dr[k] : dr[k] + acc[k] * keep_scale;
-                    else
-                        for (int64_t k = 0; k < in; k++) dr[k] += acc[k];
+                    dropout_accumulate_block(dx + n * in, acc, in, p, seed, base); /* p = 0: dx += acc */
                 }
                 if (da) {
                     lora_dropped_row(d, x + n * in, in, p, seed, base);
