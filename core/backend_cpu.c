@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "gemm_bf16.h"
 #include "kernels_cpu.h"
 
 #ifdef _OPENMP
@@ -37,10 +38,16 @@ static void sgemm1(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alph
 void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float *A,
                   int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta, float *C, int64_t ldc,
                   int64_t sc, int64_t batch) {
-    bool whole = M * N * K < GEMM_PAR_MIN;
+    bool in_region = false;
 #ifdef _OPENMP
-    whole = whole || omp_in_parallel();
+    in_region = omp_in_parallel();
 #endif
+    /* bf16 precision: every GEMM but the attention kernels' per-block ones (inside their region); fp32
+     * when its scratch cannot be had */
+    if (ctx->bf16_gemm && !in_region && batch > 0 &&
+        pft_gemm_bf16(ctx, ctx->bf16_gemm, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch))
+        return;
+    const bool whole = M * N * K < GEMM_PAR_MIN || in_region;
     if (whole) {
         blas_one_thread(); /* outside a region this also readies BLAS for one (attention calls with batch 0) */
         for (int64_t b = 0; b < batch; b++)

@@ -2,6 +2,7 @@
 #include "ctx.h"
 
 #include "backend.h"
+#include "gemm_bf16.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -124,3 +125,30 @@ pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa) {
 }
 
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx) { return pft_backend_cpu_isa(ctx->cpu_kernels); }
+
+pft_status pft_ctx_set_precision(pft_ctx *ctx, const char *precision) {
+    const char *p = precision ? precision : "?";
+    if (!strcmp(p, "fp32")) {
+        ctx->bf16_gemm = PFT_BF16_NONE;
+        return PFT_OK;
+    }
+    const bool amx = !strcmp(p, "bf16-amx"), avx512 = !strcmp(p, "bf16-avx512");
+    if (strcmp(p, "bf16") && !amx && !avx512)
+        return pft_ctx_seterr(ctx, PFT_ERR_ARG, "precision '%s': expected fp32, bf16, bf16-amx or bf16-avx512", p);
+    if (!avx512 && pft_bf16_gemm_runs(PFT_BF16_AMX)) {
+        ctx->bf16_gemm = PFT_BF16_AMX;
+        return PFT_OK;
+    }
+    if (!amx && pft_bf16_gemm_runs(PFT_BF16_AVX512)) {
+        ctx->bf16_gemm = PFT_BF16_AVX512;
+        return PFT_OK;
+    }
+    return pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED,
+                          "precision '%s': this processor has %s (bf16 GEMMs need Intel AMX-BF16 or AVX512-BF16: "
+                          "Intel Sapphire Rapids or later, AMD Zen 4 or later); use fp32",
+                          p, pft_bf16_gemm_runs(PFT_BF16_AVX512) ? "AVX512-BF16 but no AMX" : "neither AMX-BF16 nor AVX512-BF16");
+}
+
+const char *pft_ctx_precision(const pft_ctx *ctx) {
+    return ctx->bf16_gemm == PFT_BF16_AMX ? "bf16-amx" : ctx->bf16_gemm == PFT_BF16_AVX512 ? "bf16-avx512" : "fp32";
+}

@@ -51,11 +51,16 @@ typedef struct pft_cached_block {
 
 struct pft_backend;
 
+/* How the CPU's GEMMs compute (pft_ctx_set_precision): fp32, or bf16 operands with fp32 sums through one of
+ * two implementations (gemm_bf16.h) */
+typedef enum pft_bf16_gemm { PFT_BF16_NONE = 0, PFT_BF16_AVX512, PFT_BF16_AMX } pft_bf16_gemm;
+
 typedef struct pft_ctx {
     int threads;
     /* the CPU kernel table (backend.h): the widest instruction set this processor runs, or
      * PFT_CPU_KERNELS's (baseline, avx2, avx512) when it names one this processor runs */
     const struct pft_backend *cpu_kernels;
+    pft_bf16_gemm bf16_gemm; /* PFT_BF16_NONE: GEMMs in fp32 (the default) */
     uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */
     int grad_enabled;     /* > 0: ops record on the tape; pft_ctx_no_grad_enter/leave nest */
@@ -88,6 +93,13 @@ void pft_ctx_set_seed(pft_ctx *ctx, uint64_t seed); /* also resets the counter *
  * runs). PFT_ERR_UNSUPPORTED, naming the ones it has, when this build or processor lacks it. */
 pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa);
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx); /* the isa in use */
+/* Precision of the GEMMs (recipes' train.precision): "fp32" (default), or "bf16": operands rounded to
+ * bfloat16, products summed in fp32, through AMX where the processor has it, else AVX512-BF16
+ * ("bf16-amx" / "bf16-avx512" name one). Everything else stays fp32. GEMMs inside the fused attention
+ * kernels ([T, D] blocks per head) stay fp32. PFT_ERR_UNSUPPORTED, saying what the processor lacks, when
+ * it runs neither. */
+pft_status pft_ctx_set_precision(pft_ctx *ctx, const char *precision);
+const char *pft_ctx_precision(const pft_ctx *ctx); /* "fp32", "bf16-amx" or "bf16-avx512" */
 
 /* no-grad scope: ops inside record nothing */
 void pft_ctx_no_grad_enter(pft_ctx *ctx);

@@ -5,7 +5,8 @@
  *     local seed, counter = core.rng_state(); core.set_rng_state(seed, counter)   -- checkpoints
  *     core.no_grad(function() ... end)                                             -- nothing recorded inside
  *     core.stats().live_tensors, core.live_tensors(), core.reset_stats()
- *     core.cpu_kernels() --> "avx512"; core.set_cpu_kernels("avx2"); core.cpu_kernels_list() --> {"baseline", ...} */
+ *     core.cpu_kernels() --> "avx512"; core.set_cpu_kernels("avx2"); core.cpu_kernels_list() --> {"baseline", ...}
+ *     core.set_precision("bf16"); core.precision() --> "bf16-amx" (the GEMMs' precision: ctx.h) */
 #include <math.h>
 
 #include "backend.h"
@@ -93,7 +94,6 @@ static int l_reset_stats(lua_State *L) {
     return 0;
 }
 
-/* Testing hook: the n-th next storage allocation fails (n = 0: the next one); a negative n turns it off. */
 static int l_cpu_kernels(lua_State *L) {
     lua_pushstring(L, pft_ctx_cpu_kernels(pftl_state_get(L)->ctx));
     return 1;
@@ -117,6 +117,19 @@ static int l_cpu_kernels_list(lua_State *L) {
     return 1;
 }
 
+/* the GEMMs' precision: "fp32", "bf16-amx", "bf16-avx512" (ctx.h) */
+static int l_precision(lua_State *L) {
+    lua_pushstring(L, pft_ctx_precision(pftl_state_get(L)->ctx));
+    return 1;
+}
+
+static int l_set_precision(lua_State *L) {
+    pft_ctx *ctx = pftl_state_get(L)->ctx;
+    if (pft_ctx_set_precision(ctx, luaL_checkstring(L, 1))) return pftl_core_error(L, ctx);
+    return 0;
+}
+
+/* Testing hook: the n-th next storage allocation fails (n = 0: the next one); a negative n turns it off. */
 static int l_fail_alloc_after(lua_State *L) {
     pftl_state_get(L)->ctx->alloc_fail_after = (int)pftl_check_int64(L, 1);
     return 0;
@@ -132,6 +145,7 @@ void pftl_register_ctx(lua_State *L, int module_idx) {
         {"fail_alloc_after", l_fail_alloc_after},
         {"cpu_kernels", l_cpu_kernels},   {"set_cpu_kernels", l_set_cpu_kernels},
         {"cpu_kernels_list", l_cpu_kernels_list},
+        {"precision", l_precision},       {"set_precision", l_set_precision},
         {NULL, NULL}};
     pftl_set_funcs(L, module_idx, fns);
 }

@@ -6,7 +6,9 @@
  * (goal >= 0.97); (2) for context, plain OpenBLAS with its own thread pool of the same size, timed in a
  * block of its own, against pft (which runs OpenBLAS single-threaded inside its OpenMP blocks, see
  * core/backend_cpu.c). Medians of the repetitions.
- * Usage: bench_gemm [threads=2] [reps=7]. */
+ * With precision bf16 the op and the backend GEMM run in bf16 (train.precision = "bf16": the best bf16
+ * GEMM this processor has) and the OpenBLAS column stays fp32: pft/OpenBLAS is then bf16 over fp32.
+ * Usage: bench_gemm [threads=2] [reps=7] [precision=fp32]. */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -32,6 +34,11 @@ typedef struct shape { const char *what; kind k; int64_t T, in, out; } shape;
 int main(int argc, char **argv) {
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 7;
     pft_ctx *ctx = pft_ctx_new(threads, 1);
+    const char *precision = argc > 3 ? argv[3] : "fp32";
+    if (pft_ctx_set_precision(ctx, precision)) {
+        fprintf(stderr, "bench_gemm: %s\n", pft_ctx_error(ctx));
+        return 1;
+    }
     openblas_set_num_threads(threads);
     const int64_t T = 4096;
     shape shapes[] = {
@@ -45,8 +52,8 @@ int main(int argc, char **argv) {
         {"ffn dX   dY[T,3072] W[3072,768] ", DX, T, 768, 3072},
         {"ffn dW   dY^T[3072,T] x[T,768]  ", DW, T, 768, 3072},
     };
-    printf("bench/gemm: tokens %lld, threads %d, median of %d; pft op and backend GEMM alternating\n",
-           (long long)T, threads, reps);
+    printf("bench/gemm: tokens %lld, threads %d, median of %d; pft op and backend GEMM alternating; pft in %s, "
+           "OpenBLAS in fp32\n", (long long)T, threads, reps, pft_ctx_precision(ctx));
     double worst = 1e9, sum_ratio = 0;
     int n_shapes = (int)(sizeof shapes / sizeof *shapes);
     for (int s = 0; s < n_shapes; s++) {

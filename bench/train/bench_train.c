@@ -6,6 +6,7 @@
  * every base parameter has requires_grad false, the adapters and the classifier train (the pooler is frozen,
  * as PEFT's SEQ_CLS trains only the classifier as modules_to_save); every layer runs in training mode, the
  * frozen embeddings in eval mode.
+ * PFT_BENCH_PRECISION=bf16: the GEMMs in bf16 (train.precision = "bf16"; refused where the processor has none).
  * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
  * Prints `pft steps/s: X` (median over REPS after one warm-up step). */
 #include "../common.h"
@@ -39,6 +40,11 @@ int main(int argc, char **argv) {
     pft_bert *m = tok ? pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 2) : NULL;
     pft_batch batch = {0};
     if (!m || pft_tokenizer_encode_batch(tok, B, (const char *const *)sent, NULL, NULL, NULL, T, T, &batch)) {
+        fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+        return 1;
+    }
+    const char *precision = getenv("PFT_BENCH_PRECISION");
+    if (precision && *precision && pft_ctx_set_precision(ctx, precision)) {
         fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
         return 1;
     }

@@ -8,9 +8,14 @@ trains. CONFIG top2: the top 2 encoder layers, the pooler and the classifier tra
 lower layers get requires_grad False and eval mode. CONFIG lora: PEFT's LoRA (LoraConfig(r=8, lora_alpha=16,
 lora_dropout=0.1, target_modules=["query", "value"], task_type="SEQ_CLS"), get_peft_model: the base frozen,
 the adapters and the classifier (modules_to_save) train), model.train(). Step: zero_grad(set_to_none), forward with labels,
-backward, optimizer step. Prints `torch steps/s: X` (median over REPS after one warm-up step).
+backward, optimizer step. PFT_BENCH_PRECISION=bf16: the forward (and the loss) under
+torch.autocast("cpu", dtype=torch.bfloat16), backward and step outside it (PyTorch's recipe for bf16 mixed
+precision on the CPU: fp32 weights and optimizer state, matmuls in bf16).
+Prints `torch steps/s: X` (median over REPS after one warm-up step).
 Usage: python3 bench/train/peer.py MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
 """
+import contextlib
+import os
 import statistics
 import sys
 import time
@@ -50,11 +55,13 @@ def main():
         model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=2e-5)
+    bf16 = os.environ.get("PFT_BENCH_PRECISION", "fp32").startswith("bf16")
     times = []
     for r in range(reps + 1):  # the first is a warm-up
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        out = model(**enc, labels=labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else contextlib.nullcontext():
+            out = model(**enc, labels=labels)
         out.loss.backward()
         opt.step()
         if r:
@@ -63,7 +70,7 @@ def main():
     positions = enc["input_ids"].numel()
     print(f"torch steps/s: {1 / med:.3f}  tokens/s {positions / med:.0f}  ({config}, {positions // B} positions per row: {sum(p.numel() for p in params)} of "
           f"{sum(p.numel() for p in model.parameters())} parameters train; torch {torch.__version__}, "
-          f"threads {torch.get_num_threads()}, last loss {out.loss.item():.4f})")
+          f"threads {torch.get_num_threads()}, {'bf16 autocast' if bf16 else 'fp32'}, last loss {out.loss.item():.4f})")
 
 
 if __name__ == "__main__":

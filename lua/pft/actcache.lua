@@ -139,8 +139,9 @@ function A.new(model, loaders, opts)
   local self = setmetatable({ bert = bert, info = info, head = opts.head or cfg.head, loaders = loaders,
     dir = opts.dir or (require("pft.data").cache_dir() .. "/acts"), say = opts.say or function() end,
     width = cfg.hidden_size, stores = {}, group_hash = {}, seconds = 0, served = 0 }, Cache)
+  -- the GEMMs' precision too: a bf16 prefix's output is not an fp32 one's
   self.shape_key = table.concat({ A.VERSION, cfg.hidden_size, cfg.num_heads, cfg.intermediate_size,
-    ("%.9g"):format(cfg.layer_norm_eps), self.head }, ",")
+    ("%.9g"):format(cfg.layer_norm_eps), self.head, core.precision() }, ",")
   return self
 end
 

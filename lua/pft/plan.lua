@@ -229,6 +229,10 @@ function P.lines(plan)
     lines[#lines + 1] = ("a group that unfreezes ramps its rate from 0 over %d steps"):format(sched.warmup_steps)
   end
   lines[#lines + 1] = adapter_line(plan)
+  if require("pft.recipe_schema").precision_of(r) == "bf16" then
+    lines[#lines + 1] = ("precision: bf16 GEMMs (%s): operands rounded to bfloat16, sums in fp32; weights, optimizer state and the rest fp32"):format(
+      (require("pft.core").precision():gsub("^bf16%-", "")))
+  end
   for _, l in ipairs(cache_lines(plan)) do lines[#lines + 1] = l end
   lines[#lines + 1] = ("total: %s steps; model %s params; peak trainable %s (%.1f%%); peak optimizer state %s (%s)"):format(
     P.group3(plan.sizes.total_steps), P.group3(plan.total_params), P.group3(peak_n),

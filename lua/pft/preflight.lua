@@ -205,10 +205,20 @@ local function check_data(r, info)
 end
 
 -- P.check(recipe) -> info {labels, num_labels, model_dir, config}; raises on the first problem found.
+-- train.precision against this processor: the core says what it lacks (the context is left as it was)
+local function check_precision(r)
+  local core = require "pft.core"
+  local want, before = require("pft.recipe_schema").precision_of(r), core.precision()
+  local ok, e = pcall(core.set_precision, want)
+  core.set_precision(before)
+  if not ok then fail(r, "train.precision", tostring(e)) end
+end
+
 function P.check(r)
   local R = require "pft.recipe"
   R.validate(r) -- a table handed to pft.train.run directly has not been through R.load
   local info = {}
+  check_precision(r)
   check_metrics(r)
   check_model(r, info)
   check_data(r, info)

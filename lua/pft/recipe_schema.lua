@@ -326,6 +326,7 @@ local SCHEMA = struct({
       { "grad_accum", num(1, "batches per optimizer step", { int = true, ge = 1 }) },
       { "seed", num(42, "random seed", { int = true, ge = 0 }) },
       { "threads", num(nil, "CPU threads (default: all cores)", { int = true, ge = 1, max = 4096, nullable = true }) },
+      { "precision", enum({ "fp32", "bf16" }, "fp32", "GEMM precision: bf16 rounds the GEMMs' operands to bfloat16 and sums in fp32 (Intel AMX, else AVX512-BF16; refused on a processor with neither); weights, optimizer state and everything else stay fp32 (docs/training.md)") },
       { "eval_every", every_spec },
       { "log_every", num(50, "log every N steps", { int = true, ge = 1 }) },
       { "cache", bool(true, "activation cache: the frozen lower layers run once per split and their output is reused; steps run only the layers above (docs/training.md)") },
@@ -379,6 +380,9 @@ function M.complete(section, t)
   end
   return out
 end
+
+-- The recipe's train.precision ("fp32", "bf16"), a partial recipe's being the schema's default.
+function M.precision_of(r) return M.complete("train", r.train).precision end
 
 M.SCHEMA, M.EVERY_DOCS, M.describe, M.short, M.MAX_INT = SCHEMA, EVERY_DOCS, describe, short, MAX_INT
 return M

@@ -250,6 +250,7 @@ function T.prepare(recipe)
   Preflight.check(recipe) -- fail before training, not after (docs/recipes.md "Checked before training")
   core.seed(recipe.train.seed)
   if recipe.train.threads then core.set_threads(recipe.train.threads) end
+  core.set_precision(Schema.precision_of(recipe))
   local train_ds = read_split(recipe.data.train, recipe, recipe.task.labels)
   local labels = not is_regression(recipe) and (recipe.task.labels or train_ds.label_names) or nil
   local dev_ds = recipe.data.dev and read_split(recipe.data.dev, recipe, labels) or nil
@@ -765,6 +766,17 @@ local function close_model(m, owned)
   if owned then m.bert:free() end
 end
 
+-- Evaluation and prediction from a run compute in the run's train.precision (so `pft eval` gives the numbers
+-- its training reported); where this processor lacks it, in fp32, said on stderr.
+local function use_run_precision(recipe)
+  local want = Schema.precision_of(recipe)
+  local ok = pcall(core.set_precision, want)
+  if not ok then
+    core.set_precision("fp32")
+    io.stderr:write(("pft: warning: the run trained with train.precision = \"%s\", which this processor lacks; computing in fp32\n"):format(want))
+  end
+end
+
 -- What evaluating a bare model directory (no run, no recipe) uses: the schema's defaults.
 local function default_recipe(m, kind)
   return { task = { kind = kind or (m.bert:config().num_labels == 1 and "regression" or "classification") },
@@ -778,6 +790,7 @@ end
 function T.evaluate(src, split, kind, run_recipe, boundary)
   local m, recipe, owned = open_model(src)
   recipe = run_recipe or recipe or default_recipe(m, kind)
+  use_run_precision(recipe)
   local labels = recipe.task.kind ~= "regression" and m.labels or nil
   local ds = read_split(split, recipe, labels)
   local loader = make_loader(ds, m, recipe, true)
@@ -848,6 +861,7 @@ end
 function T.predict(src, input_path, out_path)
   local m, recipe, owned = open_model(src)
   recipe = recipe or default_recipe(m)
+  use_run_precision(recipe)
   if m.head == "tokcls" then
     local out = out_path and io.open(out_path, "wb") or io.stdout
     if not out then error("train: cannot write " .. out_path, 2) end

@@ -53,6 +53,19 @@ function T.validate_and_train_write_the_same_plan()
   end
 end
 
+-- train.precision = "bf16" on a processor without bf16 GEMMs (PFT_CPU_BF16=none plays one): refused before
+-- training, naming the key and what the processor lacks; with AVX512-BF16 and no AMX, that is what it uses.
+function T.bf16_refused_where_the_processor_has_none()
+  local out, code = pft("validate sst2 train.precision=bf16", "PFT_CPU_BF16=none")
+  check.truthy(code ~= 0, "refused: " .. out)
+  has(out, "train.precision")
+  has(out, "neither AMX-BF16 nor AVX512-BF16")
+  out, code = pft("validate sst2", "PFT_CPU_BF16=none")
+  check.eq(code, 0, "fp32 needs nothing: " .. out)
+  out, code = pft("validate sst2 train.precision=bf16", "PFT_CPU_BF16=avx512-bf16")
+  if code == 0 then has(out, "precision: bf16 GEMMs (avx512)") else has(out, "neither AMX-BF16 nor AVX512-BF16") end
+end
+
 -- Errors meant for users name their file, key or tensor, never a location inside pft's own modules;
 -- PFT_TRACEBACK=1 shows those (and the traceback).
 function T.errors_name_no_internal_path()

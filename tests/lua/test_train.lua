@@ -512,6 +512,35 @@ function Tst.resume_is_equivalent_to_an_uninterrupted_run()
   rm(b)
 end
 
+-- train.precision = "bf16" (where this processor has bf16 GEMMs): the run computes in bf16 (its numbers
+-- are not fp32's, but close), says so in its plan, resumes bit-identically, and the next fp32 run is fp32.
+function Tst.bf16_trains_close_to_fp32_and_resumes_bit_identically()
+  local have = pcall(core.set_precision, "bf16")
+  core.set_precision("fp32")
+  if not have then
+    print("  bf16: no bf16 GEMMs on this processor: skipped (test_cli checks the refusal)")
+    return
+  end
+  local fp32 = { ["train.max_steps"] = 8, ["train.eval_every"] = 4 }
+  local bf16 = { ["train.max_steps"] = 8, ["train.eval_every"] = 4, ["train.precision"] = "bf16" }
+  local a, b, c = tmpdir("fp32"), tmpdir("bf16"), tmpdir("bf16-resumed")
+  check.eq(run(a, fp32).exit_code, 0, "fp32 run")
+  check.eq(run(b, bf16).exit_code, 0, "bf16 run")
+  check.truthy((read(b .. "/plan.txt") or ""):find("precision: bf16 GEMMs", 1, true), "plan.txt names the precision")
+  check.truthy(not (read(a .. "/plan.txt") or ""):find("precision:", 1, true), "an fp32 plan has no precision line")
+  local la, lb = last_dev(a).loss, last_dev(b).loss
+  check.truthy(la ~= lb, ("bf16 computes in bf16: dev loss %.9g, fp32's %.9g"):format(lb, la))
+  check.near(lb, la, 0.02 * math.abs(la), "bf16's dev loss within 2% of fp32's")
+  check.truthy(run(c, bf16, { interrupt_at_step = 3 }).exit_code == 130, "bf16 run interrupted")
+  check.eq(run(c, bf16, { resume = c }).exit_code, 0, "bf16 run resumed")
+  check.eq(read(c .. "/model/model.safetensors"), read(b .. "/model/model.safetensors"), "resumed bf16: identical weights")
+  local d = tmpdir("fp32-again")
+  check.eq(run(d, fp32).exit_code, 0, "fp32 after bf16")
+  check.eq(core.precision(), "fp32", "a run's precision is its recipe's")
+  check.eq(read(d .. "/model/model.safetensors"), read(a .. "/model/model.safetensors"), "fp32 after bf16: fp32's weights")
+  for _, dir in ipairs({ a, b, c, d }) do rm(dir) end
+end
+
 function Tst.nan_loss_stops_and_keeps_the_last_good_checkpoint()
   local d = tmpdir("nan")
   local s = run(d, { ["train.max_steps"] = 10, ["train.eval_every"] = 5 }, { nan_at_step = 7 })

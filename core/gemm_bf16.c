@@ -1,0 +1,331 @@
+/* gemm_bf16.c - C = alpha op(A) op(B) + beta C with bf16 operands and fp32 sums (gemm_bf16.h).
+ *
+ * Both operands are packed once per call, converted to bf16 on the way (the conversion is the packing's
+ * only arithmetic), into the layouts the hardware reads:
+ *   A: strips of 16 rows; strip s, k-block q (32 columns of K) is a [16][32] bf16 tile at (s nq + q) 512;
+ *   B: strips of 16 columns; strip j, k-block q is a [16][16][2] tile (k pairs interleaved per column, the
+ *      "VNNI" layout) at (j nq + q) 512.
+ * Rows, columns and K are zero-padded to whole tiles, and strips to an even count, so every block of C is
+ * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block is one task: its K loop
+ * runs whole in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
+#include "gemm_bf16.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
+#define HAVE_BF16_KERNELS 1
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+float pft_bf16_round(float x) {
+    uint32_t u;
+    memcpy(&u, &x, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) u |= 0x00400000u;  /* NaN: keep it a (quiet) NaN */
+    else if ((u & 0x7f800000u) == 0) u &= 0x80000000u;        /* denormal: signed zero, as the hardware */
+    else u += 0x7fffu + ((u >> 16) & 1u);                    /* round to nearest, ties to even */
+    u &= 0xffff0000u;
+    memcpy(&x, &u, sizeof x);
+    return x;
+}
+
+const char *pft_bf16_gemm_name(pft_bf16_gemm kind) {
+    return kind == PFT_BF16_AMX ? "amx" : kind == PFT_BF16_AVX512 ? "avx512-bf16" : "fp32";
+}
+
+#ifdef HAVE_BF16_KERNELS
+
+/* --- what runs here ---------------------------------------------------------------------------------- */
+
+#define ARCH_REQ_XCOMP_PERM 0x1023 /* Linux: ask for a state component the kernel enables on request */
+#define XFEATURE_XTILEDATA 18
+
+static bool cpuid_bit(unsigned leaf, unsigned sub, int reg, unsigned bit) {
+    unsigned r[4];
+    if (!__get_cpuid_count(leaf, sub, &r[0], &r[1], &r[2], &r[3])) return false;
+    return (r[reg] >> bit) & 1u;
+}
+
+static bool capped_below(const char *kind) { /* PFT_CPU_BF16 caps what counts as present */
+    const char *cap = getenv("PFT_CPU_BF16");
+    if (!cap || !*cap || !strcmp(cap, "amx")) return false;
+    if (!strcmp(cap, "none")) return true;
+    return !strcmp(kind, "amx"); /* avx512-bf16 (or anything else): no AMX */
+}
+
+static bool avx512_bf16_runs(void) {
+    __builtin_cpu_init();
+    /* avx512f also checks that the OS saves the ZMM state; CPUID.(7,1):EAX[5] is AVX512_BF16 */
+    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+           cpuid_bit(7, 1, 0, 5) && !capped_below("avx512-bf16");
+}
+
+static bool amx_runs(void) {
+    /* CPUID.(7,0):EDX[22] AMX-BF16, [24] AMX-TILE; Linux hands out tile data only on request (per process) */
+    static int granted = -1; /* the answer does not change during a process: asked once */
+    if (granted < 0) {
+        bool cpu = cpuid_bit(7, 0, 3, 22) && cpuid_bit(7, 0, 3, 24);
+        granted = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    }
+    return granted && !capped_below("amx");
+}
+
+bool pft_bf16_gemm_runs(pft_bf16_gemm kind) {
+    if (kind == PFT_BF16_AMX) return amx_runs() && avx512_bf16_runs();
+    if (kind == PFT_BF16_AVX512) return avx512_bf16_runs();
+    return kind == PFT_BF16_NONE;
+}
+
+/* --- packing --------------------------------------------------------------------------------------- */
+
+#define TILE 512 /* bf16 elements in one packed tile: 16 x 32 */
+
+/* Packing runs on AVX-512 (both implementations need AVX512-BF16): VCVTNE2PS2BF16 rounds to nearest even
+ * as pft_bf16_round does (and flushes fp32 denormals to zero, as the dot products would treat them). */
+#define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+
+static inline __mmask16 first_lanes(int64_t n) { /* the first n (clamped to 0..16) of 16 lanes */
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
+}
+
+AVX512_BF16 static inline __m512i to_bf16x32(__m512 lo, __m512 hi) { /* lo -> bf16 0..15, hi -> 16..31 */
+    return (__m512i)_mm512_cvtne2ps_pbh(hi, lo);
+}
+
+/* bf16 pairs (even[i], odd[i]) side by side: the 16 32-bit units of a VNNI row */
+AVX512_BF16 static inline __m512i interleave_bf16(__m512 even, __m512 odd) {
+    static const uint16_t order[32] = {0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23,
+                                       8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31};
+    return _mm512_permutexvar_epi16(_mm512_loadu_si512(order), to_bf16x32(even, odd));
+}
+
+/* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs), src in L1 */
+AVX512_BF16 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
+    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(16));
+    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + 16 * i, _mm512_i32gather_epi32(col, src + i, 4));
+}
+
+/* 16 floats of row `row` from column col0 of a row-major matrix, lanes past `cols` (or every lane when
+ * the row is past `rows`) zero */
+AVX512_BF16 static inline __m512 load16(const float *X, int64_t ld, int64_t row, int64_t rows, int64_t col0,
+                                        int64_t cols) {
+    if (row >= rows) return _mm512_setzero_ps();
+    return _mm512_maskz_loadu_ps(first_lanes(cols - col0), X + row * ld + col0);
+}
+
+/* k-block q of strip s of op(A) (rows 16 s ..): a [16][32] tile */
+AVX512_BF16 static void pack_a_tile(uint16_t *t, const float *A, int64_t lda, bool trans, int64_t M, int64_t K,
+                                    int64_t s, int64_t q) {
+    const int64_t m0 = 16 * s, k0 = 32 * q;
+    if (!trans) { /* rows of A are rows of the tile */
+        for (int r = 0; r < 16; r++)
+            _mm512_storeu_si512(t + 32 * r, to_bf16x32(load16(A, lda, m0 + r, M, k0, K), load16(A, lda, m0 + r, M, k0 + 16, K)));
+        return;
+    }
+    uint32_t pairs[16 * 16] __attribute__((aligned(64))); /* [k pair][m]: rows 2i, 2i+1 of A side by side */
+    for (int i = 0; i < 16; i++)
+        _mm512_storeu_si512(pairs + 16 * i, interleave_bf16(load16(A, lda, k0 + 2 * i, K, m0, M),
+                                                            load16(A, lda, k0 + 2 * i + 1, K, m0, M)));
+    transpose16((uint32_t *)t, pairs);
+}
+
+/* k-block q of strip j of op(B) (columns 16 j ..): a [16 k pairs][16 columns][2] tile */
+AVX512_BF16 static void pack_b_tile(uint16_t *t, const float *B, int64_t ldb, bool trans, int64_t N, int64_t K,
+                                    int64_t j, int64_t q) {
+    const int64_t n0 = 16 * j, k0 = 32 * q;
+    if (!trans) { /* rows 2i, 2i+1 of B interleaved are row i of the tile */
+        for (int i = 0; i < 16; i++)
+            _mm512_storeu_si512(t + 32 * i, interleave_bf16(load16(B, ldb, k0 + 2 * i, K, n0, N),
+                                                            load16(B, ldb, k0 + 2 * i + 1, K, n0, N)));
+        return;
+    }
+    uint32_t cols[16 * 16] __attribute__((aligned(64))); /* [column][k pair]: a row of B is a column of op(B) */
+    for (int n = 0; n < 16; n++)
+        _mm512_storeu_si512(cols + 16 * n, to_bf16x32(load16(B, ldb, n0 + n, N, k0, K), load16(B, ldb, n0 + n, N, k0 + 16, K)));
+    transpose16((uint32_t *)t, cols);
+}
+
+static void pack_a_strip(uint16_t *dst, const float *A, int64_t lda, bool trans, int64_t M, int64_t K, int64_t s,
+                         int64_t nq) {
+    for (int64_t q = 0; q < nq; q++) pack_a_tile(dst + (s * nq + q) * TILE, A, lda, trans, M, K, s, q);
+}
+
+static void pack_b_strip(uint16_t *dst, const float *B, int64_t ldb, bool trans, int64_t N, int64_t K, int64_t j,
+                         int64_t nq) {
+    for (int64_t q = 0; q < nq; q++) pack_b_tile(dst + (j * nq + q) * TILE, B, ldb, trans, N, K, j, q);
+}
+
+/* --- the 32 x 32 block kernels: acc [32][32] = A strips (s, s+1) . B strips (j, j+1) over nq k-blocks -- */
+
+typedef struct __attribute__((aligned(64))) amx_config {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} amx_config;
+
+/* tiles 0-3 C, 4-5 A, 6-7 B: all 16 rows x 64 bytes. A constant: GCC 12's _tile_loadconfig tells the compiler
+ * it reads 8 bytes, so a configuration built on the stack just before may be half written when it runs */
+static const amx_config AMX_CONFIG = {.palette = 1,
+                                      .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+                                      .rows = {16, 16, 16, 16, 16, 16, 16, 16}};
+
+__attribute__((target("amx-tile"))) static void amx_begin(void) { _tile_loadconfig(&AMX_CONFIG); }
+
+__attribute__((target("amx-tile"))) static void amx_end(void) { _tile_release(); }
+
+__attribute__((target("amx-tile,amx-bf16"))) static void block_amx(float *acc, const uint16_t *a0, const uint16_t *a1,
+                                                                   const uint16_t *b0, const uint16_t *b1, int64_t nq) {
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    for (int64_t q = 0; q < nq; q++) {
+        _tile_loadd(4, a0 + q * TILE, 64);
+        _tile_loadd(6, b0 + q * TILE, 64);
+        _tile_loadd(5, a1 + q * TILE, 64);
+        _tile_loadd(7, b1 + q * TILE, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    _tile_stored(0, acc, 128);
+    _tile_stored(1, acc + 16, 128);
+    _tile_stored(2, acc + 16 * 32, 128);
+    _tile_stored(3, acc + 16 * 32 + 16, 128);
+}
+
+/* 8 rows (from row r0 of A strip a) x 32 columns */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void rows8_avx512(float *acc, const uint16_t *a, int r0,
+                                                                              const uint16_t *b0, const uint16_t *b1,
+                                                                              int64_t nq) {
+    __m512 c0[8], c1[8];
+    for (int r = 0; r < 8; r++) c0[r] = c1[r] = _mm512_setzero_ps();
+    for (int64_t q = 0; q < nq; q++) {
+        const uint16_t *at = a + q * TILE + r0 * 32, *bt0 = b0 + q * TILE, *bt1 = b1 + q * TILE;
+        for (int kk = 0; kk < 16; kk++) {
+            const __m512bh v0 = (__m512bh)_mm512_loadu_si512(bt0 + kk * 32);
+            const __m512bh v1 = (__m512bh)_mm512_loadu_si512(bt1 + kk * 32);
+            for (int r = 0; r < 8; r++) {
+                int32_t pair;
+                memcpy(&pair, at + r * 32 + 2 * kk, sizeof pair);
+                const __m512bh x = (__m512bh)_mm512_set1_epi32(pair);
+                c0[r] = _mm512_dpbf16_ps(c0[r], x, v0);
+                c1[r] = _mm512_dpbf16_ps(c1[r], x, v1);
+            }
+        }
+    }
+    for (int r = 0; r < 8; r++) {
+        _mm512_storeu_ps(acc + r * 32, c0[r]);
+        _mm512_storeu_ps(acc + r * 32 + 16, c1[r]);
+    }
+}
+
+static void block_avx512(float *acc, const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1,
+                         int64_t nq) {
+    rows8_avx512(acc, a0, 0, b0, b1, nq);
+    rows8_avx512(acc + 8 * 32, a0, 8, b0, b1, nq);
+    rows8_avx512(acc + 16 * 32, a1, 0, b0, b1, nq);
+    rows8_avx512(acc + 24 * 32, a1, 8, b0, b1, nq);
+}
+
+/* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS) */
+AVX512_BF16 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
+                                    float beta) {
+    const __mmask16 lo = first_lanes(cols), hi = first_lanes(cols - 16);
+    const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    for (int64_t r = 0; r < rows; r++) {
+        float *c = C + r * ldc;
+        __m512 x0 = _mm512_mul_ps(va, _mm512_load_ps(acc + 32 * r)), x1 = _mm512_mul_ps(va, _mm512_load_ps(acc + 32 * r + 16));
+        if (beta != 0.0f) {
+            x0 = _mm512_add_ps(x0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(lo, c)));
+            x1 = _mm512_add_ps(x1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(hi, c + 16)));
+        }
+        _mm512_mask_storeu_ps(c, lo, x0);
+        _mm512_mask_storeu_ps(c + 16, hi, x1);
+    }
+}
+
+/* --- one GEMM -------------------------------------------------------------------------------------- */
+
+#define PAR_MIN (1 << 21) /* multiply-adds: below this one thread (as backend_cpu.c's fp32 GEMM) */
+
+static void *scratch_take(pft_ctx *ctx, size_t bytes) {
+    void *p = pft_ctx_cache_take(ctx, bytes);
+    return p ? p : malloc(bytes);
+}
+
+static void scratch_put(pft_ctx *ctx, void *p, size_t bytes) {
+    if (p && !pft_ctx_cache_put(ctx, p, bytes)) free(p);
+}
+
+static void gemm1(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
+                  uint16_t *pa, uint16_t *pb) {
+    const int64_t nq = (K + 31) / 32, ms = (M + 31) / 32 * 2, ns = (N + 31) / 32 * 2; /* strips, even */
+    const int64_t blocks_n = ns / 2, tasks = ms / 2 * blocks_n;
+    int nt = M * N * K < PAR_MIN ? 1 : ctx->threads;
+    if (nt > tasks) nt = (int)tasks;
+#pragma omp parallel num_threads(nt) if (nt > 1)
+    {
+#pragma omp for schedule(static)
+        for (int64_t s = 0; s < ms; s++) pack_a_strip(pa, A, lda, ta, M, K, s, nq);
+#pragma omp for schedule(static)
+        for (int64_t j = 0; j < ns; j++) pack_b_strip(pb, B, ldb, tb, N, K, j, nq);
+        if (kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
+        float acc[32 * 32] __attribute__((aligned(64)));
+#pragma omp for schedule(static)
+        for (int64_t t = 0; t < tasks; t++) {
+            const int64_t s = t / blocks_n * 2, j = t % blocks_n * 2;
+            const uint16_t *a0 = pa + s * nq * TILE, *a1 = a0 + nq * TILE;
+            const uint16_t *b0 = pb + j * nq * TILE, *b1 = b0 + nq * TILE;
+            if (kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nq);
+            else block_avx512(acc, a0, a1, b0, b1, nq);
+            const int64_t r0 = 16 * s, c0 = 16 * j;
+            write_block(C + r0 * ldc + c0, ldc, acc, M - r0 < 32 ? M - r0 : 32, N - c0 < 32 ? N - c0 : 32, alpha, beta);
+        }
+        if (kind == PFT_BF16_AMX) amx_end();
+    }
+}
+
+bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
+                   float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    if (batch <= 0 || M <= 0 || N <= 0) return true;
+    if (K <= 0) { /* an empty sum: C = beta C */
+        for (int64_t b = 0; b < batch; b++)
+            for (int64_t r = 0; r < M; r++)
+                for (int64_t j = 0; j < N; j++) C[b * sc + r * ldc + j] = beta == 0.0f ? 0.0f : beta * C[b * sc + r * ldc + j];
+        return true;
+    }
+    const int64_t nq = (K + 31) / 32;
+    const size_t bytes_a = (size_t)((M + 31) / 32 * 2 * nq) * TILE * 2, bytes_b = (size_t)((N + 31) / 32 * 2 * nq) * TILE * 2;
+    uint16_t *pa = scratch_take(ctx, bytes_a), *pb = scratch_take(ctx, bytes_b);
+    const bool ok = pa && pb;
+    if (ok)
+        for (int64_t b = 0; b < batch; b++)
+            gemm1(ctx, kind, ta, tb, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta, C + b * sc, ldc, pa, pb);
+    scratch_put(ctx, pa, bytes_a);
+    scratch_put(ctx, pb, bytes_b);
+    return ok;
+}
+
+#else /* no bf16 kernels in this build (not x86-64, or an old compiler) */
+
+bool pft_bf16_gemm_runs(pft_bf16_gemm kind) { return kind == PFT_BF16_NONE; }
+
+bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                   const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
+                   float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    return false;
+}
+
+#endif
