@@ -106,11 +106,33 @@ AVX512_BF16 static inline __m512i interleave_bf16(__m512 even, __m512 odd) {
     return _mm512_permutexvar_epi16(_mm512_loadu_si512(order), to_bf16x32(even, odd));
 }
 
-/* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs), src in L1 */
+/* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs), in registers: 32-bit and 64-bit unpacks
+ * within 128-bit lanes, then two rounds of 128-bit lane shuffles */
 AVX512_BF16 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
-    const __m512i col = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                                           _mm512_set1_epi32(16));
-    for (int i = 0; i < 16; i++) _mm512_storeu_si512(dst + 16 * i, _mm512_i32gather_epi32(col, src + i, 4));
+    __m512i r[16], t[16], u[16], v[16];
+    for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(src + 16 * i);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int g = 0; g < 4; g++) { /* u[4g + c], lane L: column 4L + c of rows 4g .. 4g+3 */
+        u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g], t[4 * g + 2]);
+        u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
+        u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
+    }
+    for (int c = 0; c < 4; c++) { /* v: columns c, 8+c (even) and 4+c, 12+c (odd) of row groups (0, 1), (2, 3) */
+        v[4 * c + 0] = _mm512_shuffle_i32x4(u[c], u[4 + c], 0x88);
+        v[4 * c + 1] = _mm512_shuffle_i32x4(u[c], u[4 + c], 0xdd);
+        v[4 * c + 2] = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0x88);
+        v[4 * c + 3] = _mm512_shuffle_i32x4(u[8 + c], u[12 + c], 0xdd);
+    }
+    for (int c = 0; c < 4; c++) {
+        _mm512_storeu_si512(dst + 16 * c, _mm512_shuffle_i32x4(v[4 * c], v[4 * c + 2], 0x88));
+        _mm512_storeu_si512(dst + 16 * (8 + c), _mm512_shuffle_i32x4(v[4 * c], v[4 * c + 2], 0xdd));
+        _mm512_storeu_si512(dst + 16 * (4 + c), _mm512_shuffle_i32x4(v[4 * c + 1], v[4 * c + 3], 0x88));
+        _mm512_storeu_si512(dst + 16 * (12 + c), _mm512_shuffle_i32x4(v[4 * c + 1], v[4 * c + 3], 0xdd));
+    }
 }
 
 /* 16 floats of row `row` from column col0 of a row-major matrix, lanes past `cols` (or every lane when
@@ -267,13 +289,21 @@ static void scratch_put(pft_ctx *ctx, void *p, size_t bytes) {
     if (p && !pft_ctx_cache_put(ctx, p, bytes)) free(p);
 }
 
+/* Cache blocking. K is cut into chunks of at most KC_BLOCKS k-blocks (even ones): a chunk's sums go into C,
+ * the first chunk's with beta, later ones added. Within a chunk, B's columns are cut into chunks of at most
+ * B_CHUNK packed bytes, each swept by every 32-row panel of A: the chunk stays in L2 while the panels
+ * stream past (a whole B streamed from L3 for every panel ran at a quarter of the tiles' speed). Which
+ * blocks a thread takes never changes what a block computes. */
+#define KC_BLOCKS 32          /* 1,024 of K */
+#define B_CHUNK (384 << 10)   /* bytes */
+
 static void gemm1(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                   const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
                   uint16_t *pa, uint16_t *pb) {
     const int64_t nq = (K + 31) / 32, ms = (M + 31) / 32 * 2, ns = (N + 31) / 32 * 2; /* strips, even */
-    const int64_t blocks_n = ns / 2, tasks = ms / 2 * blocks_n;
+    const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + KC_BLOCKS - 1) / KC_BLOCKS;
     int nt = M * N * K < PAR_MIN ? 1 : ctx->threads;
-    if (nt > tasks) nt = (int)tasks;
+    if (nt > panels * pairs) nt = (int)(panels * pairs);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
 #pragma omp for schedule(static)
@@ -282,15 +312,25 @@ static void gemm1(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M,
         for (int64_t j = 0; j < ns; j++) pack_b_strip(pb, B, ldb, tb, N, K, j, nq);
         if (kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
         float acc[32 * 32] __attribute__((aligned(64)));
+        for (int64_t kc = 0; kc < kchunks; kc++) {
+            const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
+            int64_t per_chunk = B_CHUNK / (2 * nqc * TILE * 2); /* column pairs */
+            if (per_chunk < 1) per_chunk = 1;
+            const int64_t cchunks = (pairs + per_chunk - 1) / per_chunk;
+            const float b = kc == 0 ? beta : 1.0f;
 #pragma omp for schedule(static)
-        for (int64_t t = 0; t < tasks; t++) {
-            const int64_t s = t / blocks_n * 2, j = t % blocks_n * 2;
-            const uint16_t *a0 = pa + s * nq * TILE, *a1 = a0 + nq * TILE;
-            const uint16_t *b0 = pb + j * nq * TILE, *b1 = b0 + nq * TILE;
-            if (kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nq);
-            else block_avx512(acc, a0, a1, b0, b1, nq);
-            const int64_t r0 = 16 * s, c0 = 16 * j;
-            write_block(C + r0 * ldc + c0, ldc, acc, M - r0 < 32 ? M - r0 : 32, N - c0 < 32 ? N - c0 : 32, alpha, beta);
+            for (int64_t t = 0; t < cchunks * panels; t++) {
+                const int64_t s = t % panels * 2, j0 = t / panels * per_chunk * 2;
+                const int64_t j1 = j0 + per_chunk * 2 < ns ? j0 + per_chunk * 2 : ns;
+                const uint16_t *a0 = pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
+                for (int64_t j = j0; j < j1; j += 2) {
+                    const uint16_t *b0 = pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
+                    if (kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
+                    else block_avx512(acc, a0, a1, b0, b1, nqc);
+                    const int64_t r0 = 16 * s, c0 = 16 * j;
+                    write_block(C + r0 * ldc + c0, ldc, acc, M - r0 < 32 ? M - r0 : 32, N - c0 < 32 ? N - c0 : 32, alpha, b);
+                }
+            }
         }
         if (kind == PFT_BF16_AMX) amx_end();
     }
@@ -299,6 +339,7 @@ static void gemm1(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M,
 bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    if (!pft_bf16_gemm_runs(kind)) return false; /* also asks Linux for the tiles, once */
     if (batch <= 0 || M <= 0 || N <= 0) return true;
     if (K <= 0) { /* an empty sum: C = beta C */
         for (int64_t b = 0; b < batch; b++)

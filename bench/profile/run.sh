@@ -4,7 +4,8 @@
 # are added up by op: the GEMMs (OpenBLAS's kernels, including the attention block's small ones), each
 # kernel of core/kernels_cpu.c, memory copies and zeroing, OpenMP's waiting, the operating system.
 # Prints a table: op, share of the samples. (FLOP shares come from the model's shapes: docs/performance.md.)
-# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
+# PFT_BENCH_PRECISION=bf16 profiles a bf16 step (train.precision = "bf16").
+# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] [PFT_BENCH_PRECISION=bf16] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
 #        [threads=2] [reps=5]   (from anywhere; needs perf: Debian's linux-perf)
 set -eu
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,7 @@ command -v perf >/dev/null || { echo "bench/profile: perf is missing (apt-get in
 bash bench/build.sh train
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; kernels ${PFT_CPU_KERNELS:-auto}"
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; kernels ${PFT_CPU_KERNELS:-auto}; precision ${PFT_BENCH_PRECISION:-fp32}"
 PFT_BENCH_DENSE=1 perf record -q -F 499 -o "$out/perf.data" -- "$BUILD/bench_train" models/all-MiniLM-L6-v2 \
   ../shared/data/sst2/train.tsv "$B" "$T" "$threads" "$reps" "$config" >"$out/bench.txt" 2>&1
 echo "$config, B $B, T $T: $(tail -n 1 "$out/bench.txt")"
@@ -24,6 +25,7 @@ perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/de
     for (i = 3; i < NF; i++) if ($i == "[.]" || $i == "[k]") { sym = $(i + 1); break }
     if ($0 ~ /\[k\]/) op = "operating system (page faults, scheduling)"
     else if (dso ~ /openblas/) op = "GEMM (OpenBLAS kernels and packing)"
+    else if (sym ~ /^(block_amx|rows8_avx512|block_avx512|pack_[ab]_|write_block|transpose16|gemm1)/) op = "GEMM, bf16 (core/gemm_bf16.c: tiles, packing, write-back)"
     else if (dso ~ /gomp/) op = "OpenMP (threads waiting at barriers)"
     else if (sym ~ /^cpu_attention/ || sym ~ /^(dropout_block|mask_like|row_max|row_dot)/) op = "attention: softmax, mask, dropout (not its GEMMs)"
     else if (sym ~ /^(layernorm_row|layernorm_param)/) op = "layernorm rows (layernorm, dropout + add + layernorm)"

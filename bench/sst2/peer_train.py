@@ -19,6 +19,7 @@ Each epoch is scored on dev and the best epoch's weights are scored on test (as 
 their best model on dev). Prints `peer: test accuracy A  best dev D  wall S s  train tokens/s R  trainable P`.
 """
 import argparse
+import contextlib
 import random
 import time
 
@@ -75,7 +76,10 @@ def main():
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--group-by-length", action="store_true", help="length-grouped training batches (see above)")
+    ap.add_argument("--bf16", action="store_true",
+                    help="bf16 mixed precision: forwards (training and evaluation) under torch.autocast('cpu', bfloat16)")
     a = ap.parse_args()
+    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if a.bf16 else contextlib.nullcontext
     torch.set_num_threads(a.threads)
     torch.manual_seed(a.seed)
     random.seed(a.seed)
@@ -112,7 +116,8 @@ def main():
         right = 0
         with torch.inference_mode():
             for enc, y in batches(tok, xs, ys, 64, a.max_length, list(range(len(xs)))):
-                right += int((model(**enc).logits.argmax(-1) == y).sum())
+                with autocast():
+                    right += int((model(**enc).logits.argmax(-1) == y).sum())
         return right / len(xs)
 
     t0 = time.perf_counter()
@@ -127,7 +132,8 @@ def main():
         if lengths:
             order = length_grouped(order, lengths, a.batch_size)
         for enc, y in batches(tok, train_x, train_y, a.batch_size, a.max_length, order):
-            out = model(**enc, labels=y)
+            with autocast():
+                out = model(**enc, labels=y)
             out.loss.backward()
             torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], 1.0)
             opt.step()
@@ -144,7 +150,7 @@ def main():
     wall = time.perf_counter() - t0
     print(f"peer: test accuracy {test_acc:.4f}  best dev {best_dev:.4f}  wall {wall:.1f} s  train tokens/s {tokens / train_time:.0f}  "
           f"trainable {trainable}  (torch {torch.__version__}, threads {torch.get_num_threads()}, seed {a.seed}"
-          f"{', length-grouped batches' if lengths else ''})")
+          f"{', length-grouped batches' if lengths else ''}{', bf16 autocast' if a.bf16 else ''})")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 # Usage: [SEED=42] [GROUP=1] bash bench/sst2/results.sh [OUT_DIR=runs/results] [recipes...]   (from the repository root)
 # GROUP=1: the peer batches training rows by length (transformers' group_by_length; peer_train.py
 # --group-by-length) instead of padding shuffled batches to their longest row.
+# PRECISION=bf16: pft trains with train.precision = "bf16" and the peer with --bf16 (torch.autocast bfloat16).
 # Prints one line per run; logs and run dirs stay in OUT_DIR.
 set -u
 cd "$(dirname "$0")/../.."
@@ -14,7 +15,9 @@ mkdir -p "$out"
 data=$(cd ../shared/data && pwd)
 threads=2
 seed=${SEED:-42}
-echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads on both sides; seed $seed"
+precision=${PRECISION:-fp32}
+bf16=$([ "$precision" = bf16 ] && echo 1 || true)
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads on both sides; seed $seed; precision $precision"
 
 # the peer with the recipe's hyperparameters (read from the resolved recipe, so they cannot drift)
 peer() { # name trainable
@@ -30,7 +33,7 @@ peer() { # name trainable
   t0=$(date +%s.%N)
   python3 bench/sst2/peer_train.py --model models/all-MiniLM-L6-v2 --data "$data/sst2" ${limit:+--limit $limit} \
     --epochs "$epochs" --lr "$lr" --batch-size "$bs" --max-length "$ml" --warmup "$warm" --trainable "$2" \
-    --seed "$seed" --threads $threads ${GROUP:+--group-by-length} >"$out/peer-$1.log" 2>&1
+    --seed "$seed" --threads $threads ${GROUP:+--group-by-length} ${bf16:+--bf16} >"$out/peer-$1.log" 2>&1
   local rc=$? wall
   wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   if [ "$rc" -ne 0 ]; then
@@ -47,7 +50,7 @@ status=0
 for r in $recipes; do
   rm -rf "${out:?}/$r"
   t0=$(date +%s.%N)
-  PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" train.seed="$seed" >"$out/$r.log" 2>&1
+  PFT_THREADS=$threads build/pft train "recipes/$r.lua" output.dir="$out/$r" train.seed="$seed" train.precision="$precision" >"$out/$r.log" 2>&1
   rc=$?
   wall=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN {printf "%.1f", b - a}')
   if [ "$rc" -ne 0 ]; then
