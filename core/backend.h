@@ -55,6 +55,15 @@ typedef struct pft_backend {
     void (*axpy)(pft_ctx *ctx, float *y, const float *x, float s, int64_t n);  /* y += s x */
     void (*gelu_forward)(pft_ctx *ctx, float *y, const float *x, int64_t n);   /* exact erf GELU */
     void (*gelu_backward)(pft_ctx *ctx, float *dx, const float *dy, const float *x, int64_t n);
+    /* linear_gelu's epilogue over rows of `cols`: h += bias (NULL: none), g = gelu(h), each g element as
+     * gelu_forward computes it; backward: dh = dy gelu'(h) WRITTEN (not accumulated: dh is the op's own
+     * scratch, so it needs no zero-fill; each element's product as gelu_backward's) and dbias += dh's
+     * column sums (accumulated, as every gradient; either may be NULL), summed over fixed blocks of rows
+     * in row order and the blocks then in block order (double accumulators). The only fallible part is
+     * the blocks' scratch: PFT_OK, or an error set in ctx. */
+    void (*bias_gelu_forward)(pft_ctx *ctx, float *g, float *h, const float *bias, int64_t rows, int64_t cols);
+    pft_status (*bias_gelu_backward)(pft_ctx *ctx, float *dh, float *dbias, const float *dy, const float *h,
+                                     int64_t rows, int64_t cols);
     void (*tanh_forward)(pft_ctx *ctx, float *y, const float *x, int64_t n);
     void (*tanh_backward)(pft_ctx *ctx, float *dx, const float *dy, const float *y, int64_t n); /* from the output */
 

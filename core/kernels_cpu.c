@@ -4,7 +4,9 @@
  * Threads: the big kernels split their rows (or fixed chunks of elements) over ctx->threads OpenMP
  * threads. Each row is computed by one thread with the same code whatever the split, and reductions
  * across rows (LayerNorm's dw, db) are split by column instead, each column summed over rows in row
- * order: results are bit-identical for every thread count (tests/c/test_threads.c). Small inputs
+ * order, or (where the rows' pass computes what is summed: LoRA's da, linear_gelu's bias gradient) summed
+ * per fixed block of rows, the blocks then added in block order: results are bit-identical for every
+ * thread count (tests/c/test_threads.c). Small inputs
  * (under PAR_MIN elements) stay on the calling thread.
  *
  * Each kernel is one plain loop nest over contiguous buffers; the broadcasting kernels first merge the
@@ -303,24 +305,97 @@ void pft_cpu_gelu_backward_ref(float *restrict dx, const float *restrict dy, con
 }
 #endif
 
-static void cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+/* GELU and its slope, one element: every GELU kernel computes each element with these, so the fused
+ * bias + GELU gives the plain kernels' bits. d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi
+ * its density. */
+static inline float gelu_of(float v) {
     const float r2 = (float)M_SQRT1_2;
-    PAR_CHUNKS(ctx, n, {
-        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) y[i] = 0.5f * x[i] * (1.0f + pft_fast_erff(x[i] * r2));
-    });
+    return 0.5f * v * (1.0f + pft_fast_erff(v * r2));
 }
 
-/* d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi its density */
+static inline float gelu_slope(float v) {
+    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
+    const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
+    return cdf + v * pdf;
+}
+
+static void cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
+    PAR_CHUNKS(ctx, n, { _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) y[i] = gelu_of(x[i]); });
+}
+
 static void cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *restrict dy, const float *restrict x,
                               int64_t n) {
-    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
-    PAR_CHUNKS(ctx, n, {
-        _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) {
-            const float v = x[i];
-            const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
-            dx[i] += dy[i] * (cdf + v * pdf);
+    PAR_CHUNKS(ctx, n, { _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) dx[i] += dy[i] * gelu_slope(x[i]); });
+}
+
+/* linear_gelu's epilogue (backend.h): the GEMM's rows over the threads, h += bias and g = gelu(h) in one
+ * pass over each row */
+static void cpu_bias_gelu_forward(pft_ctx *ctx, float *restrict g, float *restrict h, const float *restrict bias,
+                                  int64_t rows, int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t r = 0; r < rows; r++) {
+        float *restrict hr = h + r * cols, *restrict gr = g + r * cols;
+        if (bias) {
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) {
+                const float v = hr[j] + bias[j];
+                hr[j] = v;
+                gr[j] = gelu_of(v);
+            }
+        } else {
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) gr[j] = gelu_of(hr[j]);
         }
-    });
+    }
+}
+
+#define BIAS_ROWS 64 /* rows per block of the bias gradient's partial sums: fixed, so the result is too */
+
+/* dh = dy gelu'(h) (written) and dbias += its column sums, in one pass over dy and h: blocks of BIAS_ROWS
+ * rows over the threads, each block's column sums in double in row order, then the blocks' sums added in
+ * block order; so the bits depend on neither the thread count nor the table */
+static pft_status cpu_bias_gelu_backward(pft_ctx *ctx, float *restrict dh, float *restrict dbias, const float *restrict dy,
+                                         const float *restrict h, int64_t rows, int64_t cols) {
+    if ((!dh && !dbias) || rows <= 0 || cols <= 0) return PFT_OK;
+    const int64_t nb = (rows + BIAS_ROWS - 1) / BIAS_ROWS;
+    double *part = NULL;
+    if (dbias && !(part = malloc(sizeof(double) * (size_t)(nb * cols))))
+        return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "linear_gelu backward: out of memory");
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int64_t blk = 0; blk < nb; blk++) {
+        const int64_t r1 = (blk + 1) * BIAS_ROWS < rows ? (blk + 1) * BIAS_ROWS : rows;
+        double *restrict pb = part ? part + blk * cols : NULL;
+        if (pb) memset(pb, 0, sizeof(double) * (size_t)cols);
+        for (int64_t r = blk * BIAS_ROWS; r < r1; r++) {
+            const float *restrict gr = dy + r * cols, *restrict hr = h + r * cols;
+            float *restrict dr = dh ? dh + r * cols : NULL;
+            if (dr && pb) {
+#pragma omp simd
+                for (int64_t j = 0; j < cols; j++) {
+                    const float d = gr[j] * gelu_slope(hr[j]);
+                    dr[j] = d;
+                    pb[j] += d;
+                }
+            } else if (dr) {
+#pragma omp simd
+                for (int64_t j = 0; j < cols; j++) dr[j] = gr[j] * gelu_slope(hr[j]);
+            } else {
+#pragma omp simd
+                for (int64_t j = 0; j < cols; j++) pb[j] += gr[j] * gelu_slope(hr[j]);
+            }
+        }
+    }
+    if (dbias) {
+        for (int64_t blk = 1; blk < nb; blk++) {
+            const double *restrict pb = part + blk * cols;
+            for (int64_t j = 0; j < cols; j++) part[j] += pb[j];
+        }
+        for (int64_t j = 0; j < cols; j++) dbias[j] += (float)part[j];
+        free(part);
+    }
+    return PFT_OK;
 }
 
 static void cpu_tanh_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
@@ -995,6 +1070,8 @@ const pft_backend PFT_CPU_TABLE = {
     .axpy = cpu_axpy,
     .gelu_forward = cpu_gelu_forward,
     .gelu_backward = cpu_gelu_backward,
+    .bias_gelu_forward = cpu_bias_gelu_forward,
+    .bias_gelu_backward = cpu_bias_gelu_backward,
     .tanh_forward = cpu_tanh_forward,
     .tanh_backward = cpu_tanh_backward,
     .sum_dim = cpu_sum_dim,

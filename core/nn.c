@@ -500,9 +500,14 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
     pft_tensor *x1 = dense_residual_norm(m, L, PFT_LORA_ATTN_OUT, att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
     pft_tensor_release(att);
     if (!x1) return NULL;
-    pft_tensor *h = project(m, L, PFT_LORA_INTERMEDIATE, x1, L->i_w, L->i_b, train);
-    pft_tensor *g = h ? pft_gelu(h) : NULL;
-    pft_tensor_release(h);
+    pft_tensor *g;
+    if (!L->lora_a[PFT_LORA_INTERMEDIATE]) { /* bias + GELU in one pass over the [N, F] activations */
+        g = pft_linear_gelu(x1, L->i_w, L->i_b);
+    } else {
+        pft_tensor *h = project(m, L, PFT_LORA_INTERMEDIATE, x1, L->i_w, L->i_b, train);
+        g = h ? pft_gelu(h) : NULL;
+        pft_tensor_release(h);
+    }
     pft_tensor *y = g ? dense_residual_norm(m, L, PFT_LORA_OUTPUT, g, L->o_w, L->o_b, x1, L->oln_w, L->oln_b, c->layer_norm_eps, c->hidden_dropout, train) : NULL;
     pft_tensor_release(g);
     pft_tensor_release(x1);

@@ -34,6 +34,13 @@ pft_tensor *pft_tensor_contiguous(pft_tensor *t); /* t itself (retained) when al
 pft_tensor *pft_matmul(pft_tensor *a, pft_tensor *b);
 /* x [..., in] . w [out, in]^T + bias [out] -> [..., out]; bias may be NULL. */
 pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias);
+/* gelu(linear(x, w, bias)) as one op, for a feed-forward's first projection: GEMM into h (no bias rows
+ * written first), then one pass over h adds the bias and writes the GELU; backward's one pass over dy
+ * and h gives dh (no zero-filled buffer) and the bias gradient, then linear's GEMMs from dh. h is kept for
+ * backward, only the GELU returned. Results match linear + gelu's to rounding, not bit for bit (the bias
+ * is added after the product rather than handed to the GEMM; its gradient sums in double). bias may be
+ * NULL. */
+pft_tensor *pft_linear_gelu(pft_tensor *x, pft_tensor *w, pft_tensor *bias);
 /* LoRA: linear(x, w, bias) + scale (dropout(x) a^T) b^T, a [r, in], b [out, r], as one op: the down
  * projection in one pass over x (the backend's lora_down_*: dropout(x) is never written) and a thin GEMM
  * onto the base product (w + b a is never formed), dropout's mask drawn again in backward rather than

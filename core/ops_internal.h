@@ -1,5 +1,5 @@
 /* ops_internal.h - helpers shared by the op files (ops_elementwise.c, ops_reduce.c, ops_nn.c,
- * ops_attention.c); not part of the public API. */
+ * ops_attention.c, ops_matmul.c); not part of the public API. */
 #ifndef PFT_OPS_INTERNAL_H
 #define PFT_OPS_INTERNAL_H
 

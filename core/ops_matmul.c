@@ -4,6 +4,7 @@
 
 #include "backend.h"
 #include "ops.h"
+#include "ops_internal.h"
 
 /* How a [rows, cols] matrix (the last two dims of t) is laid out, as BLAS wants to hear it. */
 typedef struct operand {
@@ -157,62 +158,84 @@ fail:
 
 /* --- linear --------------------------------------------------------------------------------------- */
 
+/* dx [N, in] += dy [N, out] . w [out, in] and dw [out, in] += dy^T [out, N] . x [N, in] (either may be NULL),
+ * for a node of linear's layout: inputs x, w (, bias), saved[0] the contiguous [N, in] x the forward used,
+ * i[0..2] N, in, out */
+static pft_status linear_backward_gemms(pft_ctx *ctx, pft_node *node, const float *dy, pft_tensor *dx, pft_tensor *dw) {
+    const int64_t N = node->i[0], in = node->i[1], out = node->i[2];
+    const pft_backend *be = pft_backend_for(node->inputs[1]);
+    if (dx) {
+        operand ow;
+        pft_status st = operand_of(node->inputs[1], 0, &ow);
+        if (st) return st;
+        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
+        ctx->stats.backward_flops += 2 * N * in * out;
+        pft_tensor_release(ow.owner);
+    }
+    if (dw) {
+        const float *xd = pft_tensor_data(node->saved[0]);
+        be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
+        ctx->stats.backward_flops += 2 * N * in * out;
+    }
+    return PFT_OK;
+}
+
 /* node->i: [0] N rows, [1] in, [2] out. inputs: x (as recorded), w, bias (may be NULL). */
 static pft_status linear_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
-    int64_t N = node->i[0], in = node->i[1], out = node->i[2];
     const pft_backend *be = pft_backend_for(dout);
     const float *dy = pft_tensor_data(dout);
     pft_tensor *dx = pft_node_input_grad(ctx, node, 0);
     pft_tensor *dw = pft_node_input_grad(ctx, node, 1);
     pft_tensor *db = node->n_inputs > 2 ? pft_node_input_grad(ctx, node, 2) : NULL;
-    operand ow = {0};
-    pft_status st = PFT_OK;
-    if (dx) { /* dx [N, in] += dy [N, out] . w [out, in] */
-        if ((st = operand_of(node->inputs[1], 0, &ow))) goto done;
-        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
-        ctx->stats.backward_flops += 2 * N * in * out;
-    }
-    if (dw) { /* dw [out, in] += dy^T [out, N] . x [N, in] */
-        const float *xd = pft_tensor_data(node->saved[0]); /* the contiguous [N, in] the forward used */
-        be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
-        ctx->stats.backward_flops += 2 * N * in * out;
-    }
-    if (db) /* db [out] += column sums of dy, rows in order (a broadcast add's backward) */
+    pft_status st = linear_backward_gemms(ctx, node, dy, dx, dw);
+    if (!st && db) /* db [out] += column sums of dy, rows in order (a broadcast add's backward) */
         be->binary_backward(ctx, pft_tensor_data(db), (const int64_t[]){0, 1}, dy, NULL, NULL, 1.0f, 2,
-                            (const int64_t[]){N, out});
-done:
-    pft_tensor_release(ow.owner);
+                            (const int64_t[]){node->i[0], node->i[2]});
     return st;
+}
+
+/* What linear and linear_gelu check: x [..., in] against w [out, in] and bias [out] (may be NULL); the
+ * error names op. */
+static pft_status linear_check(pft_ctx *ctx, const char *op, const pft_tensor *x, const pft_tensor *w,
+                               const pft_tensor *bias) {
+    char sx[128], sw[128], sbias[128];
+    pft_tensor_shape_str(x, sx, sizeof sx);
+    pft_tensor_shape_str(w, sw, sizeof sw);
+    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1])
+        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "%s: input %s does not match weight %s (expected [..., %lld])", op, sx,
+                              sw, (long long)(w->ndim == 2 ? w->shape[1] : -1));
+    if (bias && (bias->ndim != 1 || bias->shape[0] != w->shape[0]))
+        return pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "%s: bias %s does not match weight %s (expected [%lld])", op,
+                              pft_tensor_shape_str(bias, sbias, sizeof sbias), sw, (long long)w->shape[0]);
+    return PFT_OK;
+}
+
+/* y [N, out] = xc [N, in] . w^T + beta y: the product both linear ops start from */
+static pft_status linear_gemm(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, float beta, float *y, int64_t N) {
+    const int64_t in = w->shape[1], outf = w->shape[0];
+    operand ow;
+    pft_status st = operand_of(w, 0, &ow);
+    if (st) return st;
+    pft_backend_for(xc)->gemm(ctx, false, !ow.trans, N, outf, in, 1.0f, pft_tensor_data(xc), in, 0, ow.data, ow.ld, 0,
+                              beta, y, outf, 0, 1);
+    ctx->stats.forward_flops += 2 * N * in * outf;
+    pft_tensor_release(ow.owner);
+    return PFT_OK;
 }
 
 pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     pft_ctx *ctx = x->ctx;
-    char sx[128], sw[128], sbias[128];
-    pft_tensor_shape_str(x, sx, sizeof sx);
-    pft_tensor_shape_str(w, sw, sizeof sw);
-    if (x->ndim < 1 || w->ndim != 2 || x->shape[x->ndim - 1] != w->shape[1]) {
-        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "linear: input %s does not match weight %s (expected [..., %lld])", sx, sw,
-                       (long long)(w->ndim == 2 ? w->shape[1] : -1));
-        return NULL;
-    }
+    if (linear_check(ctx, "linear", x, w, bias)) return NULL;
     int64_t in = w->shape[1], outf = w->shape[0];
-    if (bias && (bias->ndim != 1 || bias->shape[0] != outf)) {
-        pft_ctx_seterr(ctx, PFT_ERR_SHAPE, "linear: bias %s does not match weight %s (expected [%lld])",
-                       pft_tensor_shape_str(bias, sbias, sizeof sbias), sw, (long long)outf);
-        return NULL;
-    }
     int64_t N = in ? pft_tensor_numel(x) / in : 0;
     int64_t shape[PFT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = outf;
     /* rows of x as one [N, in] matrix; untaped: dx goes straight to x's gradient, which is contiguous */
-    pft_ctx_no_grad_enter(ctx);
-    pft_tensor *xc = pft_tensor_contiguous(x);
-    pft_ctx_no_grad_leave(ctx);
+    pft_tensor *xc = pft_ops_contiguous(x);
     if (!xc) return NULL;
     pft_tensor *out = pft_tensor_empty(ctx, x->ndim, shape);
-    operand ow = {0};
-    if (!out || operand_of(w, 0, &ow)) goto fail;
+    if (!out) goto fail;
     float *y = pft_tensor_data(out);
     float beta = 0.0f;
     if (bias) { /* start every row from the bias and let GEMM accumulate onto it */
@@ -226,9 +249,7 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
         free(bc);
         beta = 1.0f;
     }
-    pft_backend_for(x)->gemm(ctx, false, !ow.trans, N, outf, in, 1.0f, pft_tensor_data(xc), in, 0, ow.data, ow.ld, 0,
-                             beta, y, outf, 0, 1);
-    ctx->stats.forward_flops += 2 * N * in * outf;
+    if (linear_gemm(ctx, xc, w, beta, y, N)) goto fail;
     pft_tensor *inputs[3] = {x, w, bias};
     int n = bias ? 3 : 2;
     if (pft_autograd_needed(ctx, n, inputs)) {
@@ -238,13 +259,61 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
         node->i[1] = in;
         node->i[2] = outf;
     }
-    pft_tensor_release(ow.owner);
     pft_tensor_release(xc);
     return out;
 fail:
-    pft_tensor_release(ow.owner);
     pft_tensor_release(xc);
     pft_tensor_release(out);
+    return NULL;
+}
+
+/* --- linear + bias + GELU ------------------------------------------------------------------------- */
+
+/* node->i and inputs as linear's; saved: [0] x as the contiguous [N, in] the forward used, [1] h = x w^T +
+ * bias [N, out], GELU's input. One pass over dy and h gives dh = dy gelu'(h) (into a scratch that is
+ * written, not zero-filled and accumulated) and the bias gradient; dx and dw are linear's GEMMs from dh. */
+static pft_status linear_gelu_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
+    const int64_t N = node->i[0], out = node->i[2];
+    pft_tensor *dx, *dw, *db = NULL, *dh = NULL;
+    pft_status st;
+    if ((st = pft_ops_grad(ctx, node, 0, &dx)) || (st = pft_ops_grad(ctx, node, 1, &dw)) ||
+        (node->n_inputs > 2 && (st = pft_ops_grad(ctx, node, 2, &db))))
+        return st;
+    if ((dx || dw) && !(dh = pft_tensor_empty(ctx, 2, (int64_t[]){N, out}))) return ctx->last_status;
+    st = pft_backend_for(dout)->bias_gelu_backward(ctx, dh ? pft_tensor_data(dh) : NULL, db ? pft_tensor_data(db) : NULL,
+                                                   pft_tensor_data(dout), pft_tensor_data(node->saved[1]), N, out);
+    if (!st && dh) st = linear_backward_gemms(ctx, node, pft_tensor_data(dh), dx, dw);
+    pft_tensor_release(dh);
+    return st;
+}
+
+pft_tensor *pft_linear_gelu(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
+    pft_ctx *ctx = x->ctx;
+    const pft_backend *be = pft_backend_for(x);
+    if (pft_ops_missing(ctx, be, be->bias_gelu_forward && be->bias_gelu_backward, "linear_gelu") ||
+        linear_check(ctx, "linear_gelu", x, w, bias))
+        return NULL;
+    const int64_t in = w->shape[1], outf = w->shape[0], N = in ? pft_tensor_numel(x) / in : 0;
+    int64_t shape[PFT_MAX_DIMS];
+    memcpy(shape, x->shape, sizeof shape);
+    shape[x->ndim - 1] = outf;
+    pft_tensor *xc = pft_ops_contiguous(x), *bc = xc && bias ? pft_ops_contiguous(bias) : NULL;
+    pft_tensor *h = xc && (bc || !bias) ? pft_tensor_empty(ctx, 2, (int64_t[]){N, outf}) : NULL;
+    pft_tensor *out = h ? pft_tensor_empty(ctx, x->ndim, shape) : NULL;
+    /* h = x w^T (beta 0: no bias rows written first), then one pass: h += bias, out = gelu(h) */
+    if (!out || linear_gemm(ctx, xc, w, 0.0f, pft_tensor_data(h), N)) goto fail;
+    be->bias_gelu_forward(ctx, pft_tensor_data(out), pft_tensor_data(h), bc ? pft_tensor_data(bc) : NULL, N, outf);
+    pft_tensor *inputs[3] = {x, w, bias};
+    const int n = bias ? 3 : 2;
+    if (pft_autograd_needed(ctx, n, inputs)) {
+        pft_node *node = pft_autograd_record(ctx, out, "linear_gelu", linear_gelu_backward, n, inputs);
+        if (!node || pft_node_save(ctx, node, xc) || pft_node_save(ctx, node, h)) goto fail;
+        node->i[0] = N, node->i[1] = in, node->i[2] = outf;
+    }
+    pft_tensor_release(xc), pft_tensor_release(bc), pft_tensor_release(h);
+    return out;
+fail:
+    pft_tensor_release(xc), pft_tensor_release(bc), pft_tensor_release(h), pft_tensor_release(out);
     return NULL;
 }
 

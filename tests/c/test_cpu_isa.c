@@ -44,12 +44,12 @@ static void outs_free(outs *o) {
  * at `k`'s own offset), size n; its outputs go to o. */
 enum { K_GELU, K_GELU_BWD, K_DROPOUT, K_DROPOUT_BWD, K_LAYERNORM, K_LAYERNORM_BWD, K_SOFTMAX, K_SOFTMAX_BWD,
        K_BINARY, K_BINARY_BWD, K_SCALE_AXPY, K_TANH, K_ADAMW, K_SGD, K_SUM_SQ, K_CROSS_ENTROPY, K_EMBEDDING,
-       K_SUM_DIM, K_ATTENTION, K_DROP_ADD_LN, K_LORA_DOWN, K_COUNT };
+       K_SUM_DIM, K_ATTENTION, K_DROP_ADD_LN, K_LORA_DOWN, K_BIAS_GELU, K_COUNT };
 static const char *const kernel_names[K_COUNT] = {"gelu", "gelu backward", "dropout", "dropout backward", "layernorm",
                                                   "layernorm backward", "softmax", "softmax backward", "binary",
                                                   "binary backward", "scale + axpy", "tanh", "adamw", "sgd",
                                                   "sum_squares", "cross entropy", "embedding", "sum_dim", "attention",
-                                                  "dropout + add + layernorm", "lora down projection"};
+                                                  "dropout + add + layernorm", "lora down projection", "bias + gelu"};
 
 static float *out_buf(outs *o, int64_t n) {
     o->len[o->n] = n;
@@ -59,7 +59,7 @@ static float *out_buf(outs *o, int64_t n) {
 static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, outs *o) {
     draws = (uint64_t)k << 40 | (uint64_t)n << 8;
     const int64_t cols = 1 + n % 389, rows = n / cols > 0 ? n / cols : 1, rc = rows * cols;
-    float *x = rand_buf(rc, -6, 6, k != K_LAYERNORM_BWD && k != K_SOFTMAX_BWD && k < K_ADAMW);
+    float *x = rand_buf(rc, -6, 6, (k != K_LAYERNORM_BWD && k != K_SOFTMAX_BWD && k < K_ADAMW) || k == K_BIAS_GELU);
     float *y = rand_buf(rc, -2, 2, false), *w = rand_buf(cols, 0.5f, 1.5f, false), *b = rand_buf(cols, -1, 1, false);
     switch (k) {
     case K_GELU: be->gelu_forward(ctx, out_buf(o, rc), x, rc); break;
@@ -178,6 +178,19 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
                   be->lora_down_backward(ctx, dx, da, x, dxa, a, rows, cols, 5, 0.1f, seed, 31) == PFT_OK,
               "lora down projection");
         free(a), free(dxa);
+        break;
+    }
+    case K_BIAS_GELU: { /* forward with and without a bias; backward with dh and db, each alone */
+        float *h = out_buf(o, rc), *g = out_buf(o, rc), *h2 = out_buf(o, rc), *g2 = out_buf(o, rc);
+        memcpy(h, x, sizeof(float) * (size_t)rc), memcpy(h2, x, sizeof(float) * (size_t)rc);
+        be->bias_gelu_forward(ctx, g, h, b, rows, cols);
+        be->bias_gelu_forward(ctx, g2, h2, NULL, rows, cols);
+        float *dh = out_buf(o, rc), *db = out_buf(o, cols), *db2 = out_buf(o, cols);
+        memcpy(db, w, sizeof(float) * (size_t)cols); /* accumulated onto */
+        CHECK(be->bias_gelu_backward(ctx, dh, db, y, x, rows, cols) == PFT_OK &&
+                  be->bias_gelu_backward(ctx, NULL, db2, y, x, rows, cols) == PFT_OK &&
+                  be->bias_gelu_backward(ctx, out_buf(o, rc), NULL, y, x, rows, cols) == PFT_OK,
+              "bias + gelu backward");
         break;
     }
     case K_ATTENTION: { /* packed: 3 sequences (one empty) of H 4 heads of D 8 */

@@ -1,7 +1,8 @@
 /* test_ops.c - every elementwise, reduction, normalisation, lookup and loss op: forward against a double
  * precision reference on random shapes (broadcast, transposed and narrowed operands included), backward
- * against finite differences, dropout's mask rules, and one bad input per op (shape mismatch in every
- * binary op, ids and targets out of range, p out of range, allocation failures). */
+ * against finite differences, dropout's mask rules, the fused ops against the ops they fuse (on 1 and 2
+ * threads), and one bad input per op (shape mismatch in every binary op, ids and targets out of range,
+ * p out of range, allocation failures). */
 #include "check.h"
 
 static pft_ctx *ctx;
@@ -515,6 +516,128 @@ static void test_dropout_add_layernorm(void) {
     check_live("dropout_add_layernorm", live);
 }
 
+/* linear_gelu against linear + gelu: the output and every gradient within 1e-5 of the composed ops'
+ * (relative to the largest element: the bias is added after the GEMM instead of before it, so bits
+ * differ), for x a transposed view, on rows few (one block of the bias gradient's sums, one thread) and
+ * many (several blocks, threaded); the same bits on 1 and 2 threads; frozen cases get no gradient (w
+ * frozen, x without one, no bias; everything frozen records nothing). */
+static double rel_diff(const pft_tensor *a, const pft_tensor *b) {
+    if (!a || !b || pft_tensor_numel(a) != pft_tensor_numel(b)) return INFINITY;
+    const int64_t n = pft_tensor_numel(a);
+    float *x = elems(a), *y = elems(b);
+    double d = 0, m = 0;
+    for (int64_t i = 0; i < n; i++) {
+        d = worse(d, fabs((double)x[i] - y[i]));
+        m = fabs((double)y[i]) > m ? fabs((double)y[i]) : m;
+    }
+    free(x), free(y);
+    return d / (m > 0 ? m : 1);
+}
+
+static void test_linear_gelu(void) {
+    const int64_t shapes[2][4] = {{3, 7, 37, 53}, {2, 300, 96, 256}}; /* B, T, in, out */
+    pft_tensor *fused_out[2][2][4] = {{{0}}}; /* [threads][shape]: y, dx, dw, db */
+    pft_ctx *cs[2] = {pft_ctx_new(1, seed), pft_ctx_new(2, seed)};
+    double worst[4] = {0};
+    for (int threads = 1; threads <= 2; threads++)
+        for (int sh = 0; sh < 2; sh++) {
+            pft_ctx *c = cs[threads - 1];
+            const int64_t B = shapes[sh][0], T = shapes[sh][1], in = shapes[sh][2], out = shapes[sh][3];
+            pft_tensor *x0 = pft_tensor_rand(c, 3, (int64_t[]){B, in, T}, -2, 2); /* read as [B, T, in] */
+            pft_tensor *w = pft_tensor_rand(c, 2, (int64_t[]){out, in}, -0.3f, 0.3f);
+            pft_tensor *b = pft_tensor_rand(c, 1, (int64_t[]){out}, -1, 1);
+            pft_tensor *dy = pft_tensor_rand(c, 3, (int64_t[]){B, T, out}, -1, 1);
+            x0->requires_grad = w->requires_grad = b->requires_grad = true;
+            pft_tensor *got[4], *want[4];
+            for (int fused = 0; fused < 2; fused++) {
+                pft_tensor *x = pft_tensor_transpose(x0, 1, 2), *y;
+                if (fused) {
+                    y = pft_linear_gelu(x, w, b);
+                } else {
+                    pft_tensor *h = pft_linear(x, w, b);
+                    y = h ? pft_gelu(h) : NULL;
+                    pft_tensor_release(h);
+                }
+                CHECK(y && has_shape(y, 3, (int64_t[]){B, T, out}) && pft_backward(y, dy) == PFT_OK,
+                      "linear_gelu (fused %d): %s", fused, pft_ctx_error(c));
+                pft_tensor **o = fused ? got : want;
+                o[0] = y, o[1] = x0->grad, o[2] = w->grad, o[3] = b->grad;
+                x0->grad = w->grad = b->grad = NULL; /* kept in o */
+                pft_tensor_release(x);
+            }
+            for (int k = 0; k < 4; k++) {
+                const double e = rel_diff(got[k], want[k]);
+                worst[k] = worse(worst[k], e);
+                CHECK(e <= 1e-5, "linear_gelu %lldx%lldx%lld -> %lld, %d threads: %s off linear + gelu by %g", (long long)B,
+                      (long long)T, (long long)in, (long long)out, threads, (const char *[]){"output", "dx", "dw", "db"}[k], e);
+                pft_tensor_release(want[k]);
+                fused_out[threads - 1][sh][k] = got[k];
+            }
+            /* frozen: w (and x) without a gradient, no bias; then nothing to record */
+            w->requires_grad = false;
+            pft_tensor *x = pft_tensor_transpose(x0, 1, 2), *y = pft_linear_gelu(x, w, NULL);
+            CHECK(y && pft_backward(y, dy) == PFT_OK && x0->grad && !w->grad, "linear_gelu, w frozen: %s", pft_ctx_error(c));
+            pft_tensor_release(y), pft_tensor_release(x);
+            x0->requires_grad = false, b->requires_grad = true;
+            x = pft_tensor_transpose(x0, 1, 2); /* a view without a node: x needs no gradient now */
+            y = pft_linear_gelu(x, w, b);
+            CHECK(y && pft_backward(y, dy) == PFT_OK && b->grad && !w->grad, "linear_gelu, only the bias: %s", pft_ctx_error(c));
+            /* the bias gradient alone (no dh buffer) is the one computed with the rest */
+            CHECK(b->grad && fused_out[threads - 1][sh][3] && !memcmp(pft_tensor_data(b->grad), pft_tensor_data(fused_out[threads - 1][sh][3]), sizeof(float) * (size_t)out),
+                  "linear_gelu: the bias gradient alone has the bits it has with dx and dw");
+            pft_tensor_release(y);
+            b->requires_grad = false;
+            y = pft_linear_gelu(x, w, b);
+            CHECK(y && !y->requires_grad && !y->grad_fn, "linear_gelu: nothing trainable, nothing recorded");
+            pft_tensor_release(y), pft_tensor_release(x);
+            pft_tensor_release(x0), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(dy);
+        }
+    printf("ops: linear_gelu vs linear + gelu: max rel diff output %.3g, dx %.3g, dw %.3g, db %.3g\n", worst[0], worst[1],
+           worst[2], worst[3]);
+    for (int sh = 0; sh < 2; sh++)
+        for (int k = 0; k < 4; k++) {
+            CHECK(same_bits(fused_out[0][sh][k], fused_out[1][sh][k]), "linear_gelu shape %d: %s differs between 1 and 2 threads", sh,
+                  (const char *[]){"output", "dx", "dw", "db"}[k]);
+            pft_tensor_release(fused_out[0][sh][k]), pft_tensor_release(fused_out[1][sh][k]);
+        }
+    for (int t = 0; t < 2; t++) {
+        CHECK(cs[t]->stats.live_tensors == 0, "linear_gelu: %lld tensors leaked", (long long)cs[t]->stats.live_tensors);
+        pft_ctx_free(cs[t]);
+    }
+}
+
+/* The bias gradient's sums in a fixed order whatever the thread count. Each column holds values near 1
+ * and pairs +-2^k (k 40 to 60) that cancel: a value near 1 added while a big one is outstanding is lost
+ * even in double, so the result depends on how the rows are grouped and a split that followed the threads
+ * would show. w = 0 and bias = 10 make dh = dy (gelu'(10) is 1 in float). 1, 2 and 3 threads: the same
+ * bits. */
+static void test_linear_gelu_bias_order(void) {
+    const int64_t N = 600, in = 8, out = 64;
+    float *g = malloc(sizeof(float) * (size_t)(N * out));
+    for (int64_t i = 0; i < N * out; i++) g[i] = (rnd(0, 1) ? 1.0f : -1.0f) * (1.0f + (float)rnd(0, 1023) / 1024.0f);
+    for (int64_t col = 0; col < out; col++)
+        for (int pair = 0; pair < 6; pair++) {
+            const float big = ldexpf(1.0f, (int)rnd(40, 60));
+            g[rnd(0, N - 1) * out + col] = big, g[rnd(0, N - 1) * out + col] = -big;
+        }
+    float *db[3] = {0};
+    for (int threads = 1; threads <= 3; threads++) {
+        pft_ctx *c = pft_ctx_new(threads, seed);
+        pft_tensor *x = pft_tensor_rand(c, 2, (int64_t[]){N, in}, -1, 1), *w = pft_tensor_zeros(c, 2, (int64_t[]){out, in});
+        pft_tensor *b = pft_tensor_full(c, 1, (int64_t[]){out}, 10.0f), *dy = pft_tensor_from_data(c, 2, (int64_t[]){N, out}, g);
+        x->requires_grad = w->requires_grad = b->requires_grad = true;
+        pft_tensor *y = pft_linear_gelu(x, w, b);
+        CHECK(y && pft_backward(y, dy) == PFT_OK && b->grad, "linear_gelu, bias order: %s", pft_ctx_error(c));
+        db[threads - 1] = b->grad ? elems(b->grad) : NULL;
+        pft_tensor_release(y), pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(b), pft_tensor_release(dy);
+        pft_ctx_free(c);
+    }
+    for (int t = 1; t < 3; t++)
+        CHECK(db[0] && db[t] && !memcmp(db[0], db[t], sizeof(float) * (size_t)out),
+              "linear_gelu: the bias gradient differs between 1 and %d threads", t + 1);
+    free(db[0]), free(db[1]), free(db[2]), free(g);
+}
+
 /* === gradients ======================================================================================= */
 
 typedef struct gcase {
@@ -606,6 +729,14 @@ static pft_tensor *f_dropout_add_layernorm(void *u, pft_tensor **in) {
     pft_tensor *h = pft_tensor_narrow(in[0], 2, 1, 6); /* [2,3,8] -> [2,3,6] */
     pft_tensor *y = pft_dropout_add_layernorm(h, in[1], in[2], in[3], 0.3f, true, 1e-5f);
     pft_tensor_release(h);
+    return y;
+}
+
+static pft_tensor *f_linear_gelu(void *u, pft_tensor **in) {
+    pft_tensor *x = pft_tensor_narrow(in[0], 2, 1, 6); /* [2,3,8] -> [2,3,6], non-contiguous */
+    pft_tensor *s = pft_scale(in[1], 2.0f);          /* spread h over both tails of gelu */
+    pft_tensor *y = pft_linear_gelu(x, s, in[2]);
+    pft_tensor_release(x), pft_tensor_release(s);
     return y;
 }
 
@@ -707,6 +838,14 @@ static void test_grads(void) {
         gc("dropout + residual + layernorm", f_dropout_add_layernorm, NULL, 4, in);
         release_n(4, in);
     }
+    for (int mode = 0; mode < 3; mode++) { /* all trainable; w frozen; no bias */
+        pft_tensor *in[3] = {p_(3, (int64_t[]){2, 3, 8}), p_(2, (int64_t[]){5, 6}), mode < 2 ? p_(1, (int64_t[]){5}) : NULL};
+        if (mode == 1) in[1]->requires_grad = false;
+        gc((const char *[]){"linear_gelu", "linear_gelu (frozen w)", "linear_gelu (no bias)"}[mode], f_linear_gelu, NULL,
+           mode < 2 ? 3 : 2, in);
+        if (mode == 1) CHECK(!in[1]->grad, "linear_gelu: a frozen weight gets no gradient");
+        release_n(3, in);
+    }
     {
         pft_tensor *in[1] = {p_(2, (int64_t[]){4, 8})};
         uint64_t keep = ctx->rng_counter;
@@ -766,6 +905,10 @@ static void test_errors(void) {
                "dropout_add_layernorm: input [2, 3] and residual [3] must have one shape (of at least 1 dim)");
     EXPECT_ERR(pft_dropout_add_layernorm(a, a, NULL, NULL, 1.0f, true, 1e-5f), PFT_ERR_ARG,
                "dropout_add_layernorm: dropout p = 1 must be in [0, 1)");
+    EXPECT_ERR(pft_linear_gelu(a, b, NULL), PFT_ERR_SHAPE, "linear_gelu: input [2, 3] does not match weight [4, 5] (expected [..., 5])");
+    pft_tensor *w43 = pft_tensor_zeros(ctx, 2, (int64_t[]){4, 3});
+    EXPECT_ERR(pft_linear_gelu(a, w43, v3), PFT_ERR_SHAPE, "linear_gelu: bias [3] does not match weight [4, 3] (expected [4])");
+    pft_tensor_release(w43);
     EXPECT_ERR(pft_layernorm(a, v3, v4, 1e-5f), PFT_ERR_SHAPE, "layernorm: bias [4] does not match input [2, 3] (expected [3])");
     pft_tensor *m25 = pft_tensor_zeros(ctx, 2, (int64_t[]){2, 5});
     EXPECT_ERR(pft_softmax(a, m25), PFT_ERR_SHAPE, "softmax: mask [2, 5] does not broadcast to scores [2, 3]");
@@ -794,7 +937,7 @@ static void test_errors(void) {
     check_live("errors", live);
 }
 
-enum { N_ALLOC_OPS = 16 };
+enum { N_ALLOC_OPS = 17 };
 
 static pft_tensor *alloc_op(int k, pft_tensor *x, pft_tensor *x2, pft_tensor *w, pft_tensor *v) {
     static const int32_t ids[6] = {0, 1, 2, 3, 2, 1};
@@ -818,9 +961,13 @@ static pft_tensor *alloc_op(int k, pft_tensor *x, pft_tensor *x2, pft_tensor *w,
         xt = pft_tensor_transpose(w, 0, 1);
         y = xt ? pft_gelu(xt) : NULL;
         break;
-    default:
+    case 15:
         xt = pft_tensor_transpose(w, 0, 1);
         y = xt ? pft_layernorm(xt, NULL, NULL, 1e-5f) : NULL;
+        break;
+    default: /* x [6, 4] through x2's first 4 rows as the weight, bias v: x, the weight and the bias train */
+        xt = pft_tensor_narrow(x2, 0, 0, 4);
+        y = xt ? pft_linear_gelu(x, xt, v) : NULL;
         break;
     }
     pft_tensor_release(xt);
@@ -896,6 +1043,8 @@ int main(void) {
     test_embedding_padded();
     test_dropout();
     test_dropout_add_layernorm();
+    test_linear_gelu();
+    test_linear_gelu_bias_order();
     test_grads();
     test_errors();
     test_alloc_failures();
