@@ -42,9 +42,9 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 #ifdef _OPENMP
     in_region = omp_in_parallel();
 #endif
-    /* bf16 precision: every GEMM but the attention kernels' per-block ones (inside their region); fp32
-     * when its scratch cannot be had */
-    if (ctx->bf16_gemm && !in_region && batch > 0 &&
+    /* bf16 precision: every GEMM, the attention kernels' per-block ones too (on their thread); fp32 when
+     * its scratch cannot be had */
+    if (ctx->bf16_gemm && batch > 0 &&
         pft_gemm_bf16(ctx, ctx->bf16_gemm, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch))
         return;
     const bool whole = M * N * K < GEMM_PAR_MIN || in_region;

@@ -61,6 +61,8 @@ typedef struct pft_ctx {
      * PFT_CPU_KERNELS's (baseline, avx2, avx512) when it names one this processor runs */
     const struct pft_backend *cpu_kernels;
     pft_bf16_gemm bf16_gemm; /* PFT_BF16_NONE: GEMMs in fp32 (the default) */
+    void *gemm_scratch;      /* the bf16 GEMM's packed operands (gemm_bf16.c): grown, never shrunk, freed with the ctx */
+    size_t gemm_scratch_bytes;
     uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */
     int grad_enabled;     /* > 0: ops record on the tape; pft_ctx_no_grad_enter/leave nest */
@@ -95,9 +97,8 @@ pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa);
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx); /* the isa in use */
 /* Precision of the GEMMs (recipes' train.precision): "fp32" (default), or "bf16": operands rounded to
  * bfloat16, products summed in fp32, through AMX where the processor has it, else AVX512-BF16
- * ("bf16-amx" / "bf16-avx512" name one). Everything else stays fp32. GEMMs inside the fused attention
- * kernels ([T, D] blocks per head) stay fp32. PFT_ERR_UNSUPPORTED, saying what the processor lacks, when
- * it runs neither. */
+ * ("bf16-amx" / "bf16-avx512" name one), the attention kernels' per-head products included. Everything
+ * else stays fp32. PFT_ERR_UNSUPPORTED, saying what the processor lacks, when it runs neither. */
 pft_status pft_ctx_set_precision(pft_ctx *ctx, const char *precision);
 const char *pft_ctx_precision(const pft_ctx *ctx); /* "fp32", "bf16-amx" or "bf16-avx512" */
 

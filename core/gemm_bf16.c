@@ -60,26 +60,22 @@ static bool capped_below(const char *kind) { /* PFT_CPU_BF16 caps what counts as
     return !strcmp(kind, "amx"); /* avx512-bf16 (or anything else): no AMX */
 }
 
-static bool avx512_bf16_runs(void) {
+/* bit 0: AVX512-BF16; bit 1: AMX-BF16 too, with Linux's leave to use the tiles (asked for here: the request
+ * is per process and idempotent). CPUID exits to the hypervisor in a VM: asked when a precision is chosen,
+ * never per GEMM. */
+static int cpu_bf16_features(void) {
     __builtin_cpu_init();
     /* avx512f also checks that the OS saves the ZMM state; CPUID.(7,1):EAX[5] is AVX512_BF16 */
-    return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-           cpuid_bit(7, 1, 0, 5) && !capped_below("avx512-bf16");
-}
-
-static bool amx_runs(void) {
-    /* CPUID.(7,0):EDX[22] AMX-BF16, [24] AMX-TILE; Linux hands out tile data only on request (per process) */
-    static int granted = -1; /* the answer does not change during a process: asked once */
-    if (granted < 0) {
-        bool cpu = cpuid_bit(7, 0, 3, 22) && cpuid_bit(7, 0, 3, 24);
-        granted = cpu && syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
-    }
-    return granted && !capped_below("amx");
+    const bool avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") && cpuid_bit(7, 1, 0, 5);
+    /* CPUID.(7,0):EDX[22] AMX-BF16, [24] AMX-TILE */
+    const bool amx = avx512 && cpuid_bit(7, 0, 3, 22) && cpuid_bit(7, 0, 3, 24) &&
+                     syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+    return (avx512 ? 1 : 0) | (amx ? 2 : 0);
 }
 
 bool pft_bf16_gemm_runs(pft_bf16_gemm kind) {
-    if (kind == PFT_BF16_AMX) return amx_runs() && avx512_bf16_runs();
-    if (kind == PFT_BF16_AVX512) return avx512_bf16_runs();
+    if (kind == PFT_BF16_AMX) return (cpu_bf16_features() & 2) && !capped_below("amx");
+    if (kind == PFT_BF16_AVX512) return (cpu_bf16_features() & 1) && !capped_below("avx512-bf16");
     return kind == PFT_BF16_NONE;
 }
 
@@ -279,14 +275,28 @@ AVX512_BF16 static void write_block(float *C, int64_t ldc, const float *acc, int
 /* --- one GEMM -------------------------------------------------------------------------------------- */
 
 #define PAR_MIN (1 << 21) /* multiply-adds: below this one thread (as backend_cpu.c's fp32 GEMM) */
+#define LOCAL_PACK (96 << 10) /* bytes of packed operands on the stack inside a parallel region */
 
-static void *scratch_take(pft_ctx *ctx, size_t bytes) {
-    void *p = pft_ctx_cache_take(ctx, bytes);
-    return p ? p : malloc(bytes);
+static bool in_parallel_region(void) {
+#ifdef _OPENMP
+    return omp_in_parallel();
+#else
+    return false;
+#endif
 }
 
-static void scratch_put(pft_ctx *ctx, void *p, size_t bytes) {
-    if (p && !pft_ctx_cache_put(ctx, p, bytes)) free(p);
+/* Packing buffers outside a parallel region: the context's scratch, grown to the largest call (a step's
+ * GEMMs repeat their shapes; taking them from the context's buffer cache crowded the activations out of
+ * its slots, and every step faulted fresh pages in). Inside one (the attention kernels' per-head GEMMs,
+ * one per thread): the thread's stack, or malloc beyond LOCAL_PACK. */
+static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
+    if (ctx->gemm_scratch_bytes < bytes) {
+        void *p = malloc(bytes);
+        if (!p) return NULL;
+        free(ctx->gemm_scratch);
+        ctx->gemm_scratch = p, ctx->gemm_scratch_bytes = bytes;
+    }
+    return ctx->gemm_scratch;
 }
 
 /* Cache blocking. K is cut into chunks of at most KC_BLOCKS k-blocks (even ones): a chunk's sums go into C,
@@ -297,49 +307,75 @@ static void scratch_put(pft_ctx *ctx, void *p, size_t bytes) {
 #define KC_BLOCKS 32          /* 1,024 of K */
 #define B_CHUNK (384 << 10)   /* bytes */
 
-static void gemm1(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                  const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C, int64_t ldc,
-                  uint16_t *pa, uint16_t *pb) {
-    const int64_t nq = (K + 31) / 32, ms = (M + 31) / 32 * 2, ns = (N + 31) / 32 * 2; /* strips, even */
+/* the part [lo, hi) of [0, n) that thread `me` of `nth` takes: static, contiguous */
+static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
+    *lo = n * me / nth, *hi = n * (me + 1) / nth;
+}
+
+typedef struct gemm_args {
+    pft_bf16_gemm kind;
+    bool ta, tb;
+    int64_t M, N, K, lda, ldb, ldc;
+    float alpha, beta;
+    const float *A, *B;
+    float *C;
+    uint16_t *pa, *pb;
+} gemm_args;
+
+/* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
+ * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
+static void gemm_part(const gemm_args *g, int me, int nth) {
+    const int64_t nq = (g->K + 31) / 32, ms = (g->M + 31) / 32 * 2, ns = (g->N + 31) / 32 * 2; /* strips, even */
     const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + KC_BLOCKS - 1) / KC_BLOCKS;
-    int nt = M * N * K < PAR_MIN ? 1 : ctx->threads;
-    if (nt > panels * pairs) nt = (int)(panels * pairs);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-    {
-#pragma omp for schedule(static)
-        for (int64_t s = 0; s < ms; s++) pack_a_strip(pa, A, lda, ta, M, K, s, nq);
-#pragma omp for schedule(static)
-        for (int64_t j = 0; j < ns; j++) pack_b_strip(pb, B, ldb, tb, N, K, j, nq);
-        if (kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
-        float acc[32 * 32] __attribute__((aligned(64)));
-        for (int64_t kc = 0; kc < kchunks; kc++) {
-            const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
-            int64_t per_chunk = B_CHUNK / (2 * nqc * TILE * 2); /* column pairs */
-            if (per_chunk < 1) per_chunk = 1;
-            const int64_t cchunks = (pairs + per_chunk - 1) / per_chunk;
-            const float b = kc == 0 ? beta : 1.0f;
-#pragma omp for schedule(static)
-            for (int64_t t = 0; t < cchunks * panels; t++) {
-                const int64_t s = t % panels * 2, j0 = t / panels * per_chunk * 2;
-                const int64_t j1 = j0 + per_chunk * 2 < ns ? j0 + per_chunk * 2 : ns;
-                const uint16_t *a0 = pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
-                for (int64_t j = j0; j < j1; j += 2) {
-                    const uint16_t *b0 = pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
-                    if (kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
-                    else block_avx512(acc, a0, a1, b0, b1, nqc);
-                    const int64_t r0 = 16 * s, c0 = 16 * j;
-                    write_block(C + r0 * ldc + c0, ldc, acc, M - r0 < 32 ? M - r0 : 32, N - c0 < 32 ? N - c0 : 32, alpha, b);
-                }
+    int64_t lo, hi;
+    share(ms, me, nth, &lo, &hi);
+    for (int64_t s = lo; s < hi; s++) pack_a_strip(g->pa, g->A, g->lda, g->ta, g->M, g->K, s, nq);
+    share(ns, me, nth, &lo, &hi);
+    for (int64_t j = lo; j < hi; j++) pack_b_strip(g->pb, g->B, g->ldb, g->tb, g->N, g->K, j, nq);
+    if (g->kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
+    float acc[32 * 32] __attribute__((aligned(64)));
+    for (int64_t kc = 0; kc < kchunks; kc++) {
+        if (nth > 1) { /* packing done; C blocks of the previous chunk written (a block may change threads) */
+#pragma omp barrier
+        }
+        const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
+        int64_t per_chunk = B_CHUNK / (2 * nqc * TILE * 2); /* column pairs */
+        if (per_chunk < 1) per_chunk = 1;
+        const int64_t cchunks = (pairs + per_chunk - 1) / per_chunk;
+        const float b = kc == 0 ? g->beta : 1.0f;
+        share(cchunks * panels, me, nth, &lo, &hi);
+        for (int64_t t = lo; t < hi; t++) {
+            const int64_t s = t % panels * 2, j0 = t / panels * per_chunk * 2;
+            const int64_t j1 = j0 + per_chunk * 2 < ns ? j0 + per_chunk * 2 : ns;
+            const uint16_t *a0 = g->pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
+            for (int64_t j = j0; j < j1; j += 2) {
+                const uint16_t *b0 = g->pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
+                if (g->kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
+                else block_avx512(acc, a0, a1, b0, b1, nqc);
+                const int64_t r0 = 16 * s, c0 = 16 * j;
+                write_block(g->C + r0 * g->ldc + c0, g->ldc, acc, g->M - r0 < 32 ? g->M - r0 : 32,
+                            g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, b);
             }
         }
-        if (kind == PFT_BF16_AMX) amx_end();
     }
+    if (g->kind == PFT_BF16_AMX) amx_end();
+}
+
+static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
+    const int64_t blocks = (g->M + 31) / 32 * ((g->N + 31) / 32);
+    int nt = g->M * g->N * g->K < PAR_MIN || local ? 1 : ctx->threads;
+    if (nt > blocks) nt = (int)blocks;
+    if (nt == 1) {
+        gemm_part(g, 0, 1);
+        return;
+    }
+#pragma omp parallel num_threads(nt)
+    gemm_part(g, omp_get_thread_num(), omp_get_num_threads());
 }
 
 bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
-    if (!pft_bf16_gemm_runs(kind)) return false; /* also asks Linux for the tiles, once */
     if (batch <= 0 || M <= 0 || N <= 0) return true;
     if (K <= 0) { /* an empty sum: C = beta C */
         for (int64_t b = 0; b < batch; b++)
@@ -349,14 +385,20 @@ bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M
     }
     const int64_t nq = (K + 31) / 32;
     const size_t bytes_a = (size_t)((M + 31) / 32 * 2 * nq) * TILE * 2, bytes_b = (size_t)((N + 31) / 32 * 2 * nq) * TILE * 2;
-    uint16_t *pa = scratch_take(ctx, bytes_a), *pb = scratch_take(ctx, bytes_b);
-    const bool ok = pa && pb;
-    if (ok)
-        for (int64_t b = 0; b < batch; b++)
-            gemm1(ctx, kind, ta, tb, M, N, K, alpha, A + b * sa, lda, B + b * sb, ldb, beta, C + b * sc, ldc, pa, pb);
-    scratch_put(ctx, pa, bytes_a);
-    scratch_put(ctx, pb, bytes_b);
-    return ok;
+    const bool local = in_parallel_region();
+    /* a thread's small GEMMs (attention's per-head blocks) pack on its stack: malloc'd and freed per call,
+     * glibc gave their pages back and every step faulted them in again */
+    uint16_t stack_buf[LOCAL_PACK / 2] __attribute__((aligned(64)));
+    uint16_t *pa = !local ? ctx_scratch(ctx, bytes_a + bytes_b) : bytes_a + bytes_b <= LOCAL_PACK ? stack_buf
+                                                                  : malloc(bytes_a + bytes_b);
+    if (!pa) return false;
+    uint16_t *pb = pa + bytes_a / 2;
+    for (int64_t b = 0; b < batch; b++) {
+        const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb};
+        gemm1(ctx, &g, local);
+    }
+    if (local && pa != stack_buf) free(pa);
+    return true;
 }
 
 #else /* no bf16 kernels in this build (not x86-64, or an old compiler) */

@@ -19,13 +19,14 @@
 #include "ctx.h"
 
 /* whether this processor and its OS run the kind (PFT_CPU_BF16=avx512-bf16 or none caps it: for tests
- * of what a processor without AMX or without bf16 does) */
+ * of what a processor without AMX or without bf16 does); a few CPUID reads: ask once, not per GEMM */
 bool pft_bf16_gemm_runs(pft_bf16_gemm kind);
 const char *pft_bf16_gemm_name(pft_bf16_gemm kind); /* "amx", "avx512-bf16"; "fp32" for PFT_BF16_NONE */
 
-/* For b in [0, batch): C_b = alpha op(A_b) op(B_b) + beta C_b as backend.h's gemm, through the kind (which
- * must run here). Uses up to ctx->threads threads; call it outside a parallel region. false: its scratch
- * could not be allocated (nothing written; the caller computes in fp32 instead). */
+/* For b in [0, batch): C_b = alpha op(A_b) op(B_b) + beta C_b as backend.h's gemm, through the kind, which
+ * pft_bf16_gemm_runs must have said runs here (it also obtains the AMX tiles from Linux: without that an
+ * AMX instruction faults). Uses up to ctx->threads threads; inside a parallel region, only the calling
+ * thread. false: its scratch could not be allocated (nothing written; the caller computes in fp32). */
 bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K,
                    float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
                    int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
