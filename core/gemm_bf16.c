@@ -374,12 +374,14 @@ static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
     const int64_t blocks = (g->M + 31) / 32 * ((g->N + 31) / 32);
     int nt = g->M * g->N * g->K < PAR_MIN || local ? 1 : ctx->threads;
     if (nt > blocks) nt = (int)blocks;
-    if (nt == 1) {
-        gemm_part(g, 0, 1);
+#ifdef _OPENMP
+    if (nt > 1) {
+#pragma omp parallel num_threads(nt)
+        gemm_part(g, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
-#pragma omp parallel num_threads(nt)
-    gemm_part(g, omp_get_thread_num(), omp_get_num_threads());
+#endif
+    gemm_part(g, 0, 1);
 }
 
 bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,

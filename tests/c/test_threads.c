@@ -90,11 +90,12 @@ static void run_free(run_result *r) {
 }
 
 /* dir: a fixture directory, or NULL for a random model of the given config */
-static run_result run_bert(int threads, const char *isa, const char *dir, const pft_bert_config *cfg, int64_t B,
-                           int64_t T) {
+static run_result run_bert_in(int threads, const char *isa, const char *precision, const char *dir,
+                              const pft_bert_config *cfg, int64_t B, int64_t T) {
     run_result r = {0};
     pft_ctx *ctx = pft_ctx_new(threads, 42);
     CHECK(pft_ctx_set_cpu_kernels(ctx, isa) == PFT_OK, "kernels %s: %s", isa, pft_ctx_error(ctx));
+    CHECK(pft_ctx_set_precision(ctx, precision) == PFT_OK, "precision %s: %s", precision, pft_ctx_error(ctx));
     pft_bert *m = dir ? pft_bert_load(ctx, dir, PFT_HEAD_SEQCLS, 3) : pft_bert_new(ctx, cfg, PFT_HEAD_SEQCLS, 3);
     CHECK(m != NULL, "model: %s", pft_ctx_error(ctx));
     if (!m) {
@@ -128,6 +129,11 @@ static run_result run_bert(int threads, const char *isa, const char *dir, const 
     return r;
 }
 
+static run_result run_bert(int threads, const char *isa, const char *dir, const pft_bert_config *cfg, int64_t B,
+                           int64_t T) {
+    return run_bert_in(threads, isa, "fp32", dir, cfg, B, T);
+}
+
 static int count_differ(const run_result *a, const run_result *b) {
     int differ = 0;
     for (int i = 0; i < a->n && i < b->n; i++)
@@ -155,6 +161,29 @@ static void compare_threads(const char *what, const char *dir, const pft_bert_co
     run_free(&a), run_free(&b);
 }
 
+/* bf16 GEMMs (each implementation this processor runs): 1 and 2 threads bit-identical, and not fp32's bits */
+static void compare_bf16_threads(const char *what, const pft_bert_config *cfg, int64_t B, int64_t T) {
+    const char *kinds[] = {"bf16-amx", "bf16-avx512"};
+    run_result f = run_bert(2, "auto", NULL, cfg, B, T);
+    for (int k = 0; k < 2; k++) {
+        pft_ctx *probe = pft_ctx_new(1, 1);
+        bool runs = pft_ctx_set_precision(probe, kinds[k]) == PFT_OK;
+        pft_ctx_free(probe);
+        if (!runs) {
+            printf("threads: %s: not run by this processor, skipped\n", kinds[k]);
+            continue;
+        }
+        run_result a = run_bert_in(1, "auto", kinds[k], NULL, cfg, B, T), b = run_bert_in(2, "auto", kinds[k], NULL, cfg, B, T);
+        int differ = count_differ(&a, &b), from_fp32 = count_differ(&b, &f);
+        printf("threads: %s, %s: %d of %d tensors differ between 1 and 2 threads, %d from fp32's\n", what, kinds[k], differ,
+               a.n, from_fp32);
+        CHECK(a.n > 3 && differ == 0, "%s, %s: %d of %d tensors differ between 1 and 2 threads", what, kinds[k], differ, a.n);
+        CHECK(from_fp32 > a.n / 2, "%s, %s: only %d tensors differ from fp32's: not computed in bf16?", what, kinds[k], from_fp32);
+        run_free(&a), run_free(&b);
+    }
+    run_free(&f);
+}
+
 int main(void) {
     TEST_BEGIN("threads");
     test_fast_math();
@@ -165,5 +194,6 @@ int main(void) {
                            .pad_token_id = 0, .layer_norm_eps = 1e-12f, .hidden_dropout = 0.1f,
                            .attention_dropout = 0.1f, .classifier_dropout = 0.1f, .initializer_range = 0.02f};
     compare_threads("random BERT 64x4x2, B 8, T 64", NULL, &cfg, 8, 64);
+    compare_bf16_threads("random BERT 64x4x2, B 8, T 64", &cfg, 8, 64);
     return TEST_END();
 }
