@@ -313,8 +313,12 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
  * B_CHUNK packed bytes, each swept by every 32-row panel of A: the chunk stays in L2 while the panels
  * stream past (a whole B streamed from L3 for every panel ran at a quarter of the tiles' speed). Which
  * blocks a thread takes never changes what a block computes. */
+#ifndef KC_BLOCKS /* (the two are macros a benchmark build may set) */
 #define KC_BLOCKS 32          /* 1,024 of K */
+#endif
+#ifndef B_CHUNK
 #define B_CHUNK (384 << 10)   /* bytes */
+#endif
 
 /* the part [lo, hi) of [0, n) that thread `me` of `nth` takes: static, contiguous */
 static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
