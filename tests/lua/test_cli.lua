@@ -66,6 +66,23 @@ function T.bf16_refused_where_the_processor_has_none()
   if code == 0 then has(out, "precision: bf16 GEMMs (avx512)") else has(out, "neither AMX-BF16 nor AVX512-BF16") end
 end
 
+-- `pft train ... train.precision=bf16` end to end where the processor has bf16 GEMMs: trains, evaluates,
+-- writes the precision into plan.txt.
+function T.bf16_trains_through_the_command()
+  local _, probe = pft("validate sst2 train.precision=bf16")
+  if probe ~= 0 then print("  bf16: no bf16 GEMMs on this processor: skipped") return end
+  local dir = os.tmpname()
+  os.remove(dir)
+  local out, code = pft(("train sst2 train.precision=bf16 data.train.limit=64 data.dev.limit=32 ~data.test data.batch_size=16 train.max_steps=3 train.eval_every=3 output.dir=%s"):format(sh_quote(dir)))
+  check.eq(code, 0, "bf16 train: " .. out)
+  local f = io.open(dir .. "/plan.txt")
+  local plan = f and f:read("*a") or ""
+  if f then f:close() end
+  has(plan, "precision: bf16 GEMMs")
+  has(out, "eval step 3 (epoch 1): acc ")
+  os.execute("rm -rf " .. sh_quote(dir))
+end
+
 -- Errors meant for users name their file, key or tensor, never a location inside pft's own modules;
 -- PFT_TRACEBACK=1 shows those (and the traceback).
 function T.errors_name_no_internal_path()
