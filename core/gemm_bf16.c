@@ -171,14 +171,27 @@ AVX512_BF16 static void pack_b_tile(uint16_t *t, const float *B, int64_t ldb, bo
     transpose16((uint32_t *)t, cols);
 }
 
-static void pack_a_strip(uint16_t *dst, const float *A, int64_t lda, bool trans, int64_t M, int64_t K, int64_t s,
-                         int64_t nq) {
-    for (int64_t q = 0; q < nq; q++) pack_a_tile(dst + (s * nq + q) * TILE, A, lda, trans, M, K, s, q);
+/* the part [lo, hi) of [0, n) that thread `me` of `nth` takes: static, contiguous */
+static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
+    *lo = n * me / nth, *hi = n * (me + 1) / nth;
 }
 
-static void pack_b_strip(uint16_t *dst, const float *B, int64_t ldb, bool trans, int64_t N, int64_t K, int64_t j,
-                         int64_t nq) {
-    for (int64_t q = 0; q < nq; q++) pack_b_tile(dst + (j * nq + q) * TILE, B, ldb, trans, N, K, j, q);
+typedef void pack_tile_fn(uint16_t *t, const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, int64_t strip,
+                          int64_t q);
+
+/* Every tile of one operand, this thread's share. k_major: the operand's K runs down its stored rows (A
+ * transposed, B as stored), so a strip's tiles lie down the whole matrix, one 64-byte piece per row: taken
+ * strip by strip that touched a page per row (5.9 GB/s against memcpy's 14.8); taken k-block by k-block,
+ * all strips, the rows are swept in order. */
+static void pack_operand(uint16_t *dst, const float *X, int64_t ld, bool trans, bool k_major, int64_t rows, int64_t K,
+                         int64_t strips, int64_t nq, int me, int nth, pack_tile_fn *tile) {
+    int64_t lo, hi;
+    share(k_major ? nq : strips, me, nth, &lo, &hi);
+    for (int64_t i = lo; i < hi; i++)
+        for (int64_t o = 0; o < (k_major ? strips : nq); o++) {
+            const int64_t s = k_major ? o : i, q = k_major ? i : o;
+            tile(dst + (s * nq + q) * TILE, X, ld, trans, rows, K, s, q);
+        }
 }
 
 /* --- the 32 x 32 block kernels: acc [32][32] = A strips (s, s+1) . B strips (j, j+1) over nq k-blocks -- */
@@ -320,11 +333,6 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
 #define B_CHUNK (384 << 10)   /* bytes */
 #endif
 
-/* the part [lo, hi) of [0, n) that thread `me` of `nth` takes: static, contiguous */
-static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
-    *lo = n * me / nth, *hi = n * (me + 1) / nth;
-}
-
 typedef struct gemm_args {
     pft_bf16_gemm kind;
     bool ta, tb;
@@ -341,10 +349,8 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
     const int64_t nq = (g->K + 31) / 32, ms = (g->M + 31) / 32 * 2, ns = (g->N + 31) / 32 * 2; /* strips, even */
     const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + KC_BLOCKS - 1) / KC_BLOCKS;
     int64_t lo, hi;
-    share(ms, me, nth, &lo, &hi);
-    for (int64_t s = lo; s < hi; s++) pack_a_strip(g->pa, g->A, g->lda, g->ta, g->M, g->K, s, nq);
-    share(ns, me, nth, &lo, &hi);
-    for (int64_t j = lo; j < hi; j++) pack_b_strip(g->pb, g->B, g->ldb, g->tb, g->N, g->K, j, nq);
+    pack_operand(g->pa, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, nq, me, nth, pack_a_tile);
+    pack_operand(g->pb, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, nq, me, nth, pack_b_tile);
     if (g->kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
     float acc[32 * 32] __attribute__((aligned(64)));
     for (int64_t kc = 0; kc < kchunks; kc++) {
