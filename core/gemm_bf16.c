@@ -6,8 +6,8 @@
  *   B: strips of 16 columns; strip j, k-block q is a [16][16][2] tile (k pairs interleaved per column, the
  *      "VNNI" layout) at (j nq + q) 512.
  * Rows, columns and K are zero-padded to whole tiles, and strips to an even count, so every block of C is
- * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block is one task: its K loop
- * runs whole in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
+ * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block's K loop (one k-chunk, see
+ * gemm_part) runs in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
 #include "gemm_bf16.h"
 
 #include <stdlib.h>
@@ -407,8 +407,8 @@ bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M
     const int64_t nq = (K + 31) / 32;
     const size_t bytes_a = (size_t)((M + 31) / 32 * 2 * nq) * TILE * 2, bytes_b = (size_t)((N + 31) / 32 * 2 * nq) * TILE * 2;
     const bool local = in_parallel_region();
-    /* a thread's small GEMMs (attention's per-head blocks) pack on its stack: malloc'd and freed per call,
-     * glibc gave their pages back and every step faulted them in again */
+    /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
+     * allocation per call */
     uint16_t stack_buf[LOCAL_PACK / 2] __attribute__((aligned(64)));
     uint16_t *pa = !local ? ctx_scratch(ctx, bytes_a + bytes_b) : bytes_a + bytes_b <= LOCAL_PACK ? stack_buf
                                                                   : malloc(bytes_a + bytes_b);
