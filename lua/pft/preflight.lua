@@ -204,7 +204,6 @@ local function check_data(r, info)
   info.labels, info.num_labels = { unpack(labels) }, #labels
 end
 
--- P.check(recipe) -> info {labels, num_labels, model_dir, config}; raises on the first problem found.
 -- train.precision against this processor: the core says what it lacks (the context is left as it was)
 local function check_precision(r)
   local core = require "pft.core"
@@ -214,6 +213,7 @@ local function check_precision(r)
   if not ok then fail(r, "train.precision", tostring(e)) end
 end
 
+-- P.check(recipe) -> info {labels, num_labels, model_dir, config}; raises on the first problem found.
 function P.check(r)
   local R = require "pft.recipe"
   R.validate(r) -- a table handed to pft.train.run directly has not been through R.load
