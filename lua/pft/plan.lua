@@ -10,6 +10,8 @@
 local A = require "pft.actcache"
 local D = require "pft.data"
 local S = require "pft.schedule"
+local Schema = require "pft.recipe_schema"
+local core = require "pft.core"
 
 local P = {}
 
@@ -70,7 +72,8 @@ end
 
 -- P.new(recipe, info, rows[, {splits = {train = {n, ntok}, ...}, width = hidden size, lora = the model's
 -- config().lora}])
--- -> { recipe, info, sizes, sched, total_params, cache }
+-- -> { recipe, info, sizes, sched, total_params, cache, gemm }; gemm: the bf16 GEMM the context uses ("amx",
+-- "avx512") when train.precision is bf16, else nil (T.prepare sets the precision before the plan)
 function P.new(recipe, info, rows, opts)
   opts = opts or {}
   local sizes = P.sizes(recipe, rows)
@@ -78,7 +81,8 @@ function P.new(recipe, info, rows, opts)
   for _, n in ipairs(info.names) do total_params = total_params + info.numel[n] end
   local sched = S.build(recipe, info, sizes)
   return { recipe = recipe, info = info, sizes = sizes, total_params = total_params, sched = sched,
-    cache = P.cache_plan(recipe, info, sched, opts.splits, opts.width), splits = opts.splits, lora = opts.lora }
+    cache = P.cache_plan(recipe, info, sched, opts.splits, opts.width), splits = opts.splits, lora = opts.lora,
+    gemm = Schema.precision_of(recipe) == "bf16" and (core.precision():gsub("^bf16%-", "")) or nil }
 end
 
 -- "adapters: LoRA r 8, scale 2, dropout 0.1 on query, value in layer[0-5]: 73,728 parameters (12,288 per
@@ -229,9 +233,8 @@ function P.lines(plan)
     lines[#lines + 1] = ("a group that unfreezes ramps its rate from 0 over %d steps"):format(sched.warmup_steps)
   end
   lines[#lines + 1] = adapter_line(plan)
-  if require("pft.recipe_schema").precision_of(r) == "bf16" then
-    lines[#lines + 1] = ("precision: bf16 GEMMs (%s): operands rounded to bfloat16, sums in fp32; weights, optimizer state and the rest fp32"):format(
-      (require("pft.core").precision():gsub("^bf16%-", "")))
+  if plan.gemm then
+    lines[#lines + 1] = ("precision: bf16 GEMMs (%s): operands rounded to bfloat16, sums in fp32; weights, optimizer state and the rest fp32"):format(plan.gemm)
   end
   for _, l in ipairs(cache_lines(plan)) do lines[#lines + 1] = l end
   lines[#lines + 1] = ("total: %s steps; model %s params; peak trainable %s (%.1f%%); peak optimizer state %s (%s)"):format(
