@@ -4,7 +4,7 @@
 #include <string.h>
 
 #include "backend.h"
-#include "gemm_bf16.h"
+#include "gemm_tiles.h"
 #include "kernels_cpu.h"
 
 #ifdef _OPENMP
@@ -42,10 +42,10 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 #ifdef _OPENMP
     in_region = omp_in_parallel();
 #endif
-    /* bf16 precision: every GEMM, the attention kernels' per-block ones too (on their thread); fp32 when
-     * its scratch cannot be had */
-    if (ctx->bf16_gemm && batch > 0 &&
-        pft_gemm_bf16(ctx, ctx->bf16_gemm, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch))
+    /* pft's tiled GEMM (bf16 precision, or fp32 with the avx512 kernels): every GEMM, the attention kernels'
+     * per-block ones too (on their thread); OpenBLAS in fp32 when its scratch cannot be had */
+    const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
+    if (tiles && batch > 0 && pft_gemm_tiles(ctx, tiles, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch))
         return;
     const bool whole = M * N * K < GEMM_PAR_MIN || in_region;
     if (whole) {

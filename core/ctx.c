@@ -2,7 +2,7 @@
 #include "ctx.h"
 
 #include "backend.h"
-#include "gemm_bf16.h"
+#include "gemm_tiles.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -28,6 +28,7 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     ctx->threads = threads > 0 ? threads : default_threads();
     const pft_backend *asked = pft_backend_cpu_kernels(getenv("PFT_CPU_KERNELS")); /* hosts report a bad value */
     ctx->cpu_kernels = asked ? asked : pft_backend_cpu_kernels(NULL);
+    pft_ctx_set_cpu_gemm(ctx, getenv("PFT_CPU_GEMM")); /* a bad value is reported by hosts (lua_common.c) */
     ctx->seed = seed;
     ctx->grad_enabled = 1;
     ctx->alloc_fail_after = -1;
@@ -127,29 +128,50 @@ pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa) {
 
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx) { return pft_backend_cpu_isa(ctx->cpu_kernels); }
 
+/* pft's tiled GEMM where the processor has AVX-512: it shares packed operands between the threads (OpenBLAS,
+ * split into blocks by backend_cpu.c, packs the shared operand again for each block) */
+pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm) {
+    const char *g = gemm && *gemm ? gemm : "auto";
+    const bool tiles = pft_gemm_kind_runs(PFT_GEMM_F32_AVX512);
+    if (!strcmp(g, "openblas") || (!strcmp(g, "auto") && !tiles)) {
+        ctx->f32_gemm = PFT_GEMM_BLAS;
+        return PFT_OK;
+    }
+    if ((!strcmp(g, "auto") || !strcmp(g, "avx512")) && tiles) {
+        ctx->f32_gemm = PFT_GEMM_F32_AVX512;
+        return PFT_OK;
+    }
+    return pft_ctx_seterr(ctx, strcmp(g, "avx512") ? PFT_ERR_ARG : PFT_ERR_UNSUPPORTED,
+                          strcmp(g, "avx512") ? "cpu gemm '%s': expected auto, avx512 or openblas"
+                                              : "cpu gemm '%s': this processor has no AVX-512",
+                          g);
+}
+
+const char *pft_ctx_cpu_gemm(const pft_ctx *ctx) { return pft_gemm_kind_name(ctx->f32_gemm); }
+
 pft_status pft_ctx_set_precision(pft_ctx *ctx, const char *precision) {
     const char *p = precision ? precision : "?";
     if (!strcmp(p, "fp32")) {
-        ctx->bf16_gemm = PFT_BF16_NONE;
+        ctx->bf16_gemm = PFT_GEMM_BLAS;
         return PFT_OK;
     }
     const bool amx = !strcmp(p, "bf16-amx"), avx512 = !strcmp(p, "bf16-avx512");
     if (strcmp(p, "bf16") && !amx && !avx512)
         return pft_ctx_seterr(ctx, PFT_ERR_ARG, "precision '%s': expected fp32, bf16, bf16-amx or bf16-avx512", p);
-    if (!avx512 && pft_bf16_gemm_runs(PFT_BF16_AMX)) {
-        ctx->bf16_gemm = PFT_BF16_AMX;
+    if (!avx512 && pft_gemm_kind_runs(PFT_GEMM_BF16_AMX)) {
+        ctx->bf16_gemm = PFT_GEMM_BF16_AMX;
         return PFT_OK;
     }
-    if (!amx && pft_bf16_gemm_runs(PFT_BF16_AVX512)) {
-        ctx->bf16_gemm = PFT_BF16_AVX512;
+    if (!amx && pft_gemm_kind_runs(PFT_GEMM_BF16_AVX512)) {
+        ctx->bf16_gemm = PFT_GEMM_BF16_AVX512;
         return PFT_OK;
     }
     return pft_ctx_seterr(ctx, PFT_ERR_UNSUPPORTED,
                           "precision '%s': this processor has %s (bf16 GEMMs need Intel AMX-BF16 or AVX512-BF16: "
                           "Intel Sapphire Rapids or later, AMD Zen 4 or later); use fp32",
-                          p, pft_bf16_gemm_runs(PFT_BF16_AVX512) ? "AVX512-BF16 but no AMX" : "neither AMX-BF16 nor AVX512-BF16");
+                          p, pft_gemm_kind_runs(PFT_GEMM_BF16_AVX512) ? "AVX512-BF16 but no AMX" : "neither AMX-BF16 nor AVX512-BF16");
 }
 
 const char *pft_ctx_precision(const pft_ctx *ctx) {
-    return ctx->bf16_gemm == PFT_BF16_AMX ? "bf16-amx" : ctx->bf16_gemm == PFT_BF16_AVX512 ? "bf16-avx512" : "fp32";
+    return ctx->bf16_gemm == PFT_GEMM_BF16_AMX ? "bf16-amx" : ctx->bf16_gemm == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32";
 }

@@ -51,17 +51,18 @@ typedef struct pft_cached_block {
 
 struct pft_backend;
 
-/* How the CPU's GEMMs compute (pft_ctx_set_precision): fp32, or bf16 operands with fp32 sums through one of
- * two implementations (gemm_bf16.h) */
-typedef enum pft_bf16_gemm { PFT_BF16_NONE = 0, PFT_BF16_AVX512, PFT_BF16_AMX } pft_bf16_gemm;
+/* Who computes the CPU's GEMMs: OpenBLAS (fp32), or pft's own tiled GEMM (gemm_tiles.h) in fp32 on AVX-512,
+ * or with bf16 operands and fp32 sums on AVX512-BF16 or AMX (train.precision = "bf16") */
+typedef enum pft_gemm_kind { PFT_GEMM_BLAS = 0, PFT_GEMM_F32_AVX512, PFT_GEMM_BF16_AVX512, PFT_GEMM_BF16_AMX } pft_gemm_kind;
 
 typedef struct pft_ctx {
     int threads;
     /* the CPU kernel table (backend.h): the widest instruction set this processor runs, or
      * PFT_CPU_KERNELS's (baseline, avx2, avx512) when it names one this processor runs */
     const struct pft_backend *cpu_kernels;
-    pft_bf16_gemm bf16_gemm; /* PFT_BF16_NONE: GEMMs in fp32 (the default) */
-    void *gemm_scratch;      /* the bf16 GEMM's packed operands (gemm_bf16.c): grown, never shrunk, freed with the ctx */
+    pft_gemm_kind bf16_gemm; /* precision bf16: its GEMM; PFT_GEMM_BLAS: the precision is fp32 (the default) */
+    pft_gemm_kind f32_gemm;  /* fp32's GEMM: PFT_GEMM_F32_AVX512 where the processor has AVX-512, else PFT_GEMM_BLAS */
+    void *gemm_scratch;      /* the tiled GEMM's packed operands (gemm_tiles.c): grown, never shrunk, freed with the ctx */
     size_t gemm_scratch_bytes;
     uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */
@@ -95,6 +96,11 @@ void pft_ctx_set_seed(pft_ctx *ctx, uint64_t seed); /* also resets the counter *
  * runs). PFT_ERR_UNSUPPORTED, naming the ones it has, when this build or processor lacks it. */
 pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa);
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx); /* the isa in use */
+/* Who computes the fp32 GEMMs: "avx512" (pft's tiled GEMM, gemm_tiles.h), "openblas", or "auto" (NULL too):
+ * avx512 where the processor has it. A new context takes PFT_CPU_GEMM's. The two differ in the last bits;
+ * each gives the same bits for every thread count and kernel table. */
+pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm);
+const char *pft_ctx_cpu_gemm(const pft_ctx *ctx); /* "avx512" or "openblas" */
 /* Precision of the GEMMs (recipes' train.precision): "fp32" (default), or "bf16": operands rounded to
  * bfloat16, products summed in fp32, through AMX where the processor has it, else AVX512-BF16
  * ("bf16-amx" / "bf16-avx512" name one), the attention kernels' per-head products included. Everything

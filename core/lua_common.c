@@ -58,6 +58,8 @@ void pftl_state_open(lua_State *L) {
     lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
     const char *isa = getenv("PFT_CPU_KERNELS"); /* pft_ctx_new took it if valid: a bad value is an error here */
     if (isa && *isa && pft_ctx_set_cpu_kernels(ctx, isa)) luaL_error(L, "PFT_CPU_KERNELS=%s: %s", isa, pft_ctx_error(ctx));
+    const char *gemm = getenv("PFT_CPU_GEMM"); /* likewise */
+    if (gemm && *gemm && pft_ctx_set_cpu_gemm(ctx, gemm)) luaL_error(L, "PFT_CPU_GEMM=%s: %s", gemm, pft_ctx_error(ctx));
 }
 
 pftl_state *pftl_state_get(lua_State *L) {

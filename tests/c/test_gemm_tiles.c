@@ -1,11 +1,18 @@
-/* test_bf16.c - the bf16 GEMM (train.precision = "bf16"): each implementation this processor runs (AMX,
- * AVX512-BF16) against a double-precision product of the bf16-rounded operands, over every transpose,
- * ragged edges, alpha/beta, batches; bit-identical for 1 and 2 threads; reached through the ops once a
- * context's precision is bf16; the precision switch's errors. */
+/* test_gemm_tiles.c - pft's tiled GEMM: each kind this processor runs (fp32 on AVX-512; bf16 on AMX and
+ * AVX512-BF16) against a double-precision product of its operands (bf16-rounded for the bf16 kinds), over
+ * every transpose, ragged edges, alpha/beta, batches; bit-identical for 1 and 2 threads; reached through
+ * the ops (fp32 by default where AVX-512 runs, bf16 once a context's precision is bf16); the switches'
+ * errors. */
 #include "check.h"
-#include "gemm_bf16.h"
+#include "gemm_tiles.h"
+#include "kernels_cpu.h"
 
-static const pft_bf16_gemm KINDS[] = {PFT_BF16_AMX, PFT_BF16_AVX512};
+static const pft_gemm_kind KINDS[] = {PFT_GEMM_F32_AVX512, PFT_GEMM_BF16_AMX, PFT_GEMM_BF16_AVX512};
+
+static bool is_bf16(pft_gemm_kind kind) { return kind == PFT_GEMM_BF16_AMX || kind == PFT_GEMM_BF16_AVX512; }
+
+/* an operand as the kind multiplies it */
+static double operand(pft_gemm_kind kind, float x) { return is_bf16(kind) ? pft_bf16_round(x) : x; }
 
 static void test_rounding(void) {
     CHECK(pft_bf16_round(1.0f) == 1.0f, "1 stays 1");
@@ -21,7 +28,7 @@ static void test_rounding(void) {
 
 /* A . I (I the identity) is A's operands as the hardware converts them: equal to pft_bf16_round, both
  * packings (A as rows, and A transposed) */
-static void test_conversion_matches(pft_ctx *ctx, pft_bf16_gemm kind) {
+static void test_conversion_matches(pft_ctx *ctx, pft_gemm_kind kind) {
     enum { M = 20, K = 40 };
     float A[M * K], At[K * M], I[K * K], C[M * K];
     const float special[] = {1.0f + 0x1p-8f, 1.0f + 0x1p-7f + 0x1p-8f, -2.5f, 3.0e38f, 1e-39f, 1.17549435e-38f, 0.0f, -0.0f};
@@ -30,12 +37,12 @@ static void test_conversion_matches(pft_ctx *ctx, pft_bf16_gemm kind) {
         for (int k = 0; k < K; k++) At[k * M + i] = A[i * K + k];
     for (int i = 0; i < K * K; i++) I[i] = i % (K + 1) == 0 ? 1.0f : 0.0f;
     for (int ta = 0; ta < 2; ta++) {
-        pft_gemm_bf16(ctx, kind, ta, ta, M, K, K, 1.0f, ta ? At : A, ta ? M : K, 0, I, K, 0, 0.0f, C, K, 0, 1);
+        pft_gemm_tiles(ctx, kind, ta, ta, M, K, K, 1.0f, ta ? At : A, ta ? M : K, 0, I, K, 0, 0.0f, C, K, 0, 1);
         int bad = 0;
         int first_bad = 0;
         for (int i = M * K - 1; i >= 0; i--)
             if (C[i] != pft_bf16_round(A[i])) bad++, first_bad = i; /* values: -0 . 1 summed from +0 is +0 */
-        CHECK(bad == 0, "%s ta %d: %d of A . I differ from pft_bf16_round(A) (first: %a -> %a, not %a)", pft_bf16_gemm_name(kind),
+        CHECK(bad == 0, "%s ta %d: %d of A . I differ from pft_bf16_round(A) (first: %a -> %a, not %a)", pft_gemm_kind_name(kind),
               ta, bad, A[first_bad], C[first_bad], pft_bf16_round(A[first_bad]));
     }
 }
@@ -43,15 +50,16 @@ static void test_conversion_matches(pft_ctx *ctx, pft_bf16_gemm kind) {
 /* op(X)[i][j] of a row-major matrix stored as X (trans: X holds the transpose, leading dim ld) */
 static float at(const float *X, int64_t ld, bool trans, int64_t i, int64_t j) { return trans ? X[j * ld + i] : X[i * ld + j]; }
 
-/* the largest |C - ref| / (|alpha| sum_k |a b| + |beta C0| + 1e-30) over C, ref in double from rounded operands */
-static double worst_error(const float *A, int64_t lda, bool ta, const float *B, int64_t ldb, bool tb, const float *C0,
+/* the largest |C - ref| / (|alpha| sum_k |a b| + |beta C0| + 1e-30) over C, ref in double from the operands
+ * as the kind multiplies them */
+static double worst_error(pft_gemm_kind kind, const float *A, int64_t lda, bool ta, const float *B, int64_t ldb, bool tb, const float *C0,
                           const float *C, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
     double worst = 0;
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++) {
             double s = 0, mag = 0;
             for (int64_t k = 0; k < K; k++) {
-                double p = (double)pft_bf16_round(at(A, lda, ta, i, k)) * pft_bf16_round(at(B, ldb, tb, k, j));
+                double p = operand(kind, at(A, lda, ta, i, k)) * operand(kind, at(B, ldb, tb, k, j));
                 s += p, mag += fabs(p);
             }
             double c0 = beta == 0.0f ? 0.0 : (double)beta * C0[i * ldc + j];
@@ -68,7 +76,7 @@ static float *rand_buf(uint64_t *state, int64_t n) {
     return x;
 }
 
-static void test_against_reference(pft_ctx *ctx, pft_bf16_gemm kind, uint64_t seed) {
+static void test_against_reference(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
     const int64_t shapes[][3] = {{37, 29, 41}, {1, 1, 1}, {16, 16, 32}, {33, 65, 95}, {100, 70, 300}, {300, 160, 96}};
     uint64_t st = seed;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
@@ -83,70 +91,73 @@ static void test_against_reference(pft_ctx *ctx, pft_bf16_gemm kind, uint64_t se
                     for (int b = 0; b < 3; b++) {
                         memcpy(C, C0, sizeof(float) * (size_t)(M * ldc));
                         if (betas[b] == 0.0f) C[0] = NAN; /* beta 0 must not read C */
-                        bool ok = pft_gemm_bf16(ctx, kind, ta, tb, M, N, K, alphas[a], A, lda, 0, B, ldb, 0, betas[b], C,
+                        bool ok = pft_gemm_tiles(ctx, kind, ta, tb, M, N, K, alphas[a], A, lda, 0, B, ldb, 0, betas[b], C,
                                                 ldc, 0, 1);
-                        double e = worst_error(A, lda, ta, B, ldb, tb, C0, C, ldc, M, N, K, alphas[a], betas[b]);
-                        /* fp32 sums of exact bf16 products: a few ulp of fp32 relative to the magnitudes; fp32
-                         * operands (no rounding) would be off by ~2^-9 */
+                        double e = worst_error(kind, A, lda, ta, B, ldb, tb, C0, C, ldc, M, N, K, alphas[a], betas[b]);
+                        /* fp32 sums of products rounded once each (exact bf16 products, or FMAs): a few ulp of
+                         * fp32 relative to the magnitudes; bf16 against unrounded operands would be off by
+                         * ~2^-9, a lost k-block by far more */
                         CHECK(ok && e < 2e-6, "%s [%lld, %lld, %lld] ta %d tb %d alpha %g beta %g: error %g",
-                              pft_bf16_gemm_name(kind), (long long)M, (long long)N, (long long)K, ta, tb, alphas[a],
+                              pft_gemm_kind_name(kind), (long long)M, (long long)N, (long long)K, ta, tb, alphas[a],
                               betas[b], e);
                         bool pad_kept = true; /* columns past N in each row of C are not C's */
                         for (int64_t i = 0; i < M; i++)
                             pad_kept = pad_kept && C[i * ldc + N] == C0[i * ldc + N] && C[i * ldc + N + 1] == C0[i * ldc + N + 1];
-                        CHECK(pad_kept, "%s: wrote outside C", pft_bf16_gemm_name(kind));
+                        CHECK(pad_kept, "%s: wrote outside C", pft_gemm_kind_name(kind));
                     }
                 free(A), free(B), free(C0), free(C);
             }
 }
 
-static void test_threads_and_batch(pft_ctx *ctx, pft_bf16_gemm kind, uint64_t seed) {
+static void test_threads_and_batch(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
     const int64_t M = 384, N = 200, K = 160, batch = 3; /* 12M multiply-adds: threaded */
     uint64_t st = seed + 100;
     float *A = rand_buf(&st, batch * M * K), *B = rand_buf(&st, K * N);
     float *C1 = calloc((size_t)(batch * M * N), sizeof(float)), *C2 = calloc((size_t)(batch * M * N), sizeof(float));
     int saved = ctx->threads;
     ctx->threads = 1;
-    pft_gemm_bf16(ctx, kind, false, false, M, N, K, 1.0f, A, K, M * K, B, N, 0, 0.0f, C1, N, M * N, batch);
+    pft_gemm_tiles(ctx, kind, false, false, M, N, K, 1.0f, A, K, M * K, B, N, 0, 0.0f, C1, N, M * N, batch);
     ctx->threads = 2;
-    pft_gemm_bf16(ctx, kind, false, false, M, N, K, 1.0f, A, K, M * K, B, N, 0, 0.0f, C2, N, M * N, batch);
+    pft_gemm_tiles(ctx, kind, false, false, M, N, K, 1.0f, A, K, M * K, B, N, 0, 0.0f, C2, N, M * N, batch);
     ctx->threads = saved;
-    CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(batch * M * N)), "%s: 1 and 2 threads differ", pft_bf16_gemm_name(kind));
+    CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(batch * M * N)), "%s: 1 and 2 threads differ", pft_gemm_kind_name(kind));
     double worst = 0;
     for (int64_t b = 0; b < batch; b++) {
-        double e = worst_error(A + b * M * K, K, false, B, N, false, C1, C1 + b * M * N, N, M, N, K, 1.0f, 0.0f);
+        double e = worst_error(kind, A + b * M * K, K, false, B, N, false, C1, C1 + b * M * N, N, M, N, K, 1.0f, 0.0f);
         if (e > worst) worst = e;
     }
-    CHECK(worst < 2e-6, "%s: batched with a shared B: error %g", pft_bf16_gemm_name(kind), worst);
+    CHECK(worst < 2e-6, "%s: batched with a shared B: error %g", pft_gemm_kind_name(kind), worst);
     free(A), free(B), free(C1), free(C2);
 }
 
-/* with the context's precision at bf16, linear (forward and both gradients) runs through the bf16 GEMM */
-static void test_through_ops(pft_ctx *ctx, const char *precision, pft_bf16_gemm kind) {
+/* with the context's precision at bf16 (or fp32 with this GEMM), linear (forward and both gradients) runs
+ * through the kind */
+static void test_through_ops(pft_ctx *ctx, const char *precision, pft_gemm_kind kind) {
     CHECK(pft_ctx_set_precision(ctx, precision) == PFT_OK, "set %s: %s", precision, pft_ctx_error(ctx));
-    CHECK(ctx->bf16_gemm == kind, "%s picks %s", precision, pft_bf16_gemm_name(kind));
+    CHECK((is_bf16(kind) ? ctx->bf16_gemm : ctx->f32_gemm) == kind, "%s picks %s", precision, pft_gemm_kind_name(kind));
     const int64_t N = 70, in = 96, out = 50;
     pft_tensor *x = pft_tensor_rand(ctx, 2, (int64_t[]){N, in}, -1, 1), *w = pft_tensor_rand(ctx, 2, (int64_t[]){out, in}, -1, 1);
     x->requires_grad = w->requires_grad = true;
     pft_tensor *y = pft_linear(x, w, NULL);
     float *ref = malloc(sizeof(float) * N * out);
-    pft_gemm_bf16(ctx, kind, false, true, N, out, in, 1.0f, pft_tensor_data(x), in, 0, pft_tensor_data(w), in, 0, 0.0f, ref,
+    pft_gemm_tiles(ctx, kind, false, true, N, out, in, 1.0f, pft_tensor_data(x), in, 0, pft_tensor_data(w), in, 0, 0.0f, ref,
                   out, 0, 1);
-    CHECK(y && !memcmp(ref, pft_tensor_data(y), sizeof(float) * N * out), "%s: linear's forward is the bf16 GEMM", precision);
+    CHECK(y && !memcmp(ref, pft_tensor_data(y), sizeof(float) * N * out), "%s: linear's forward is the %s GEMM", precision,
+          pft_gemm_kind_name(kind));
     pft_tensor *s = y ? pft_sum_all(y) : NULL;
     CHECK(s && pft_backward(s, NULL) == PFT_OK, "backward: %s", pft_ctx_error(ctx));
-    /* dx = 1 . w: every row is w's column sums of bf16-rounded weights, summed in fp32 */
+    /* dx = 1 . w: every row is w's column sums (of bf16-rounded weights for bf16), summed in fp32 */
     const float *dx = pft_tensor_data(x->grad), *wd = pft_tensor_data(w);
     double worst = 0;
     for (int64_t j = 0; j < in; j++) {
         double col = 0, mag = 0;
-        for (int64_t o = 0; o < out; o++) col += pft_bf16_round(wd[o * in + j]), mag += fabs(wd[o * in + j]);
+        for (int64_t o = 0; o < out; o++) col += operand(kind, wd[o * in + j]), mag += fabs(wd[o * in + j]);
         for (int64_t r = 0; r < N; r++) {
             double e = fabs(dx[r * in + j] - col) / mag;
             if (e > worst) worst = e;
         }
     }
-    CHECK(worst < 2e-6, "%s: linear's dx through the bf16 GEMM: error %g", precision, worst);
+    CHECK(worst < 2e-6, "%s: linear's dx through the %s GEMM: error %g", precision, pft_gemm_kind_name(kind), worst);
     pft_tensor_release(s), pft_tensor_release(y), pft_tensor_release(x), pft_tensor_release(w);
     free(ref);
     pft_ctx_set_precision(ctx, "fp32");
@@ -162,27 +173,62 @@ static void test_precision_switch(pft_ctx *ctx) {
     CHECK(!strcmp(pft_ctx_precision(ctx), "fp32"), "a refused precision leaves fp32");
     setenv("PFT_CPU_BF16", "avx512-bf16", 1); /* as a processor with AVX512-BF16 and no AMX */
     CHECK(pft_ctx_set_precision(ctx, "bf16-amx") == PFT_ERR_UNSUPPORTED, "no AMX: bf16-amx refused");
-    if (pft_bf16_gemm_runs(PFT_BF16_AVX512))
-        CHECK(pft_ctx_set_precision(ctx, "bf16") == PFT_OK && ctx->bf16_gemm == PFT_BF16_AVX512, "no AMX: AVX512-BF16");
+    if (pft_gemm_kind_runs(PFT_GEMM_BF16_AVX512))
+        CHECK(pft_ctx_set_precision(ctx, "bf16") == PFT_OK && ctx->bf16_gemm == PFT_GEMM_BF16_AVX512, "no AMX: AVX512-BF16");
     unsetenv("PFT_CPU_BF16");
     pft_ctx_set_precision(ctx, "fp32");
 }
 
+/* fp32's GEMM: pft's where AVX-512 runs, OpenBLAS on request; the two agree to fp32 rounding, not in every bit */
+static void test_cpu_gemm_switch(pft_ctx *ctx) {
+    const bool avx512 = pft_gemm_kind_runs(PFT_GEMM_F32_AVX512);
+    CHECK(!strcmp(pft_ctx_cpu_gemm(ctx), avx512 ? "avx512" : "openblas"), "the default fp32 GEMM: %s", pft_ctx_cpu_gemm(ctx));
+    CHECK(pft_ctx_set_cpu_gemm(ctx, "mkl") == PFT_ERR_ARG && strstr(pft_ctx_error(ctx), "mkl"), "an unknown GEMM is named: %s",
+          pft_ctx_error(ctx));
+    const int64_t M = 130, N = 90, K = 300;
+    uint64_t st = 9;
+    float *A = rand_buf(&st, M * K), *B = rand_buf(&st, N * K), *C[2];
+    const char *names[2] = {"openblas", "avx512"};
+    for (int g = 0; g < 2; g++) {
+        C[g] = calloc((size_t)(M * N), sizeof(float));
+        if (g == 1 && !avx512) {
+            CHECK(pft_ctx_set_cpu_gemm(ctx, "avx512") == PFT_ERR_UNSUPPORTED, "avx512 refused without AVX-512");
+            memcpy(C[1], C[0], sizeof(float) * (size_t)(M * N));
+            continue;
+        }
+        CHECK(pft_ctx_set_cpu_gemm(ctx, names[g]) == PFT_OK, "set %s: %s", names[g], pft_ctx_error(ctx));
+        pft_cpu_gemm(ctx, false, true, M, N, K, 1.0f, A, K, 0, B, K, 0, 0.0f, C[g], N, 0, 1);
+    }
+    double worst = 0;
+    bool same = true;
+    for (int64_t i = 0; i < M * N; i++) {
+        double e = fabs((double)C[0][i] - C[1][i]) / (fabs((double)C[0][i]) + 1.0);
+        if (e > worst) worst = e;
+        same = same && C[0][i] == C[1][i];
+    }
+    CHECK(worst < 1e-5, "openblas and avx512 fp32 GEMMs: relative difference %g", worst);
+    if (avx512) CHECK(!same, "the fp32 GEMM switch changes who computes (every bit equal to OpenBLAS's)");
+    pft_ctx_set_cpu_gemm(ctx, "auto");
+    free(A), free(B), free(C[0]), free(C[1]);
+}
+
 int main(void) {
-    TEST_BEGIN("bf16");
+    TEST_BEGIN("gemm_tiles");
     uint64_t seed = test_seed();
     pft_ctx *ctx = pft_ctx_new(2, seed);
     test_rounding();
     test_precision_switch(ctx);
+    test_cpu_gemm_switch(ctx);
     for (size_t k = 0; k < sizeof KINDS / sizeof KINDS[0]; k++) {
-        if (!pft_bf16_gemm_runs(KINDS[k])) {
-            printf("bf16: %s: not run by this processor, its checks skipped\n", pft_bf16_gemm_name(KINDS[k]));
+        if (!pft_gemm_kind_runs(KINDS[k])) {
+            printf("gemm_tiles: %s: not run by this processor, its checks skipped\n", pft_gemm_kind_name(KINDS[k]));
             continue;
         }
-        test_conversion_matches(ctx, KINDS[k]);
+        if (is_bf16(KINDS[k])) test_conversion_matches(ctx, KINDS[k]);
         test_against_reference(ctx, KINDS[k], seed);
         test_threads_and_batch(ctx, KINDS[k], seed);
-        test_through_ops(ctx, KINDS[k] == PFT_BF16_AMX ? "bf16-amx" : "bf16-avx512", KINDS[k]);
+        test_through_ops(ctx, KINDS[k] == PFT_GEMM_BF16_AMX ? "bf16-amx" : KINDS[k] == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32",
+                         KINDS[k]);
     }
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);

@@ -1,14 +1,16 @@
-/* gemm_bf16.c - C = alpha op(A) op(B) + beta C with bf16 operands and fp32 sums (gemm_bf16.h).
+/* gemm_tiles.c - C = alpha op(A) op(B) + beta C over tiles: fp32 on AVX-512, bf16 operands with fp32 sums on
+ * AMX or AVX512-BF16 (gemm_tiles.h).
  *
- * Both operands are packed once per call, converted to bf16 on the way (the conversion is the packing's
- * only arithmetic), into the layouts the hardware reads:
- *   A: strips of 16 rows; strip s, k-block q (32 columns of K) is a [16][32] bf16 tile at (s nq + q) 512;
- *   B: strips of 16 columns; strip j, k-block q is a [16][16][2] tile (k pairs interleaved per column, the
- *      "VNNI" layout) at (j nq + q) 512.
+ * Both operands are packed once per call into 1 KB tiles, in the layouts the hardware reads:
+ *   bf16 (k-blocks of 32; packing rounds to bf16, its only arithmetic):
+ *     A: strips of 16 rows; strip s, k-block q is a [16][32] bf16 tile at (s nq + q) 512;
+ *     B: strips of 16 columns; strip j, k-block q is a [16][16][2] tile (k pairs interleaved per column, the
+ *        "VNNI" layout) at (j nq + q) 512;
+ *   fp32 (k-blocks of 16): A tiles [16 rows][16 k], B tiles [16 k][16 columns], at the same places.
  * Rows, columns and K are zero-padded to whole tiles, and strips to an even count, so every block of C is
  * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block's K loop (one k-chunk, see
  * gemm_part) runs in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
-#include "gemm_bf16.h"
+#include "gemm_tiles.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -18,7 +20,7 @@
 #endif
 
 #if defined(__x86_64__) && (defined(__clang__) ? __clang_major__ >= 12 : __GNUC__ >= 11)
-#define HAVE_BF16_KERNELS 1
+#define HAVE_TILE_KERNELS 1
 #include <cpuid.h>
 #include <immintrin.h>
 #include <sys/syscall.h>
@@ -36,11 +38,14 @@ float pft_bf16_round(float x) {
     return x;
 }
 
-const char *pft_bf16_gemm_name(pft_bf16_gemm kind) {
-    return kind == PFT_BF16_AMX ? "amx" : kind == PFT_BF16_AVX512 ? "avx512-bf16" : "fp32";
+const char *pft_gemm_kind_name(pft_gemm_kind kind) {
+    return kind == PFT_GEMM_BF16_AMX      ? "amx"
+           : kind == PFT_GEMM_BF16_AVX512 ? "avx512-bf16"
+           : kind == PFT_GEMM_F32_AVX512  ? "avx512"
+                                          : "openblas";
 }
 
-#ifdef HAVE_BF16_KERNELS
+#ifdef HAVE_TILE_KERNELS
 
 /* --- what runs here ---------------------------------------------------------------------------------- */
 
@@ -73,21 +78,28 @@ static int cpu_bf16_features(void) {
     return (avx512 ? 1 : 0) | (amx ? 2 : 0);
 }
 
-bool pft_bf16_gemm_runs(pft_bf16_gemm kind) {
-    if (kind == PFT_BF16_AMX) return (cpu_bf16_features() & 2) && !capped_below("amx");
-    if (kind == PFT_BF16_AVX512) return (cpu_bf16_features() & 1) && !capped_below("avx512-bf16");
-    return kind == PFT_BF16_NONE;
+bool pft_gemm_kind_runs(pft_gemm_kind kind) {
+    if (kind == PFT_GEMM_F32_AVX512) { /* the AVX512 target below (avx512f also checks the OS saves ZMM) */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    }
+    if (kind == PFT_GEMM_BF16_AMX) return (cpu_bf16_features() & 2) && !capped_below("amx");
+    if (kind == PFT_GEMM_BF16_AVX512) return (cpu_bf16_features() & 1) && !capped_below("avx512-bf16");
+    return kind == PFT_GEMM_BLAS;
 }
 
 /* --- packing --------------------------------------------------------------------------------------- */
 
-#define TILE 512 /* bf16 elements in one packed tile: 16 x 32 */
+#define TILE 512 /* 16-bit units in one packed tile (1 KB): 16 x 32 bf16, or 16 x 16 floats */
 
-/* Packing runs on AVX-512 (both implementations need AVX512-BF16): VCVTNE2PS2BF16 rounds to nearest even
- * as pft_bf16_round does (and flushes fp32 denormals to zero, as the dot products would treat them). */
+/* Packing runs on AVX-512 (every kind needs it; bf16's needs AVX512-BF16 too): VCVTNE2PS2BF16 rounds to
+ * nearest even as pft_bf16_round does (and flushes fp32 denormals to zero, as the dot products would treat
+ * them). */
 #define AVX512_BF16 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx512bf16")))
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq")))
 
-static inline __mmask16 first_lanes(int64_t n) { /* the first n (clamped to 0..16) of 16 lanes */
+AVX512 static inline __mmask16 first_lanes(int64_t n) { /* the first n (clamped to 0..16) of 16 lanes */
     return n >= 16 ? (__mmask16)0xffff : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1u);
 }
 
@@ -104,7 +116,7 @@ AVX512_BF16 static inline __m512i interleave_bf16(__m512 even, __m512 odd) {
 
 /* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs), in registers: 32-bit and 64-bit unpacks
  * within 128-bit lanes, then two rounds of 128-bit lane shuffles */
-AVX512_BF16 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
+AVX512 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
     __m512i r[16], t[16], u[16], v[16];
     for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_si512(src + 16 * i);
     for (int i = 0; i < 8; i++) {
@@ -133,7 +145,7 @@ AVX512_BF16 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
 
 /* 16 floats of row `row` from column col0 of a row-major matrix, lanes past `cols` (or every lane when
  * the row is past `rows`) zero */
-AVX512_BF16 static inline __m512 load16(const float *X, int64_t ld, int64_t row, int64_t rows, int64_t col0,
+AVX512 static inline __m512 load16(const float *X, int64_t ld, int64_t row, int64_t rows, int64_t col0,
                                         int64_t cols) {
     if (row >= rows) return _mm512_setzero_ps();
     return _mm512_maskz_loadu_ps(first_lanes(cols - col0), X + row * ld + col0);
@@ -169,6 +181,34 @@ AVX512_BF16 static void pack_b_tile(uint16_t *t, const float *B, int64_t ldb, bo
     for (int n = 0; n < 16; n++)
         _mm512_storeu_si512(cols + 16 * n, to_bf16x32(load16(B, ldb, n0 + n, N, k0, K), load16(B, ldb, n0 + n, N, k0 + 16, K)));
     transpose16((uint32_t *)t, cols);
+}
+
+/* fp32 tiles (the fp32 GEMM): 16 x 16 floats, the same 1 KB as a bf16 tile. A: [16 rows][16 k]; B: [16 k][16
+ * columns]. Transposed operands go through transpose16 (32-bit units: floats as well as bf16 pairs). */
+AVX512 static void pack_a_tile_f32(uint16_t *tile, const float *A, int64_t lda, bool trans, int64_t M, int64_t K,
+                                   int64_t s, int64_t q) {
+    float *t = (float *)tile;
+    const int64_t m0 = 16 * s, k0 = 16 * q;
+    if (!trans) {
+        for (int r = 0; r < 16; r++) _mm512_storeu_ps(t + 16 * r, load16(A, lda, m0 + r, M, k0, K));
+        return;
+    }
+    float rows[16 * 16] __attribute__((aligned(64))); /* [k][m] */
+    for (int i = 0; i < 16; i++) _mm512_store_ps(rows + 16 * i, load16(A, lda, k0 + i, K, m0, M));
+    transpose16((uint32_t *)t, (const uint32_t *)rows);
+}
+
+AVX512 static void pack_b_tile_f32(uint16_t *tile, const float *B, int64_t ldb, bool trans, int64_t N, int64_t K,
+                                   int64_t j, int64_t q) {
+    float *t = (float *)tile;
+    const int64_t n0 = 16 * j, k0 = 16 * q;
+    if (!trans) {
+        for (int i = 0; i < 16; i++) _mm512_storeu_ps(t + 16 * i, load16(B, ldb, k0 + i, K, n0, N));
+        return;
+    }
+    float cols[16 * 16] __attribute__((aligned(64))); /* [n][k] */
+    for (int n = 0; n < 16; n++) _mm512_store_ps(cols + 16 * n, load16(B, ldb, n0 + n, N, k0, K));
+    transpose16((uint32_t *)t, (const uint32_t *)cols);
 }
 
 /* the part [lo, hi) of [0, n) that thread `me` of `nth` takes: static, contiguous */
@@ -277,8 +317,46 @@ static void block_avx512(float *acc, const uint16_t *a0, const uint16_t *a1, con
     rows8_avx512(acc + 24 * 32, a1, 8, b0, b1, nq);
 }
 
+/* fp32: 8 rows (from row r0 of A strip a) x 32 columns, FMAs on AVX-512; named accumulators as above */
+AVX512 static void rows8_f32(float *acc, const float *a, int r0, const float *b0, const float *b1, int64_t nq) {
+    __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+    __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
+    for (int64_t q = 0; q < nq; q++) {
+        const float *at = a + q * 256 + r0 * 16, *bt0 = b0 + q * 256, *bt1 = b1 + q * 256;
+        for (int kk = 0; kk < 16; kk++) {
+            const __m512 v0 = _mm512_loadu_ps(bt0 + kk * 16), v1 = _mm512_loadu_ps(bt1 + kk * 16);
+#define ROW(r, x0, x1)                                                                                       \
+    do {                                                                                                     \
+        const __m512 x = _mm512_set1_ps(at[(r) * 16 + kk]);                                                  \
+        x0 = _mm512_fmadd_ps(x, v0, x0);                                                                     \
+        x1 = _mm512_fmadd_ps(x, v1, x1);                                                                     \
+    } while (0)
+            ROW(0, c00, c01);
+            ROW(1, c10, c11);
+            ROW(2, c20, c21);
+            ROW(3, c30, c31);
+            ROW(4, c40, c41);
+            ROW(5, c50, c51);
+            ROW(6, c60, c61);
+            ROW(7, c70, c71);
+#undef ROW
+        }
+    }
+    const __m512 out[16] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, c60, c61, c70, c71};
+    for (int i = 0; i < 16; i++) _mm512_store_ps(acc + 16 * i, out[i]);
+}
+
+static void block_f32(float *acc, const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1,
+                      int64_t nq) {
+    const float *fa0 = (const float *)a0, *fa1 = (const float *)a1, *fb0 = (const float *)b0, *fb1 = (const float *)b1;
+    rows8_f32(acc, fa0, 0, fb0, fb1, nq);
+    rows8_f32(acc + 8 * 32, fa0, 8, fb0, fb1, nq);
+    rows8_f32(acc + 16 * 32, fa1, 0, fb0, fb1, nq);
+    rows8_f32(acc + 24 * 32, fa1, 8, fb0, fb1, nq);
+}
+
 /* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS) */
-AVX512_BF16 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
+AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
                                     float beta) {
     const __mmask16 lo = first_lanes(cols), hi = first_lanes(cols - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
@@ -313,7 +391,7 @@ static bool in_parallel_region(void) {
  * one per thread): the thread's stack, or malloc beyond LOCAL_PACK. */
 static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
     if (ctx->gemm_scratch_bytes < bytes) {
-        void *p = malloc(bytes);
+        void *p = aligned_alloc(64, (bytes + 63) / 64 * 64); /* tiles on cache lines */
         if (!p) return NULL;
         free(ctx->gemm_scratch);
         ctx->gemm_scratch = p, ctx->gemm_scratch_bytes = bytes;
@@ -321,20 +399,24 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
     return ctx->gemm_scratch;
 }
 
-/* Cache blocking. K is cut into chunks of at most KC_BLOCKS k-blocks (even ones): a chunk's sums go into C,
- * the first chunk's with beta, later ones added. Within a chunk, B's columns are cut into chunks of at most
+/* Cache blocking. K is cut into chunks of at most KC_BLOCKS (fp32: KC_BLOCKS_F32) k-blocks, of even sizes:
+ * a chunk's sums go into C, the first chunk's with beta, later ones added. Within a chunk, B's columns are cut into chunks of at most
  * B_CHUNK packed bytes, each swept by every 32-row panel of A: the chunk stays in L2 while the panels
  * stream past (a whole B streamed from L3 for every panel ran at a quarter of the tiles' speed). Which
  * blocks a thread takes never changes what a block computes. */
-#ifndef KC_BLOCKS /* (the two are macros a benchmark build may set) */
-#define KC_BLOCKS 32          /* 1,024 of K */
+#ifndef KC_BLOCKS /* (these are macros a benchmark build may set) */
+#define KC_BLOCKS 32          /* bf16: 1,024 of K */
+#endif
+#ifndef KC_BLOCKS_F32 /* fp32: 128 of K. A block's two B strips (8 KB each) stay in L1 while its four 8-row
+                         kernels sweep them: on the MiniLM shapes 8 ran 2-10% faster than 16, 32 or 64 */
+#define KC_BLOCKS_F32 8
 #endif
 #ifndef B_CHUNK
 #define B_CHUNK (384 << 10)   /* bytes */
 #endif
 
 typedef struct gemm_args {
-    pft_bf16_gemm kind;
+    pft_gemm_kind kind;
     bool ta, tb;
     int64_t M, N, K, lda, ldb, ldc;
     float alpha, beta;
@@ -346,12 +428,14 @@ typedef struct gemm_args {
 /* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
  * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
 static void gemm_part(const gemm_args *g, int me, int nth) {
-    const int64_t nq = (g->K + 31) / 32, ms = (g->M + 31) / 32 * 2, ns = (g->N + 31) / 32 * 2; /* strips, even */
-    const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + KC_BLOCKS - 1) / KC_BLOCKS;
+    const bool f32 = g->kind == PFT_GEMM_F32_AVX512;
+    const int64_t kb = f32 ? 16 : 32, kcb = f32 ? KC_BLOCKS_F32 : KC_BLOCKS;
+    const int64_t nq = (g->K + kb - 1) / kb, ms = (g->M + 31) / 32 * 2, ns = (g->N + 31) / 32 * 2; /* strips, even */
+    const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + kcb - 1) / kcb;
     int64_t lo, hi;
-    pack_operand(g->pa, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, nq, me, nth, pack_a_tile);
-    pack_operand(g->pb, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, nq, me, nth, pack_b_tile);
-    if (g->kind == PFT_BF16_AMX) amx_begin(); /* tile configuration is per thread */
+    pack_operand(g->pa, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, nq, me, nth, f32 ? pack_a_tile_f32 : pack_a_tile);
+    pack_operand(g->pb, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, nq, me, nth, f32 ? pack_b_tile_f32 : pack_b_tile);
+    if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
     float acc[32 * 32] __attribute__((aligned(64)));
     for (int64_t kc = 0; kc < kchunks; kc++) {
         if (nth > 1) { /* packing done; C blocks of the previous chunk written (a block may change threads) */
@@ -369,7 +453,8 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
             const uint16_t *a0 = g->pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
             for (int64_t j = j0; j < j1; j += 2) {
                 const uint16_t *b0 = g->pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
-                if (g->kind == PFT_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
+                if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
+                else if (f32) block_f32(acc, a0, a1, b0, b1, nqc);
                 else block_avx512(acc, a0, a1, b0, b1, nqc);
                 const int64_t r0 = 16 * s, c0 = 16 * j;
                 write_block(g->C + r0 * g->ldc + c0, g->ldc, acc, g->M - r0 < 32 ? g->M - r0 : 32,
@@ -377,7 +462,7 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
             }
         }
     }
-    if (g->kind == PFT_BF16_AMX) amx_end();
+    if (g->kind == PFT_GEMM_BF16_AMX) amx_end();
 }
 
 static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
@@ -394,9 +479,10 @@ static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
     gemm_part(g, 0, 1);
 }
 
-bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    if (kind == PFT_GEMM_BLAS) return false;
     if (batch <= 0 || M <= 0 || N <= 0) return true;
     if (K <= 0) { /* an empty sum: C = beta C */
         for (int64_t b = 0; b < batch; b++)
@@ -404,7 +490,7 @@ bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M
                 for (int64_t j = 0; j < N; j++) C[b * sc + r * ldc + j] = beta == 0.0f ? 0.0f : beta * C[b * sc + r * ldc + j];
         return true;
     }
-    const int64_t nq = (K + 31) / 32;
+    const int64_t kb = kind == PFT_GEMM_F32_AVX512 ? 16 : 32, nq = (K + kb - 1) / kb;
     const size_t bytes_a = (size_t)((M + 31) / 32 * 2 * nq) * TILE * 2, bytes_b = (size_t)((N + 31) / 32 * 2 * nq) * TILE * 2;
     const bool local = in_parallel_region();
     /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
@@ -422,11 +508,11 @@ bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M
     return true;
 }
 
-#else /* no bf16 kernels in this build (not x86-64, or an old compiler) */
+#else /* no tile kernels in this build (not x86-64, or an old compiler) */
 
-bool pft_bf16_gemm_runs(pft_bf16_gemm kind) { return kind == PFT_BF16_NONE; }
+bool pft_gemm_kind_runs(pft_gemm_kind kind) { return kind == PFT_GEMM_BLAS; }
 
-bool pft_gemm_bf16(pft_ctx *ctx, pft_bf16_gemm kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
     return false;
