@@ -144,14 +144,16 @@ typedef struct pft_backend {
                                      uint64_t seed, uint64_t counter, const pft_attention_layout *layout);
 
     /* --- optimizers: in place over one dense parameter of n elements (optim.c) ----------------------- */
-    /* AdamW (torch.optim.AdamW), with the step's scalars from optim.c: m = b1 m + (1-b1) g,
+    /* Both read the gradient as gs g (gradient clipping's coefficient, 1 when it does not clip: the
+     * product a clipped gradient would have held, without a pass that writes it).
+     * AdamW (torch.optim.AdamW), with the step's scalars from optim.c: m = b1 m + (1-b1) g,
      * v = b2 v + (1-b2) g^2, p = p decay - step m / (sqrt(v) inv_sqrt_bc2 + eps) */
-    void (*adamw_step)(pft_ctx *ctx, float *p, float *m, float *v, const float *g, float b1, float b2, float eps,
-                       float decay, float step, float inv_sqrt_bc2, int64_t n);
+    void (*adamw_step)(pft_ctx *ctx, float *p, float *m, float *v, const float *g, float gs, float b1, float b2,
+                       float eps, float decay, float step, float inv_sqrt_bc2, int64_t n);
     /* SGD (torch.optim.SGD, dampening 0): d = g + wd p; with buf (NULL: no momentum) buf = first ? d :
      * mu buf + d, d = buf; p -= lr d */
-    void (*sgd_step)(pft_ctx *ctx, float *p, float *buf, const float *g, float lr, float wd, float mu, bool first,
-                     int64_t n);
+    void (*sgd_step)(pft_ctx *ctx, float *p, float *buf, const float *g, float gs, float lr, float wd, float mu,
+                     bool first, int64_t n);
     /* sum of x_i^2 in double, in index order; returned to the host (gradient clipping's norm) */
     double (*sum_squares)(pft_ctx *ctx, const float *x, int64_t n);
     void (*scale_inplace)(pft_ctx *ctx, float *x, float s, int64_t n); /* x *= s */

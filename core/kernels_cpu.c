@@ -987,9 +987,9 @@ static pft_status cpu_lora_down_backward(pft_ctx *ctx, float *restrict dx, float
  * it); SGD runs on one thread. */
 
 static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
-                           float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
+                           float gs, float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) {
-        float gi = g[i];
+        float gi = gs * g[i];
         m[i] = b1 * m[i] + (1.0f - b1) * gi;
         v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
         float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
@@ -997,10 +997,10 @@ static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, f
     });
 }
 
-static void cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float lr, float wd,
-                         float mu, bool first, int64_t n) {
+static void cpu_sgd_step(pft_ctx *ctx, float *restrict p, float *restrict buf, const float *restrict g, float gs, float lr,
+                         float wd, float mu, bool first, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
-        float d = g[i] + wd * p[i];
+        float d = gs * g[i] + wd * p[i];
         if (buf) {
             buf[i] = first ? d : mu * buf[i] + d;
             d = buf[i];
@@ -1042,7 +1042,7 @@ static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) 
 }
 
 static void cpu_scale_inplace(pft_ctx *ctx, float *restrict x, float s, int64_t n) {
-    for (int64_t i = 0; i < n; i++) x[i] *= s;
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) x[i] *= s;);
 }
 
 /* --- the table ---------------------------------------------------------------------------------------- */

@@ -6,6 +6,7 @@
  *     local st = opt:state()                                 -- {[name] = {step = n, m = tensor, v = tensor}}
  *     opt:load_state(st)
  *     local norm = core.clip_grad_norm(params, 1.0)         -- as torch.nn.utils.clip_grad_norm_
+ *     local norm, coef = core.grad_norm(params, 1.0); opt:step(coef)  -- the same step, gradients left unscaled
  *
  * `groups` is a list of group tables (params plus settings that override `opts`) or a plain list of
  * tensors (one group). The C optimizer retains its parameters; the userdata also keeps the Lua boxes in
@@ -148,9 +149,12 @@ static int make_optim(lua_State *L, pft_optim_kind kind, const char *name) {
 static int l_adamw(lua_State *L) { return make_optim(L, PFT_OPTIM_ADAMW, "adamw"); }
 static int l_sgd(lua_State *L) { return make_optim(L, PFT_OPTIM_SGD, "sgd"); }
 
+/* opt:step([grad_scale]): every gradient read as grad_scale g (default 1) */
 static int o_step(lua_State *L) {
     optim_box *b = check_optim(L, 1);
-    if (pft_optim_step(b->o)) return pftl_core_error(L, b->S->ctx);
+    const lua_Number gs = luaL_optnumber(L, 2, 1.0);
+    luaL_argcheck(L, isfinite(gs), 2, "grad_scale must be a finite number");
+    if (pft_optim_step_scaled(b->o, (float)gs)) return pftl_core_error(L, b->S->ctx);
     return 0;
 }
 
@@ -274,21 +278,47 @@ static int o_load_state(lua_State *L) {
     return 0;
 }
 
-/* core.clip_grad_norm(params, max_norm) -> the global gradient norm before clipping */
-static int l_clip_grad_norm(lua_State *L) {
+/* the tensors of the list at index 1 (a userdata array on the stack, freed with it), their count in *n */
+static pft_tensor **param_list(lua_State *L, const char *fn, int *n) {
     luaL_checktype(L, 1, LUA_TTABLE);
-    lua_Number max_norm = luaL_checknumber(L, 2);
-    luaL_argcheck(L, max_norm > 0 && isfinite(max_norm), 2, "max_norm must be a finite number > 0");
-    int n = (int)lua_objlen(L, 1);
-    pft_tensor **params = lua_newuserdata(L, sizeof *params * (size_t)(n ? n : 1));
-    for (int i = 0; i < n; i++) {
+    *n = (int)lua_objlen(L, 1);
+    pft_tensor **params = lua_newuserdata(L, sizeof *params * (size_t)(*n ? *n : 1));
+    for (int i = 0; i < *n; i++) {
         lua_rawgeti(L, 1, i + 1);
-        if (!pftl_is_tensor(L, -1)) luaL_error(L, "clip_grad_norm: entry %d is a %s, expected pft.Tensor", i + 1, luaL_typename(L, -1));
+        if (!pftl_is_tensor(L, -1)) luaL_error(L, "%s: entry %d is a %s, expected pft.Tensor", fn, i + 1, luaL_typename(L, -1));
         params[i] = pftl_check_tensor(L, -1);
         lua_pop(L, 1);
     }
+    return params;
+}
+
+static lua_Number check_max_norm(lua_State *L, int arg) {
+    lua_Number max_norm = luaL_checknumber(L, arg);
+    luaL_argcheck(L, max_norm > 0 && isfinite(max_norm), arg, "max_norm must be a finite number > 0");
+    return max_norm;
+}
+
+/* core.clip_grad_norm(params, max_norm) -> the global gradient norm before clipping */
+static int l_clip_grad_norm(lua_State *L) {
+    lua_Number max_norm = check_max_norm(L, 2);
+    int n;
+    pft_tensor **params = param_list(L, "clip_grad_norm", &n);
     lua_pushnumber(L, pft_clip_grad_norm(n, params, max_norm));
     return 1;
+}
+
+/* core.grad_norm(params[, max_norm]) -> the global gradient norm[, the factor clipping to max_norm would
+ * scale the gradients by (1: none), for opt:step]; the gradients are not touched */
+static int l_grad_norm(lua_State *L) {
+    const bool clip = !lua_isnoneornil(L, 2);
+    lua_Number max_norm = clip ? check_max_norm(L, 2) : 0;
+    int n;
+    pft_tensor **params = param_list(L, "grad_norm", &n);
+    const double norm = pft_grad_norm(n, params);
+    lua_pushnumber(L, norm);
+    if (!clip) return 1;
+    lua_pushnumber(L, pft_clip_coef(norm, max_norm));
+    return 2;
 }
 
 static int o_tostring(lua_State *L) {
@@ -306,6 +336,6 @@ static const luaL_Reg optim_methods[] = {
 void pftl_register_optim(lua_State *L, int module_idx) {
     pftl_new_class(L, OPTIM_MT, optim_methods, o_gc, o_tostring);
     static const luaL_Reg fns[] = {
-        {"adamw", l_adamw}, {"sgd", l_sgd}, {"clip_grad_norm", l_clip_grad_norm}, {NULL, NULL}};
+        {"adamw", l_adamw}, {"sgd", l_sgd}, {"clip_grad_norm", l_clip_grad_norm}, {"grad_norm", l_grad_norm}, {NULL, NULL}};
     pftl_set_funcs(L, module_idx, fns);
 }

@@ -123,21 +123,23 @@ static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
 }
 
 /* The step's scalars here, in double as torch does; the per-element update is the backend's. */
-static void adamw_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float *m, float *v, int64_t n,
-                         const pft_optim_group *G, int64_t t) {
+static void adamw_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *m, float *v,
+                         int64_t n, const pft_optim_group *G, int64_t t) {
     const float b1 = (float)G->beta1, b2 = (float)G->beta2, eps = (float)G->eps;
     const float decay = (float)(1.0 - G->lr * G->weight_decay);
     const double bc1 = 1.0 - pow(G->beta1, (double)t), bc2 = 1.0 - pow(G->beta2, (double)t);
     const float step = (float)(G->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    be->adamw_step(ctx, p, m, v, g, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
+    be->adamw_step(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
 }
 
-static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float *buf, int64_t n,
+static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *buf, int64_t n,
                        const pft_optim_group *G, bool first) {
-    be->sgd_step(ctx, p, buf, g, (float)G->lr, (float)G->weight_decay, (float)G->momentum, first, n);
+    be->sgd_step(ctx, p, buf, g, gs, (float)G->lr, (float)G->weight_decay, (float)G->momentum, first, n);
 }
 
-pft_status pft_optim_step(pft_optim *opt) {
+pft_status pft_optim_step(pft_optim *opt) { return pft_optim_step_scaled(opt, 1.0f); }
+
+pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
     for (int i = 0; i < opt->n_params; i++) {
         param_slot *s = &opt->params[i];
         pft_tensor *p = s->param;
@@ -158,14 +160,14 @@ pft_status pft_optim_step(pft_optim *opt) {
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
-            adamw_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), s->m, s->v, n, G, s->step);
+            adamw_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), grad_scale, s->m, s->v, n, G, s->step);
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
-            sgd_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), G->momentum > 0 ? s->m : NULL, n, G,
-                       first);
+            sgd_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), grad_scale, G->momentum > 0 ? s->m : NULL,
+                       n, G, first);
         }
     }
     return PFT_OK;
@@ -218,7 +220,7 @@ pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step
     return PFT_OK;
 }
 
-double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
+double pft_grad_norm(int n, pft_tensor *const *params) {
     double sq = 0;
     for (int k = 0; k < n; k++) {
         const pft_tensor *g = params[k]->grad;
@@ -226,14 +228,22 @@ double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
         /* gradients are contiguous (autograd.h); each parameter's sum of squares in double, in index order */
         sq += pft_backend_for(g)->sum_squares(g->ctx, pft_tensor_data(g), pft_tensor_numel(g));
     }
-    double norm = sqrt(sq);
-    if (!isfinite(norm)) return norm;
-    double coef = max_norm / (norm + 1e-6);
-    if (coef < 1.0)
+    return sqrt(sq);
+}
+
+float pft_clip_coef(double norm, double max_norm) {
+    const double coef = max_norm / (norm + 1e-6);
+    return isfinite(norm) && coef < 1.0 ? (float)coef : 1.0f;
+}
+
+double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
+    const double norm = pft_grad_norm(n, params);
+    const float coef = pft_clip_coef(norm, max_norm);
+    if (coef < 1.0f)
         for (int k = 0; k < n; k++) {
             const pft_tensor *g = params[k]->grad;
             if (!g) continue;
-            pft_backend_for(g)->scale_inplace(g->ctx, pft_tensor_data(g), (float)coef, pft_tensor_numel(g));
+            pft_backend_for(g)->scale_inplace(g->ctx, pft_tensor_data(g), coef, pft_tensor_numel(g));
         }
     return norm;
 }

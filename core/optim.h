@@ -47,6 +47,9 @@ int pft_optim_add_group(pft_optim *opt, const pft_optim_group *settings, int n, 
 int pft_optim_group_count(const pft_optim *opt);
 pft_optim_group *pft_optim_group_get(pft_optim *opt, int group);
 pft_status pft_optim_step(pft_optim *opt);
+/* The step with every gradient read as grad_scale g (the gradients are left as they are): with
+ * pft_clip_coef, gradient clipping without a pass that scales them, bit-identical to clipping first. */
+pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale);
 void pft_optim_zero_grad(pft_optim *opt);
 /* Bytes of optimizer state allocated so far (tests: frozen parameters hold none). */
 size_t pft_optim_state_bytes(const pft_optim *opt);
@@ -75,5 +78,9 @@ pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step
  * Returns the norm before clipping (summed in double, parameter by parameter in order); a non-finite
  * norm is returned as is and nothing is scaled. */
 double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm);
+/* Its two halves: the global L2 norm of the gradients of params (those that have one), and the factor
+ * clipping to max_norm multiplies them by (float; 1 when it does not clip or the norm is not finite). */
+double pft_grad_norm(int n, pft_tensor *const *params);
+float pft_clip_coef(double norm, double max_norm);
 
 #endif

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # bench/profile: where one dense training step's time goes, per op. perf samples bench_train (MiniLM +
 # a classification head, B sentences x T tokens, all positions real: PFT_BENCH_DENSE=1) and the samples
-# are added up by op: the GEMMs (OpenBLAS's kernels, including the attention block's small ones), each
-# kernel of core/kernels_cpu.c, memory copies and zeroing, OpenMP's waiting, the operating system.
+# are added up by op: the GEMMs (pft's tiled fp32 GEMM, or OpenBLAS's with PFT_CPU_GEMM=openblas; the
+# attention block's small ones too), each kernel of core/kernels_cpu.c, memory copies and zeroing, OpenMP's waiting, the operating system.
 # Prints a table: op, share of the samples. (FLOP shares come from the model's shapes: docs/performance.md.)
 # PFT_BENCH_PRECISION=bf16 profiles a bf16 step (train.precision = "bf16").
-# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] [PFT_BENCH_PRECISION=bf16] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
+# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] [PFT_CPU_GEMM=openblas] [PFT_BENCH_PRECISION=bf16] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
 #        [threads=2] [reps=5]   (from anywhere; needs perf: Debian's linux-perf)
 set -eu
 cd "$(dirname "$0")/../.."
@@ -25,7 +25,7 @@ perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/de
     for (i = 3; i < NF; i++) if ($i == "[.]" || $i == "[k]") { sym = $(i + 1); break }
     if ($0 ~ /\[k\]/) op = "operating system (page faults, scheduling)"
     else if (dso ~ /openblas/) op = "GEMM (OpenBLAS kernels and packing)"
-    else if (sym ~ /^(block_amx|rows8_avx512|block_avx512|pack_[ab]_|write_block|transpose16|gemm1)/) op = "GEMM, bf16 (core/gemm_bf16.c: tiles, packing, write-back)"
+    else if (sym ~ /^(block_amx|rows8_|block_avx512|block_f32|pack_[ab]_|write_block|transpose16|gemm1|gemm_part)/) op = "GEMM, pft's tiles (core/gemm_tiles.c: kernels, packing, write-back)"
     else if (dso ~ /gomp/) op = "OpenMP (threads waiting at barriers)"
     else if (sym ~ /^cpu_attention/ || sym ~ /^(dropout_block|mask_like|row_max|row_dot)/) op = "attention: softmax, mask, dropout (not its GEMMs)"
     else if (sym ~ /^(layernorm_row|layernorm_param)/) op = "layernorm rows (layernorm, dropout + add + layernorm)"

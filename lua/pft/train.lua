@@ -467,11 +467,13 @@ end
 function Trainer:optimizer_step()
   local tl = {}
   for _, p in ipairs(self.params) do if p:requires_grad() then tl[#tl + 1] = p end end
+  local scale = 1 -- clipping's factor, applied by the step as it reads the gradients (no pass that scales them)
   if self.tr.grad_clip > 0 then
-    local norm = core.clip_grad_norm(tl, self.tr.grad_clip)
+    local norm, coef = core.grad_norm(tl, self.tr.grad_clip)
     if norm ~= norm or norm == math.huge then error({ nan = "non-finite gradient" }) end
+    scale = coef
   end
-  self.opt:step()
+  self.opt:step(scale)
   self.step = self.step + 1
   self.trainable_numel = 0
   for _, p in ipairs(tl) do self.trainable_numel = self.trainable_numel + p:numel() end

@@ -310,6 +310,7 @@ static void test_adamw(void) {
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const int64_t n = 37;
     for (int fresh = 0; fresh <= 1; fresh++) {
+        const float gs = fresh ? 1.0f : 0.37f; /* the gradient read as gs g (clipping's factor) */
         float *p = rand_buf(n, -1, 1), *g = rand_buf(n, -0.5f, 0.5f), *m = rand_buf(n, -0.1f, 0.1f), *v = rand_buf(n, 0, 0.01f);
         if (fresh) memset(m, 0, sizeof(float) * (size_t)n), memset(v, 0, sizeof(float) * (size_t)n);
         const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f, decay = 0.9995f, step = fresh ? 0.01f : 0.0123f;
@@ -317,11 +318,12 @@ static void test_adamw(void) {
         double *pr = malloc(sizeof(double) * (size_t)n), *mr = malloc(sizeof(double) * (size_t)n),
                *vr = malloc(sizeof(double) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
-            mr[i] = (double)b1 * m[i] + (1.0 - (double)b1) * g[i];
-            vr[i] = (double)b2 * v[i] + (1.0 - (double)b2) * (double)g[i] * g[i];
+            const double gi = (double)gs * g[i];
+            mr[i] = (double)b1 * m[i] + (1.0 - (double)b1) * gi;
+            vr[i] = (double)b2 * v[i] + (1.0 - (double)b2) * gi * gi;
             pr[i] = (double)p[i] * decay - (double)step * mr[i] / (sqrt(vr[i]) * isb + eps);
         }
-        pft_backend_cpu.adamw_step(ctx, p, m, v, g, b1, b2, eps, decay, step, isb, n);
+        pft_backend_cpu.adamw_step(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, isb, n);
         const double ep = max_err(p, pr, n), em = max_err(m, mr, n), ev = max_err(v, vr, n);
         CHECK(ep < 1e-6 && em < 1e-7 && ev < 1e-8, "adamw_step (%s state): max |err| p %g, m %g, v %g",
               fresh ? "zero" : "random", ep, em, ev);
@@ -335,14 +337,15 @@ static void test_sgd(void) {
     const int64_t n = 29;
     const float lr = 0.05f, wd = 0.01f, mu = 0.9f;
     for (int mode = 0; mode < 3; mode++) { /* 0: no momentum, 1: momentum, first step, 2: momentum, later */
+        const float gs = mode == 2 ? 0.37f : 1.0f;
         float *p = rand_buf(n, -1, 1), *g = rand_buf(n, -1, 1), *buf = mode ? rand_buf(n, -1, 1) : NULL;
         double *pr = malloc(sizeof(double) * (size_t)n), *br = malloc(sizeof(double) * (size_t)n);
         for (int64_t i = 0; i < n; i++) {
-            double d = g[i] + (double)wd * p[i];
+            double d = (double)gs * g[i] + (double)wd * p[i];
             if (mode) d = br[i] = mode == 1 ? d : (double)mu * buf[i] + d;
             pr[i] = p[i] - (double)lr * d;
         }
-        pft_backend_cpu.sgd_step(ctx, p, buf, g, lr, wd, mu, mode == 1, n);
+        pft_backend_cpu.sgd_step(ctx, p, buf, g, gs, lr, wd, mu, mode == 1, n);
         const double ep = max_err(p, pr, n), eb = mode ? max_err(buf, br, n) : 0;
         CHECK(ep < 1e-6 && eb < 1e-6, "sgd_step mode %d: max |err| p %g, buf %g", mode, ep, eb);
         free(p), free(g), free(buf), free(pr), free(br);

@@ -126,14 +126,14 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         float *p = out_buf(o, rc), *m = out_buf(o, rc), *v = out_buf(o, rc);
         memcpy(p, x, sizeof(float) * (size_t)rc);
         for (int step = 1; step <= 3; step++)
-            be->adamw_step(ctx, p, m, v, y, 0.9f, 0.999f, 1e-8f, 1.0f - 1e-5f, 1e-3f * (float)step, 1.0f / sqrtf(1.0f - powf(0.999f, (float)step)), rc);
+            be->adamw_step(ctx, p, m, v, y, 0.75f, 0.9f, 0.999f, 1e-8f, 1.0f - 1e-5f, 1e-3f * (float)step, 1.0f / sqrtf(1.0f - powf(0.999f, (float)step)), rc);
         break;
     }
     case K_SGD: {
         float *p = out_buf(o, rc), *buf = out_buf(o, rc);
         memcpy(p, x, sizeof(float) * (size_t)rc);
-        be->sgd_step(ctx, p, buf, y, 0.01f, 0.1f, 0.9f, true, rc);
-        be->sgd_step(ctx, p, buf, y, 0.01f, 0.1f, 0.9f, false, rc);
+        be->sgd_step(ctx, p, buf, y, 0.75f, 0.01f, 0.1f, 0.9f, true, rc);
+        be->sgd_step(ctx, p, buf, y, 0.75f, 0.01f, 0.1f, 0.9f, false, rc);
         break;
     }
     case K_SUM_SQ: out_buf(o, 1)[0] = (float)be->sum_squares(ctx, x, rc); break;

@@ -138,10 +138,43 @@ static void test_clip(pft_ctx *ctx) {
     pft_tensor_release(a), pft_tensor_release(b), pft_tensor_release(none);
 }
 
+/* clipping then stepping, and stepping with clipping's factor: the same bits, the gradients left alone */
+static void test_scaled_step(pft_ctx *ctx, pft_optim_kind kind) {
+    float w0[5] = {0.5f, -1, 2, 0.25f, -0.75f}, g0[5] = {3, -4, 12, 0.5f, 7};
+    pft_tensor *w[2];
+    pft_optim *o[2];
+    pft_optim_group G = pft_optim_group_defaults(kind);
+    G.lr = 0.1, G.momentum = kind == PFT_OPTIM_SGD ? 0.9 : 0;
+    for (int i = 0; i < 2; i++) {
+        w[i] = pft_tensor_from_data(ctx, 1, (int64_t[]){5}, w0);
+        w[i]->requires_grad = true;
+        w[i]->grad = pft_tensor_from_data(ctx, 1, (int64_t[]){5}, g0);
+        o[i] = pft_optim_new(ctx, kind);
+        pft_optim_add_group(o[i], &G, 1, &w[i]);
+    }
+    for (int step = 0; step < 2; step++) {
+        pft_clip_grad_norm(1, &w[0], 2.0);
+        pft_optim_step(o[0]);
+        const double norm = pft_grad_norm(1, &w[1]);
+        const float coef = pft_clip_coef(norm, 2.0);
+        CHECK(coef < 1.0f && fabs(norm - sqrt(9 + 16 + 144 + 0.25 + 49)) < 1e-9, "norm %g, coef %g", norm, coef);
+        CHECK(pft_optim_step_scaled(o[1], coef) == PFT_OK, "scaled step: %s", pft_ctx_error(ctx));
+        CHECK(!memcmp(pft_tensor_data(w[0]), pft_tensor_data(w[1]), sizeof w0), "%s step %d: clip + step == step(coef)",
+              kind == PFT_OPTIM_SGD ? "sgd" : "adamw", step);
+        CHECK(!memcmp(pft_tensor_data(w[1]->grad), g0, sizeof g0), "the scaled step leaves the gradient as it was");
+        memcpy(pft_tensor_data(w[0]->grad), g0, sizeof g0); /* clipping scaled it */
+    }
+    CHECK(pft_clip_coef(1.0, 2.0) == 1.0f && pft_clip_coef(NAN, 2.0) == 1.0f && pft_clip_coef(INFINITY, 2.0) == 1.0f,
+          "no clipping below max_norm or for a non-finite norm");
+    for (int i = 0; i < 2; i++) pft_optim_free(o[i]), pft_tensor_release(w[i]);
+}
+
 int main(void) {
     TEST_BEGIN("optim");
     pft_ctx *ctx = pft_ctx_new(1, 1);
     pft_optim_group a = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    test_scaled_step(ctx, PFT_OPTIM_ADAMW);
+    test_scaled_step(ctx, PFT_OPTIM_SGD);
     run_case(ctx, PFT_OPTIM_ADAMW, a, "adamw defaults");
     a.lr = 0.05, a.weight_decay = 0.2, a.beta1 = 0.8, a.beta2 = 0.99, a.eps = 1e-6;
     run_case(ctx, PFT_OPTIM_ADAMW, a, "adamw custom");

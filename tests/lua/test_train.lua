@@ -126,6 +126,28 @@ function Tst.clip_grad_norm_is_torchs()
   check.all_near(b:grad():flat(), { 12 * c }, 1e-7, "below max: unchanged")
 end
 
+function Tst.grad_norm_and_a_scaled_step_are_clipping()
+  local function setup()
+    local w = pft.tensor({ 0.5, -1, 2 }):requires_grad(true)
+    local l = pft.sum_all(w * pft.tensor({ 3, 4, 12 }))
+    l:backward()
+    return w, core.adamw({ w }, { lr = 0.1 })
+  end
+  local w1, o1 = setup()
+  core.clip_grad_norm({ w1 }, 6.5)
+  o1:step()
+  local w2, o2 = setup()
+  local n, coef = core.grad_norm({ w2 }, 6.5)
+  check.near(n, 13, 1e-12, "norm sqrt(9+16+144)")
+  check.near(coef, 6.5 / (13 + 1e-6), 1e-7, "the factor clipping would scale by")
+  check.eq(select(2, core.grad_norm({ w2 }, 100)), 1, "below max: factor 1")
+  check.eq(select("#", core.grad_norm({ w2 })), 1, "no max_norm: the norm alone")
+  check.all_near(w2:grad():flat(), { 3, 4, 12 }, 0, "the gradients untouched")
+  o2:step(coef)
+  check.all_near(w2:flat(), w1:flat(), 0, "step(coef) is clip + step, bit for bit")
+  check.raises(function() o2:step(0 / 0) end, "grad_scale must be a finite number")
+end
+
 function Tst.optimizer_state_round_trip_through_a_file()
   local d = tmpdir("ost")
   assert(core.mkdir(d))
