@@ -435,21 +435,28 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
     int64_t lo, hi;
     pack_operand(g->pa, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, nq, me, nth, f32 ? pack_a_tile_f32 : pack_a_tile);
     pack_operand(g->pb, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, nq, me, nth, f32 ? pack_b_tile_f32 : pack_b_tile);
+    if (nth > 1) { /* every tile packed before any is read */
+#pragma omp barrier
+    }
     if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
     float acc[32 * 32] __attribute__((aligned(64)));
+    /* The blocks in sweep order (column chunk, panel, column pair), a contiguous run of them per thread; the
+     * same run in every k-chunk, so a thread adds only onto blocks it wrote itself and needs no barrier */
+    const int64_t nq_max = (nq + kchunks - 1) / kchunks;
+    int64_t per_chunk = B_CHUNK / (2 * nq_max * TILE * 2); /* column pairs */
+    if (per_chunk < 1) per_chunk = 1;
+    share(panels * pairs, me, nth, &lo, &hi);
     for (int64_t kc = 0; kc < kchunks; kc++) {
-        if (nth > 1) { /* packing done; C blocks of the previous chunk written (a block may change threads) */
-#pragma omp barrier
-        }
         const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
-        int64_t per_chunk = B_CHUNK / (2 * nqc * TILE * 2); /* column pairs */
-        if (per_chunk < 1) per_chunk = 1;
-        const int64_t cchunks = (pairs + per_chunk - 1) / per_chunk;
         const float b = kc == 0 ? g->beta : 1.0f;
-        share(cchunks * panels, me, nth, &lo, &hi);
-        for (int64_t t = lo; t < hi; t++) {
-            const int64_t s = t % panels * 2, j0 = t / panels * per_chunk * 2;
-            const int64_t j1 = j0 + per_chunk * 2 < ns ? j0 + per_chunk * 2 : ns;
+        for (int64_t t = lo; t < hi;) {
+            /* block t: column chunk t / (panels per_chunk') where the last chunk may be narrower */
+            const int64_t cc = t / (panels * per_chunk), c0p = cc * per_chunk;
+            const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
+            const int64_t s = in_chunk / width * 2, jp = in_chunk % width;
+            const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
+            const int64_t j0 = (c0p + jp) * 2, j1 = j0 + run * 2;
+            t += run;
             const uint16_t *a0 = g->pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
             for (int64_t j = j0; j < j1; j += 2) {
                 const uint16_t *b0 = g->pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
