@@ -219,18 +219,20 @@ static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
 typedef void pack_tile_fn(uint16_t *t, const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, int64_t strip,
                           int64_t q);
 
-/* Every tile of one operand, this thread's share. k_major: the operand's K runs down its stored rows (A
+/* The tiles of k-blocks q0 .. q0 + nqc - 1 of one operand, every strip, this thread's share: strip s,
+ * k-block q0 + i at dst + (s stride + i) TILE. k_major: the operand's K runs down its stored rows (A
  * transposed, B as stored), so a strip's tiles lie down the whole matrix, one 64-byte piece per row: taken
  * strip by strip that touched a page per row (5.9 GB/s against memcpy's 14.8); taken k-block by k-block,
  * all strips, the rows are swept in order. */
-static void pack_operand(uint16_t *dst, const float *X, int64_t ld, bool trans, bool k_major, int64_t rows, int64_t K,
-                         int64_t strips, int64_t nq, int me, int nth, pack_tile_fn *tile) {
+static void pack_operand(uint16_t *dst, int64_t stride, const float *X, int64_t ld, bool trans, bool k_major,
+                         int64_t rows, int64_t K, int64_t strips, int64_t q0, int64_t nqc, int me, int nth,
+                         pack_tile_fn *tile) {
     int64_t lo, hi;
-    share(k_major ? nq : strips, me, nth, &lo, &hi);
+    share(k_major ? nqc : strips, me, nth, &lo, &hi);
     for (int64_t i = lo; i < hi; i++)
-        for (int64_t o = 0; o < (k_major ? strips : nq); o++) {
+        for (int64_t o = 0; o < (k_major ? strips : nqc); o++) {
             const int64_t s = k_major ? o : i, q = k_major ? i : o;
-            tile(dst + (s * nq + q) * TILE, X, ld, trans, rows, K, s, q);
+            tile(dst + (s * stride + q) * TILE, X, ld, trans, rows, K, s, q0 + q);
         }
 }
 
@@ -407,13 +409,30 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
 #ifndef KC_BLOCKS /* (these are macros a benchmark build may set) */
 #define KC_BLOCKS 32          /* bf16: 1,024 of K */
 #endif
-#ifndef KC_BLOCKS_F32 /* fp32: 128 of K. A block's two B strips (8 KB each) stay in L1 while its four 8-row
-                         kernels sweep them: on the MiniLM shapes 8 ran 2-10% faster than 16, 32 or 64 */
-#define KC_BLOCKS_F32 8
+#ifndef KC_BLOCKS_F32 /* fp32: 256 of K. On the MiniLM shapes 16 ran 0-8% faster than 8 and 32 */
+#define KC_BLOCKS_F32 16
 #endif
 #ifndef B_CHUNK
 #define B_CHUNK (384 << 10)   /* bytes */
 #endif
+
+/* How a GEMM's K is cut: nq k-blocks in kchunks chunks of at most nq_max; a chunk's buffer holds nq_max tiles
+ * of each strip (strips even: whole 32 x 32 blocks) */
+typedef struct chunking {
+    int64_t nq, kchunks, nq_max, a_strips, b_strips, a_tiles, b_tiles;
+} chunking;
+
+static chunking chunking_of(pft_gemm_kind kind, int64_t M, int64_t N, int64_t K) {
+    const bool f32 = kind == PFT_GEMM_F32_AVX512;
+    const int64_t kb = f32 ? 16 : 32, kcb = f32 ? KC_BLOCKS_F32 : KC_BLOCKS;
+    chunking c;
+    c.nq = (K + kb - 1) / kb;
+    c.kchunks = (c.nq + kcb - 1) / kcb;
+    c.nq_max = (c.nq + c.kchunks - 1) / c.kchunks;
+    c.a_strips = (M + 31) / 32 * 2, c.b_strips = (N + 31) / 32 * 2;
+    c.a_tiles = c.a_strips * c.nq_max, c.b_tiles = c.b_strips * c.nq_max;
+    return c;
+}
 
 typedef struct gemm_args {
     pft_gemm_kind kind;
@@ -429,26 +448,32 @@ typedef struct gemm_args {
  * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
 static void gemm_part(const gemm_args *g, int me, int nth) {
     const bool f32 = g->kind == PFT_GEMM_F32_AVX512;
-    const int64_t kb = f32 ? 16 : 32, kcb = f32 ? KC_BLOCKS_F32 : KC_BLOCKS;
-    const int64_t nq = (g->K + kb - 1) / kb, ms = (g->M + 31) / 32 * 2, ns = (g->N + 31) / 32 * 2; /* strips, even */
-    const int64_t panels = ms / 2, pairs = ns / 2, kchunks = (nq + kcb - 1) / kcb;
+    const chunking ch = chunking_of(g->kind, g->M, g->N, g->K);
+    const int64_t ms = ch.a_strips, ns = ch.b_strips, panels = ms / 2, pairs = ns / 2, kchunks = ch.kchunks;
+    const int64_t stride = ch.nq_max, nq = ch.nq; /* tiles per strip in a chunk's buffer; k-blocks in all */
     int64_t lo, hi;
-    pack_operand(g->pa, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, nq, me, nth, f32 ? pack_a_tile_f32 : pack_a_tile);
-    pack_operand(g->pb, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, nq, me, nth, f32 ? pack_b_tile_f32 : pack_b_tile);
-    if (nth > 1) { /* every tile packed before any is read */
-#pragma omp barrier
-    }
     if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
     float acc[32 * 32] __attribute__((aligned(64)));
     /* The blocks in sweep order (column chunk, panel, column pair), a contiguous run of them per thread; the
-     * same run in every k-chunk, so a thread adds only onto blocks it wrote itself and needs no barrier */
-    const int64_t nq_max = (nq + kchunks - 1) / kchunks;
-    int64_t per_chunk = B_CHUNK / (2 * nq_max * TILE * 2); /* column pairs */
+     * same run in every k-chunk, so a thread adds only onto blocks it wrote itself */
+    int64_t per_chunk = B_CHUNK / (2 * stride * TILE * 2); /* column pairs */
     if (per_chunk < 1) per_chunk = 1;
     share(panels * pairs, me, nth, &lo, &hi);
     for (int64_t kc = 0; kc < kchunks; kc++) {
         const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
         const float b = kc == 0 ? g->beta : 1.0f;
+        /* Each k-chunk is packed just before it is used, into one of two buffers: the tiles are read back
+         * from the caches, not from memory (packing the whole operands first wrote and read them again, 12%
+         * of a weight gradient's time). The barrier after a chunk's packing also says every thread is done
+         * with the chunk before it, so the buffer of two chunks back is free. */
+        uint16_t *pa = g->pa + (kc % 2) * ch.a_tiles * TILE, *pb = g->pb + (kc % 2) * ch.b_tiles * TILE;
+        pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, q0, nqc, me, nth,
+                     f32 ? pack_a_tile_f32 : pack_a_tile);
+        pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, q0, nqc, me, nth,
+                     f32 ? pack_b_tile_f32 : pack_b_tile);
+        if (nth > 1) {
+#pragma omp barrier
+        }
         for (int64_t t = lo; t < hi;) {
             /* block t: column chunk t / (panels per_chunk') where the last chunk may be narrower */
             const int64_t cc = t / (panels * per_chunk), c0p = cc * per_chunk;
@@ -457,9 +482,9 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
             const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
             const int64_t j0 = (c0p + jp) * 2, j1 = j0 + run * 2;
             t += run;
-            const uint16_t *a0 = g->pa + (s * nq + q0) * TILE, *a1 = a0 + nq * TILE;
+            const uint16_t *a0 = pa + s * stride * TILE, *a1 = a0 + stride * TILE;
             for (int64_t j = j0; j < j1; j += 2) {
-                const uint16_t *b0 = g->pb + (j * nq + q0) * TILE, *b1 = b0 + nq * TILE;
+                const uint16_t *b0 = pb + j * stride * TILE, *b1 = b0 + stride * TILE;
                 if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
                 else if (f32) block_f32(acc, a0, a1, b0, b1, nqc);
                 else block_avx512(acc, a0, a1, b0, b1, nqc);
@@ -497,8 +522,9 @@ bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t 
                 for (int64_t j = 0; j < N; j++) C[b * sc + r * ldc + j] = beta == 0.0f ? 0.0f : beta * C[b * sc + r * ldc + j];
         return true;
     }
-    const int64_t kb = kind == PFT_GEMM_F32_AVX512 ? 16 : 32, nq = (K + kb - 1) / kb;
-    const size_t bytes_a = (size_t)((M + 31) / 32 * 2 * nq) * TILE * 2, bytes_b = (size_t)((N + 31) / 32 * 2 * nq) * TILE * 2;
+    const chunking ch = chunking_of(kind, M, N, K); /* two chunks' buffers per operand (gemm_part) */
+    const int64_t nbuf = ch.kchunks > 1 ? 2 : 1;
+    const size_t bytes_a = (size_t)(nbuf * ch.a_tiles) * TILE * 2, bytes_b = (size_t)(nbuf * ch.b_tiles) * TILE * 2;
     const bool local = in_parallel_region();
     /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
      * allocation per call */
