@@ -156,6 +156,8 @@ typedef struct pft_backend {
                      bool first, int64_t n);
     /* sum of x_i^2 in double, in index order; returned to the host (gradient clipping's norm) */
     double (*sum_squares)(pft_ctx *ctx, const float *x, int64_t n);
+    /* x[i] = value for i < n (zeroed gradients: fresh ones in backward, and zero_grad's every step) */
+    void (*fill)(pft_ctx *ctx, float *x, float value, int64_t n);
     void (*scale_inplace)(pft_ctx *ctx, float *x, float s, int64_t n); /* x *= s */
 } pft_backend;
 

@@ -1041,6 +1041,13 @@ static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) 
     return s;
 }
 
+static void cpu_fill(pft_ctx *ctx, float *restrict x, float value, int64_t n) {
+    if (value == 0.0f && !signbit(value)) /* +0.0f is all zero bits: libc's memset, over the threads */
+        PAR_CHUNKS(ctx, n, memset(x + lo, 0, sizeof(float) * (size_t)(hi - lo)););
+    else
+        PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) x[i] = value;);
+}
+
 static void cpu_scale_inplace(pft_ctx *ctx, float *restrict x, float s, int64_t n) {
     PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) x[i] *= s;);
 }
@@ -1098,5 +1105,6 @@ const pft_backend PFT_CPU_TABLE = {
     .adamw_step = cpu_adamw_step,
     .sgd_step = cpu_sgd_step,
     .sum_squares = cpu_sum_squares,
+    .fill = cpu_fill,
     .scale_inplace = cpu_scale_inplace,
 };

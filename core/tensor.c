@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
 #include "rng.h"
 
 #define PFT_ALIGN 64
@@ -117,7 +118,7 @@ pft_tensor *pft_tensor_empty(pft_ctx *ctx, int ndim, const int64_t *shape) {
 
 pft_tensor *pft_tensor_zeros(pft_ctx *ctx, int ndim, const int64_t *shape) {
     pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);
-    if (t) memset(t->storage->data, 0, t->storage->numel * sizeof(float));
+    if (t) pft_backend_for(t)->fill(ctx, t->storage->data, 0.0f, t->storage->numel);
     return t;
 }
 
@@ -299,10 +300,7 @@ void pft_tensor_fill_(pft_tensor *t, float value) {
     if (pft_tensor_is_contiguous(t)) {
         float *d = pft_tensor_data(t);
         int64_t n = pft_tensor_numel(t);
-        if (value == 0.0f && !signbit(value)) /* +0.0f is all zero bits: libc's memset (zeroing gradients) */
-            memset(d, 0, sizeof(float) * (size_t)n);
-        else
-            for (int64_t i = 0; i < n; i++) d[i] = value;
+        pft_backend_for(t)->fill(t->ctx, d, value, n);
         return;
     }
     int64_t n = pft_tensor_numel(t), idx[PFT_MAX_DIMS] = {0};

@@ -59,7 +59,7 @@ static void test_table_complete(void) {
     CHECK(missing == 0 && entries >= 31, "%d of the CPU table's %d entries are NULL", missing, entries);
     CHECK(be->attention_forward && be->attention_backward && be->adamw_step && be->sgd_step && be->sum_squares &&
               be->scale_inplace && be->strided_accumulate && be->dropout_add_layernorm_forward &&
-              be->dropout_add_layernorm_backward && be->lora_down_forward && be->lora_down_backward,
+              be->dropout_add_layernorm_backward && be->lora_down_forward && be->lora_down_backward && be->fill,
           "the new entries are filled");
     CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
     pft_ctx *ctx = pft_ctx_new(1, 1);
@@ -353,6 +353,28 @@ static void test_sgd(void) {
     pft_ctx_free(ctx);
 }
 
+/* fill: every element, past chunk edges, over 1 and 2 threads; +0 through memset, -0 and others as values */
+static void test_fill(void) {
+    const int64_t sizes[] = {0, 1, 8191, 8192, 100003, 1 << 20};
+    const float values[] = {0.0f, -0.0f, 2.5f};
+    for (int t = 1; t <= 2; t++) {
+        pft_ctx *ctx = pft_ctx_new(t, seed);
+        for (int s = 0; s < 6; s++)
+            for (int v = 0; v < 3; v++) {
+                const int64_t n = sizes[s];
+                float *x = rand_buf(n + 1, -3, 3);
+                const float guard = x[n];
+                pft_backend_cpu.fill(ctx, x, values[v], n);
+                int64_t bad = 0;
+                for (int64_t i = 0; i < n; i++) bad += memcmp(&x[i], &values[v], sizeof(float)) != 0;
+                CHECK(bad == 0 && x[n] == guard, "fill n %lld with %g, %d threads: %lld wrong, past the end %s", (long long)n,
+                      values[v], t, (long long)bad, x[n] == guard ? "kept" : "written");
+                free(x);
+            }
+        pft_ctx_free(ctx);
+    }
+}
+
 static void test_clip_kernels(void) {
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const int64_t n = 1001;
@@ -447,6 +469,7 @@ int main(void) {
     test_adamw();
     test_sgd();
     test_clip_kernels();
+    test_fill();
     test_lora_down();
     return TEST_END();
 }
