@@ -74,6 +74,14 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
     }
 }
 
+/* pft's tiled GEMM writes bias and GELU as it writes C (gemm_tiles.h's epilogue); OpenBLAS cannot */
+bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                            int64_t ldb, float *C, const float *bias, float *G) {
+    const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
+    const pft_gemm_epilogue ep = {bias, G, N};
+    return tiles && pft_gemm_tiles_epilogue(ctx, tiles, false, trans_b, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep);
+}
+
 /* --- the kernel tables: one per instruction set kernels_cpu.c was compiled for ------------------------ */
 
 #ifdef PFT_CPU_VARIANTS /* x86-64: kernels_cpu.c also built with -march=x86-64-v3 and -march=x86-64-v4 */

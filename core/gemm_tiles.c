@@ -11,6 +11,7 @@
  * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block's K loop (one k-chunk, see
  * gemm_part) runs in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
 #include "gemm_tiles.h"
+#include "kernels_cpu.h" /* gelu_of */
 
 #include <stdlib.h>
 #include <string.h>
@@ -357,11 +358,20 @@ static void block_f32(float *acc, const uint16_t *a0, const uint16_t *a1, const 
     rows8_f32(acc + 24 * 32, fa1, 8, fb0, fb1, nq);
 }
 
-/* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS) */
+/* gelu of 32 values, with kernels_cpu.h's gelu_of: the GELU kernels' bits */
+AVX512 static void gelu32(float *restrict g, const float *restrict v) {
+#pragma omp simd
+    for (int j = 0; j < 32; j++) g[j] = gelu_of(v[j]);
+}
+
+/* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS); then, in the last k-chunk, the
+ * epilogue: bias[j] added to column j, and G = gelu(C) (either NULL: not done) */
 AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
-                                    float beta) {
+                               float beta, const float *bias, float *G, int64_t ldg) {
     const __mmask16 lo = first_lanes(cols), hi = first_lanes(cols - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+    const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
+    const __m512 bias1 = bias ? _mm512_maskz_loadu_ps(hi, bias + 16) : _mm512_setzero_ps();
     for (int64_t r = 0; r < rows; r++) {
         float *c = C + r * ldc;
         __m512 x0 = _mm512_mul_ps(va, _mm512_load_ps(acc + 32 * r)), x1 = _mm512_mul_ps(va, _mm512_load_ps(acc + 32 * r + 16));
@@ -369,8 +379,16 @@ AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t 
             x0 = _mm512_add_ps(x0, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(lo, c)));
             x1 = _mm512_add_ps(x1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(hi, c + 16)));
         }
+        if (bias) x0 = _mm512_add_ps(x0, bias0), x1 = _mm512_add_ps(x1, bias1);
         _mm512_mask_storeu_ps(c, lo, x0);
         _mm512_mask_storeu_ps(c + 16, hi, x1);
+        if (G) {
+            float v[32] __attribute__((aligned(64))), g[32] __attribute__((aligned(64)));
+            _mm512_store_ps(v, x0), _mm512_store_ps(v + 16, x1);
+            gelu32(g, v);
+            _mm512_mask_storeu_ps(G + r * ldg, lo, _mm512_load_ps(g));
+            _mm512_mask_storeu_ps(G + r * ldg + 16, hi, _mm512_load_ps(g + 16));
+        }
     }
 }
 
@@ -442,6 +460,9 @@ typedef struct gemm_args {
     const float *A, *B;
     float *C;
     uint16_t *pa, *pb;
+    const float *bias; /* the epilogue (gemm_tiles.h); NULL: none */
+    float *gelu;
+    int64_t ld_gelu;
 } gemm_args;
 
 /* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
@@ -489,8 +510,10 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
                 else if (f32) block_f32(acc, a0, a1, b0, b1, nqc);
                 else block_avx512(acc, a0, a1, b0, b1, nqc);
                 const int64_t r0 = 16 * s, c0 = 16 * j;
+                const bool last = kc == kchunks - 1;
                 write_block(g->C + r0 * g->ldc + c0, g->ldc, acc, g->M - r0 < 32 ? g->M - r0 : 32,
-                            g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, b);
+                            g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, b, last && g->bias ? g->bias + c0 : NULL,
+                            last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL, g->ld_gelu);
             }
         }
     }
@@ -511,9 +534,9 @@ static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
     gemm_part(g, 0, 1);
 }
 
-bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
-                   const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
-                   float *C, int64_t ldc, int64_t sc, int64_t batch) {
+static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                      const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
+                      float *C, int64_t ldc, int64_t sc, int64_t batch, const pft_gemm_epilogue *ep) {
     if (kind == PFT_GEMM_BLAS) return false;
     if (batch <= 0 || M <= 0 || N <= 0) return true;
     if (K <= 0) { /* an empty sum: C = beta C */
@@ -534,11 +557,24 @@ bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t 
     if (!pa) return false;
     uint16_t *pb = pa + bytes_a / 2;
     for (int64_t b = 0; b < batch; b++) {
-        const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb};
+        const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
+                             ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0};
         gemm1(ctx, &g, local);
     }
     if (local && pa != stack_buf) free(pa);
     return true;
+}
+
+bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
+                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
+                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, NULL);
+}
+
+bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                             int64_t ldc, const pft_gemm_epilogue *ep) {
+    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, ep);
 }
 
 #else /* no tile kernels in this build (not x86-64, or an old compiler) */
@@ -548,6 +584,12 @@ bool pft_gemm_kind_runs(pft_gemm_kind kind) { return kind == PFT_GEMM_BLAS; }
 bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                    const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                    float *C, int64_t ldc, int64_t sc, int64_t batch) {
+    return false;
+}
+
+bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
+                             float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
+                             int64_t ldc, const pft_gemm_epilogue *ep) {
     return false;
 }
 

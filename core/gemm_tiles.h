@@ -35,6 +35,20 @@ bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool trans_a, bool trans_b
                    float alpha, const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb,
                    int64_t stride_b, float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
 
+/* What the GEMM does to C's final values as it writes them, so that no pass over C follows (the linear
+ * layers' forward): bias [N] added to every row, then, with gelu, gelu(C) written to gelu [M, ld_gelu] as
+ * well, each element as kernels_cpu.h's gelu_of computes it. NULL members: not done. */
+typedef struct pft_gemm_epilogue {
+    const float *bias;
+    float *gelu;
+    int64_t ld_gelu;
+} pft_gemm_epilogue;
+
+/* One GEMM as pft_gemm_tiles, then the epilogue */
+bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool trans_a, bool trans_b, int64_t M, int64_t N,
+                             int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
+                             float *C, int64_t ldc, const pft_gemm_epilogue *ep);
+
 /* x rounded to the nearest bfloat16, ties to even, returned as the float it stands for (NaN stays NaN, an
  * fp32 denormal becomes a signed zero): what the GEMM's operands become, for tests' references */
 float pft_bf16_round(float x);

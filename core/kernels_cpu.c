@@ -305,20 +305,6 @@ void pft_cpu_gelu_backward_ref(float *restrict dx, const float *restrict dy, con
 }
 #endif
 
-/* GELU and its slope, one element: every GELU kernel computes each element with these, so the fused
- * bias + GELU gives the plain kernels' bits. d/dx [x Phi(x)] = Phi(x) + x phi(x), Phi the normal CDF, phi
- * its density. */
-static inline float gelu_of(float v) {
-    const float r2 = (float)M_SQRT1_2;
-    return 0.5f * v * (1.0f + pft_fast_erff(v * r2));
-}
-
-static inline float gelu_slope(float v) {
-    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
-    const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
-    return cdf + v * pdf;
-}
-
 static void cpu_gelu_forward(pft_ctx *ctx, float *restrict y, const float *restrict x, int64_t n) {
     PAR_CHUNKS(ctx, n, { _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) y[i] = gelu_of(x[i]); });
 }
@@ -1071,6 +1057,7 @@ const pft_backend PFT_CPU_TABLE = {
     .device = PFT_DEVICE_CPU,
     .supports = cpu_supports,
     .gemm = pft_cpu_gemm,
+    .gemm_bias_gelu = pft_cpu_gemm_bias_gelu,
     .binary = cpu_binary,
     .binary_backward = cpu_binary_backward,
     .scale = cpu_scale,

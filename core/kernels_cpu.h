@@ -84,6 +84,25 @@ void pft_cpu_gemm(pft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N
                   const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                   float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
 
+/* linear layers' forward in the GEMM's own pass where pft's tiled GEMM computes (backend.h's
+ * gemm_bias_gelu) */
+bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                            int64_t ldb, float *C, const float *bias, float *G);
+
+/* GELU and its slope, one element: every GELU kernel (and the tiled GEMM's epilogue, gemm_tiles.c)
+ * computes each element with these, so the fused ones give the plain kernels' bits. d/dx [x Phi(x)] =
+ * Phi(x) + x phi(x), Phi the normal CDF, phi its density. */
+static inline float gelu_of(float v) {
+    const float r2 = (float)M_SQRT1_2;
+    return 0.5f * v * (1.0f + pft_fast_erff(v * r2));
+}
+
+static inline float gelu_slope(float v) {
+    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
+    const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
+    return cdf + v * pdf;
+}
+
 /* the same with libm's erff / expf, single-threaded: the reference the fast kernels are tested against */
 void pft_cpu_gelu_forward_ref(float *y, const float *x, int64_t n);
 void pft_cpu_gelu_backward_ref(float *dx, const float *dy, const float *x, int64_t n);

@@ -210,6 +210,23 @@ static pft_status linear_check(pft_ctx *ctx, const char *op, const pft_tensor *x
     return PFT_OK;
 }
 
+/* y [N, out] = xc [N, in] . w^T + bias (bias [out] contiguous), and with g also g = gelu(y), in the GEMM's
+ * own pass where the backend can (gemm_bias_gelu): *done says whether it did (else nothing is written) */
+static pft_status linear_fused(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, const float *bias, float *y, float *g,
+                               int64_t N, bool *done) {
+    const pft_backend *be = pft_backend_for(xc);
+    const int64_t in = w->shape[1], outf = w->shape[0];
+    *done = false;
+    if (!be->gemm_bias_gelu) return PFT_OK;
+    operand ow;
+    pft_status st = operand_of(w, 0, &ow);
+    if (st) return st;
+    *done = be->gemm_bias_gelu(ctx, !ow.trans, N, outf, in, pft_tensor_data(xc), ow.data, ow.ld, y, bias, g);
+    if (*done) ctx->stats.forward_flops += 2 * N * in * outf;
+    pft_tensor_release(ow.owner);
+    return PFT_OK;
+}
+
 /* y [N, out] = xc [N, in] . w^T + beta y: the product both linear ops start from */
 static pft_status linear_gemm(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, float beta, float *y, int64_t N) {
     const int64_t in = w->shape[1], outf = w->shape[0];
@@ -238,7 +255,14 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     if (!out) goto fail;
     float *y = pft_tensor_data(out);
     float beta = 0.0f;
-    if (bias) { /* start every row from the bias and let GEMM accumulate onto it */
+    bool done = false;
+    if (bias) { /* the bias in the GEMM's pass, where the backend can */
+        pft_tensor *bc = pft_ops_contiguous(bias);
+        pft_status st = bc ? linear_fused(ctx, xc, w, pft_tensor_data(bc), y, NULL, N, &done) : ctx->last_status;
+        pft_tensor_release(bc);
+        if (st) goto fail;
+    }
+    if (bias && !done) { /* else start every row from the bias and let GEMM accumulate onto it */
         float *bc = malloc(sizeof(float) * (size_t)outf);
         if (!bc) {
             pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "linear: out of memory");
@@ -249,7 +273,7 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
         free(bc);
         beta = 1.0f;
     }
-    if (linear_gemm(ctx, xc, w, beta, y, N)) goto fail;
+    if (!done && linear_gemm(ctx, xc, w, beta, y, N)) goto fail;
     pft_tensor *inputs[3] = {x, w, bias};
     int n = bias ? 3 : 2;
     if (pft_autograd_needed(ctx, n, inputs)) {
@@ -300,9 +324,15 @@ pft_tensor *pft_linear_gelu(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     pft_tensor *xc = pft_ops_contiguous(x), *bc = xc && bias ? pft_ops_contiguous(bias) : NULL;
     pft_tensor *h = xc && (bc || !bias) ? pft_tensor_empty(ctx, 2, (int64_t[]){N, outf}) : NULL;
     pft_tensor *out = h ? pft_tensor_empty(ctx, x->ndim, shape) : NULL;
-    /* h = x w^T (beta 0: no bias rows written first), then one pass: h += bias, out = gelu(h) */
-    if (!out || linear_gemm(ctx, xc, w, 0.0f, pft_tensor_data(h), N)) goto fail;
-    be->bias_gelu_forward(ctx, pft_tensor_data(out), pft_tensor_data(h), bc ? pft_tensor_data(bc) : NULL, N, outf);
+    /* h = x w^T + bias and out = gelu(h) as the GEMM writes h, where the backend can; else the GEMM (beta 0:
+     * no bias rows written first), then one pass: h += bias, out = gelu(h) */
+    bool done = false;
+    if (!out || linear_fused(ctx, xc, w, bc ? pft_tensor_data(bc) : NULL, pft_tensor_data(h), pft_tensor_data(out), N, &done))
+        goto fail;
+    if (!done) {
+        if (linear_gemm(ctx, xc, w, 0.0f, pft_tensor_data(h), N)) goto fail;
+        be->bias_gelu_forward(ctx, pft_tensor_data(out), pft_tensor_data(h), bc ? pft_tensor_data(bc) : NULL, N, outf);
+    }
     pft_tensor *inputs[3] = {x, w, bias};
     const int n = bias ? 3 : 2;
     if (pft_autograd_needed(ctx, n, inputs)) {
