@@ -83,6 +83,21 @@ function T.bf16_trains_through_the_command()
   os.execute("rm -rf " .. sh_quote(dir))
 end
 
+-- PFT_CPU_GEMM picks who computes fp32 GEMMs: a bad value is refused naming the variable and the choices;
+-- openblas trains (the default, pft's AVX-512 GEMM where the processor has it, trains in every other test).
+function T.cpu_gemm_variable()
+  local out, code = pft("validate sst2", "PFT_CPU_GEMM=mkl")
+  check.truthy(code ~= 0, "refused: " .. out)
+  has(out, "PFT_CPU_GEMM=mkl")
+  has(out, "expected auto, avx512 or openblas")
+  local dir = os.tmpname()
+  os.remove(dir)
+  out, code = pft(("train sst2 data.train.limit=32 data.dev.limit=16 ~data.test data.batch_size=16 train.max_steps=2 train.eval_every=2 output.dir=%s"):format(sh_quote(dir)), "PFT_CPU_GEMM=openblas")
+  check.eq(code, 0, "openblas train: " .. out)
+  has(out, "eval step 2 (epoch 1): acc ")
+  os.execute("rm -rf " .. sh_quote(dir))
+end
+
 -- Errors meant for users name their file, key or tensor, never a location inside pft's own modules;
 -- PFT_TRACEBACK=1 shows those (and the traceback).
 function T.errors_name_no_internal_path()
