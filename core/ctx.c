@@ -43,7 +43,7 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
 void pft_ctx_free(pft_ctx *ctx) {
     if (!ctx) return;
     pft_ctx_cache_clear(ctx);
-    free(ctx->gemm_scratch);
+    pft_gemm_scratch_release(ctx);
     free(ctx);
 }
 

@@ -62,7 +62,7 @@ typedef struct pft_ctx {
     const struct pft_backend *cpu_kernels;
     pft_gemm_kind bf16_gemm; /* precision bf16: its GEMM; PFT_GEMM_BLAS: the precision is fp32 (the default) */
     pft_gemm_kind f32_gemm;  /* fp32's GEMM: PFT_GEMM_F32_AVX512 where the processor has AVX-512, else PFT_GEMM_BLAS */
-    void *gemm_scratch;      /* the tiled GEMM's packed operands (gemm_tiles.c): grown, never shrunk, freed with the ctx */
+    void *gemm_scratch;      /* the tiled GEMM's packed operands (gemm_tiles.c): mapped, grown, never shrunk, unmapped with the ctx */
     size_t gemm_scratch_bytes;
     uint64_t seed;        /* dropout RNG: masks come from (seed, rng_counter + element index) */
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */

@@ -24,9 +24,17 @@
 #define HAVE_TILE_KERNELS 1
 #include <cpuid.h>
 #include <immintrin.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
+
+void pft_gemm_scratch_release(pft_ctx *ctx) {
+#ifdef HAVE_TILE_KERNELS
+    if (ctx->gemm_scratch) munmap(ctx->gemm_scratch, ctx->gemm_scratch_bytes);
+#endif
+    ctx->gemm_scratch = NULL, ctx->gemm_scratch_bytes = 0;
+}
 
 float pft_bf16_round(float x) {
     uint32_t u;
@@ -407,13 +415,15 @@ static bool in_parallel_region(void) {
 
 /* Packing buffers outside a parallel region: the context's scratch, grown to the largest call (a step's
  * GEMMs repeat their shapes; taking them from the context's buffer cache crowded the activations out of
- * its slots, and every step faulted fresh pages in). Inside one (the attention kernels' per-head GEMMs,
+ * its slots, and every step faulted fresh pages in). Mapped from the OS, not malloc'd: freeing a large
+ * malloc'd block raises glibc's mmap threshold to its size, and the activations then came from a heap that
+ * fragmented (peak RSS +100 MB a step). Inside a parallel region (the attention kernels' per-head GEMMs,
  * one per thread): the thread's stack, or malloc beyond LOCAL_PACK. */
 static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
     if (ctx->gemm_scratch_bytes < bytes) {
-        void *p = aligned_alloc(64, (bytes + 63) / 64 * 64); /* tiles on cache lines */
-        if (!p) return NULL;
-        free(ctx->gemm_scratch);
+        void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); /* page-aligned */
+        if (p == MAP_FAILED) return NULL;
+        pft_gemm_scratch_release(ctx);
         ctx->gemm_scratch = p, ctx->gemm_scratch_bytes = bytes;
     }
     return ctx->gemm_scratch;

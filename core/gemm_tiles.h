@@ -49,6 +49,9 @@ bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool trans_a, boo
                              int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
                              float *C, int64_t ldc, const pft_gemm_epilogue *ep);
 
+/* Unmaps the context's packing scratch (pft_ctx_free) */
+void pft_gemm_scratch_release(pft_ctx *ctx);
+
 /* x rounded to the nearest bfloat16, ties to even, returned as the float it stands for (NaN stays NaN, an
  * fp32 denormal becomes a signed zero): what the GEMM's operands become, for tests' references */
 float pft_bf16_round(float x);

@@ -25,7 +25,9 @@ perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/de
     for (i = 3; i < NF; i++) if ($i == "[.]" || $i == "[k]") { sym = $(i + 1); break }
     if ($0 ~ /\[k\]/) op = "operating system (page faults, scheduling)"
     else if (dso ~ /openblas/) op = "GEMM (OpenBLAS kernels and packing)"
-    else if (sym ~ /^(block_amx|rows8_|block_avx512|block_f32|pack_[ab]_|write_block|transpose16|gemm1|gemm_part)/) op = "GEMM, pft's tiles (core/gemm_tiles.c: kernels, packing, write-back)"
+    else if (sym ~ /^(block_amx|rows8_|block_avx512|block_f32|gemm1|gemm_part)/) op = "GEMM, core/gemm_tiles.c: kernels"
+    else if (sym ~ /^(pack_|transpose16)/) op = "GEMM, core/gemm_tiles.c: packing operands into tiles"
+    else if (sym ~ /^(write_block|gelu32)/) op = "GEMM, core/gemm_tiles.c: writing C (with bias / GELU where fused)"
     else if (dso ~ /gomp/) op = "OpenMP (threads waiting at barriers)"
     else if (sym ~ /^cpu_attention/ || sym ~ /^(dropout_block|mask_like|row_max|row_dot)/) op = "attention: softmax, mask, dropout (not its GEMMs)"
     else if (sym ~ /^(layernorm_row|layernorm_param)/) op = "layernorm rows (layernorm, dropout + add + layernorm)"
