@@ -42,8 +42,8 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
 #ifdef _OPENMP
     in_region = omp_in_parallel();
 #endif
-    /* pft's tiled GEMM (bf16 precision, or fp32 with the avx512 kernels): every GEMM, the attention kernels'
-     * per-block ones too (on their thread); OpenBLAS in fp32 when its scratch cannot be had */
+    /* pft's tiled GEMM (bf16 precision, or fp32 where the processor has AVX-512): every GEMM, the attention
+     * kernels' per-block ones too (on their thread); OpenBLAS in fp32 when its scratch cannot be had */
     const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
     if (tiles && batch > 0 && pft_gemm_tiles(ctx, tiles, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch))
         return;
@@ -79,7 +79,8 @@ bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, in
                             int64_t ldb, float *C, const float *bias, float *G) {
     const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
     const pft_gemm_epilogue ep = {bias, G, N};
-    return tiles && pft_gemm_tiles_epilogue(ctx, tiles, false, trans_b, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep);
+    /* (K 0: an empty sum, which the tiled GEMM writes without its epilogue; the op's long way adds the bias) */
+    return tiles && K > 0 && pft_gemm_tiles_epilogue(ctx, tiles, false, trans_b, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep);
 }
 
 /* --- the kernel tables: one per instruction set kernels_cpu.c was compiled for ------------------------ */

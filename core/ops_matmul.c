@@ -31,14 +31,16 @@ static bool batch_stride_of(const pft_tensor *t, int nbatch, int64_t *stride) {
 static pft_status operand_of(pft_tensor *t, int nbatch, operand *op) {
     int64_t r = t->shape[t->ndim - 2], c = t->shape[t->ndim - 1];
     int64_t rs = t->stride[t->ndim - 2], cs = t->stride[t->ndim - 1], bs;
-    pft_tensor *src = t;
+    pft_tensor *src;
     if (batch_stride_of(t, nbatch, &bs) && (cs == 1 || c == 1) && rs >= (c > 1 ? c : 1)) {
         op->trans = false;
         op->ld = rs;
+        src = pft_tensor_retain(t);
     } else if (batch_stride_of(t, nbatch, &bs) && (rs == 1 || r == 1) && cs >= (r > 1 ? r : 1)) {
         op->trans = true;
         op->ld = cs;
-    } else {
+        src = pft_tensor_retain(t);
+    } else { /* a copy, or t itself retained (contiguous with a 0 dim: its row stride is 0) */
         src = pft_tensor_contiguous(t);
         if (!src) return t->ctx->last_status;
         op->trans = false;
@@ -46,7 +48,6 @@ static pft_status operand_of(pft_tensor *t, int nbatch, operand *op) {
         bs = r * c;
     }
     if (op->ld < 1) op->ld = 1;
-    if (src == t) pft_tensor_retain(t);
     op->owner = src;
     op->data = pft_tensor_data(src);
     op->batch_stride = nbatch ? bs : 0;
@@ -210,6 +211,13 @@ static pft_status linear_check(pft_ctx *ctx, const char *op, const pft_tensor *x
     return PFT_OK;
 }
 
+/* x's rows: every dim but the last (which is in, and may be 0) */
+static int64_t rows_of(const pft_tensor *x) {
+    int64_t n = 1;
+    for (int i = 0; i < x->ndim - 1; i++) n *= x->shape[i];
+    return n;
+}
+
 /* y [N, out] = xc [N, in] . w^T + bias (bias [out] contiguous), and with g also g = gelu(y), in the GEMM's
  * own pass where the backend can (gemm_bias_gelu): *done says whether it did (else nothing is written) */
 static pft_status linear_fused(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, const float *bias, float *y, float *g,
@@ -244,7 +252,7 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     pft_ctx *ctx = x->ctx;
     if (linear_check(ctx, "linear", x, w, bias)) return NULL;
     int64_t in = w->shape[1], outf = w->shape[0];
-    int64_t N = in ? pft_tensor_numel(x) / in : 0;
+    int64_t N = rows_of(x);
     int64_t shape[PFT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = outf;
@@ -317,7 +325,7 @@ pft_tensor *pft_linear_gelu(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     if (pft_ops_missing(ctx, be, be->bias_gelu_forward && be->bias_gelu_backward, "linear_gelu") ||
         linear_check(ctx, "linear_gelu", x, w, bias))
         return NULL;
-    const int64_t in = w->shape[1], outf = w->shape[0], N = in ? pft_tensor_numel(x) / in : 0;
+    const int64_t in = w->shape[1], outf = w->shape[0], N = rows_of(x);
     int64_t shape[PFT_MAX_DIMS];
     memcpy(shape, x->shape, sizeof shape);
     shape[x->ndim - 1] = outf;
@@ -422,7 +430,7 @@ pft_tensor *pft_linear_lora(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_
     pft_ctx_no_grad_leave(ctx);
     if (!out) return NULL;
     const pft_backend *be = pft_backend_for(x);
-    const int64_t in = w->shape[1], outf = w->shape[0], r = a->shape[0], N = in ? pft_tensor_numel(x) / in : 0;
+    const int64_t in = w->shape[1], outf = w->shape[0], r = a->shape[0], N = rows_of(x);
     const bool drop = train && p > 0;
     const uint64_t counter = ctx->rng_counter;
     operand ob = {0};

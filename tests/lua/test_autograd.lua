@@ -4,6 +4,18 @@ local check = require "check"
 
 local T = {}
 
+-- No input features: every output row is the bias (as torch's), not zeros, on either GEMM; its gradient
+-- is the rows' count
+function T.linear_of_no_features_is_the_bias()
+  local x = pft.zeros({ 3, 0 })
+  local w = pft.zeros({ 4, 0 }):requires_grad(true)
+  local b = pft.tensor({ 1, 2, 3, 4 }):requires_grad(true)
+  local y = pft.linear(x, w, b)
+  check.all_near(y:totable(), { { 1, 2, 3, 4 }, { 1, 2, 3, 4 }, { 1, 2, 3, 4 } }, 0, "rows of the bias")
+  pft.sum_all(y):backward()
+  check.all_near(b:grad():flat(), { 3, 3, 3, 3 }, 0, "db")
+end
+
 function T.linear_gradients()
   local x = pft.tensor({ { 1, 2 }, { 3, 4 } })
   local w = pft.tensor({ { 1, 0 }, { 0, 1 }, { 1, 1 } }):requires_grad(true)
