@@ -1,12 +1,13 @@
 /* gemm_tiles.c - C = alpha op(A) op(B) + beta C over tiles: fp32 on AVX-512, bf16 operands with fp32 sums on
  * AMX or AVX512-BF16 (gemm_tiles.h).
  *
- * Both operands are packed once per call into 1 KB tiles, in the layouts the hardware reads:
+ * Both operands are packed once per call, one k-chunk at a time (gemm_part), into 1 KB tiles in the layouts
+ * the hardware reads; in a chunk's buffer, strip s's i-th k-block of the chunk is at (s stride + i) 512:
  *   bf16 (k-blocks of 32; packing rounds to bf16, its only arithmetic):
- *     A: strips of 16 rows; strip s, k-block q is a [16][32] bf16 tile at (s nq + q) 512;
- *     B: strips of 16 columns; strip j, k-block q is a [16][16][2] tile (k pairs interleaved per column, the
- *        "VNNI" layout) at (j nq + q) 512;
- *   fp32 (k-blocks of 16): A tiles [16 rows][16 k], B tiles [16 k][16 columns], at the same places.
+ *     A: strips of 16 rows, each k-block a [16][32] bf16 tile;
+ *     B: strips of 16 columns, each k-block a [16][16][2] tile (k pairs interleaved per column, the "VNNI"
+ *        layout);
+ *   fp32 (k-blocks of 16): A tiles [16 rows][16 k], B tiles [16 k][16 columns].
  * Rows, columns and K are zero-padded to whole tiles, and strips to an even count, so every block of C is
  * 32 x 32 (2 x 2 tiles) and edges are clipped only when C is written. A block's K loop (one k-chunk, see
  * gemm_part) runs in registers (AMX: 4 accumulator tiles; AVX-512: 16 accumulators for 8 rows at a time). */
@@ -123,7 +124,7 @@ AVX512_BF16 static inline __m512i interleave_bf16(__m512 even, __m512 odd) {
     return _mm512_permutexvar_epi16(_mm512_loadu_si512(order), to_bf16x32(even, odd));
 }
 
-/* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs), in registers: 32-bit and 64-bit unpacks
+/* dst[i][j] = src[j][i] over 16 x 16 32-bit units (bf16 pairs or floats), in registers: 32-bit and 64-bit unpacks
  * within 128-bit lanes, then two rounds of 128-bit lane shuffles */
 AVX512 static inline void transpose16(uint32_t *dst, const uint32_t *src) {
     __m512i r[16], t[16], u[16], v[16];
