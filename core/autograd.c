@@ -71,16 +71,29 @@ void pft_node_release(pft_node *node) {
     free(node);
 }
 
-pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i) {
+/* Input i's gradient buffer, allocated on first use: zero-filled, or (zero_fill false) left unwritten with
+ * *fresh true */
+static pft_tensor *input_grad(pft_ctx *ctx, pft_node *node, int i, bool zero_fill, bool *fresh) {
     pft_tensor *t = node->inputs[i];
+    if (fresh) *fresh = false;
     if (!t || !t->requires_grad) return NULL;
     pft_tensor **slot = t->grad_fn ? &t->grad_fn->dout : &t->grad;
     if (!*slot) {
-        *slot = pft_tensor_zeros(ctx, t->ndim, t->shape);
+        *slot = zero_fill ? pft_tensor_zeros(ctx, t->ndim, t->shape) : pft_tensor_empty(ctx, t->ndim, t->shape);
         if (!*slot) return NULL;
+        if (fresh) *fresh = true;
     }
     ctx->stats.backward_kernels++;
     return *slot;
+}
+
+pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i) { return input_grad(ctx, node, i, true, NULL); }
+
+pft_tensor *pft_node_input_grad_beta(pft_ctx *ctx, pft_node *node, int i, float *beta) {
+    bool fresh;
+    pft_tensor *g = input_grad(ctx, node, i, false, &fresh);
+    *beta = fresh ? 0.0f : 1.0f;
+    return g;
 }
 
 /* Iterative DFS post-order over nodes reachable from root: parents after children, so the reverse of

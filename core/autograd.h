@@ -59,6 +59,10 @@ pft_status pft_node_save(pft_ctx *ctx, pft_node *node, pft_tensor *t);
  * input i needs none. Allocated zero-filled on first use; counts one backward kernel. When that
  * allocation fails it also returns NULL with the error set, and pft_backward reports the failure. */
 pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i);
+/* The same buffer for a backward that writes every element of it, as a GEMM with beta does: *beta is 0 when
+ * the buffer is new (not zero-filled: its elements are undefined until written; the zero fill and reading
+ * the zeros back cost a step ~4% of its time), 1 when an earlier backward already added to it. */
+pft_tensor *pft_node_input_grad_beta(pft_ctx *ctx, pft_node *node, int i, float *beta);
 
 /* Backpropagates from root. droot may be NULL only when root is a scalar (numel 1). */
 pft_status pft_backward(pft_tensor *root, const pft_tensor *droot);

@@ -329,6 +329,17 @@ static void block_avx512(float *acc, const uint16_t *a0, const uint16_t *a1, con
     rows8_avx512(acc + 24 * 32, a1, 8, b0, b1, nq);
 }
 
+/* Rows r0 .. r0 + 7 of a block of C (of `rows`) into L2 while the block's products run: the rows lie ldc
+ * apart, a pattern the hardware prefetchers do not follow, and a block's write-back otherwise waited on
+ * memory (loading C for the sum with beta, or taking the lines to store into). Eight rows at a time, so the
+ * requests do not overflow the queue of misses in flight. */
+static inline void prefetch_rows(const float *C, int64_t ldc, int r0, int64_t rows) {
+    for (int64_t r = r0; r < r0 + 8 && r < rows; r++) {
+        _mm_prefetch((const char *)(C + r * ldc), _MM_HINT_T1);
+        _mm_prefetch((const char *)(C + r * ldc + 16), _MM_HINT_T1);
+    }
+}
+
 /* fp32: 8 rows (from row r0 of A strip a) x 32 columns, FMAs on AVX-512; named accumulators as above */
 AVX512 static void rows8_f32(float *acc, const float *a, int r0, const float *b0, const float *b1, int64_t nq) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
@@ -359,11 +370,15 @@ AVX512 static void rows8_f32(float *acc, const float *a, int r0, const float *b0
 }
 
 static void block_f32(float *acc, const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1,
-                      int64_t nq) {
+                      int64_t nq, const float *C, int64_t ldc, int64_t rows) {
     const float *fa0 = (const float *)a0, *fa1 = (const float *)a1, *fb0 = (const float *)b0, *fb1 = (const float *)b1;
+    prefetch_rows(C, ldc, 0, rows);
     rows8_f32(acc, fa0, 0, fb0, fb1, nq);
+    prefetch_rows(C, ldc, 8, rows);
     rows8_f32(acc + 8 * 32, fa0, 8, fb0, fb1, nq);
+    prefetch_rows(C, ldc, 16, rows);
     rows8_f32(acc + 16 * 32, fa1, 0, fb0, fb1, nq);
+    prefetch_rows(C, ldc, 24, rows);
     rows8_f32(acc + 24 * 32, fa1, 8, fb0, fb1, nq);
 }
 
@@ -517,8 +532,9 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
             const uint16_t *a0 = pa + s * stride * TILE, *a1 = a0 + stride * TILE;
             for (int64_t j = j0; j < j1; j += 2) {
                 const uint16_t *b0 = pb + j * stride * TILE, *b1 = b0 + stride * TILE;
+                const float *cnext = g->C + 16 * s * g->ldc + 16 * j;
                 if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
-                else if (f32) block_f32(acc, a0, a1, b0, b1, nqc);
+                else if (f32) block_f32(acc, a0, a1, b0, b1, nqc, cnext, g->ldc, g->M - 16 * s < 32 ? g->M - 16 * s : 32);
                 else block_avx512(acc, a0, a1, b0, b1, nqc);
                 const int64_t r0 = 16 * s, c0 = 16 * j;
                 const bool last = kc == kchunks - 1;

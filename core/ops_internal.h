@@ -25,6 +25,14 @@ static inline pft_status pft_ops_grad(pft_ctx *ctx, pft_node *node, int i, pft_t
     return PFT_OK;
 }
 
+/* pft_ops_grad for a backward that writes all of input i's gradient (pft_node_input_grad_beta): *beta 0 when
+ * the buffer is new and unwritten, else 1 */
+static inline pft_status pft_ops_grad_beta(pft_ctx *ctx, pft_node *node, int i, pft_tensor **g, float *beta) {
+    *g = pft_node_input_grad_beta(ctx, node, i, beta);
+    if (!*g && node->inputs[i] && node->inputs[i]->requires_grad) return ctx->last_status ? ctx->last_status : PFT_ERR_ALLOC;
+    return PFT_OK;
+}
+
 /* True (with PFT_ERR_UNSUPPORTED set) when t's backend lacks a kernel the op needs. */
 static inline bool pft_ops_missing(pft_ctx *ctx, const pft_backend *be, bool present, const char *op) {
     if (present) return false;

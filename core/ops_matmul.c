@@ -69,13 +69,14 @@ static pft_status matmul_backward(pft_ctx *ctx, pft_node *node, const pft_tensor
     bool b_shared = node->i[4];
     const pft_backend *be = pft_backend_for(a);
     const float *dC = pft_tensor_data(dout);
-    pft_tensor *da = pft_node_input_grad(ctx, node, 0);
-    pft_tensor *db = pft_node_input_grad(ctx, node, 1);
+    float beta_da;
+    pft_tensor *da, *db;
+    pft_status st;
+    if ((st = pft_ops_grad_beta(ctx, node, 0, &da, &beta_da)) || (st = pft_ops_grad(ctx, node, 1, &db))) return st;
     operand oa = {0}, ob = {0};
-    pft_status st = PFT_OK;
-    if (da) { /* dA [M, K] += dC [M, N] . B^T */
+    if (da) { /* dA [M, K] = dC [M, N] . B^T + beta dA */
         if ((st = operand_of(b, b_shared ? 0 : b->ndim - 2, &ob))) goto done;
-        be->gemm(ctx, false, !ob.trans, M, K, N, 1.0f, dC, N, M * N, ob.data, ob.ld, ob.batch_stride, 1.0f,
+        be->gemm(ctx, false, !ob.trans, M, K, N, 1.0f, dC, N, M * N, ob.data, ob.ld, ob.batch_stride, beta_da,
                  pft_tensor_data(da), K, M * K, batch);
         ctx->stats.backward_flops += 2 * batch * M * N * K;
     }
@@ -159,23 +160,24 @@ fail:
 
 /* --- linear --------------------------------------------------------------------------------------- */
 
-/* dx [N, in] += dy [N, out] . w [out, in] and dw [out, in] += dy^T [out, N] . x [N, in] (either may be NULL),
- * for a node of linear's layout: inputs x, w (, bias), saved[0] the contiguous [N, in] x the forward used,
- * i[0..2] N, in, out */
-static pft_status linear_backward_gemms(pft_ctx *ctx, pft_node *node, const float *dy, pft_tensor *dx, pft_tensor *dw) {
+/* dx [N, in] = dy [N, out] . w [out, in] + beta_dx dx and dw [out, in] = dy^T [out, N] . x [N, in] + beta_dw dw
+ * (either may be NULL), for a node of linear's layout: inputs x, w (, bias), saved[0] the contiguous [N, in]
+ * x the forward used, i[0..2] N, in, out */
+static pft_status linear_backward_gemms(pft_ctx *ctx, pft_node *node, const float *dy, pft_tensor *dx, float beta_dx,
+                                        pft_tensor *dw, float beta_dw) {
     const int64_t N = node->i[0], in = node->i[1], out = node->i[2];
     const pft_backend *be = pft_backend_for(node->inputs[1]);
     if (dx) {
         operand ow;
         pft_status st = operand_of(node->inputs[1], 0, &ow);
         if (st) return st;
-        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
+        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, beta_dx, pft_tensor_data(dx), in, 0, 1);
         ctx->stats.backward_flops += 2 * N * in * out;
         pft_tensor_release(ow.owner);
     }
     if (dw) {
         const float *xd = pft_tensor_data(node->saved[0]);
-        be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, 1.0f, pft_tensor_data(dw), in, 0, 1);
+        be->gemm(ctx, true, false, out, in, N, 1.0f, dy, out, 0, xd, in, 0, beta_dw, pft_tensor_data(dw), in, 0, 1);
         ctx->stats.backward_flops += 2 * N * in * out;
     }
     return PFT_OK;
@@ -185,10 +187,13 @@ static pft_status linear_backward_gemms(pft_ctx *ctx, pft_node *node, const floa
 static pft_status linear_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     const pft_backend *be = pft_backend_for(dout);
     const float *dy = pft_tensor_data(dout);
-    pft_tensor *dx = pft_node_input_grad(ctx, node, 0);
-    pft_tensor *dw = pft_node_input_grad(ctx, node, 1);
-    pft_tensor *db = node->n_inputs > 2 ? pft_node_input_grad(ctx, node, 2) : NULL;
-    pft_status st = linear_backward_gemms(ctx, node, dy, dx, dw);
+    float beta_dx, beta_dw;
+    pft_tensor *dx, *dw, *db = NULL;
+    pft_status st;
+    if ((st = pft_ops_grad_beta(ctx, node, 0, &dx, &beta_dx)) || (st = pft_ops_grad_beta(ctx, node, 1, &dw, &beta_dw)) ||
+        (node->n_inputs > 2 && (st = pft_ops_grad(ctx, node, 2, &db))))
+        return st;
+    st = linear_backward_gemms(ctx, node, dy, dx, beta_dx, dw, beta_dw);
     if (!st && db) /* db [out] += column sums of dy, rows in order (a broadcast add's backward) */
         be->binary_backward(ctx, pft_tensor_data(db), (const int64_t[]){0, 1}, dy, NULL, NULL, 1.0f, 2,
                             (const int64_t[]){node->i[0], node->i[2]});
@@ -307,14 +312,15 @@ fail:
 static pft_status linear_gelu_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     const int64_t N = node->i[0], out = node->i[2];
     pft_tensor *dx, *dw, *db = NULL, *dh = NULL;
+    float beta_dx, beta_dw;
     pft_status st;
-    if ((st = pft_ops_grad(ctx, node, 0, &dx)) || (st = pft_ops_grad(ctx, node, 1, &dw)) ||
+    if ((st = pft_ops_grad_beta(ctx, node, 0, &dx, &beta_dx)) || (st = pft_ops_grad_beta(ctx, node, 1, &dw, &beta_dw)) ||
         (node->n_inputs > 2 && (st = pft_ops_grad(ctx, node, 2, &db))))
         return st;
     if ((dx || dw) && !(dh = pft_tensor_empty(ctx, 2, (int64_t[]){N, out}))) return ctx->last_status;
     st = pft_backend_for(dout)->bias_gelu_backward(ctx, dh ? pft_tensor_data(dh) : NULL, db ? pft_tensor_data(db) : NULL,
                                                    pft_tensor_data(dout), pft_tensor_data(node->saved[1]), N, out);
-    if (!st && dh) st = linear_backward_gemms(ctx, node, pft_tensor_data(dh), dx, dw);
+    if (!st && dh) st = linear_backward_gemms(ctx, node, pft_tensor_data(dh), dx, beta_dx, dw, beta_dw);
     pft_tensor_release(dh);
     return st;
 }

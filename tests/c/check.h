@@ -131,6 +131,7 @@ static inline double gradcheck(pft_ctx *ctx, const char *name, gradcheck_fn f, v
             double lm = gc_loss(ctx, f, user, inputs, r, NULL);
             *p = saved;
             double num = (lp - lm) / (2 * h), err = fabs(num - g[e]) / (atol + rtol * fabs(num));
+            if (isnan(err)) err = INFINITY; /* a NaN gradient fails, and stays the worst */
             if (!(err <= worst)) {
                 if (err > 1 && worst <= 1)
                     printf("gradcheck %s: input %d element %lld: analytic %.6g numeric %.6g\n", name, k, (long long)e,

@@ -131,6 +131,56 @@ static void test_accumulation(void) {
     check_live("accumulation");
 }
 
+/* --- (6b) gradient buffers a GEMM writes whole -------------------------------------------------------- */
+
+/* x (a leaf) and h = 2x (a node's output) each feed linear, linear_gelu, matmul and gelu: the first
+ * backward to reach a buffer may write it without zero-filling it first (a GEMM with beta 0), every later
+ * one adds to it. Before backward, the buffer cache is filled with NaN buffers of every gradient's size, so
+ * a buffer that is taken fresh and not written whole, or written over instead of added to, shows. */
+typedef struct shared_case {
+    int64_t rows, in, out;
+} shared_case;
+
+static void poison_cache(int64_t a, int64_t b) {
+    pft_tensor *t[4];
+    for (int i = 0; i < 4; i++) t[i] = pft_tensor_full(ctx, 2, (int64_t[]){a, b}, NAN);
+    for (int i = 0; i < 4; i++) pft_tensor_release(t[i]);
+}
+
+static pft_tensor *f_shared(void *u, pft_tensor **in) {
+    const shared_case *c = u;
+    pft_tensor *x = in[0], *w1 = in[1], *w2 = in[2], *wm = in[3], *b2 = in[4];
+    pft_tensor *h = pft_scale(x, 2.0f), *sum = NULL;
+    for (int k = 0; k < 2; k++) {
+        pft_tensor *v = k ? h : x;
+        pft_tensor *parts[4] = {pft_linear(v, w1, NULL), pft_linear_gelu(v, w2, b2), pft_matmul(v, wm), NULL};
+        pft_tensor *g = pft_gelu(v);
+        parts[3] = pft_linear(g, w1, NULL);
+        pft_tensor_release(g);
+        for (int i = 0; i < 4; i++) {
+            pft_tensor *s = sum ? pft_add(sum, parts[i]) : parts[i];
+            if (sum) pft_tensor_release(sum), pft_tensor_release(parts[i]);
+            sum = s;
+        }
+    }
+    pft_tensor_release(h);
+    poison_cache(c->rows, c->in);
+    poison_cache(c->rows, c->out);
+    poison_cache(c->out, c->in);
+    return sum;
+}
+
+static void test_gradients_written_whole(void) {
+    shared_case c = {5, 7, 6};
+    pft_tensor *in[5] = {rand_param(ctx, 2, (int64_t[]){c.rows, c.in}), rand_param(ctx, 2, (int64_t[]){c.out, c.in}),
+                         rand_param(ctx, 2, (int64_t[]){c.out, c.in}), rand_param(ctx, 2, (int64_t[]){c.in, c.out}),
+                         rand_param(ctx, 1, (int64_t[]){c.out})};
+    double worst = gradcheck(ctx, "shared inputs", f_shared, &c, 5, in, seed);
+    CHECK(worst <= 1, "a gradient buffer shared by GEMM and other backwards, over a dirty buffer cache: error %g", worst);
+    for (int i = 0; i < 5; i++) pft_tensor_release(in[i]);
+    check_live("gradients written whole");
+}
+
 /* --- (7) the frozen prefix --------------------------------------------------------------------------- */
 
 enum { ROWS = 8, LAYERS = 4 };
@@ -236,6 +286,7 @@ int main(void) {
     test_backward_errors();
     test_no_grad();
     test_accumulation();
+    test_gradients_written_whole();
     test_frozen_prefix();
     pft_ctx_free(ctx);
     return TEST_END();
