@@ -82,6 +82,10 @@ static pft_tensor *input_grad(pft_ctx *ctx, pft_node *node, int i, bool zero_fil
         *slot = zero_fill ? pft_tensor_zeros(ctx, t->ndim, t->shape) : pft_tensor_empty(ctx, t->ndim, t->shape);
         if (!*slot) return NULL;
         if (fresh) *fresh = true;
+    } else if (!t->grad_fn && t->grad_zeroed) { /* a leaf's zeroed gradient: zero it now, or let it be written */
+        if (zero_fill) pft_tensor_fill_(t->grad, 0.0f);
+        else *fresh = true;
+        t->grad_zeroed = false;
     }
     ctx->stats.backward_kernels++;
     return *slot;
@@ -206,10 +210,19 @@ pft_status pft_backward(pft_tensor *root, const pft_tensor *droot) {
 }
 
 void pft_tensor_zero_grad(pft_tensor *t) {
-    if (t->grad) pft_tensor_fill_(t->grad, 0.0f);
+    if (t->grad) t->grad_zeroed = true;
 }
 
 void pft_tensor_free_grad(pft_tensor *t) {
     pft_tensor_release(t->grad);
     t->grad = NULL;
+    t->grad_zeroed = false;
 }
+
+pft_tensor *pft_tensor_grad(pft_tensor *t) {
+    if (t->grad && t->grad_zeroed) pft_tensor_fill_(t->grad, 0.0f);
+    t->grad_zeroed = false;
+    return t->grad;
+}
+
+bool pft_tensor_grad_is_zero(const pft_tensor *t) { return !t->grad || t->grad_zeroed; }

@@ -70,6 +70,13 @@ pft_status pft_backward(pft_tensor *root, const pft_tensor *droot);
 /* Sets a leaf's gradient to zero (keeps the buffer) or frees it. */
 void pft_tensor_zero_grad(pft_tensor *t);
 void pft_tensor_free_grad(pft_tensor *t);
+/* t's gradient (NULL: none yet). Zeroing only marks the buffer (a step's zero fill of every gradient, then
+ * the first GEMM reading the zeros back, cost ~2% of a dense step); this writes the zeros when someone
+ * reads them. The backward's own kernels take the buffer through pft_node_input_grad(_beta). */
+pft_tensor *pft_tensor_grad(pft_tensor *t);
+/* True when t has no gradient or it is zero by pft_tensor_zero_grad and not written since (readers that
+ * would only find zeros may skip it) */
+bool pft_tensor_grad_is_zero(const pft_tensor *t);
 
 void pft_node_release(pft_node *node);
 

@@ -426,13 +426,16 @@ static int t_requires_grad(lua_State *L) {
     return 1;
 }
 
+/* t:grad(): the gradient as it is now. After t:zero_grad() (or opt:zero_grad()) the buffer is only marked
+ * zero until the next backward writes it; t:grad() writes the zeros first, so take the gradient again
+ * after zeroing rather than keeping an older t:grad() tensor (it shows the numbers before the zeroing). */
 static int t_grad(lua_State *L) {
-    pft_tensor *t = pftl_check_tensor(L, 1);
-    if (!t->grad) {
+    pft_tensor *t = pftl_check_tensor(L, 1), *g = pft_tensor_grad(t);
+    if (!g) {
         lua_pushnil(L);
         return 1;
     }
-    return pftl_push_tensor(L, pftl_state_get(L), t->grad);
+    return pftl_push_tensor(L, pftl_state_get(L), g);
 }
 
 static int t_zero_grad(lua_State *L) {

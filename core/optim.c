@@ -143,7 +143,7 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
     for (int i = 0; i < opt->n_params; i++) {
         param_slot *s = &opt->params[i];
         pft_tensor *p = s->param;
-        if (!p->requires_grad || !p->grad) continue; /* frozen: no update, no decay, no state */
+        if (!p->requires_grad || !pft_tensor_grad(p)) continue; /* frozen: no update, no decay, no state */
         pft_status st = check_dense(opt, p);
         if (st) return st;
         int64_t n = pft_tensor_numel(p);
@@ -223,8 +223,8 @@ pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step
 double pft_grad_norm(int n, pft_tensor *const *params) {
     double sq = 0;
     for (int k = 0; k < n; k++) {
+        if (pft_tensor_grad_is_zero(params[k])) continue;
         const pft_tensor *g = params[k]->grad;
-        if (!g) continue;
         /* gradients are contiguous (autograd.h); each parameter's sum of squares in double, in index order */
         sq += pft_backend_for(g)->sum_squares(g->ctx, pft_tensor_data(g), pft_tensor_numel(g));
     }
@@ -241,8 +241,8 @@ double pft_clip_grad_norm(int n, pft_tensor *const *params, double max_norm) {
     const float coef = pft_clip_coef(norm, max_norm);
     if (coef < 1.0f)
         for (int k = 0; k < n; k++) {
+            if (pft_tensor_grad_is_zero(params[k])) continue;
             const pft_tensor *g = params[k]->grad;
-            if (!g) continue;
             pft_backend_for(g)->scale_inplace(g->ctx, pft_tensor_data(g), coef, pft_tensor_numel(g));
         }
     return norm;

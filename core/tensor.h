@@ -57,7 +57,9 @@ typedef struct pft_tensor {
     int64_t offset;
     int refcount;
     bool requires_grad;       /* leaves: set by the user; results: set when the op was recorded */
-    struct pft_tensor *grad;  /* leaves only: contiguous, same shape, allocated by the first backward */
+    struct pft_tensor *grad;  /* leaves only: contiguous, same shape, allocated by the first backward;
+                               * read it through pft_tensor_grad (autograd.h) */
+    bool grad_zeroed;         /* grad's elements are zero but not yet written (pft_tensor_zero_grad) */
     struct pft_node *grad_fn; /* the node that produced this tensor; NULL for leaves */
     /* how the tensor drops its reference to grad_fn: set with it by the tape (pft_node_release), so that
      * this layer never calls into autograd.c */

@@ -2,6 +2,7 @@
  * gradient accumulation, and the frozen-prefix test (frozen bottom layers cost no backward kernels and no
  * weight-gradient GEMMs, counted exactly). Every test ends with no live tensors. */
 #include "check.h"
+#include "optim.h"
 
 static pft_ctx *ctx;
 static uint64_t seed;
@@ -122,9 +123,11 @@ static void test_accumulation(void) {
     }
     float *buf = pft_tensor_data(x->grad);
     pft_tensor_zero_grad(x);
-    bool zero = pft_tensor_data(x->grad) == buf;
+    CHECK(pft_tensor_grad_is_zero(x), "after zero_grad the gradient counts as zero");
+    bool zero = pft_tensor_data(pft_tensor_grad(x)) == buf;
     for (int i = 0; zero && i < 5; i++) zero = buf[i] == 0.0f;
-    CHECK(zero, "zero_grad zeroes the gradient and keeps its buffer");
+    CHECK(zero, "zero_grad zeroes the gradient (read through pft_tensor_grad) and keeps its buffer");
+    CHECK(!pft_tensor_grad_is_zero(x), "once read, the zeros are written");
     pft_tensor_free_grad(x);
     CHECK(!x->grad, "free_grad drops the gradient");
     pft_tensor_release(x);
@@ -179,6 +182,33 @@ static void test_gradients_written_whole(void) {
     CHECK(worst <= 1, "a gradient buffer shared by GEMM and other backwards, over a dirty buffer cache: error %g", worst);
     for (int i = 0; i < 5; i++) pft_tensor_release(in[i]);
     check_live("gradients written whole");
+}
+
+/* zero_grad only marks a gradient: the next backward writes it (beta 0 GEMMs, zero-filled kernels) instead
+ * of adding to the stale numbers still in the buffer, which are poisoned here with NaN. w feeds a linear (a
+ * GEMM writes dw) twice, b a bias add (its kernel adds into a zero-filled buffer). */
+static void test_zeroed_gradients_rewritten(void) {
+    pft_tensor *x = rand_param(ctx, 2, (int64_t[]){4, 5}), *w = rand_param(ctx, 2, (int64_t[]){3, 5});
+    pft_tensor *b = rand_param(ctx, 1, (int64_t[]){3});
+    float first[2][15];
+    bool same = true;
+    for (int pass = 0; pass < 3; pass++) {
+        pft_tensor *y1 = pft_linear(x, w, b), *y2 = pft_linear(x, w, NULL), *y = pft_add(y1, y2), *l = pft_sum_all(y);
+        CHECK(pft_backward(l, NULL) == PFT_OK, "backward %d: %s", pass, pft_ctx_error(ctx));
+        for (int k = 0; k < 2; k++) {
+            pft_tensor *g = pft_tensor_grad(k ? b : w);
+            int64_t n = pft_tensor_numel(g);
+            if (pass == 0) memcpy(first[k], pft_tensor_data(g), sizeof(float) * (size_t)n);
+            else same = same && !memcmp(first[k], pft_tensor_data(g), sizeof(float) * (size_t)n);
+            pft_tensor_fill_(g, NAN); /* what zero_grad must not let through */
+            pft_tensor_zero_grad(k ? b : w);
+        }
+        if (pass == 1) CHECK(pft_grad_norm(2, (pft_tensor *const[]){w, b}) == 0.0, "zeroed gradients have norm 0");
+        pft_tensor_release(l), pft_tensor_release(y), pft_tensor_release(y1), pft_tensor_release(y2);
+    }
+    CHECK(same, "after zero_grad, backward gives the first pass's gradients, bit for bit");
+    pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(b);
+    check_live("zeroed gradients");
 }
 
 /* --- (7) the frozen prefix --------------------------------------------------------------------------- */
@@ -287,6 +317,7 @@ int main(void) {
     test_no_grad();
     test_accumulation();
     test_gradients_written_whole();
+    test_zeroed_gradients_rewritten();
     test_frozen_prefix();
     pft_ctx_free(ctx);
     return TEST_END();
