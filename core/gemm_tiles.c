@@ -193,6 +193,15 @@ AVX512_BF16 static void pack_b_tile(uint16_t *t, const float *B, int64_t ldb, bo
     transpose16((uint32_t *)t, cols);
 }
 
+/* The source of the same k-block in the next strip, rows r0 .. r0 + 15 (of `rows`) at column k0, into L1:
+ * where strips are packed one after the other (an operand whose K runs along its stored rows), a tile reads
+ * 64 bytes from each of 16 rows, a pattern too short for the hardware prefetchers, and the packing waited
+ * on every load (it ran at the latency of the caches below). Asked one strip ahead, the lines are there: the
+ * fp32 GEMMs ran 3.5% faster; bf16's (AMX) did not, and do without. */
+AVX512 static inline void prefetch_next_strip(const float *X, int64_t ld, int64_t r0, int64_t rows, int64_t k0) {
+    for (int64_t r = r0; r < r0 + 16 && r < rows; r++) _mm_prefetch((const char *)(X + r * ld + k0), _MM_HINT_T0);
+}
+
 /* fp32 tiles (the fp32 GEMM): 16 x 16 floats, the same 1 KB as a bf16 tile. A: [16 rows][16 k]; B: [16 k][16
  * columns]. Transposed operands go through transpose16 (32-bit units: floats as well as bf16 pairs). */
 AVX512 static void pack_a_tile_f32(uint16_t *tile, const float *A, int64_t lda, bool trans, int64_t M, int64_t K,
@@ -200,6 +209,7 @@ AVX512 static void pack_a_tile_f32(uint16_t *tile, const float *A, int64_t lda, 
     float *t = (float *)tile;
     const int64_t m0 = 16 * s, k0 = 16 * q;
     if (!trans) {
+        prefetch_next_strip(A, lda, m0 + 16, M, k0);
         for (int r = 0; r < 16; r++) _mm512_storeu_ps(t + 16 * r, load16(A, lda, m0 + r, M, k0, K));
         return;
     }
@@ -216,6 +226,7 @@ AVX512 static void pack_b_tile_f32(uint16_t *tile, const float *B, int64_t ldb, 
         for (int i = 0; i < 16; i++) _mm512_storeu_ps(t + 16 * i, load16(B, ldb, k0 + i, K, n0, N));
         return;
     }
+    prefetch_next_strip(B, ldb, n0 + 16, N, k0);
     float cols[16 * 16] __attribute__((aligned(64))); /* [n][k] */
     for (int n = 0; n < 16; n++) _mm512_store_ps(cols + 16 * n, load16(B, ldb, n0 + n, N, k0, K));
     transpose16((uint32_t *)t, (const uint32_t *)cols);
