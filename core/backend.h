@@ -44,10 +44,11 @@ typedef struct pft_backend {
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
     /* The linear layers' forward in one pass over C where the backend can: C [M, N] = A [M, K] op(B) (B [K,
      * N], or [N, K] with trans_b, leading dim ldb), then bias [N] (NULL: none) added to every row, and with G
-     * (NULL: none) also G [M, N] = gelu(C), each element as gelu_forward's. false: not here (nothing
-     * written; the op runs gemm and the separate pass). */
+     * (NULL: none) also G [M, N] = gelu(C), each element as gelu_forward's; with slope as well, C is left
+     * holding gelu'(C) instead, each element as gelu_backward's factor (what linear_gelu's backward needs).
+     * false: not here (nothing written; the op runs gemm and the separate pass). */
     bool (*gemm_bias_gelu)(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
-                           int64_t ldb, float *C, const float *bias, float *G);
+                           int64_t ldb, float *C, const float *bias, float *G, bool slope);
 
     /* --- elementwise: `shape` (ndim dims) is the output's; out and dy are contiguous over it -------- */
     /* out = a op b, a and b read through their strides */
@@ -62,13 +63,14 @@ typedef struct pft_backend {
     void (*gelu_forward)(pft_ctx *ctx, float *y, const float *x, int64_t n);   /* exact erf GELU */
     void (*gelu_backward)(pft_ctx *ctx, float *dx, const float *dy, const float *x, int64_t n);
     /* linear_gelu's epilogue over rows of `cols`: h += bias (NULL: none), g = gelu(h), each g element as
-     * gelu_forward computes it; backward: dh = dy gelu'(h) WRITTEN (not accumulated: dh is the op's own
+     * gelu_forward computes it, and with slope h is left holding gelu'(h) (as gelu_backward's factor), so
+     * that the backward only multiplies; backward: dh = dy slope WRITTEN (not accumulated: dh is the op's own
      * scratch, so it needs no zero-fill; each element's product as gelu_backward's) and dbias += dh's
      * column sums (accumulated, as every gradient; either may be NULL), summed over fixed blocks of rows
      * in row order and the blocks then in block order (double accumulators). The only fallible part is
      * the blocks' scratch: PFT_OK, or an error set in ctx. */
-    void (*bias_gelu_forward)(pft_ctx *ctx, float *g, float *h, const float *bias, int64_t rows, int64_t cols);
-    pft_status (*bias_gelu_backward)(pft_ctx *ctx, float *dh, float *dbias, const float *dy, const float *h,
+    void (*bias_gelu_forward)(pft_ctx *ctx, float *g, float *h, const float *bias, int64_t rows, int64_t cols, bool slope);
+    pft_status (*bias_gelu_backward)(pft_ctx *ctx, float *dh, float *dbias, const float *dy, const float *slope,
                                      int64_t rows, int64_t cols);
     void (*tanh_forward)(pft_ctx *ctx, float *y, const float *x, int64_t n);
     void (*tanh_backward)(pft_ctx *ctx, float *dx, const float *dy, const float *y, int64_t n); /* from the output */

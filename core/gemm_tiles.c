@@ -393,16 +393,22 @@ static void block_f32(float *acc, const uint16_t *a0, const uint16_t *a1, const 
     rows8_f32(acc + 24 * 32, fa1, 8, fb0, fb1, nq);
 }
 
-/* gelu of 32 values, with kernels_cpu.h's gelu_of: the GELU kernels' bits */
-AVX512 static void gelu32(float *restrict g, const float *restrict v) {
+/* gelu of 32 values, with kernels_cpu.h's gelu_of: the GELU kernels' bits; with s also their slopes
+ * (gelu_slope's bits) */
+AVX512 static void gelu32(float *restrict g, float *restrict s, const float *restrict v) {
+    if (s) {
+#pragma omp simd
+        for (int j = 0; j < 32; j++) g[j] = gelu_with_slope(v[j], &s[j]);
+        return;
+    }
 #pragma omp simd
     for (int j = 0; j < 32; j++) g[j] = gelu_of(v[j]);
 }
 
 /* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS); then, in the last k-chunk, the
- * epilogue: bias[j] added to column j, and G = gelu(C) (either NULL: not done) */
+ * epilogue: bias[j] added to column j, and G = gelu(C) (either NULL: not done), with slope C = gelu'(C) */
 AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
-                               float beta, const float *bias, float *G, int64_t ldg) {
+                               float beta, const float *bias, float *G, int64_t ldg, bool slope) {
     const __mmask16 lo = first_lanes(cols), hi = first_lanes(cols - 16);
     const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     const __m512 bias0 = bias ? _mm512_maskz_loadu_ps(lo, bias) : _mm512_setzero_ps();
@@ -415,15 +421,16 @@ AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t 
             x1 = _mm512_add_ps(x1, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(hi, c + 16)));
         }
         if (bias) x0 = _mm512_add_ps(x0, bias0), x1 = _mm512_add_ps(x1, bias1);
-        _mm512_mask_storeu_ps(c, lo, x0);
-        _mm512_mask_storeu_ps(c + 16, hi, x1);
         if (G) {
-            float v[32] __attribute__((aligned(64))), g[32] __attribute__((aligned(64)));
+            float v[32] __attribute__((aligned(64))), g[32] __attribute__((aligned(64))), s[32] __attribute__((aligned(64)));
             _mm512_store_ps(v, x0), _mm512_store_ps(v + 16, x1);
-            gelu32(g, v);
+            gelu32(g, slope ? s : NULL, v);
             _mm512_mask_storeu_ps(G + r * ldg, lo, _mm512_load_ps(g));
             _mm512_mask_storeu_ps(G + r * ldg + 16, hi, _mm512_load_ps(g + 16));
+            if (slope) x0 = _mm512_load_ps(s), x1 = _mm512_load_ps(s + 16);
         }
+        _mm512_mask_storeu_ps(c, lo, x0);
+        _mm512_mask_storeu_ps(c + 16, hi, x1);
     }
 }
 
@@ -500,6 +507,7 @@ typedef struct gemm_args {
     const float *bias; /* the epilogue (gemm_tiles.h); NULL: none */
     float *gelu;
     int64_t ld_gelu;
+    bool slope;
 } gemm_args;
 
 /* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
@@ -551,7 +559,7 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
                 const bool last = kc == kchunks - 1;
                 write_block(g->C + r0 * g->ldc + c0, g->ldc, acc, g->M - r0 < 32 ? g->M - r0 : 32,
                             g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, b, last && g->bias ? g->bias + c0 : NULL,
-                            last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL, g->ld_gelu);
+                            last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL, g->ld_gelu, g->slope);
             }
         }
     }
@@ -596,7 +604,7 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     uint16_t *pb = pa + bytes_a / 2;
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
-                             ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0};
+                             ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope};
         gemm1(ctx, &g, local);
     }
     if (local && pa != stack_buf) free(pa);

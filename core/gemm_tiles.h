@@ -37,11 +37,13 @@ bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool trans_a, bool trans_b
 
 /* What the GEMM does to C's final values as it writes them, so that no pass over C follows (the linear
  * layers' forward): bias [N] added to every row, then, with gelu, gelu(C) written to gelu [M, ld_gelu] as
- * well, each element as kernels_cpu.h's gelu_of computes it. NULL members: not done. */
+ * well, each element as kernels_cpu.h's gelu_of computes it, and with slope C left holding gelu'(C)
+ * instead (gelu_slope's bits). NULL members: not done. */
 typedef struct pft_gemm_epilogue {
     const float *bias;
     float *gelu;
     int64_t ld_gelu;
+    bool slope;
 } pft_gemm_epilogue;
 
 /* One GEMM as pft_gemm_tiles, then the epilogue */

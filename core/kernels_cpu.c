@@ -314,15 +314,22 @@ static void cpu_gelu_backward(pft_ctx *ctx, float *restrict dx, const float *res
     PAR_CHUNKS(ctx, n, { _Pragma("omp simd") for (int64_t i = lo; i < hi; i++) dx[i] += dy[i] * gelu_slope(x[i]); });
 }
 
-/* linear_gelu's epilogue (backend.h): the GEMM's rows over the threads, h += bias and g = gelu(h) in one
- * pass over each row */
+/* linear_gelu's epilogue (backend.h): the GEMM's rows over the threads, h += bias, g = gelu(h) and (with
+ * slope) h = gelu'(h) in one pass over each row */
 static void cpu_bias_gelu_forward(pft_ctx *ctx, float *restrict g, float *restrict h, const float *restrict bias,
-                                  int64_t rows, int64_t cols) {
+                                  int64_t rows, int64_t cols, bool slope) {
     const int nt = par_threads(ctx, rows * cols);
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
     for (int64_t r = 0; r < rows; r++) {
         float *restrict hr = h + r * cols, *restrict gr = g + r * cols;
-        if (bias) {
+        if (slope) {
+#pragma omp simd
+            for (int64_t j = 0; j < cols; j++) {
+                float s;
+                gr[j] = gelu_with_slope(bias ? hr[j] + bias[j] : hr[j], &s);
+                hr[j] = s;
+            }
+        } else if (bias) {
 #pragma omp simd
             for (int64_t j = 0; j < cols; j++) {
                 const float v = hr[j] + bias[j];
@@ -338,11 +345,11 @@ static void cpu_bias_gelu_forward(pft_ctx *ctx, float *restrict g, float *restri
 
 #define BIAS_ROWS 64 /* rows per block of the bias gradient's partial sums: fixed, so the result is too */
 
-/* dh = dy gelu'(h) (written) and dbias += its column sums, in one pass over dy and h: blocks of BIAS_ROWS
+/* dh = dy gelu'(h) (written; gelu'(h) from the forward) and dbias += its column sums, in one pass over dy and the slopes: blocks of BIAS_ROWS
  * rows over the threads, each block's column sums in double in row order, then the blocks' sums added in
  * block order; so the bits depend on neither the thread count nor the table */
 static pft_status cpu_bias_gelu_backward(pft_ctx *ctx, float *restrict dh, float *restrict dbias, const float *restrict dy,
-                                         const float *restrict h, int64_t rows, int64_t cols) {
+                                         const float *restrict slope, int64_t rows, int64_t cols) {
     if ((!dh && !dbias) || rows <= 0 || cols <= 0) return PFT_OK;
     const int64_t nb = (rows + BIAS_ROWS - 1) / BIAS_ROWS;
     double *part = NULL;
@@ -355,21 +362,21 @@ static pft_status cpu_bias_gelu_backward(pft_ctx *ctx, float *restrict dh, float
         double *restrict pb = part ? part + blk * cols : NULL;
         if (pb) memset(pb, 0, sizeof(double) * (size_t)cols);
         for (int64_t r = blk * BIAS_ROWS; r < r1; r++) {
-            const float *restrict gr = dy + r * cols, *restrict hr = h + r * cols;
+            const float *restrict gr = dy + r * cols, *restrict sr = slope + r * cols;
             float *restrict dr = dh ? dh + r * cols : NULL;
             if (dr && pb) {
 #pragma omp simd
                 for (int64_t j = 0; j < cols; j++) {
-                    const float d = gr[j] * gelu_slope(hr[j]);
+                    const float d = gr[j] * sr[j];
                     dr[j] = d;
                     pb[j] += d;
                 }
             } else if (dr) {
 #pragma omp simd
-                for (int64_t j = 0; j < cols; j++) dr[j] = gr[j] * gelu_slope(hr[j]);
+                for (int64_t j = 0; j < cols; j++) dr[j] = gr[j] * sr[j];
             } else {
 #pragma omp simd
-                for (int64_t j = 0; j < cols; j++) pb[j] += gr[j] * gelu_slope(hr[j]);
+                for (int64_t j = 0; j < cols; j++) pb[j] += gr[j] * sr[j];
             }
         }
     }

@@ -87,7 +87,7 @@ void pft_cpu_gemm(pft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N
 /* linear layers' forward in the GEMM's own pass where pft's tiled GEMM computes (backend.h's
  * gemm_bias_gelu) */
 bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
-                            int64_t ldb, float *C, const float *bias, float *G);
+                            int64_t ldb, float *C, const float *bias, float *G, bool slope);
 
 /* GELU and its slope, one element: every GELU kernel (and the tiled GEMM's epilogue, gemm_tiles.c)
  * computes each element with these, so the fused ones give the plain kernels' bits. d/dx [x Phi(x)] =
@@ -101,6 +101,15 @@ static inline float gelu_slope(float v) {
     const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
     const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
     return cdf + v * pdf;
+}
+
+/* gelu(v), and gelu'(v) in *slope, from one erf: each the bits of gelu_of and gelu_slope (the same
+ * expressions) */
+static inline float gelu_with_slope(float v, float *slope) {
+    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    const float e = pft_fast_erff(v * r2);
+    *slope = 0.5f * (1.0f + e) + v * (r2pi * pft_fast_expf(-0.5f * v * v));
+    return 0.5f * v * (1.0f + e);
 }
 
 /* the same with libm's erff / expf, single-threaded: the reference the fast kernels are tested against */

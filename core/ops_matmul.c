@@ -223,10 +223,11 @@ static int64_t rows_of(const pft_tensor *x) {
     return n;
 }
 
-/* y [N, out] = xc [N, in] . w^T + bias (bias [out] contiguous), and with g also g = gelu(y), in the GEMM's
- * own pass where the backend can (gemm_bias_gelu): *done says whether it did (else nothing is written) */
+/* y [N, out] = xc [N, in] . w^T + bias (bias [out] contiguous), and with g also g = gelu(y) (and with slope
+ * y = gelu'(y) then), in the GEMM's own pass where the backend can (gemm_bias_gelu): *done says whether it
+ * did (else nothing is written) */
 static pft_status linear_fused(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, const float *bias, float *y, float *g,
-                               int64_t N, bool *done) {
+                               bool slope, int64_t N, bool *done) {
     const pft_backend *be = pft_backend_for(xc);
     const int64_t in = w->shape[1], outf = w->shape[0];
     *done = false;
@@ -234,7 +235,7 @@ static pft_status linear_fused(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w
     operand ow;
     pft_status st = operand_of(w, 0, &ow);
     if (st) return st;
-    *done = be->gemm_bias_gelu(ctx, !ow.trans, N, outf, in, pft_tensor_data(xc), ow.data, ow.ld, y, bias, g);
+    *done = be->gemm_bias_gelu(ctx, !ow.trans, N, outf, in, pft_tensor_data(xc), ow.data, ow.ld, y, bias, g, slope);
     if (*done) ctx->stats.forward_flops += 2 * N * in * outf;
     pft_tensor_release(ow.owner);
     return PFT_OK;
@@ -271,7 +272,7 @@ pft_tensor *pft_linear(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     bool done = false;
     if (bias) { /* the bias in the GEMM's pass, where the backend can */
         pft_tensor *bc = pft_ops_contiguous(bias);
-        pft_status st = bc ? linear_fused(ctx, xc, w, pft_tensor_data(bc), y, NULL, N, &done) : ctx->last_status;
+        pft_status st = bc ? linear_fused(ctx, xc, w, pft_tensor_data(bc), y, NULL, false, N, &done) : ctx->last_status;
         pft_tensor_release(bc);
         if (st) goto fail;
     }
@@ -306,9 +307,11 @@ fail:
 
 /* --- linear + bias + GELU ------------------------------------------------------------------------- */
 
-/* node->i and inputs as linear's; saved: [0] x as the contiguous [N, in] the forward used, [1] h = x w^T +
- * bias [N, out], GELU's input. One pass over dy and h gives dh = dy gelu'(h) (into a scratch that is
- * written, not zero-filled and accumulated) and the bias gradient; dx and dw are linear's GEMMs from dh. */
+/* node->i and inputs as linear's; saved: [0] x as the contiguous [N, in] the forward used, [1] gelu'(h) [N,
+ * out] for h = x w^T + bias, GELU's input: the forward had h's erf at hand (gelu(h) needs it), and the
+ * backward computing erf and two exps again for the slope was 5% of a dense step. One pass over dy and the
+ * slopes gives dh = dy gelu'(h) (into a scratch that is written, not zero-filled and accumulated) and the
+ * bias gradient; dx and dw are linear's GEMMs from dh. */
 static pft_status linear_gelu_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     const int64_t N = node->i[0], out = node->i[2];
     pft_tensor *dx, *dw, *db = NULL, *dh = NULL;
@@ -338,18 +341,20 @@ pft_tensor *pft_linear_gelu(pft_tensor *x, pft_tensor *w, pft_tensor *bias) {
     pft_tensor *xc = pft_ops_contiguous(x), *bc = xc && bias ? pft_ops_contiguous(bias) : NULL;
     pft_tensor *h = xc && (bc || !bias) ? pft_tensor_empty(ctx, 2, (int64_t[]){N, outf}) : NULL;
     pft_tensor *out = h ? pft_tensor_empty(ctx, x->ndim, shape) : NULL;
+    pft_tensor *inputs[3] = {x, w, bias};
+    const int n = bias ? 3 : 2;
+    const bool grad = pft_autograd_needed(ctx, n, inputs); /* then h is left holding gelu'(h), for backward */
     /* h = x w^T + bias and out = gelu(h) as the GEMM writes h, where the backend can; else the GEMM (beta 0:
      * no bias rows written first), then one pass: h += bias, out = gelu(h) */
     bool done = false;
-    if (!out || linear_fused(ctx, xc, w, bc ? pft_tensor_data(bc) : NULL, pft_tensor_data(h), pft_tensor_data(out), N, &done))
+    if (!out ||
+        linear_fused(ctx, xc, w, bc ? pft_tensor_data(bc) : NULL, pft_tensor_data(h), pft_tensor_data(out), grad, N, &done))
         goto fail;
     if (!done) {
         if (linear_gemm(ctx, xc, w, 0.0f, pft_tensor_data(h), N)) goto fail;
-        be->bias_gelu_forward(ctx, pft_tensor_data(out), pft_tensor_data(h), bc ? pft_tensor_data(bc) : NULL, N, outf);
+        be->bias_gelu_forward(ctx, pft_tensor_data(out), pft_tensor_data(h), bc ? pft_tensor_data(bc) : NULL, N, outf, grad);
     }
-    pft_tensor *inputs[3] = {x, w, bias};
-    const int n = bias ? 3 : 2;
-    if (pft_autograd_needed(ctx, n, inputs)) {
+    if (grad) {
         pft_node *node = pft_autograd_record(ctx, out, "linear_gelu", linear_gelu_backward, n, inputs);
         if (!node || pft_node_save(ctx, node, xc) || pft_node_save(ctx, node, h)) goto fail;
         node->i[0] = N, node->i[1] = in, node->i[2] = outf;

@@ -31,8 +31,8 @@ static float *copy_buf(const float *src, int64_t n) {
 /* the outputs of one kernel call, for comparison between tables */
 typedef struct outs {
     int n;
-    float *buf[8];
-    int64_t len[8];
+    float *buf[12];
+    int64_t len[12];
 } outs;
 
 static void outs_free(outs *o) {
@@ -180,11 +180,15 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         free(a), free(dxa);
         break;
     }
-    case K_BIAS_GELU: { /* forward with and without a bias; backward with dh and db, each alone */
+    case K_BIAS_GELU: { /* forward with and without a bias, with and without the slopes; backward with dh and
+                         * db, each alone */
         float *h = out_buf(o, rc), *g = out_buf(o, rc), *h2 = out_buf(o, rc), *g2 = out_buf(o, rc);
+        float *s = out_buf(o, rc), *g3 = out_buf(o, rc);
         memcpy(h, x, sizeof(float) * (size_t)rc), memcpy(h2, x, sizeof(float) * (size_t)rc);
-        be->bias_gelu_forward(ctx, g, h, b, rows, cols);
-        be->bias_gelu_forward(ctx, g2, h2, NULL, rows, cols);
+        memcpy(s, x, sizeof(float) * (size_t)rc);
+        be->bias_gelu_forward(ctx, g, h, b, rows, cols, false);
+        be->bias_gelu_forward(ctx, g2, h2, NULL, rows, cols, false);
+        be->bias_gelu_forward(ctx, g3, s, b, rows, cols, true);
         float *dh = out_buf(o, rc), *db = out_buf(o, cols), *db2 = out_buf(o, cols);
         memcpy(db, w, sizeof(float) * (size_t)cols); /* accumulated onto */
         CHECK(be->bias_gelu_backward(ctx, dh, db, y, x, rows, cols) == PFT_OK &&
