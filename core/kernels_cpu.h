@@ -17,7 +17,7 @@
  * scalar calls, and expf takes a slow errno path on underflow, which masked attention scores hit on every
  * padded column). No -ffast-math: the results are the same on every run and for every thread count.
  * Accuracy (checked against libm in tests/c/test_threads.c): pft_fast_expf within 2 ulp where expf is a normal number
- * (0 below -87.34, where expf is denormal or 0); pft_fast_erff within 3 ulp. */
+ * (0 below -87.34, where expf is denormal or 0); pft_normal_tail as its comment says. */
 static inline float pft_bits_to_float(uint32_t u) {
     float f;
     memcpy(&f, &u, sizeof f);
@@ -47,36 +47,33 @@ static inline float pft_fast_expf(float x) {
     return x < -87.33654f ? 0.0f : (x > 88.72283f ? INFINITY : (x != x ? x : y));
 }
 
-/* erf: |x| < 1: x P(x^2) (P fitted to erf(t)/t, 1.6e-9 relative); 1 <= |x| < 4: 1 - e^(-x^2) Q(|x| - 2.5)
- * (Q fitted to e^(t^2) erfc(t), 8e-9 relative); |x| >= 4: +-1 (erf rounds to 1 in float above 3.92). */
-static inline float pft_fast_erff(float x) {
-    const float a = x < 0 ? -x : x, a2 = a * a;
-    float s = -9.728410931e-06f;
-    s = s * a2 + 1.128817561e-04f;
-    s = s * a2 - 8.487267842e-04f;
-    s = s * a2 + 5.221261503e-03f;
-    s = s * a2 - 2.686551745e-02f;
-    s = s * a2 + 1.128378411e-01f;
-    s = s * a2 - 3.761263859e-01f;
-    s = s * a2 + 1.128379167e+00f;
-    const float small = a * s;
-    const float u = (a < 4.0f ? a : 4.0f) - 2.5f;
-    float q = 1.065085087e-07f;
-    q = q * u - 4.269337102e-07f;
-    q = q * u + 9.528693509e-07f;
-    q = q * u - 3.744433372e-06f;
-    q = q * u + 1.617346030e-05f;
-    q = q * u - 5.952952681e-05f;
-    q = q * u + 2.108489829e-04f;
-    q = q * u - 7.331467206e-04f;
-    q = q * u + 2.467101960e-03f;
-    q = q * u - 8.001696382e-03f;
-    q = q * u + 2.493798782e-02f;
-    q = q * u - 7.434733646e-02f;
-    q = q * u + 2.108063643e-01f;
-    const float big = 1.0f - pft_fast_expf(-(a < 4.0f ? a2 : 16.0f)) * q;
-    const float r = a < 1.0f ? small : (a < 4.0f ? big : 1.0f);
-    return x != x ? x : (x < 0 ? -r : r);
+/* The normal distribution's tail: 0.5 erfc(|v| / sqrt 2), the probability beyond |v|, and e^(-v^2 / 2) in
+ * *e (GELU's CDF and density from one exp). For a = |v| / sqrt 2 < 4 the tail is 0.5 e^(-v^2/2) Q(a - 2), Q a
+ * degree-14 polynomial fitted (least squares, relative) to the scaled complement e^(t^2) erfc(t) on [0, 4]:
+ * 1.5e-7 absolute where it is subtracted from 1, and relative error within 3e-7 but for e^(-v^2/2)'s
+ * argument, whose rounding grows with v^2 (2e-6 relative at |v| = 5.3, where the tail is 5e-8); past a = 4
+ * the tail (under 8e-9) is 0. One polynomial and one exp for every lane: the erf this replaced evaluated two
+ * polynomials (|x| < 1 and beyond) and an exp of its own for every lane, and GELU's slope a second exp.
+ * Always inlined: a call inside the vectorised loops (GCC declined to inline it at -O2) runs them scalar. */
+__attribute__((always_inline)) static inline float pft_normal_tail(float v, float *e) {
+    const float a = (v < 0 ? -v : v) * (float)M_SQRT1_2, u = (a < 4.0f ? a : 4.0f) - 2.0f;
+    float q = 5.140753601e-08f;
+    q = q * u - 2.435504882e-07f;
+    q = q * u + 2.172140086e-07f;
+    q = q * u - 2.469370486e-07f;
+    q = q * u + 4.759838703e-06f;
+    q = q * u - 1.953345054e-05f;
+    q = q * u + 5.618697833e-05f;
+    q = q * u - 1.795669523e-04f;
+    q = q * u + 5.911630578e-04f;
+    q = q * u - 1.835836098e-03f;
+    q = q * u + 5.441868212e-03f;
+    q = q * u - 1.545920782e-02f;
+    q = q * u + 4.180243611e-02f;
+    q = q * u - 1.067965999e-01f;
+    q = q * u + 2.553956807e-01f;
+    *e = pft_fast_expf(-0.5f * v * v);
+    return a < 4.0f ? 0.5f * *e * q : 0.0f; /* NaN: 0 (the callers' products with v carry it) */
 }
 
 /* the table's gemm (backend_cpu.c); the attention kernels call it inside their parallel region */
@@ -90,26 +87,33 @@ bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, in
                             int64_t ldb, float *C, const float *bias, float *G, bool slope);
 
 /* GELU and its slope, one element: every GELU kernel (and the tiled GEMM's epilogue, gemm_tiles.c)
- * computes each element with these, so the fused ones give the plain kernels' bits. d/dx [x Phi(x)] =
- * Phi(x) + x phi(x), Phi the normal CDF, phi its density. */
-static inline float gelu_of(float v) {
-    const float r2 = (float)M_SQRT1_2;
-    return 0.5f * v * (1.0f + pft_fast_erff(v * r2));
+ * computes each element with these, so the fused ones give the plain kernels' bits. gelu(x) = x Phi(x),
+ * d/dx = Phi(x) + x phi(x), Phi the normal CDF (1 - tail above 0, the tail below), phi its density. */
+__attribute__((always_inline)) static inline float normal_cdf(float v, float *e) {
+    const float t = pft_normal_tail(v, e);
+    return v >= 0 ? 1.0f - t : t;
 }
 
-static inline float gelu_slope(float v) {
-    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2), 1/sqrt(2 pi) */
-    const float cdf = 0.5f * (1.0f + pft_fast_erff(v * r2)), pdf = r2pi * pft_fast_expf(-0.5f * v * v);
-    return cdf + v * pdf;
+__attribute__((always_inline)) static inline float gelu_of(float v) {
+    float e;
+    return v * normal_cdf(v, &e);
 }
 
-/* gelu(v), and gelu'(v) in *slope, from one erf: each the bits of gelu_of and gelu_slope (the same
+__attribute__((always_inline)) static inline float gelu_slope(float v) {
+    const float r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2 pi) */
+    float e;
+    const float cdf = normal_cdf(v, &e);
+    return cdf + v * (r2pi * e);
+}
+
+/* gelu(v), and gelu'(v) in *slope, from one tail: each the bits of gelu_of and gelu_slope (the same
  * expressions) */
-static inline float gelu_with_slope(float v, float *slope) {
-    const float r2 = (float)M_SQRT1_2, r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
-    const float e = pft_fast_erff(v * r2);
-    *slope = 0.5f * (1.0f + e) + v * (r2pi * pft_fast_expf(-0.5f * v * v));
-    return 0.5f * v * (1.0f + e);
+__attribute__((always_inline)) static inline float gelu_with_slope(float v, float *slope) {
+    const float r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    float e;
+    const float cdf = normal_cdf(v, &e);
+    *slope = cdf + v * (r2pi * e);
+    return v * cdf;
 }
 
 /* the same with libm's erff / expf, single-threaded: the reference the fast kernels are tested against */
