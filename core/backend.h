@@ -33,6 +33,14 @@ typedef struct pft_attention_layout {
     const int64_t *start, *len, *poff;
 } pft_attention_layout;
 
+/* True when the sequences cover every row (their lengths add up to rows; they never overlap): then an
+ * output written block by block is written whole */
+static inline bool pft_attention_rows_covered(const pft_attention_layout *L) {
+    int64_t covered = 0;
+    for (int64_t b = 0; b < L->n; b++) covered += L->len[b] > 0 ? L->len[b] : 0;
+    return covered == L->rows;
+}
+
 typedef struct pft_backend {
     const char *name;
     pft_device device;
@@ -146,9 +154,11 @@ typedef struct pft_backend {
                                     const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
                                     const pft_attention_layout *layout);
     /* from the forward's P and the same (p, seed, counter): with Pd = dropout(P), dV = Pd^T dO,
-     * dS = P * (dP - rowsum(dP * P)) where dP = dropout'(dO V^T), dQ = scale dS K, dK = scale dS^T Q */
-    pft_status (*attention_backward)(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dout,
-                                     const float *q, const float *k, const float *v, float scale, float p,
+     * dS = P * (dP - rowsum(dP * P)) where dP = dropout'(dO V^T), dQ = scale dS K, dK = scale dS^T Q, each
+     * added to its buffer, or (beta[i] 0, for dq, dk, dv in turn; beta NULL: all added) written over it:
+     * rows in no sequence are then not written */
+    pft_status (*attention_backward)(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *beta, const float *P,
+                                     const float *dout, const float *q, const float *k, const float *v, float scale, float p,
                                      uint64_t seed, uint64_t counter, const pft_attention_layout *layout);
 
     /* --- optimizers: in place over one dense parameter of n elements (optim.c) ----------------------- */

@@ -799,7 +799,7 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
     const int nt = att_threads(ctx, n * H, L->total);
     float *scratch = drop ? malloc(sizeof(float) * (size_t)(maxlen * maxlen) * (size_t)nt + sizeof(float)) : NULL;
     if (drop && !scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention: out of memory");
-    if (L->rows * C > 0) memset(out, 0, sizeof(float) * (size_t)(L->rows * C)); /* rows in no sequence */
+    if (L->rows * C > 0 && !pft_attention_rows_covered(L)) memset(out, 0, sizeof(float) * (size_t)(L->rows * C));
     blas_ready(ctx);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -840,12 +840,14 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
     return PFT_OK;
 }
 
-static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *P, const float *dO,
+static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *beta, const float *P,
+                                         const float *dO,
                                          const float *q, const float *k, const float *v, float scale, float p,
                                          uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
     const int64_t *start = L->start, *len = L->len, *poff = L->poff;
     const bool drop = p > 0;
+    const float bq = beta ? beta[0] : 1.0f, bk = beta ? beta[1] : 1.0f, bv = beta ? beta[2] : 1.0f;
     const int nt = att_threads(ctx, n * H, L->total);
     float *scratch = malloc(sizeof(float) * (size_t)(maxlen * maxlen * 2) * (size_t)nt + sizeof(float));
     if (!scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention backward: out of memory");
@@ -862,7 +864,7 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
             const uint64_t cbase = counter + (uint64_t)poff[bh];
             /* the forward's dropped P, its mask drawn once here for both dV and dP */
             if (drop) dropout_block(Pd, Pbh, T * T, p, seed, cbase);
-            if (dv) pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, drop ? Pd : Pbh, T, 0, dO + blk, C, 0, 1.0f, dv + blk, C, 0, 1);
+            if (dv) pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, drop ? Pd : Pbh, T, 0, dO + blk, C, 0, bv, dv + blk, C, 0, 1);
             if (!dq && !dk) continue; /* (a `continue` of the omp for: goes to the next block) */
             pft_cpu_gemm(ctx, false, true, T, T, D, 1.0f, dO + blk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
             /* dropout's backward with the mask read off Pd: an element of P that was kept is nonzero there
@@ -875,8 +877,8 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
 #pragma omp simd
                 for (int64_t c = 0; c < T; c++) g[c] = pr[c] * (g[c] - dot);
             }
-            if (dq) pft_cpu_gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, 1.0f, dq + blk, C, 0, 1);
-            if (dk) pft_cpu_gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, 1.0f, dk + blk, C, 0, 1);
+            if (dq) pft_cpu_gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, bq, dq + blk, C, 0, 1);
+            if (dk) pft_cpu_gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, bk, dk + blk, C, 0, 1);
         }
     }
     free(scratch);

@@ -56,14 +56,26 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
     const int64_t *start = node->extra, *len = start + n, *poff = len + n;
     const pft_backend *be = pft_backend_for(dout);
     if (pft_ops_missing(ctx, be, be->attention_backward, "attention backward")) return ctx->last_status;
-    pft_tensor *dq = pft_node_input_grad(ctx, node, 0);
-    pft_tensor *dk = pft_node_input_grad(ctx, node, 1);
-    pft_tensor *dv = pft_node_input_grad(ctx, node, 2);
     const pft_attention_layout layout = {.n = n, .H = H, .C = C, .rows = C ? pft_tensor_numel(dout) / C : 0,
                                          .maxlen = node->i[5], .total = pft_tensor_numel(node->saved[0]),
                                          .start = start, .len = len, .poff = poff};
+    /* a new gradient buffer is written, not zero-filled and added to, where the blocks write every row */
+    const bool covered = pft_attention_rows_covered(&layout);
+    pft_tensor *g[3];
+    float beta[3];
+    for (int i = 0; i < 3; i++) {
+        g[i] = covered ? pft_node_input_grad_beta(ctx, node, i, &beta[i]) : pft_node_input_grad(ctx, node, i);
+        if (!covered) beta[i] = 1.0f;
+        if (!g[i] && node->inputs[i]->requires_grad) return ctx->last_status ? ctx->last_status : PFT_ERR_ALLOC;
+    }
+    /* one tensor as two of q, k, v: the kernel writes dv before dq and dk, so a buffer it reaches twice is
+     * zero-filled and added to */
+    for (int i = 0; i < 3; i++)
+        for (int j = 0; j < 3; j++)
+            if (i != j && g[i] && g[i] == g[j] && beta[i] == 0.0f) pft_tensor_fill_(g[i], 0.0f), beta[i] = 1.0f;
+    pft_tensor *dq = g[0], *dk = g[1], *dv = g[2];
     pft_status st = be->attention_backward(ctx, dq ? pft_tensor_data(dq) : NULL, dk ? pft_tensor_data(dk) : NULL,
-                                           dv ? pft_tensor_data(dv) : NULL, pft_tensor_data(node->saved[0]),
+                                           dv ? pft_tensor_data(dv) : NULL, beta, pft_tensor_data(node->saved[0]),
                                            pft_tensor_data(dout), pft_tensor_data(node->inputs[0]),
                                            pft_tensor_data(node->inputs[1]), pft_tensor_data(node->inputs[2]),
                                            (float)node->f[0], drop ? (float)node->f[1] : 0.0f, ctx->seed,

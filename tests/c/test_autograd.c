@@ -136,7 +136,7 @@ static void test_accumulation(void) {
 
 /* --- (6b) gradient buffers a GEMM writes whole -------------------------------------------------------- */
 
-/* x (a leaf) and h = 2x (a node's output) each feed linear, linear_gelu, matmul and gelu: the first
+/* x (a leaf) and h = 2x (a node's output) each feed linear, linear_gelu, matmul, gelu and attention: the first
  * backward to reach a buffer may write it without zero-filling it first (a GEMM with beta 0), every later
  * one adds to it. Before backward, the buffer cache is filled with NaN buffers of every gradient's size, so
  * a buffer that is taken fresh and not written whole, or written over instead of added to, shows. */
@@ -156,11 +156,15 @@ static pft_tensor *f_shared(void *u, pft_tensor **in) {
     pft_tensor *h = pft_scale(x, 2.0f), *sum = NULL;
     for (int k = 0; k < 2; k++) {
         pft_tensor *v = k ? h : x;
-        pft_tensor *parts[4] = {pft_linear(v, w1, NULL), pft_linear_gelu(v, w2, b2), pft_matmul(v, wm), NULL};
+        pft_tensor *parts[5] = {pft_linear(v, w1, NULL), pft_linear_gelu(v, w2, b2), pft_matmul(v, wm), NULL, NULL};
         pft_tensor *g = pft_gelu(v);
         parts[3] = pft_linear(g, w1, NULL);
         pft_tensor_release(g);
-        for (int i = 0; i < 4; i++) {
+        /* attention writes its q, k, v gradients block by block (two sequences cover the rows) */
+        pft_tensor *att = pft_attention_packed(v, k ? x : h, k ? h : x, 2, (const int64_t[]){2, c->rows - 2}, 1, 0.5f, 0.0f, false);
+        parts[4] = pft_linear(att, w1, NULL);
+        pft_tensor_release(att);
+        for (int i = 0; i < 5; i++) {
             pft_tensor *s = sum ? pft_add(sum, parts[i]) : parts[i];
             if (sum) pft_tensor_release(sum), pft_tensor_release(parts[i]);
             sum = s;

@@ -243,7 +243,7 @@ static void check_attention(const char *what, const layout *l, bool with_mask, f
             for (int64_t i = 0; i < N; i++) gr[j][i] = g[j][i];
         }
     }
-    st = be->attention_backward(ctx, g[0], g[1], g[2], P, dO, q, k, v, scale, p, rseed, counter, L);
+    st = be->attention_backward(ctx, g[0], g[1], g[2], NULL, P, dO, q, k, v, scale, p, rseed, counter, L);
     attention_backward_ref(l, Pr, dO, q, k, v, scale, p, rseed, counter, gr[0], gr[1], gr[2]);
     static const char *names[3] = {"dq", "dk", "dv"};
     for (int j = 0; j < 3; j++) {
@@ -288,7 +288,7 @@ static void test_attention_threads(void) {
             float *dq = calloc((size_t)N, sizeof(float)), *dk = calloc((size_t)N, sizeof(float)),
                   *dv = calloc((size_t)N, sizeof(float));
             pft_status s1 = be->attention_forward(ctx, out, P, q, k, v, NULL, 0.17f, p, 99, 5, L);
-            pft_status s2 = be->attention_backward(ctx, dq, dk, dv, P, dO, q, k, v, 0.17f, p, 99, 5, L);
+            pft_status s2 = be->attention_backward(ctx, dq, dk, dv, NULL, P, dO, q, k, v, 0.17f, p, 99, 5, L);
             CHECK(s1 == PFT_OK && s2 == PFT_OK, "attention with %d threads: status %d %d", t + 1, s1, s2);
             res[t][0] = out, res[t][1] = P, res[t][2] = dq, res[t][3] = dk, res[t][4] = dv;
             pft_ctx_free(ctx);

@@ -209,7 +209,7 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         float *out = out_buf(o, N * C), *P = out_buf(o, total), *dq = out_buf(o, N * C), *dk = out_buf(o, N * C);
         float *dv = calloc((size_t)(N * C), sizeof(float));
         CHECK(be->attention_forward(ctx, out, P, q, kk, v, NULL, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention forward");
-        CHECK(be->attention_backward(ctx, dq, dk, dv, P, dO, q, kk, v, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention backward");
+        CHECK(be->attention_backward(ctx, dq, dk, dv, NULL, P, dO, q, kk, v, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention backward");
         for (int64_t i = 0; i < N * C; i++) dk[i] += 0.5f * dv[i]; /* dv compared too, through dk */
         free(q), free(kk), free(v), free(dO), free(dv);
         break;
