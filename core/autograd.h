@@ -13,6 +13,9 @@
  * A backward function asks pft_node_input_grad for the buffer of input i: NULL means that input needs no
  * gradient, so the kernel for it is skipped (this is where a frozen weight costs nothing); otherwise
  * it accumulates (+=) into the returned buffer: a leaf's .grad, or the producing node's gradient buffer.
+ * A backward that writes every element (a GEMM with beta) asks pft_node_input_grad_beta instead: a new
+ * buffer is then written over, not zero-filled first and read back. pft_tensor_zero_grad only marks a
+ * leaf's gradient zero; the next backward or pft_tensor_grad writes it.
  * After backward every node of the graph is released (saved tensors and inputs dropped); running backward
  * again through it is an error, as is recording an op whose backward does not exist. */
 #ifndef PFT_AUTOGRAD_H
