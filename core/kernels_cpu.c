@@ -244,9 +244,30 @@ static void cpu_binary(pft_ctx *ctx, float *restrict out, const float *restrict 
 
 #undef BINARY_ROW
 
+/* dst [cols] += alpha * dy's column sums over rows, each column in row order (what the general loop below
+ * computes for this pattern, bit for bit): the linear layers' bias gradients, over the threads by column
+ * ranges (the general loop ran on one thread while the other waited) */
+static void column_sums(pft_ctx *ctx, float *restrict dst, const float *restrict dy, float alpha, int64_t rows,
+                        int64_t cols) {
+    const int nt = par_threads(ctx, rows * cols);
+#pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
+    for (int b = 0; b < nt; b++) { /* nt column ranges of whole 16s */
+        const int64_t lo = cols * b / nt / 16 * 16, hi = b == nt - 1 ? cols : cols * (b + 1) / nt / 16 * 16;
+        for (int64_t r = 0; r < rows; r++) {
+            const float *restrict g = dy + r * cols;
+#pragma omp simd
+            for (int64_t i = lo; i < hi; i++) dst[i] += alpha * g[i];
+        }
+    }
+}
+
 static void cpu_binary_backward(pft_ctx *ctx, float *restrict dst, const int64_t *stride_dst, const float *restrict dy,
                                 const float *restrict other, const int64_t *stride_other, float alpha, int ndim,
                                 const int64_t *shape) {
+    if (ndim == 2 && stride_dst[0] == 0 && stride_dst[1] == 1 && !other && shape[0] > 0 && shape[1] > 0) {
+        column_sums(ctx, dst, dy, alpha, shape[0], shape[1]);
+        return;
+    }
     int64_t sg[PFT_MAX_DIMS];
     contiguous_strides(ndim, shape, sg);
     for (int d = 0; d < ndim; d++)

@@ -375,6 +375,29 @@ static void test_fill(void) {
     }
 }
 
+/* binary_backward's bias pattern (dst strides {0, 1}, no other): column sums over the threads by column
+ * ranges, each column added in row order: the bits of the plain loop, for 1 and 2 threads, ragged widths */
+static void test_bias_column_sums(void) {
+    const int64_t shapes[][2] = {{1, 1}, {3, 17}, {300, 1000}, {4096, 48}, {257, 1536}};
+    for (int t = 1; t <= 2; t++) {
+        pft_ctx *ctx = pft_ctx_new(t, seed);
+        for (int s = 0; s < 5; s++) {
+            const int64_t rows = shapes[s][0], cols = shapes[s][1];
+            float *dy = rand_buf(rows * cols, -1, 1), *got = rand_buf(cols + 1, -1, 1), *want = malloc(sizeof(float) * (size_t)cols);
+            memcpy(want, got, sizeof(float) * (size_t)cols);
+            const float guard = got[cols];
+            for (int64_t r = 0; r < rows; r++)
+                for (int64_t c = 0; c < cols; c++) want[c] += 0.5f * dy[r * cols + c];
+            pft_backend_cpu.binary_backward(ctx, got, (const int64_t[]){0, 1}, dy, NULL, NULL, 0.5f, 2,
+                                            (const int64_t[]){rows, cols});
+            CHECK(!memcmp(got, want, sizeof(float) * (size_t)cols) && got[cols] == guard,
+                  "bias column sums [%lld, %lld], %d threads: not the row-order bits", (long long)rows, (long long)cols, t);
+            free(dy), free(got), free(want);
+        }
+        pft_ctx_free(ctx);
+    }
+}
+
 static void test_clip_kernels(void) {
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const int64_t n = 1001;
@@ -470,6 +493,7 @@ int main(void) {
     test_sgd();
     test_clip_kernels();
     test_fill();
+    test_bias_column_sums();
     test_lora_down();
     return TEST_END();
 }
