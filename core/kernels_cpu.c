@@ -613,14 +613,20 @@ static void cpu_layernorm_backward(pft_ctx *ctx, float *restrict dx, float *rest
  * counters here (AVX-512's 64-bit multiply) and judged the same loop unprofitable in the outlined body. */
 static void dropout_block(float *restrict dst, const float *restrict src, int64_t n, float p, uint64_t seed, uint64_t base) {
     const float keep_scale = 1.0f / (1.0f - p);
-    for (int64_t e = 0; e < n; e++) dst[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? 0.0f : src[e] * keep_scale;
+    const uint64_t key = pft_rng_key(seed), thr = pft_rng_drop_threshold(p);
+    uint64_t c = base * PFT_RNG_STEP;
+    for (int64_t e = 0; e < n; e++, c += PFT_RNG_STEP)
+        dst[e] = (pft_rng_u64_keyed(key, c) >> 40) < thr ? 0.0f : src[e] * keep_scale;
 }
 
 /* dx += the dropout of dy, the masks drawn again at base, base + 1, ... (a dropped element left as it was) */
 static void dropout_accumulate_block(float *restrict dx, const float *restrict dy, int64_t n, float p, uint64_t seed,
                                      uint64_t base) {
     const float keep_scale = 1.0f / (1.0f - p);
-    for (int64_t e = 0; e < n; e++) dx[e] = pft_rng_uniform_f(seed, base + (uint64_t)e) < p ? dx[e] : dx[e] + dy[e] * keep_scale;
+    const uint64_t key = pft_rng_key(seed), thr = pft_rng_drop_threshold(p);
+    uint64_t c = base * PFT_RNG_STEP;
+    for (int64_t e = 0; e < n; e++, c += PFT_RNG_STEP)
+        dx[e] = (pft_rng_u64_keyed(key, c) >> 40) < thr ? dx[e] : dx[e] + dy[e] * keep_scale;
 }
 
 /* g = g * keep_scale where kept[e] is nonzero, else 0 */

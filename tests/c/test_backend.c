@@ -9,6 +9,7 @@
 
 #include "backend.h"
 #include "check.h"
+#include "rng.h"
 
 static uint64_t seed, draws;
 
@@ -398,6 +399,37 @@ static void test_bias_column_sums(void) {
     }
 }
 
+/* dropout's mask is pft_rng_uniform_f(seed, counter + i) < p, element by element, whatever the kernels
+ * compute it with (the keyed draws and the integer threshold): checked against that definition on 1 and 2
+ * threads, for probabilities whose p 2^24 is and is not a whole number */
+static void test_dropout_definition(void) {
+    const float ps[] = {0.1f, 0.25f, 0.5f, 1e-7f, 0.9999999f};
+    const int64_t n = 70001;
+    float *x = rand_buf(n, 0.5f, 1.5f), *y = malloc(sizeof(float) * (size_t)n);
+    for (int t = 1; t <= 2; t++) {
+        pft_ctx *ctx = pft_ctx_new(t, seed);
+        for (int k = 0; k < 5; k++) {
+            const float p = ps[k], keep_scale = 1.0f / (1.0f - p);
+            pft_backend_cpu.dropout_forward(ctx, y, x, p, 1234 + k, 777, n);
+            int64_t wrong = 0;
+            for (int64_t i = 0; i < n; i++) {
+                const float want = pft_rng_uniform_f(1234 + k, 777 + (uint64_t)i) < p ? 0.0f : x[i] * keep_scale;
+                wrong += memcmp(&y[i], &want, sizeof want) != 0;
+            }
+            CHECK(wrong == 0, "dropout p %g, %d threads: %lld elements off the definition", p, t, (long long)wrong);
+        }
+        pft_ctx_free(ctx);
+    }
+    int64_t wrong = 0; /* the threshold alone, on draws near it */
+    for (int k = 0; k < 5; k++)
+        for (int64_t d = -3; d <= 3; d++) {
+            const uint64_t thr = pft_rng_drop_threshold(ps[k]), x24 = (uint64_t)((int64_t)thr + d) & 0xffffff;
+            wrong += ((float)x24 * (1.0f / 16777216.0f) < ps[k]) != (x24 < thr);
+        }
+    CHECK(wrong == 0, "dropout threshold: %lld draws decided otherwise than u < p", (long long)wrong);
+    free(x), free(y);
+}
+
 static void test_clip_kernels(void) {
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const int64_t n = 1001;
@@ -494,6 +526,7 @@ int main(void) {
     test_clip_kernels();
     test_fill();
     test_bias_column_sums();
+    test_dropout_definition();
     test_lora_down();
     return TEST_END();
 }
