@@ -366,9 +366,10 @@ static void cpu_bias_gelu_forward(pft_ctx *ctx, float *restrict g, float *restri
 
 #define BIAS_ROWS 64 /* rows per block of the bias gradient's partial sums: fixed, so the result is too */
 
-/* dh = dy gelu'(h) (written; gelu'(h) from the forward) and dbias += its column sums, in one pass over dy and the slopes: blocks of BIAS_ROWS
- * rows over the threads, each block's column sums in double in row order, then the blocks' sums added in
- * block order; so the bits depend on neither the thread count nor the table */
+/* dh = dy gelu'(h) (written; the slopes from the forward) and dbias += its column sums, in one pass over dy
+ * and the slopes: blocks of BIAS_ROWS rows over the threads, each block's column sums in double in row
+ * order, then the blocks' sums added in block order; so the bits depend on neither the thread count nor
+ * the table */
 static pft_status cpu_bias_gelu_backward(pft_ctx *ctx, float *restrict dh, float *restrict dbias, const float *restrict dy,
                                          const float *restrict slope, int64_t rows, int64_t cols) {
     if ((!dh && !dbias) || rows <= 0 || cols <= 0) return PFT_OK;
@@ -826,7 +827,8 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
     const int nt = att_threads(ctx, n * H, L->total);
     float *scratch = drop ? malloc(sizeof(float) * (size_t)(maxlen * maxlen) * (size_t)nt + sizeof(float)) : NULL;
     if (drop && !scratch) return pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "attention: out of memory");
-    if (L->rows * C > 0 && !pft_attention_rows_covered(L)) memset(out, 0, sizeof(float) * (size_t)(L->rows * C));
+    if (L->rows * C > 0 && !pft_attention_rows_covered(L)) /* rows in no sequence are 0 */
+        memset(out, 0, sizeof(float) * (size_t)(L->rows * C));
     blas_ready(ctx);
 #pragma omp parallel num_threads(nt) if (nt > 1)
     {
@@ -868,8 +870,7 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
 }
 
 static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, float *dv, const float *beta, const float *P,
-                                         const float *dO,
-                                         const float *q, const float *k, const float *v, float scale, float p,
+                                         const float *dO, const float *q, const float *k, const float *v, float scale, float p,
                                          uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
     const int64_t *start = L->start, *len = L->len, *poff = L->poff;
