@@ -70,7 +70,7 @@ pft_tensor *pft_node_input_grad_beta(pft_ctx *ctx, pft_node *node, int i, float 
 /* Backpropagates from root. droot may be NULL only when root is a scalar (numel 1). */
 pft_status pft_backward(pft_tensor *root, const pft_tensor *droot);
 
-/* Sets a leaf's gradient to zero (keeps the buffer) or frees it. */
+/* Sets a leaf's gradient to zero (keeps the buffer; the zeros are written when read, below) or frees it. */
 void pft_tensor_zero_grad(pft_tensor *t);
 void pft_tensor_free_grad(pft_tensor *t);
 /* t's gradient (NULL: none yet). Zeroing only marks the buffer (a step's zero fill of every gradient, then
