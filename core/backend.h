@@ -101,13 +101,16 @@ typedef struct pft_backend {
                                const float *rstd, const float *x, const float *w, int64_t rows, int64_t cols);
     /* y = layernorm(dropout(h) + r) with s = dropout(h) + r saved, as dropout_forward, binary's add and
      * layernorm_forward in turn (p = 0: no dropout); backward: dh += dropout'(ds), dr += ds, dw, db as
-     * layernorm_backward's, ds never stored (any of dh, dr, dw, db may be NULL) */
+     * layernorm_backward's, ds never stored (any of dh, dr, dw, db may be NULL); beta (NULL: both added)
+     * 0 for dh or dr (beta[0], beta[1]) writes that gradient over its buffer instead, with the bits of adding
+     * onto zeros */
     void (*dropout_add_layernorm_forward)(pft_ctx *ctx, float *y, float *s, float *mean, float *rstd, const float *h,
                                           const float *r, const float *w, const float *b, float p, uint64_t seed,
                                           uint64_t counter, float eps, int64_t rows, int64_t cols);
-    void (*dropout_add_layernorm_backward)(pft_ctx *ctx, float *dh, float *dr, float *dw, float *db, const float *dy,
-                                           const float *mean, const float *rstd, const float *s, const float *w,
-                                           float p, uint64_t seed, uint64_t counter, int64_t rows, int64_t cols);
+    void (*dropout_add_layernorm_backward)(pft_ctx *ctx, float *dh, float *dr, float *dw, float *db, const float *beta,
+                                           const float *dy, const float *mean, const float *rstd, const float *s,
+                                           const float *w, float p, uint64_t seed, uint64_t counter, int64_t rows,
+                                           int64_t cols);
     /* LoRA's down projection, a [r, in] and x [N, in]: xa [N, r] = dropout(x) a^T (the mask of element i
      * at counter + i, as dropout_forward; p = 0: none); backward from dxa [N, r]: dx += dropout'(dxa a),
      * da += dxa^T dropout(x) (dx or da may be NULL), the mask drawn again */

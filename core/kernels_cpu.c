@@ -670,12 +670,14 @@ static void cpu_dropout_add_layernorm_forward(pft_ctx *ctx, float *restrict y, f
 /* The gradients of that: ds = layernorm's dx (as accumulated onto zeros), dr += ds, dh += dropout'(ds)
  * (dh, dr, dw, db may each be NULL) -- the three ops' backward, bit for bit, without ds in memory. */
 static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh, float *restrict dr, float *restrict dw,
-                                               float *restrict db, const float *restrict dy, const float *restrict mean,
+                                               float *restrict db, const float *beta, const float *restrict dy,
+                                               const float *restrict mean,
                                                const float *restrict rstd, const float *restrict s,
                                                const float *restrict w, float p, uint64_t seed, uint64_t counter,
                                                int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
     const float keep_scale = 1.0f / (1.0f - p);
+    const bool add_h = !beta || beta[0] != 0.0f, add_r = !beta || beta[1] != 0.0f; /* else onto 0, not read */
     if (dh || dr) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
         for (int64_t row = 0; row < rows; row++) {
@@ -687,13 +689,13 @@ static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh,
             for (int64_t j = 0; j < cols; j++) {
                 const float g = w ? gr[j] * w[j] : gr[j], hn = (sr[j] - mu) * rs;
                 const float ds = 0.0f + rs * (g - m1 - hn * m2);
-                if (dr) dr[o + j] += ds;
+                if (dr) dr[o + j] = (add_r ? dr[o + j] : 0.0f) + ds;
                 if (dh) {
+                    const float old = add_h ? dh[o + j] : 0.0f;
                     if (p > 0)
-                        dh[o + j] = pft_rng_uniform_f(seed, counter + (uint64_t)(o + j)) < p ? dh[o + j]
-                                                                                            : dh[o + j] + ds * keep_scale;
+                        dh[o + j] = pft_rng_uniform_f(seed, counter + (uint64_t)(o + j)) < p ? old : old + ds * keep_scale;
                     else
-                        dh[o + j] += ds;
+                        dh[o + j] = old + ds;
                 }
             }
         }

@@ -179,16 +179,20 @@ pft_tensor *pft_dropout(pft_tensor *x, float p, bool train) {
  * [3] w contiguous when there is a w. node->i: [0] seed, [1] counter, [2] dropout on; f: [0] p. */
 static pft_status dropout_add_layernorm_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     pft_tensor *dh, *dr, *dw, *db;
+    float beta[2]; /* dh and dr are written whole: a new buffer is written over, not zero-filled and added to */
     pft_status st;
-    if ((st = pft_ops_grad(ctx, node, 0, &dh)) || (st = pft_ops_grad(ctx, node, 1, &dr)) ||
+    if ((st = pft_ops_grad_beta(ctx, node, 0, &dh, &beta[0])) || (st = pft_ops_grad_beta(ctx, node, 1, &dr, &beta[1])) ||
         (st = pft_ops_grad(ctx, node, 2, &dw)) || (st = pft_ops_grad(ctx, node, 3, &db)))
         return st;
     if (!dh && !dr && !dw && !db) return PFT_OK;
+    if (dh && dh == dr) /* one tensor as h and residual: the kernel adds dr's part, then dh's */
+        for (int i = 0; i < 2; i++)
+            if (beta[i] == 0.0f) pft_tensor_fill_(dh, 0.0f), beta[i] = 1.0f;
     const int64_t cols = node->out_shape[node->out_ndim - 1], n = pft_tensor_numel(dout);
     const float *w = node->n_saved > 3 ? pft_tensor_data(node->saved[3]) : NULL;
     pft_backend_for(dout)->dropout_add_layernorm_backward(
         ctx, dh ? pft_tensor_data(dh) : NULL, dr ? pft_tensor_data(dr) : NULL, dw ? pft_tensor_data(dw) : NULL,
-        db ? pft_tensor_data(db) : NULL, pft_tensor_data(dout), pft_tensor_data(node->saved[1]),
+        db ? pft_tensor_data(db) : NULL, beta, pft_tensor_data(dout), pft_tensor_data(node->saved[1]),
         pft_tensor_data(node->saved[2]), pft_tensor_data(node->saved[0]), w, node->i[2] ? (float)node->f[0] : 0.0f,
         (uint64_t)node->i[0], (uint64_t)node->i[1], cols ? n / cols : 0, cols);
     return PFT_OK;

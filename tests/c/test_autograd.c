@@ -136,9 +136,9 @@ static void test_accumulation(void) {
 
 /* --- (6b) gradient buffers a GEMM writes whole -------------------------------------------------------- */
 
-/* x (a leaf) and h = 2x (a node's output) each feed linear, linear_gelu, matmul, gelu and attention: the first
- * backward to reach a buffer may write it without zero-filling it first (a GEMM with beta 0), every later
- * one adds to it. Before backward, the buffer cache is filled with NaN buffers of every gradient's size, so
+/* x (a leaf) and h = 2x (a node's output) each feed linear, linear_gelu, matmul, gelu, attention and dropout
+ * + add + layernorm: the first backward to reach a buffer may write it without zero-filling it first (a GEMM
+ * with beta 0), every later one adds to it. Before backward, the buffer cache is filled with NaN buffers of every gradient's size, so
  * a buffer that is taken fresh and not written whole, or written over instead of added to, shows. */
 typedef struct shared_case {
     int64_t rows, in, out;
@@ -156,7 +156,7 @@ static pft_tensor *f_shared(void *u, pft_tensor **in) {
     pft_tensor *h = pft_scale(x, 2.0f), *sum = NULL;
     for (int k = 0; k < 2; k++) {
         pft_tensor *v = k ? h : x;
-        pft_tensor *parts[5] = {pft_linear(v, w1, NULL), pft_linear_gelu(v, w2, b2), pft_matmul(v, wm), NULL, NULL};
+        pft_tensor *parts[6] = {pft_linear(v, w1, NULL), pft_linear_gelu(v, w2, b2), pft_matmul(v, wm), NULL, NULL, NULL};
         pft_tensor *g = pft_gelu(v);
         parts[3] = pft_linear(g, w1, NULL);
         pft_tensor_release(g);
@@ -164,7 +164,11 @@ static pft_tensor *f_shared(void *u, pft_tensor **in) {
         pft_tensor *att = pft_attention_packed(v, k ? x : h, k ? h : x, 2, (const int64_t[]){2, c->rows - 2}, 1, 0.5f, 0.0f, false);
         parts[4] = pft_linear(att, w1, NULL);
         pft_tensor_release(att);
-        for (int i = 0; i < 5; i++) {
+        /* dropout + add + layernorm writes both input gradients (x as both inputs, then 2x and x) */
+        pft_tensor *ln = pft_dropout_add_layernorm(v, x, NULL, NULL, 0.0f, false, 1e-5f);
+        parts[5] = pft_linear(ln, w1, NULL);
+        pft_tensor_release(ln);
+        for (int i = 0; i < 6; i++) {
             pft_tensor *s = sum ? pft_add(sum, parts[i]) : parts[i];
             if (sum) pft_tensor_release(sum), pft_tensor_release(parts[i]);
             sum = s;
@@ -177,7 +181,27 @@ static pft_tensor *f_shared(void *u, pft_tensor **in) {
     return sum;
 }
 
+/* one tensor as two inputs of one op that writes both gradients, that op the only one to reach the buffer:
+ * attention with x as q, k and v, dropout + add + layernorm with x as h and as the residual */
+static pft_tensor *f_self(void *u, pft_tensor **in) {
+    const shared_case *c = u;
+    pft_tensor *x = in[0], *mid = c->out == 0 ? pft_attention_packed(x, x, x, 2, (const int64_t[]){2, c->rows - 2}, 1, 0.5f, 0.0f, false)
+                                            : pft_dropout_add_layernorm(x, x, NULL, NULL, 0.0f, false, 1e-5f);
+    pft_tensor *y = pft_scale(mid, 3.0f);
+    pft_tensor_release(mid);
+    poison_cache(c->rows, c->in);
+    return y;
+}
+
 static void test_gradients_written_whole(void) {
+    for (int op = 0; op < 2; op++) {
+        shared_case c = {5, 7, op};
+        pft_tensor *x = rand_param(ctx, 2, (int64_t[]){c.rows, c.in});
+        double worst = gradcheck(ctx, op ? "x as h and residual" : "x as q, k, v", f_self, &c, 1, &x, seed);
+        CHECK(worst <= 1, "%s, its gradient new and written by that op alone: error %g",
+              op ? "dropout + add + layernorm of x and x" : "attention of x, x, x", worst);
+        pft_tensor_release(x);
+    }
     shared_case c = {5, 7, 6};
     pft_tensor *in[5] = {rand_param(ctx, 2, (int64_t[]){c.rows, c.in}), rand_param(ctx, 2, (int64_t[]){c.out, c.in}),
                          rand_param(ctx, 2, (int64_t[]){c.out, c.in}), rand_param(ctx, 2, (int64_t[]){c.in, c.out}),

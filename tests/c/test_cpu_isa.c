@@ -168,7 +168,7 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
         float *out = out_buf(o, rc), *s = out_buf(o, rc), *mean = out_buf(o, rows), *rstd = out_buf(o, rows);
         be->dropout_add_layernorm_forward(ctx, out, s, mean, rstd, x, y, w, b, 0.1f, seed, 555, 1e-12f, rows, cols);
         float *dh = out_buf(o, rc), *dr = out_buf(o, rc), *dw = out_buf(o, cols), *db = out_buf(o, cols);
-        be->dropout_add_layernorm_backward(ctx, dh, dr, dw, db, y, mean, rstd, s, w, 0.1f, seed, 555, rows, cols);
+        be->dropout_add_layernorm_backward(ctx, dh, dr, dw, db, NULL, y, mean, rstd, s, w, 0.1f, seed, 555, rows, cols);
         break;
     }
     case K_LORA_DOWN: { /* x [rows, cols], a [5, cols] */
