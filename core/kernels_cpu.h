@@ -99,21 +99,19 @@ __attribute__((always_inline)) static inline float gelu_of(float v) {
     return v * normal_cdf(v, &e);
 }
 
-__attribute__((always_inline)) static inline float gelu_slope(float v) {
-    const float r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2 pi) */
-    float e;
-    const float cdf = normal_cdf(v, &e);
-    return cdf + v * (r2pi * e);
-}
-
-/* gelu(v), and gelu'(v) in *slope, from one tail: each the bits of gelu_of and gelu_slope (the same
- * expressions) */
+/* gelu(v), and gelu'(v) in *slope, from one tail: the product is gelu_of's */
 __attribute__((always_inline)) static inline float gelu_with_slope(float v, float *slope) {
-    const float r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2);
+    const float r2pi = (float)(0.5 * M_2_SQRTPI * M_SQRT1_2); /* 1/sqrt(2 pi) */
     float e;
     const float cdf = normal_cdf(v, &e);
     *slope = cdf + v * (r2pi * e);
     return v * cdf;
+}
+
+__attribute__((always_inline)) static inline float gelu_slope(float v) {
+    float s;
+    gelu_with_slope(v, &s); /* (the unused product is not computed) */
+    return s;
 }
 
 /* the same with libm's erff / expf, single-threaded: the reference the fast kernels are tested against */
