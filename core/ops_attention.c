@@ -68,11 +68,7 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
         if (!covered) beta[i] = 1.0f;
         if (!g[i] && node->inputs[i]->requires_grad) return ctx->last_status ? ctx->last_status : PFT_ERR_ALLOC;
     }
-    /* one tensor as two of q, k, v: the kernel writes dv before dq and dk, so a buffer it reaches twice is
-     * zero-filled and added to */
-    for (int i = 0; i < 3; i++)
-        for (int j = 0; j < 3; j++)
-            if (i != j && g[i] && g[i] == g[j] && beta[i] == 0.0f) pft_tensor_fill_(g[i], 0.0f), beta[i] = 1.0f;
+    pft_ops_shared_grads(3, g, beta); /* one tensor as two of q, k, v: the kernel writes dv before dq, dk */
     pft_tensor *dq = g[0], *dk = g[1], *dv = g[2];
     pft_status st = be->attention_backward(ctx, dq ? pft_tensor_data(dq) : NULL, dk ? pft_tensor_data(dk) : NULL,
                                            dv ? pft_tensor_data(dv) : NULL, beta, pft_tensor_data(node->saved[0]),

@@ -33,6 +33,15 @@ static inline pft_status pft_ops_grad_beta(pft_ctx *ctx, pft_node *node, int i, 
     return PFT_OK;
 }
 
+/* For a backward whose kernel writes several of its inputs' gradients (g[0 .. n-1], from pft_ops_grad_beta)
+ * in its own order: a buffer that two of them share (one tensor passed as two inputs) and that is new is
+ * zero-filled and then added to by both (beta 1), since the kernel may add to it before it writes it over */
+static inline void pft_ops_shared_grads(int n, pft_tensor *const *g, float *beta) {
+    for (int i = 0; i < n; i++)
+        for (int j = 0; j < n; j++)
+            if (i != j && g[i] && g[i] == g[j] && beta[i] == 0.0f) pft_tensor_fill_(g[i], 0.0f), beta[i] = 1.0f;
+}
+
 /* True (with PFT_ERR_UNSUPPORTED set) when t's backend lacks a kernel the op needs. */
 static inline bool pft_ops_missing(pft_ctx *ctx, const pft_backend *be, bool present, const char *op) {
     if (present) return false;

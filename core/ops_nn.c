@@ -185,9 +185,7 @@ static pft_status dropout_add_layernorm_backward(pft_ctx *ctx, pft_node *node, c
         (st = pft_ops_grad(ctx, node, 2, &dw)) || (st = pft_ops_grad(ctx, node, 3, &db)))
         return st;
     if (!dh && !dr && !dw && !db) return PFT_OK;
-    if (dh && dh == dr) /* one tensor as h and residual: the kernel adds dr's part, then dh's */
-        for (int i = 0; i < 2; i++)
-            if (beta[i] == 0.0f) pft_tensor_fill_(dh, 0.0f), beta[i] = 1.0f;
+    pft_ops_shared_grads(2, (pft_tensor *const[]){dh, dr}, beta); /* one tensor as h and residual */
     const int64_t cols = node->out_shape[node->out_ndim - 1], n = pft_tensor_numel(dout);
     const float *w = node->n_saved > 3 ? pft_tensor_data(node->saved[3]) : NULL;
     pft_backend_for(dout)->dropout_add_layernorm_backward(
