@@ -241,20 +241,20 @@ static void share(int64_t n, int me, int nth, int64_t *lo, int64_t *hi) {
 typedef void pack_tile_fn(uint16_t *t, const float *X, int64_t ld, bool trans, int64_t rows, int64_t K, int64_t strip,
                           int64_t q);
 
-/* The tiles of k-blocks q0 .. q0 + nqc - 1 of one operand, every strip, this thread's share: strip s,
- * k-block q0 + i at dst + (s stride + i) TILE. k_major: the operand's K runs down its stored rows (A
- * transposed, B as stored), so a strip's tiles lie down the whole matrix, one 64-byte piece per row: taken
- * strip by strip that touched a page per row (5.9 GB/s against memcpy's 14.8); taken k-block by k-block,
- * all strips, the rows are swept in order. */
+/* The tiles of k-blocks q0 .. q0 + nqc - 1 of strips s0 .. s0 + strips - 1 of one operand, this thread's
+ * share: strip s0 + s, k-block q0 + i at dst + (s stride + i) TILE. k_major: the operand's K runs down its
+ * stored rows (A transposed, B as stored), so a strip's tiles lie down the whole matrix, one 64-byte piece
+ * per row: taken strip by strip that touched a page per row (5.9 GB/s against memcpy's 14.8); taken k-block
+ * by k-block, all strips, the rows are swept in order. */
 static void pack_operand(uint16_t *dst, int64_t stride, const float *X, int64_t ld, bool trans, bool k_major,
-                         int64_t rows, int64_t K, int64_t strips, int64_t q0, int64_t nqc, int me, int nth,
-                         pack_tile_fn *tile) {
+                         int64_t rows, int64_t K, int64_t s0, int64_t strips, int64_t q0, int64_t nqc, int me,
+                         int nth, pack_tile_fn *tile) {
     int64_t lo, hi;
     share(k_major ? nqc : strips, me, nth, &lo, &hi);
     for (int64_t i = lo; i < hi; i++)
         for (int64_t o = 0; o < (k_major ? strips : nqc); o++) {
             const int64_t s = k_major ? o : i, q = k_major ? i : o;
-            tile(dst + (s * stride + q) * TILE, X, ld, trans, rows, K, s, q0 + q);
+            tile(dst + (s * stride + q) * TILE, X, ld, trans, rows, K, s0 + s, q0 + q);
         }
 }
 
@@ -465,10 +465,10 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
 }
 
 /* Cache blocking. K is cut into chunks of at most KC_BLOCKS (fp32: KC_BLOCKS_F32) k-blocks, of even sizes:
- * a chunk's sums go into C, the first chunk's with beta, later ones added. Within a chunk, B's columns are cut into chunks of at most
- * B_CHUNK packed bytes, each swept by every 32-row panel of A: the chunk stays in L2 while the panels
- * stream past (a whole B streamed from L3 for every panel ran at a quarter of the tiles' speed). Which
- * blocks a thread takes never changes what a block computes. */
+ * a chunk's sums go into C, the first chunk's with beta, later ones added. B's columns are cut into chunks
+ * of at most B_CHUNK packed bytes, each swept by several 32-row panels of A while it stays in L2 (a whole B
+ * streamed from L3 for every panel ran at a quarter of the tiles' speed). Which blocks a thread takes never
+ * changes what a block computes: the same k-chunks, added in the same order. */
 #ifndef KC_BLOCKS /* (these are macros a benchmark build may set) */
 #define KC_BLOCKS 32          /* bf16: 1,024 of K */
 #endif
@@ -477,6 +477,9 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
 #endif
 #ifndef B_CHUNK
 #define B_CHUNK (384 << 10)   /* bytes */
+#endif
+#ifndef C_GROUP
+#define C_GROUP (512 << 10)   /* bytes of C a thread keeps in L2 over all k-chunks (gemm_grouped) */
 #endif
 
 /* How a GEMM's K is cut: nq k-blocks in kchunks chunks of at most nq_max; a chunk's buffer holds nq_max tiles
@@ -497,6 +500,18 @@ static chunking chunking_of(pft_gemm_kind kind, int64_t M, int64_t N, int64_t K)
     return c;
 }
 
+/* panels (32 rows of C) whose rows of C, all columns, fit in C_GROUP: gemm_grouped's group */
+static int64_t group_panels(int64_t N) {
+    const int64_t p = C_GROUP / (32 * ((N + 31) / 32 * 32) * (int64_t)sizeof(float));
+    return p < 1 ? 1 : p;
+}
+
+/* column pairs (32 columns of C) in one chunk of B's columns */
+static int64_t chunk_pairs(const chunking *ch) {
+    const int64_t p = B_CHUNK / (2 * ch->nq_max * TILE * 2);
+    return p < 1 ? 1 : p;
+}
+
 typedef struct gemm_args {
     pft_gemm_kind kind;
     bool ta, tb;
@@ -511,33 +526,41 @@ typedef struct gemm_args {
     bool slope;
 } gemm_args;
 
-/* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
- * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
-static void gemm_part(const gemm_args *g, int me, int nth) {
-    const bool f32 = g->kind == PFT_GEMM_F32_AVX512;
-    const chunking ch = chunking_of(g->kind, g->M, g->N, g->K);
-    const int64_t ms = ch.a_strips, ns = ch.b_strips, panels = ms / 2, pairs = ns / 2, kchunks = ch.kchunks;
-    const int64_t stride = ch.nq_max, nq = ch.nq; /* tiles per strip in a chunk's buffer; k-blocks in all */
-    int64_t lo, hi;
-    if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
+/* Block (strips s, s+1 of A; j, j+1 of B) of k-chunk kc over nqc k-blocks from the tiles at a0 and b0, written
+ * into C: with beta in the first chunk, added in later ones, the epilogue in the last */
+static void block_into_c(const gemm_args *g, float *acc, const uint16_t *a0, const uint16_t *b0, int64_t stride,
+                         int64_t nqc, int64_t s, int64_t j, int64_t kc, int64_t kchunks) {
+    const uint16_t *a1 = a0 + stride * TILE, *b1 = b0 + stride * TILE;
+    const int64_t r0 = 16 * s, c0 = 16 * j, rows = g->M - r0 < 32 ? g->M - r0 : 32;
+    float *c = g->C + r0 * g->ldc + c0;
+    if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
+    else if (g->kind == PFT_GEMM_F32_AVX512) block_f32(acc, a0, a1, b0, b1, nqc, c, g->ldc, rows);
+    else block_avx512(acc, a0, a1, b0, b1, nqc);
+    const bool last = kc == kchunks - 1;
+    write_block(c, g->ldc, acc, rows, g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, kc == 0 ? g->beta : 1.0f,
+                last && g->bias ? g->bias + c0 : NULL, last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL,
+                g->ld_gelu, g->slope);
+}
+
+static pack_tile_fn *a_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_a_tile_f32 : pack_a_tile; }
+static pack_tile_fn *b_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_b_tile_f32 : pack_b_tile; }
+
+/* One k-chunk at a time (K in one chunk): each chunk is packed just before it is used, into one of two
+ * buffers, so the tiles are read back from the caches, not from memory (packing the whole operands first
+ * wrote and read them again, 12% of a weight gradient's time). The barrier after a chunk's packing also says
+ * every thread is done with the chunk before it, so the buffer of two chunks back is free. The blocks in
+ * sweep order (column chunk, panel, column pair), a contiguous run of them per thread. */
+static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth) {
+    const int64_t panels = ch->a_strips / 2, pairs = ch->b_strips / 2, stride = ch->nq_max;
+    const int64_t per_chunk = chunk_pairs(ch);
     float acc[32 * 32] __attribute__((aligned(64)));
-    /* The blocks in sweep order (column chunk, panel, column pair), a contiguous run of them per thread; the
-     * same run in every k-chunk, so a thread adds only onto blocks it wrote itself */
-    int64_t per_chunk = B_CHUNK / (2 * stride * TILE * 2); /* column pairs */
-    if (per_chunk < 1) per_chunk = 1;
+    int64_t lo, hi;
     share(panels * pairs, me, nth, &lo, &hi);
-    for (int64_t kc = 0; kc < kchunks; kc++) {
-        const int64_t q0 = kc * nq / kchunks, nqc = (kc + 1) * nq / kchunks - q0;
-        const float b = kc == 0 ? g->beta : 1.0f;
-        /* Each k-chunk is packed just before it is used, into one of two buffers: the tiles are read back
-         * from the caches, not from memory (packing the whole operands first wrote and read them again, 12%
-         * of a weight gradient's time). The barrier after a chunk's packing also says every thread is done
-         * with the chunk before it, so the buffer of two chunks back is free. */
-        uint16_t *pa = g->pa + (kc % 2) * ch.a_tiles * TILE, *pb = g->pb + (kc % 2) * ch.b_tiles * TILE;
-        pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, ms, q0, nqc, me, nth,
-                     f32 ? pack_a_tile_f32 : pack_a_tile);
-        pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, ns, q0, nqc, me, nth,
-                     f32 ? pack_b_tile_f32 : pack_b_tile);
+    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+        uint16_t *pa = g->pa + (kc % 2) * ch->a_tiles * TILE, *pb = g->pb + (kc % 2) * ch->b_tiles * TILE;
+        pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, 0, ch->a_strips, q0, nqc, me, nth, a_packer(g->kind));
+        pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
         if (nth > 1) {
 #pragma omp barrier
         }
@@ -547,38 +570,104 @@ static void gemm_part(const gemm_args *g, int me, int nth) {
             const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
             const int64_t s = in_chunk / width * 2, jp = in_chunk % width;
             const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
-            const int64_t j0 = (c0p + jp) * 2, j1 = j0 + run * 2;
             t += run;
-            const uint16_t *a0 = pa + s * stride * TILE, *a1 = a0 + stride * TILE;
-            for (int64_t j = j0; j < j1; j += 2) {
-                const uint16_t *b0 = pb + j * stride * TILE, *b1 = b0 + stride * TILE;
-                const float *cnext = g->C + 16 * s * g->ldc + 16 * j;
-                if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
-                else if (f32) block_f32(acc, a0, a1, b0, b1, nqc, cnext, g->ldc, g->M - 16 * s < 32 ? g->M - 16 * s : 32);
-                else block_avx512(acc, a0, a1, b0, b1, nqc);
-                const int64_t r0 = 16 * s, c0 = 16 * j;
-                const bool last = kc == kchunks - 1;
-                write_block(g->C + r0 * g->ldc + c0, g->ldc, acc, g->M - r0 < 32 ? g->M - r0 : 32,
-                            g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, b, last && g->bias ? g->bias + c0 : NULL,
-                            last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL, g->ld_gelu, g->slope);
-            }
+            for (int64_t j = (c0p + jp) * 2; j < (c0p + jp + run) * 2; j += 2)
+                block_into_c(g, acc, pa + s * stride * TILE, pb + j * stride * TILE, stride, nqc, s, j, kc, ch->kchunks);
         }
     }
+}
+
+/* K in several chunks: C was written back once per chunk, and a thread's part of C (a 4,096-token
+ * activation: 6-25 MB) left L2 between its chunks, so every chunk's write-back waited on L3 for C (most of
+ * the write-back's time). Here B is packed whole first (all chunks, shared), and each thread takes its run of
+ * blocks (panel by panel) a group of panels at a time: the group's A, packed by the thread alone, and its C
+ * (at most C_GROUP) stay in L2 over all the chunks. One barrier per GEMM instead of one per chunk. */
+static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth) {
+    const int64_t pairs = ch->b_strips / 2, stride = ch->nq_max, per_chunk = chunk_pairs(ch);
+    const int64_t G = group_panels(g->N);
+    float acc[32 * 32] __attribute__((aligned(64)));
+    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+        pack_operand(g->pb + kc * ch->b_tiles * TILE, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips,
+                     q0, nqc, me, nth, b_packer(g->kind));
+    }
+    if (nth > 1) {
+#pragma omp barrier
+    }
+    int64_t lo, hi;
+    share(ch->a_strips / 2 * pairs, me, nth, &lo, &hi);
+    if (lo == hi) return;
+    uint16_t *pa = g->pa + me * 2 * G * stride * TILE; /* this thread's */
+    const int64_t p_first = lo / pairs, p_last = (hi - 1) / pairs;
+    for (int64_t gp = p_first; gp <= p_last; gp += G) {
+        const int64_t ge = gp + G < p_last + 1 ? gp + G : p_last + 1;
+        for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+            const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+            const uint16_t *pb = g->pb + kc * ch->b_tiles * TILE;
+            pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, 2 * gp, 2 * (ge - gp), q0, nqc, 0, 1,
+                         a_packer(g->kind));
+            for (int64_t c0p = 0; c0p < pairs; c0p += per_chunk)
+                for (int64_t p = gp; p < ge; p++) {
+                    const int64_t from = p * pairs, j_lo = lo > from + c0p ? lo - from : c0p;
+                    const int64_t end = c0p + per_chunk < pairs ? c0p + per_chunk : pairs, j_hi = hi < from + end ? hi - from : end;
+                    for (int64_t jp = j_lo; jp < j_hi; jp++)
+                        block_into_c(g, acc, pa + 2 * (p - gp) * stride * TILE, pb + 2 * jp * stride * TILE, stride, nqc,
+                                     2 * p, 2 * jp, kc, ch->kchunks);
+                }
+        }
+    }
+}
+
+/* gemm_grouped where it saves write-backs: K in at least GROUP_MIN_KCHUNKS chunks (with two, B re-read from
+ * L3 for every group cost more than the one write-back saved: the FFN's x W1^T ran 4% slower) and a thread's
+ * part of C too big to stay in L2 over the chunks anyway (a weight gradient's 0.6-2.4 MB did: 6% slower) */
+#ifndef GROUP_MIN_KCHUNKS
+#define GROUP_MIN_KCHUNKS 3
+#endif
+#ifndef GROUP_MIN_C
+#define GROUP_MIN_C (3 << 19) /* bytes of C per thread */
+#endif
+static bool use_groups(const chunking *ch, int64_t M, int64_t N, int nth) {
+    return ch->kchunks >= GROUP_MIN_KCHUNKS && M * N * (int64_t)sizeof(float) / nth > GROUP_MIN_C;
+}
+
+/* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
+ * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
+static void gemm_part(const gemm_args *g, const chunking *ch, bool grouped, int me, int nth) {
+    if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
+    if (grouped) gemm_grouped(g, ch, me, nth);
+    else gemm_chunked(g, ch, me, nth);
     if (g->kind == PFT_GEMM_BF16_AMX) amx_end();
 }
 
-static void gemm1(pft_ctx *ctx, const gemm_args *g, bool local) {
-    const int64_t blocks = (g->M + 31) / 32 * ((g->N + 31) / 32);
-    int nt = g->M * g->N * g->K < PAR_MIN || local ? 1 : ctx->threads;
-    if (nt > blocks) nt = (int)blocks;
+/* threads for one GEMM: one below PAR_MIN multiply-adds or inside a parallel region, never more than blocks */
+static int team_size(const pft_ctx *ctx, int64_t M, int64_t N, int64_t K, bool local) {
+    const int64_t blocks = (M + 31) / 32 * ((N + 31) / 32);
+    int nt = M * N * K < PAR_MIN || local ? 1 : ctx->threads;
+    return nt > blocks ? (int)blocks : nt;
+}
+
+static void gemm1(const gemm_args *g, const chunking *ch, bool grouped, int nt) {
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        gemm_part(g, omp_get_thread_num(), omp_get_num_threads());
+        gemm_part(g, ch, grouped, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
 #endif
-    gemm_part(g, 0, 1);
+    gemm_part(g, ch, grouped, 0, 1);
+}
+
+/* Bytes of packed tiles: gemm_grouped's whole B and a group of A per thread, or gemm_chunked's one chunk of
+ * each (two when K has several: double buffered) */
+static void packed_bytes(const chunking *ch, int64_t N, bool grouped, int nt, size_t *bytes_a, size_t *bytes_b) {
+    if (grouped) {
+        *bytes_a = (size_t)(nt * 2 * group_panels(N) * ch->nq_max) * TILE * 2;
+        *bytes_b = (size_t)(ch->kchunks * ch->b_tiles) * TILE * 2;
+    } else {
+        const int64_t nbuf = ch->kchunks > 1 ? 2 : 1;
+        *bytes_a = (size_t)(nbuf * ch->a_tiles) * TILE * 2, *bytes_b = (size_t)(nbuf * ch->b_tiles) * TILE * 2;
+    }
 }
 
 static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
@@ -592,10 +681,12 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
                 for (int64_t j = 0; j < N; j++) C[b * sc + r * ldc + j] = beta == 0.0f ? 0.0f : beta * C[b * sc + r * ldc + j];
         return true;
     }
-    const chunking ch = chunking_of(kind, M, N, K); /* two chunks' buffers per operand (gemm_part) */
-    const int64_t nbuf = ch.kchunks > 1 ? 2 : 1;
-    const size_t bytes_a = (size_t)(nbuf * ch.a_tiles) * TILE * 2, bytes_b = (size_t)(nbuf * ch.b_tiles) * TILE * 2;
+    const chunking ch = chunking_of(kind, M, N, K);
     const bool local = in_parallel_region();
+    const int nt = team_size(ctx, M, N, K, local);
+    const bool grouped = use_groups(&ch, M, N, nt);
+    size_t bytes_a, bytes_b;
+    packed_bytes(&ch, N, grouped, nt, &bytes_a, &bytes_b);
     /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
      * allocation per call */
     uint16_t stack_buf[LOCAL_PACK / 2] __attribute__((aligned(64)));
@@ -606,7 +697,7 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
                              ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope};
-        gemm1(ctx, &g, local);
+        gemm1(&g, &ch, grouped, nt);
     }
     if (local && pa != stack_buf) free(pa);
     return true;

@@ -53,12 +53,13 @@ static void test_conversion_matches(pft_ctx *ctx, pft_gemm_kind kind) {
 /* op(X)[i][j] of a row-major matrix stored as X (trans: X holds the transpose, leading dim ld) */
 static float at(const float *X, int64_t ld, bool trans, int64_t i, int64_t j) { return trans ? X[j * ld + i] : X[i * ld + j]; }
 
-/* the largest |C - ref| / (|alpha| sum_k |a b| + |beta C0| + 1e-30) over C, ref in double from the operands
- * as the kind multiplies them */
-static double worst_error(pft_gemm_kind kind, const float *A, int64_t lda, bool ta, const float *B, int64_t ldb, bool tb, const float *C0,
-                          const float *C, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha, float beta) {
+/* the largest |C - ref| / (|alpha| sum_k |a b| + |beta C0| + 1e-30) over every row_step-th row of C (and its
+ * last), ref in double from the operands as the kind multiplies them */
+static double worst_error_rows(pft_gemm_kind kind, const float *A, int64_t lda, bool ta, const float *B, int64_t ldb,
+                               bool tb, const float *C0, const float *C, int64_t ldc, int64_t M, int64_t N, int64_t K,
+                               float alpha, float beta, int64_t row_step) {
     double worst = 0;
-    for (int64_t i = 0; i < M; i++)
+    for (int64_t i = 0; i < M; i = i + row_step < M || i == M - 1 ? i + row_step : M - 1)
         for (int64_t j = 0; j < N; j++) {
             double s = 0, mag = 0;
             for (int64_t k = 0; k < K; k++) {
@@ -70,6 +71,12 @@ static double worst_error(pft_gemm_kind kind, const float *A, int64_t lda, bool 
             if (err > worst || err != err) worst = err != err ? INFINITY : err;
         }
     return worst;
+}
+
+static double worst_error(pft_gemm_kind kind, const float *A, int64_t lda, bool ta, const float *B, int64_t ldb, bool tb,
+                          const float *C0, const float *C, int64_t ldc, int64_t M, int64_t N, int64_t K, float alpha,
+                          float beta) {
+    return worst_error_rows(kind, A, lda, ta, B, ldb, tb, C0, C, ldc, M, N, K, alpha, beta, 1);
 }
 
 static float *rand_buf(uint64_t *state, int64_t n) {
@@ -110,6 +117,33 @@ static void test_against_reference(pft_ctx *ctx, pft_gemm_kind kind, uint64_t se
                     }
                 free(A), free(B), free(C0), free(C);
             }
+}
+
+/* K in several chunks over a C too big to stay in L2 (gemm_grouped, on 1 and 2 threads: panels in groups of
+ * two at this width), the two threads' runs meeting inside a panel: the same bits on 1 and 2 threads, every chunk added
+ * once (checked on every 7th row and the last: the rows of every group and both threads) */
+static void test_k_chunks_in_groups(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
+    /* 13 panels x 63 column pairs: thread 1 starts at panel 6, pair 31; K: 4 chunks in fp32, 3 in bf16 */
+    const int64_t M = 416, N = 2000, K = is_bf16(kind) ? 2100 : 800;
+    uint64_t st = seed + 200;
+    for (int t = 0; t < 2; t++) {
+        const bool trans = t == 1;
+        float *A = rand_buf(&st, M * K), *B = rand_buf(&st, K * N), *C0 = rand_buf(&st, M * N);
+        float *C1 = malloc(sizeof(float) * (size_t)(M * N)), *C2 = malloc(sizeof(float) * (size_t)(M * N));
+        memcpy(C1, C0, sizeof(float) * (size_t)(M * N)), memcpy(C2, C0, sizeof(float) * (size_t)(M * N));
+        const int64_t lda = trans ? M : K, ldb = trans ? K : N;
+        int saved = ctx->threads;
+        ctx->threads = 1;
+        pft_gemm_tiles(ctx, kind, trans, trans, M, N, K, 0.5f, A, lda, 0, B, ldb, 0, 1.0f, C1, N, 0, 1);
+        ctx->threads = 2;
+        pft_gemm_tiles(ctx, kind, trans, trans, M, N, K, 0.5f, A, lda, 0, B, ldb, 0, 1.0f, C2, N, 0, 1);
+        ctx->threads = saved;
+        CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(M * N)), "%s ta = tb = %d, K in chunks: 1 and 2 threads differ",
+              pft_gemm_kind_name(kind), trans);
+        double e = worst_error_rows(kind, A, lda, trans, B, ldb, trans, C0, C2, N, M, N, K, 0.5f, 1.0f, 7);
+        CHECK(e < 2e-6, "%s ta = tb = %d, K in chunks: error %g", pft_gemm_kind_name(kind), trans, e);
+        free(A), free(B), free(C0), free(C1), free(C2);
+    }
 }
 
 static void test_threads_and_batch(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
@@ -256,6 +290,7 @@ int main(void) {
         if (is_bf16(KINDS[k])) test_conversion_matches(ctx, KINDS[k]);
         test_against_reference(ctx, KINDS[k], seed);
         test_threads_and_batch(ctx, KINDS[k], seed);
+        test_k_chunks_in_groups(ctx, KINDS[k], seed);
         test_through_ops(ctx, KINDS[k] == PFT_GEMM_BF16_AMX ? "bf16-amx" : KINDS[k] == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32",
                          KINDS[k]);
     }
