@@ -352,17 +352,19 @@ static inline void prefetch_rows(const float *C, int64_t ldc, int r0, int64_t ro
     }
 }
 
-/* fp32: 8 rows (from row r0 of A strip a) x 32 columns, FMAs on AVX-512; named accumulators as above */
-AVX512 static void rows8_f32(float *acc, const float *a, int r0, const float *b0, const float *b1, int64_t nq) {
+/* fp32: 8 rows x 32 columns, FMAs on AVX-512; named accumulators as above. Row r, k-block q of op(A) at
+ * a + q ks + r rs: a packed tile (rs 16, ks 256) or A itself (rs lda, ks 16: gemm_args' direct_a). */
+AVX512 static void rows8_f32(float *acc, const float *a, int64_t rs, int64_t ks, const float *b0, const float *b1,
+                             int64_t nq) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
     __m512 c40 = c00, c41 = c00, c50 = c00, c51 = c00, c60 = c00, c61 = c00, c70 = c00, c71 = c00;
     for (int64_t q = 0; q < nq; q++) {
-        const float *at = a + q * 256 + r0 * 16, *bt0 = b0 + q * 256, *bt1 = b1 + q * 256;
+        const float *at = a + q * ks, *bt0 = b0 + q * 256, *bt1 = b1 + q * 256;
         for (int kk = 0; kk < 16; kk++) {
             const __m512 v0 = _mm512_loadu_ps(bt0 + kk * 16), v1 = _mm512_loadu_ps(bt1 + kk * 16);
 #define ROW(r, x0, x1)                                                                                       \
     do {                                                                                                     \
-        const __m512 x = _mm512_set1_ps(at[(r) * 16 + kk]);                                                  \
+        const __m512 x = _mm512_set1_ps(at[(r) * rs + kk]);                                                  \
         x0 = _mm512_fmadd_ps(x, v0, x0);                                                                     \
         x1 = _mm512_fmadd_ps(x, v1, x1);                                                                     \
     } while (0)
@@ -381,17 +383,18 @@ AVX512 static void rows8_f32(float *acc, const float *a, int r0, const float *b0
     for (int i = 0; i < 16; i++) _mm512_store_ps(acc + 16 * i, out[i]);
 }
 
-static void block_f32(float *acc, const uint16_t *a0, const uint16_t *a1, const uint16_t *b0, const uint16_t *b1,
-                      int64_t nq, const float *C, int64_t ldc, int64_t rows) {
-    const float *fa0 = (const float *)a0, *fa1 = (const float *)a1, *fb0 = (const float *)b0, *fb1 = (const float *)b1;
+/* rows 0-15 of op(A) from a0, 16-31 from a1, each as rows8_f32 reads them */
+static void block_f32(float *acc, const float *a0, const float *a1, int64_t rs, int64_t ks, const uint16_t *b0,
+                      const uint16_t *b1, int64_t nq, const float *C, int64_t ldc, int64_t rows) {
+    const float *fb0 = (const float *)b0, *fb1 = (const float *)b1;
     prefetch_rows(C, ldc, 0, rows);
-    rows8_f32(acc, fa0, 0, fb0, fb1, nq);
+    rows8_f32(acc, a0, rs, ks, fb0, fb1, nq);
     prefetch_rows(C, ldc, 8, rows);
-    rows8_f32(acc + 8 * 32, fa0, 8, fb0, fb1, nq);
+    rows8_f32(acc + 8 * 32, a0 + 8 * rs, rs, ks, fb0, fb1, nq);
     prefetch_rows(C, ldc, 16, rows);
-    rows8_f32(acc + 16 * 32, fa1, 0, fb0, fb1, nq);
+    rows8_f32(acc + 16 * 32, a1, rs, ks, fb0, fb1, nq);
     prefetch_rows(C, ldc, 24, rows);
-    rows8_f32(acc + 24 * 32, fa1, 8, fb0, fb1, nq);
+    rows8_f32(acc + 24 * 32, a1 + 8 * rs, rs, ks, fb0, fb1, nq);
 }
 
 /* gelu of 32 values, with kernels_cpu.h's gelu_of: the GELU kernels' bits; with s also their slopes
@@ -524,25 +527,39 @@ typedef struct gemm_args {
     float *gelu;
     int64_t ld_gelu;
     bool slope;
+    int64_t direct_panels; /* fp32, A as stored, K whole k-blocks: panels inside M read A itself, unpacked */
 } gemm_args;
 
-/* Block (strips s, s+1 of A; j, j+1 of B) of k-chunk kc over nqc k-blocks from the tiles at a0 and b0, written
- * into C: with beta in the first chunk, added in later ones, the epilogue in the last */
+/* Block (strips s, s+1 of A; j, j+1 of B) of k-chunk kc (k-blocks q0 .. q0 + nqc - 1) from the tiles at a0 (or
+ * A itself) and b0, written into C: with beta in the first chunk, added in later ones, the epilogue in the last */
 static void block_into_c(const gemm_args *g, float *acc, const uint16_t *a0, const uint16_t *b0, int64_t stride,
-                         int64_t nqc, int64_t s, int64_t j, int64_t kc, int64_t kchunks) {
+                         int64_t q0, int64_t nqc, int64_t s, int64_t j, int64_t kc, int64_t kchunks) {
     const uint16_t *a1 = a0 + stride * TILE, *b1 = b0 + stride * TILE;
     const int64_t r0 = 16 * s, c0 = 16 * j, rows = g->M - r0 < 32 ? g->M - r0 : 32;
     float *c = g->C + r0 * g->ldc + c0;
     if (g->kind == PFT_GEMM_BF16_AMX) block_amx(acc, a0, a1, b0, b1, nqc);
-    else if (g->kind == PFT_GEMM_F32_AVX512) block_f32(acc, a0, a1, b0, b1, nqc, c, g->ldc, rows);
-    else block_avx512(acc, a0, a1, b0, b1, nqc);
+    else if (g->kind != PFT_GEMM_F32_AVX512) block_avx512(acc, a0, a1, b0, b1, nqc);
+    else if (s / 2 < g->direct_panels) {
+        const float *a = g->A + r0 * g->lda + 16 * q0;
+        block_f32(acc, a, a + 16 * g->lda, g->lda, 16, b0, b1, nqc, c, g->ldc, rows);
+    } else
+        block_f32(acc, (const float *)a0, (const float *)a1, 16, 256, b0, b1, nqc, c, g->ldc, rows);
     const bool last = kc == kchunks - 1;
     write_block(c, g->ldc, acc, rows, g->N - c0 < 32 ? g->N - c0 : 32, g->alpha, kc == 0 ? g->beta : 1.0f,
                 last && g->bias ? g->bias + c0 : NULL, last && g->gelu ? g->gelu + r0 * g->ld_gelu + c0 : NULL,
                 g->ld_gelu, g->slope);
 }
 
-static pack_tile_fn *a_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_a_tile_f32 : pack_a_tile; }
+/* A's strips s0 .. s1 - 1 of k-chunk (q0, nqc) into dst laid out from strip `base`, but for the panels read
+ * unpacked (direct_panels) */
+static void pack_a_strips(const gemm_args *g, uint16_t *dst, int64_t stride, int64_t base, int64_t s0, int64_t s1,
+                          int64_t q0, int64_t nqc, int me, int nth) {
+    if (s0 < 2 * g->direct_panels) s0 = 2 * g->direct_panels;
+    if (s0 >= s1) return;
+    pack_operand(dst + (s0 - base) * stride * TILE, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, s0, s1 - s0, q0, nqc,
+                 me, nth, g->kind == PFT_GEMM_F32_AVX512 ? pack_a_tile_f32 : pack_a_tile);
+}
+
 static pack_tile_fn *b_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_b_tile_f32 : pack_b_tile; }
 
 /* One k-chunk at a time (K in one chunk): each chunk is packed just before it is used, into one of two
@@ -559,7 +576,7 @@ static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth
     for (int64_t kc = 0; kc < ch->kchunks; kc++) {
         const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
         uint16_t *pa = g->pa + (kc % 2) * ch->a_tiles * TILE, *pb = g->pb + (kc % 2) * ch->b_tiles * TILE;
-        pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, 0, ch->a_strips, q0, nqc, me, nth, a_packer(g->kind));
+        pack_a_strips(g, pa, stride, 0, 0, ch->a_strips, q0, nqc, me, nth);
         pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
         if (nth > 1) {
 #pragma omp barrier
@@ -572,7 +589,7 @@ static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth
             const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
             t += run;
             for (int64_t j = (c0p + jp) * 2; j < (c0p + jp + run) * 2; j += 2)
-                block_into_c(g, acc, pa + s * stride * TILE, pb + j * stride * TILE, stride, nqc, s, j, kc, ch->kchunks);
+                block_into_c(g, acc, pa + s * stride * TILE, pb + j * stride * TILE, stride, q0, nqc, s, j, kc, ch->kchunks);
         }
     }
 }
@@ -604,15 +621,14 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
         for (int64_t kc = 0; kc < ch->kchunks; kc++) {
             const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
             const uint16_t *pb = g->pb + kc * ch->b_tiles * TILE;
-            pack_operand(pa, stride, g->A, g->lda, g->ta, g->ta, g->M, g->K, 2 * gp, 2 * (ge - gp), q0, nqc, 0, 1,
-                         a_packer(g->kind));
+            pack_a_strips(g, pa, stride, 2 * gp, 2 * gp, 2 * ge, q0, nqc, 0, 1);
             for (int64_t c0p = 0; c0p < pairs; c0p += per_chunk)
                 for (int64_t p = gp; p < ge; p++) {
                     const int64_t from = p * pairs, j_lo = lo > from + c0p ? lo - from : c0p;
                     const int64_t end = c0p + per_chunk < pairs ? c0p + per_chunk : pairs, j_hi = hi < from + end ? hi - from : end;
                     for (int64_t jp = j_lo; jp < j_hi; jp++)
-                        block_into_c(g, acc, pa + 2 * (p - gp) * stride * TILE, pb + 2 * jp * stride * TILE, stride, nqc,
-                                     2 * p, 2 * jp, kc, ch->kchunks);
+                        block_into_c(g, acc, pa + 2 * (p - gp) * stride * TILE, pb + 2 * jp * stride * TILE, stride, q0,
+                                     nqc, 2 * p, 2 * jp, kc, ch->kchunks);
                 }
         }
     }
@@ -696,7 +712,8 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     uint16_t *pb = pa + bytes_a / 2;
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
-                             ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope};
+                             ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope,
+                             kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0 ? M / 32 : 0};
         gemm1(&g, &ch, grouped, nt);
     }
     if (local && pa != stack_buf) free(pa);
