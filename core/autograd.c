@@ -1,6 +1,8 @@
 /* autograd.c - recording nodes, the backward pass, releasing the graph. See autograd.h. */
 #include "autograd.h"
 
+#include "backend.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -71,31 +73,90 @@ void pft_node_release(pft_node *node) {
     free(node);
 }
 
+/* --- which rows of a leaf's gradient may be nonzero (tensor.h: grad_rows) ----------------------------- *
+ * An embedding's backward adds to the rows of a batch's ids only: a few hundred of a vocabulary's 30,522
+ * rows (47 MB), which zeroing every step and summing for the gradient norm read whole. */
+
+static int64_t grad_row_count(const pft_tensor *t) { return t->ndim > 0 ? t->shape[0] : 0; }
+
+static void forget_grad_rows(pft_tensor *t) {
+    free(t->grad_rows);
+    t->grad_rows = NULL;
+}
+
+/* Writes a leaf's gradient zero: only the rows that may hold nonzeros where those are known */
+static void zero_leaf_grad(pft_tensor *t) {
+    if (!t->grad_rows) {
+        pft_tensor_fill_(t->grad, 0.0f);
+        return;
+    }
+    const pft_backend *be = pft_backend_for(t->grad);
+    const int64_t rows = grad_row_count(t), len = pft_tensor_numel(t->grad) / rows;
+    float *g = pft_tensor_data(t->grad);
+    for (int64_t r = 0; r < rows;) { /* runs of marked rows, one fill each */
+        if (!t->grad_rows[r]) {
+            r++;
+            continue;
+        }
+        int64_t end = r;
+        while (end < rows && t->grad_rows[end]) t->grad_rows[end++] = 0;
+        be->fill(t->ctx, g + r * len, 0.0f, (end - r) * len);
+        r = end;
+    }
+}
+
+/* After a backward took leaf t's buffer to add to rows[0 .. n-1] of it (rows NULL: to any row); zero: the
+ * buffer was all zero when it was taken. Rows stay known while every writer names its rows. */
+static void note_grad_rows(pft_tensor *t, bool zero, const int32_t *rows, int64_t n) {
+    if (!rows) {
+        forget_grad_rows(t);
+        return;
+    }
+    const int64_t count = grad_row_count(t);
+    if (!t->grad_rows) {
+        if (!zero || count == 0) return; /* added onto rows nobody named: stays unknown */
+        t->grad_rows = calloc((size_t)count, 1);
+        if (!t->grad_rows) return; /* no memory for the marks: unknown, which is always correct */
+    }
+    for (int64_t k = 0; k < n; k++)
+        if (rows[k] >= 0 && rows[k] < count) t->grad_rows[rows[k]] = 1;
+}
+
 /* Input i's gradient buffer, allocated on first use: zero-filled, or (zero_fill false) left unwritten with
- * *fresh true */
-static pft_tensor *input_grad(pft_ctx *ctx, pft_node *node, int i, bool zero_fill, bool *fresh) {
+ * *fresh true. rows: the rows (of dim 0) the caller adds to, NULL for any. */
+static pft_tensor *input_grad(pft_ctx *ctx, pft_node *node, int i, bool zero_fill, bool *fresh, const int32_t *rows,
+                              int64_t n_rows) {
     pft_tensor *t = node->inputs[i];
     if (fresh) *fresh = false;
     if (!t || !t->requires_grad) return NULL;
     pft_tensor **slot = t->grad_fn ? &t->grad_fn->dout : &t->grad;
+    bool zero = false;
     if (!*slot) {
         *slot = zero_fill ? pft_tensor_zeros(ctx, t->ndim, t->shape) : pft_tensor_empty(ctx, t->ndim, t->shape);
         if (!*slot) return NULL;
         if (fresh) *fresh = true;
+        zero = zero_fill;
     } else if (!t->grad_fn && t->grad_zeroed) { /* a leaf's zeroed gradient: zero it now, or let it be written */
-        if (zero_fill) pft_tensor_fill_(t->grad, 0.0f);
+        if (zero_fill) zero_leaf_grad(t), zero = true;
         else *fresh = true;
         t->grad_zeroed = false;
     }
+    if (!t->grad_fn) note_grad_rows(t, zero, rows, n_rows);
     ctx->stats.backward_kernels++;
     return *slot;
 }
 
-pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i) { return input_grad(ctx, node, i, true, NULL); }
+pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i) {
+    return input_grad(ctx, node, i, true, NULL, NULL, 0);
+}
+
+pft_tensor *pft_node_input_grad_rows(pft_ctx *ctx, pft_node *node, int i, const int32_t *rows, int64_t n) {
+    return input_grad(ctx, node, i, true, NULL, rows, n);
+}
 
 pft_tensor *pft_node_input_grad_beta(pft_ctx *ctx, pft_node *node, int i, float *beta) {
     bool fresh;
-    pft_tensor *g = input_grad(ctx, node, i, false, &fresh);
+    pft_tensor *g = input_grad(ctx, node, i, false, &fresh, NULL, 0);
     *beta = fresh ? 0.0f : 1.0f;
     return g;
 }
@@ -166,6 +227,7 @@ pft_status pft_backward(pft_tensor *root, const pft_tensor *droot) {
                                                   "(no input requires one, or it was computed under no-grad)");
     pft_node *top = root->grad_fn;
     pft_tensor **seed_slot = top ? &top->dout : &root->grad;
+    if (!top) forget_grad_rows(root); /* the seed is added to every element */
     if (top && top->released)
         return pft_ctx_seterr(ctx, PFT_ERR_STATE,
                               "backward: the graph through '%s' was already released by an earlier backward", top->op);
@@ -217,12 +279,18 @@ void pft_tensor_free_grad(pft_tensor *t) {
     pft_tensor_release(t->grad);
     t->grad = NULL;
     t->grad_zeroed = false;
+    forget_grad_rows(t);
 }
 
 pft_tensor *pft_tensor_grad(pft_tensor *t) {
-    if (t->grad && t->grad_zeroed) pft_tensor_fill_(t->grad, 0.0f);
+    if (t->grad && t->grad_zeroed) zero_leaf_grad(t);
     t->grad_zeroed = false;
     return t->grad;
+}
+
+pft_tensor *pft_tensor_grad_writable(pft_tensor *t) {
+    forget_grad_rows(t);
+    return pft_tensor_grad(t);
 }
 
 bool pft_tensor_grad_is_zero(const pft_tensor *t) { return !t->grad || t->grad_zeroed; }

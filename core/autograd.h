@@ -66,6 +66,10 @@ pft_tensor *pft_node_input_grad(pft_ctx *ctx, pft_node *node, int i);
  * the buffer is new (not zero-filled: its elements are undefined until written; the zero fill and reading
  * the zeros back cost a step ~4% of its time), 1 when an earlier backward already added to it. */
 pft_tensor *pft_node_input_grad_beta(pft_ctx *ctx, pft_node *node, int i, float *beta);
+/* pft_node_input_grad for a backward that adds to rows[0 .. n-1] (of dim 0) of the buffer only (an
+ * embedding's): a leaf's gradient then keeps which rows may be nonzero (tensor.h: grad_rows), and zeroing
+ * it and the gradient norm touch those rows alone. */
+pft_tensor *pft_node_input_grad_rows(pft_ctx *ctx, pft_node *node, int i, const int32_t *rows, int64_t n);
 
 /* Backpropagates from root. droot may be NULL only when root is a scalar (numel 1). */
 pft_status pft_backward(pft_tensor *root, const pft_tensor *droot);
@@ -77,6 +81,9 @@ void pft_tensor_free_grad(pft_tensor *t);
  * the first GEMM reading the zeros back, cost ~2% of a dense step); this writes the zeros when someone
  * reads them. The backward's own kernels take the buffer through pft_node_input_grad(_beta). */
 pft_tensor *pft_tensor_grad(pft_tensor *t);
+/* pft_tensor_grad for a caller that may change the gradient (Lua's t:grad()): which rows may be nonzero is
+ * forgotten, so zeroing and the gradient norm read every row again. */
+pft_tensor *pft_tensor_grad_writable(pft_tensor *t);
 /* True when t has no gradient or it is zero by pft_tensor_zero_grad and not written since (readers that
  * would only find zeros may skip it) */
 bool pft_tensor_grad_is_zero(const pft_tensor *t);

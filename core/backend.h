@@ -177,6 +177,9 @@ typedef struct pft_backend {
                      bool first, int64_t n);
     /* sum of x_i^2 in double, in index order; returned to the host (gradient clipping's norm) */
     double (*sum_squares)(pft_ctx *ctx, const float *x, int64_t n);
+    /* sum_squares of x[rows][len] where only the rows r with used[r] != 0 may be nonzero, reading those alone:
+     * the same bits (an embedding's gradient: autograd.h, pft_node_input_grad_rows). NULL: sum_squares. */
+    double (*sum_squares_rows)(pft_ctx *ctx, const float *x, int64_t rows, int64_t len, const uint8_t *used);
     /* x[i] = value for i < n (zeroed gradients: fresh ones in backward, and zero_grad's every step) */
     void (*fill)(pft_ctx *ctx, float *x, float value, int64_t n);
     void (*scale_inplace)(pft_ctx *ctx, float *x, float s, int64_t n); /* x *= s */

@@ -1049,21 +1049,48 @@ static double sum_squares_chunk(const float *restrict x, int64_t n) {
     return lane[0];
 }
 
-/* The chunks' sums over the threads, then added in chunk order. */
-static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
+/* sum_squares_chunk of x[lo, hi) reading only the rows (of len elements) that `used` marks: each element
+ * goes to the lane it has there (lo is a multiple of SQ_LANES), and the rows left out are zero, adding
+ * nothing, so the bits are the whole chunk's */
+static double sum_squares_chunk_rows(const float *restrict x, int64_t lo, int64_t hi, int64_t len, const uint8_t *used) {
+    double lane[SQ_LANES] = {0};
+    for (int64_t r = lo / len; r * len < hi; r++) {
+        if (!used[r]) continue;
+        const int64_t a = r * len > lo ? r * len : lo, b = (r + 1) * len < hi ? (r + 1) * len : hi;
+        for (int64_t i = a; i < b; i++) lane[(i - lo) % SQ_LANES] += (double)x[i] * x[i];
+    }
+    for (int w = SQ_LANES / 2; w > 0; w /= 2)
+        for (int j = 0; j < w; j++) lane[j] += lane[j + w];
+    return lane[0];
+}
+
+static double chunk_sum(const float *restrict x, int64_t lo, int64_t hi, int64_t len, const uint8_t *used) {
+    return used ? sum_squares_chunk_rows(x, lo, hi, len, used) : sum_squares_chunk(x + lo, hi - lo);
+}
+
+/* The chunks' sums over the threads, then added in chunk order; used (rows of len): as sum_squares_chunk_rows */
+static double sum_squares_chunks(pft_ctx *ctx, const float *restrict x, int64_t n, int64_t len, const uint8_t *used) {
     const int64_t nc = (n + CHUNK - 1) / CHUNK;
-    if (nc <= 1) return sum_squares_chunk(x, n);
+    if (nc <= 1) return chunk_sum(x, 0, n, len, used);
     double part_stack[64], *part = nc <= 64 ? part_stack : malloc(sizeof(double) * (size_t)nc);
     if (!part) { /* no memory for the partial sums: the same chunks, on this thread */
         double s = 0;
-        for (int64_t c = 0; c < nc; c++) s += sum_squares_chunk(x + c * CHUNK, c + 1 < nc ? CHUNK : n - c * CHUNK);
+        for (int64_t c = 0; c < nc; c++) s += chunk_sum(x, c * CHUNK, c + 1 < nc ? (c + 1) * CHUNK : n, len, used);
         return s;
     }
-    PAR_CHUNKS(ctx, n, part[c_] = sum_squares_chunk(x + lo, hi - lo););
+    PAR_CHUNKS(ctx, n, part[c_] = chunk_sum(x, lo, hi, len, used););
     double s = 0;
     for (int64_t c = 0; c < nc; c++) s += part[c];
     if (part != part_stack) free(part);
     return s;
+}
+
+static double cpu_sum_squares(pft_ctx *ctx, const float *restrict x, int64_t n) {
+    return sum_squares_chunks(ctx, x, n, 0, NULL);
+}
+
+static double cpu_sum_squares_rows(pft_ctx *ctx, const float *restrict x, int64_t rows, int64_t len, const uint8_t *used) {
+    return sum_squares_chunks(ctx, x, rows * len, len, used);
 }
 
 static void cpu_fill(pft_ctx *ctx, float *restrict x, float value, int64_t n) {
@@ -1131,6 +1158,7 @@ const pft_backend PFT_CPU_TABLE = {
     .adamw_step = cpu_adamw_step,
     .sgd_step = cpu_sgd_step,
     .sum_squares = cpu_sum_squares,
+    .sum_squares_rows = cpu_sum_squares_rows,
     .fill = cpu_fill,
     .scale_inplace = cpu_scale_inplace,
 };

@@ -25,6 +25,15 @@ static inline pft_status pft_ops_grad(pft_ctx *ctx, pft_node *node, int i, pft_t
     return PFT_OK;
 }
 
+/* pft_ops_grad for a backward that adds to rows[0 .. n-1] of input i's gradient only
+ * (pft_node_input_grad_rows) */
+static inline pft_status pft_ops_grad_rows(pft_ctx *ctx, pft_node *node, int i, const int32_t *rows, int64_t n,
+                                           pft_tensor **g) {
+    *g = pft_node_input_grad_rows(ctx, node, i, rows, n);
+    if (!*g && node->inputs[i] && node->inputs[i]->requires_grad) return ctx->last_status ? ctx->last_status : PFT_ERR_ALLOC;
+    return PFT_OK;
+}
+
 /* pft_ops_grad for a backward that writes all of input i's gradient (pft_node_input_grad_beta): *beta 0 when
  * the buffer is new and unwritten, else 1 */
 static inline pft_status pft_ops_grad_beta(pft_ctx *ctx, pft_node *node, int i, pft_tensor **g, float *beta) {

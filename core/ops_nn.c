@@ -255,7 +255,7 @@ fail:
 /* node->i: [0] ids, [1] C; node->extra: a copy of the ids */
 static pft_status embedding_backward(pft_ctx *ctx, pft_node *node, const pft_tensor *dout) {
     pft_tensor *dw;
-    pft_status st = pft_ops_grad(ctx, node, 0, &dw);
+    pft_status st = pft_ops_grad_rows(ctx, node, 0, node->extra, node->i[0], &dw);
     if (st || !dw) return st;
     pft_backend_for(dout)->embedding_backward(ctx, pft_tensor_data(dw), pft_tensor_data(dout), node->extra, node->i[0],
                                               node->i[1]);

@@ -198,6 +198,7 @@ void pft_tensor_release(pft_tensor *t) {
     if (!t || --t->refcount > 0) return;
     t->ctx->stats.live_tensors--;
     pft_tensor_release(t->grad);
+    free(t->grad_rows);
     if (t->grad_fn) t->grad_fn_release(t->grad_fn);
     storage_release(t->storage);
     free(t->name);

@@ -60,6 +60,9 @@ typedef struct pft_tensor {
     struct pft_tensor *grad;  /* leaves only: contiguous, same shape, allocated by the first backward;
                                * read it through pft_tensor_grad (autograd.h) */
     bool grad_zeroed;         /* grad's elements are zero but not yet written (pft_tensor_zero_grad) */
+    uint8_t *grad_rows;       /* leaves, where known: grad_rows[r] != 0 for every row r (of shape[0]) of the grad
+                               * buffer that may hold a nonzero (an embedding's gradient touches only the rows
+                               * of a batch's ids); NULL: any row may (autograd.c) */
     struct pft_node *grad_fn; /* the node that produced this tensor; NULL for leaves */
     /* how the tensor drops its reference to grad_fn: set with it by the tape (pft_node_release), so that
      * this layer never calls into autograd.c */

@@ -2,6 +2,7 @@
  * gradient accumulation, and the frozen-prefix test (frozen bottom layers cost no backward kernels and no
  * weight-gradient GEMMs, counted exactly). Every test ends with no live tensors. */
 #include "check.h"
+#include "backend.h"
 #include "optim.h"
 
 static pft_ctx *ctx;
@@ -239,6 +240,71 @@ static void test_zeroed_gradients_rewritten(void) {
     check_live("zeroed gradients");
 }
 
+/* --- (6b) an embedding's gradient keeps which rows may be nonzero -------------------------------------
+ * Marked: exactly the rows of the ids since the gradient was last zero; zeroing clears those rows; the norm
+ * has the bits of the whole sum; any other writer, or a caller that may write (t:grad()), forgets them. */
+
+static bool marks_are(const pft_tensor *w, const int32_t *ids, int n) {
+    if (!w->grad_rows) return false;
+    for (int64_t r = 0; r < w->shape[0]; r++) {
+        bool want = false;
+        for (int k = 0; k < n; k++) want = want || ids[k] == r;
+        if (!w->grad_rows[r] != !want) return false;
+    }
+    return true;
+}
+
+/* the rows of ids looked up in w, through a linear map, summed: dW's row r gets (count of r in ids) v */
+static void embed_backward(pft_tensor *w, pft_tensor *map, const int32_t *ids, int n, bool tied) {
+    pft_tensor *e = pft_embedding(w, ids, 1, (int64_t[]){n}), *y = pft_linear(e, map, NULL), *l = pft_sum_all(y);
+    pft_tensor *yt = tied ? pft_linear(map, w, NULL) : NULL, *lt = tied ? pft_sum_all(yt) : NULL; /* w as a weight */
+    pft_tensor *total = tied ? pft_add(l, lt) : pft_tensor_retain(l);
+    CHECK(total && pft_backward(total, NULL) == PFT_OK, "embedding backward: %s", pft_ctx_error(ctx));
+    pft_tensor_release(total), pft_tensor_release(lt), pft_tensor_release(yt);
+    pft_tensor_release(l), pft_tensor_release(y), pft_tensor_release(e);
+}
+
+static bool norm_is_whole_sum(pft_tensor *w) {
+    const double whole = sqrt(pft_backend_for(w->grad)->sum_squares(ctx, pft_tensor_data(w->grad), pft_tensor_numel(w->grad)));
+    return pft_grad_norm(1, &w) == whole && whole > 0;
+}
+
+static void test_embedding_grad_rows(void) {
+    enum { V = 600, C = 37 }; /* three of sum_squares' chunks, rows straddling them */
+    pft_tensor *w = rand_param(ctx, 2, (int64_t[]){V, C}), *map = rand_param(ctx, 2, (int64_t[]){3, C});
+    const int32_t a[] = {3, 221, 3, 599}, b[] = {100, 221}, ab[] = {3, 100, 221, 599};
+    embed_backward(w, map, a, 4, false);
+    CHECK(marks_are(w, a, 4), "after one backward the rows of its ids are marked");
+    CHECK(norm_is_whole_sum(w), "the norm from the marked rows has the whole sum's bits");
+    pft_tensor_zero_grad(w);
+    embed_backward(w, map, b, 2, false);
+    CHECK(marks_are(w, b, 2), "zero_grad, then a backward: the new ids' rows alone");
+    const float *g = pft_tensor_data(w->grad);
+    bool cleared = true;
+    for (int c = 0; c < C; c++) cleared = cleared && g[3 * C + c] == 0.0f && g[599 * C + c] == 0.0f;
+    CHECK(cleared, "rows marked before zero_grad are zero after it");
+    float once[C];
+    memcpy(once, g + 100 * C, sizeof once);
+    embed_backward(w, map, a, 4, false); /* accumulated, not zeroed */
+    CHECK(marks_are(w, ab, 4), "accumulating: the union of the rows");
+    bool doubled = true;
+    for (int c = 0; c < C; c++) doubled = doubled && pft_tensor_data(w->grad)[221 * C + c] == 2.0f * pft_tensor_data(w->grad)[100 * C + c];
+    CHECK(doubled && !memcmp(once, pft_tensor_data(w->grad) + 100 * C, sizeof once), "accumulating: the values add");
+    CHECK(norm_is_whole_sum(w), "the norm over accumulated rows");
+    pft_tensor *gw = pft_tensor_grad_writable(w);
+    CHECK(gw && !w->grad_rows, "a caller that may write the gradient: the rows are forgotten");
+    pft_tensor_fill_(gw, 1.0f); /* what such a caller may do */
+    pft_tensor_zero_grad(w);
+    embed_backward(w, map, b, 2, false);
+    CHECK(marks_are(w, b, 2) && pft_tensor_data(w->grad)[0] == 0.0f, "zeroed whole, the rows are known again");
+    pft_tensor_zero_grad(w);
+    embed_backward(w, map, b, 2, true);
+    CHECK(!w->grad_rows, "another op adding to every row: the rows are forgotten");
+    CHECK(norm_is_whole_sum(w), "the norm without marks");
+    pft_tensor_release(w), pft_tensor_release(map);
+    check_live("embedding gradient rows");
+}
+
 /* --- (7) the frozen prefix --------------------------------------------------------------------------- */
 
 enum { ROWS = 8, LAYERS = 4 };
@@ -346,6 +412,7 @@ int main(void) {
     test_accumulation();
     test_gradients_written_whole();
     test_zeroed_gradients_rewritten();
+    test_embedding_grad_rows();
     test_frozen_prefix();
     pft_ctx_free(ctx);
     return TEST_END();

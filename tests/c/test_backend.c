@@ -62,6 +62,7 @@ static void test_table_complete(void) {
               be->scale_inplace && be->strided_accumulate && be->dropout_add_layernorm_forward &&
               be->dropout_add_layernorm_backward && be->lora_down_forward && be->lora_down_backward && be->fill,
           "the new entries are filled");
+    CHECK(be->sum_squares_rows, "sum_squares_rows is filled");
     CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
     pft_ctx *ctx = pft_ctx_new(1, 1);
     pft_tensor *t = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
@@ -457,6 +458,30 @@ static void test_clip_kernels(void) {
               "sum_squares n %lld: 1, 2, 3 threads give %.17g %.17g %.17g", (long long)nbig[k], by_threads[0],
               by_threads[1], by_threads[2]);
         free(xb);
+    }
+    /* sum_squares_rows: the bits of sum_squares over the whole matrix, zero rows read or not (rows of 384 and
+     * of 37 elements straddle the chunks and the lanes; marked rows that are zero count as well). Magnitudes
+     * over 2^-12 .. 2^12, so that sums in another order (another lane, chunk or tree) round differently. */
+    const int64_t shapes[][2] = {{700, 384}, {3001, 37}, {5, 16}};
+    for (int k = 0; k < 3; k++) {
+        const int64_t rows = shapes[k][0], len = shapes[k][1];
+        float *g = rand_buf(rows * len, -3, 3);
+        for (int64_t i = 0; i < rows * len; i++) g[i] = ldexpf(g[i], (int)(pft_rng_u64(seed + 1, (uint64_t)i) % 25) - 12);
+        uint8_t *used = calloc((size_t)rows, 1);
+        for (int64_t r = 0; r < rows; r++) {
+            const uint64_t h = pft_rng_u64(seed, (uint64_t)r) % 10;
+            used[r] = h < 2 || h == 9; /* rows nonzero in a fifth, and a tenth marked though zero */
+            if (h >= 2) memset(g + r * len, 0, sizeof(float) * (size_t)len);
+        }
+        for (int t = 1; t <= 2; t++) {
+            pft_ctx *ct = pft_ctx_new(t, seed);
+            const double whole = pft_backend_cpu.sum_squares(ct, g, rows * len);
+            const double marked = pft_backend_cpu.sum_squares_rows(ct, g, rows, len, used);
+            CHECK(whole == marked && whole > 0, "sum_squares_rows [%lld x %lld], %d threads: %.17g, whole %.17g",
+                  (long long)rows, (long long)len, t, marked, whole);
+            pft_ctx_free(ct);
+        }
+        free(g), free(used);
     }
     float *y = copy_buf(x, n);
     const float s = 0.3721f;
