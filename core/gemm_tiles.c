@@ -1,8 +1,9 @@
 /* gemm_tiles.c - C = alpha op(A) op(B) + beta C over tiles: fp32 on AVX-512, bf16 operands with fp32 sums on
  * AMX or AVX512-BF16 (gemm_tiles.h).
  *
- * Both operands are packed once per call, one k-chunk at a time (gemm_part), into 1 KB tiles in the layouts
- * the hardware reads; in a chunk's buffer, strip s's i-th k-block of the chunk is at (s stride + i) 512:
+ * Both operands are packed once per call, one k-chunk at a time (gemm_chunked; gemm_grouped packs B whole
+ * first), into 1 KB tiles in the layouts the hardware reads, except an fp32 A stored as used, whose rows the
+ * kernel reads in place; in a chunk's buffer, strip s's i-th k-block of the chunk is at (s stride + i) 512:
  *   bf16 (k-blocks of 32; packing rounds to bf16, its only arithmetic):
  *     A: strips of 16 rows, each k-block a [16][32] bf16 tile;
  *     B: strips of 16 columns, each k-block a [16][16][2] tile (k pairs interleaved per column, the "VNNI"
