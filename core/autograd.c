@@ -75,7 +75,9 @@ void pft_node_release(pft_node *node) {
 
 /* --- which rows of a leaf's gradient may be nonzero (tensor.h: grad_rows) ----------------------------- *
  * An embedding's backward adds to the rows of a batch's ids only: a few hundred of a vocabulary's 30,522
- * rows (47 MB), which zeroing every step and summing for the gradient norm read whole. */
+ * rows (47 MB), which zeroing every step and summing for the gradient norm read whole. The rows are known
+ * only while the leaf alone holds its buffer: a buffer someone else holds (Lua's t:grad()) may be written
+ * anywhere, so its rows are forgotten and not tracked until a zeroing in full after that holder let go. */
 
 static int64_t grad_row_count(const pft_tensor *t) { return t->ndim > 0 ? t->shape[0] : 0; }
 
@@ -84,9 +86,14 @@ static void forget_grad_rows(pft_tensor *t) {
     t->grad_rows = NULL;
 }
 
+static bool grad_held_elsewhere(const pft_tensor *t) { return t->grad && t->grad->refcount > 1; }
+
+const uint8_t *pft_tensor_grad_rows(const pft_tensor *t) { return grad_held_elsewhere(t) ? NULL : t->grad_rows; }
+
 /* Writes a leaf's gradient zero: only the rows that may hold nonzeros where those are known */
 static void zero_leaf_grad(pft_tensor *t) {
-    if (!t->grad_rows) {
+    if (!pft_tensor_grad_rows(t)) {
+        forget_grad_rows(t);
         pft_tensor_fill_(t->grad, 0.0f);
         return;
     }
@@ -108,7 +115,7 @@ static void zero_leaf_grad(pft_tensor *t) {
 /* After a backward took leaf t's buffer to add to rows[0 .. n-1] of it (rows NULL: to any row); zero: the
  * buffer was all zero when it was taken. Rows stay known while every writer names its rows. */
 static void note_grad_rows(pft_tensor *t, bool zero, const int32_t *rows, int64_t n) {
-    if (!rows) {
+    if (!rows || grad_held_elsewhere(t)) {
         forget_grad_rows(t);
         return;
     }
@@ -288,9 +295,5 @@ pft_tensor *pft_tensor_grad(pft_tensor *t) {
     return t->grad;
 }
 
-pft_tensor *pft_tensor_grad_writable(pft_tensor *t) {
-    forget_grad_rows(t);
-    return pft_tensor_grad(t);
-}
 
 bool pft_tensor_grad_is_zero(const pft_tensor *t) { return !t->grad || t->grad_zeroed; }

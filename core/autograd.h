@@ -81,9 +81,10 @@ void pft_tensor_free_grad(pft_tensor *t);
  * the first GEMM reading the zeros back, cost ~2% of a dense step); this writes the zeros when someone
  * reads them. The backward's own kernels take the buffer through pft_node_input_grad(_beta). */
 pft_tensor *pft_tensor_grad(pft_tensor *t);
-/* pft_tensor_grad for a caller that may change the gradient (Lua's t:grad()): which rows may be nonzero is
- * forgotten, so zeroing and the gradient norm read every row again. */
-pft_tensor *pft_tensor_grad_writable(pft_tensor *t);
+/* Which rows (of dim 0) of t's gradient may be nonzero (grad_rows[r] != 0), or NULL where that is not known:
+ * not an embedding's, another op added to it, or the buffer is held elsewhere too (a Lua t:grad() tensor,
+ * which may be written anywhere). Readers that can skip zero rows (the gradient norm) ask here. */
+const uint8_t *pft_tensor_grad_rows(const pft_tensor *t);
 /* True when t has no gradient or it is zero by pft_tensor_zero_grad and not written since (readers that
  * would only find zeros may skip it) */
 bool pft_tensor_grad_is_zero(const pft_tensor *t);

@@ -354,7 +354,7 @@ static inline void prefetch_rows(const float *C, int64_t ldc, int r0, int64_t ro
 }
 
 /* fp32: 8 rows x 32 columns, FMAs on AVX-512; named accumulators as above. Row r, k-block q of op(A) at
- * a + q ks + r rs: a packed tile (rs 16, ks 256) or A itself (rs lda, ks 16: gemm_args' direct_a). */
+ * a + q ks + r rs: a packed tile (rs 16, ks 256) or A itself (rs lda, ks 16: gemm_args' direct_panels). */
 AVX512 static void rows8_f32(float *acc, const float *a, int64_t rs, int64_t ks, const float *b0, const float *b1,
                              int64_t nq) {
     __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
@@ -563,11 +563,12 @@ static void pack_a_strips(const gemm_args *g, uint16_t *dst, int64_t stride, int
 
 static pack_tile_fn *b_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_b_tile_f32 : pack_b_tile; }
 
-/* One k-chunk at a time (K in one chunk): each chunk is packed just before it is used, into one of two
- * buffers, so the tiles are read back from the caches, not from memory (packing the whole operands first
- * wrote and read them again, 12% of a weight gradient's time). The barrier after a chunk's packing also says
- * every thread is done with the chunk before it, so the buffer of two chunks back is free. The blocks in
- * sweep order (column chunk, panel, column pair), a contiguous run of them per thread. */
+/* K a chunk at a time, over all of C: each chunk is packed just before it is used, into one of two buffers,
+ * so the tiles are read back from the caches, not from memory (packing the whole operands first wrote and
+ * read them again, 12% of a weight gradient's time). The barrier after a chunk's packing also says every
+ * thread is done with the chunk before it, so the buffer of two chunks back is free. The blocks in sweep
+ * order (column chunk, panel, column pair), a contiguous run of them per thread, the same run in every
+ * chunk, so a thread adds only onto blocks it wrote itself. */
 static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth) {
     const int64_t panels = ch->a_strips / 2, pairs = ch->b_strips / 2, stride = ch->nq_max;
     const int64_t per_chunk = chunk_pairs(ch);

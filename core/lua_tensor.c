@@ -430,7 +430,7 @@ static int t_requires_grad(lua_State *L) {
  * zero until the next backward writes it; t:grad() writes the zeros first, so take the gradient again
  * after zeroing rather than keeping an older t:grad() tensor (it shows the numbers before the zeroing). */
 static int t_grad(lua_State *L) {
-    pft_tensor *t = pftl_check_tensor(L, 1), *g = pft_tensor_grad_writable(t);
+    pft_tensor *t = pftl_check_tensor(L, 1), *g = pft_tensor_grad(t);
     if (!g) {
         lua_pushnil(L);
         return 1;

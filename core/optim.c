@@ -226,7 +226,7 @@ double pft_grad_norm(int n, pft_tensor *const *params) {
         if (pft_tensor_grad_is_zero(params[k])) continue;
         const pft_tensor *g = params[k]->grad;
         const pft_backend *be = pft_backend_for(g);
-        const uint8_t *rows = params[k]->grad_rows; /* where known, the rows that may be nonzero */
+        const uint8_t *rows = pft_tensor_grad_rows(params[k]); /* where known, the rows that may be nonzero */
         /* gradients are contiguous (autograd.h); each parameter's sum of squares in double, in index order */
         if (rows && be->sum_squares_rows)
             sq += be->sum_squares_rows(g->ctx, pft_tensor_data(g), g->shape[0], pft_tensor_numel(g) / g->shape[0], rows);

@@ -242,14 +242,16 @@ static void test_zeroed_gradients_rewritten(void) {
 
 /* --- (6b) an embedding's gradient keeps which rows may be nonzero -------------------------------------
  * Marked: exactly the rows of the ids since the gradient was last zero; zeroing clears those rows; the norm
- * has the bits of the whole sum; any other writer, or a caller that may write (t:grad()), forgets them. */
+ * has the bits of the whole sum; any other writer, or a holder of the buffer who may write it (a Lua
+ * t:grad() tensor), forgets them. */
 
 static bool marks_are(const pft_tensor *w, const int32_t *ids, int n) {
-    if (!w->grad_rows) return false;
+    const uint8_t *marks = pft_tensor_grad_rows(w);
+    if (!marks) return false;
     for (int64_t r = 0; r < w->shape[0]; r++) {
         bool want = false;
         for (int k = 0; k < n; k++) want = want || ids[k] == r;
-        if (!w->grad_rows[r] != !want) return false;
+        if (!marks[r] != !want) return false;
     }
     return true;
 }
@@ -291,15 +293,24 @@ static void test_embedding_grad_rows(void) {
     for (int c = 0; c < C; c++) doubled = doubled && pft_tensor_data(w->grad)[221 * C + c] == 2.0f * pft_tensor_data(w->grad)[100 * C + c];
     CHECK(doubled && !memcmp(once, pft_tensor_data(w->grad) + 100 * C, sizeof once), "accumulating: the values add");
     CHECK(norm_is_whole_sum(w), "the norm over accumulated rows");
-    pft_tensor *gw = pft_tensor_grad_writable(w);
-    CHECK(gw && !w->grad_rows, "a caller that may write the gradient: the rows are forgotten");
-    pft_tensor_fill_(gw, 1.0f); /* what such a caller may do */
+    pft_tensor *held = pft_tensor_retain(pft_tensor_grad(w)); /* as Lua's t:grad() holds it */
+    CHECK(!pft_tensor_grad_rows(w), "a gradient held elsewhere: its rows are not known");
+    pft_tensor_fill_(held, 1.0f); /* what such a holder may do */
+    CHECK(norm_is_whole_sum(w), "the norm of a held gradient reads every row");
     pft_tensor_zero_grad(w);
     embed_backward(w, map, b, 2, false);
-    CHECK(marks_are(w, b, 2) && pft_tensor_data(w->grad)[0] == 0.0f, "zeroed whole, the rows are known again");
+    CHECK(!pft_tensor_grad_rows(w) && pft_tensor_data(w->grad)[0] == 0.0f, "held: zeroed whole, rows untracked");
+    pft_tensor_fill_(held, 1.0f); /* written again through the old handle */
+    pft_tensor_zero_grad(w);
+    embed_backward(w, map, b, 2, false);
+    CHECK(pft_tensor_data(w->grad)[0] == 0.0f, "a write through a held buffer is zeroed by the next zero_grad");
+    pft_tensor_release(held);
+    pft_tensor_zero_grad(w);
+    embed_backward(w, map, b, 2, false);
+    CHECK(marks_are(w, b, 2), "let go and zeroed whole: the rows are known again");
     pft_tensor_zero_grad(w);
     embed_backward(w, map, b, 2, true);
-    CHECK(!w->grad_rows, "another op adding to every row: the rows are forgotten");
+    CHECK(!pft_tensor_grad_rows(w), "another op adding to every row: the rows are forgotten");
     CHECK(norm_is_whole_sum(w), "the norm without marks");
     pft_tensor_release(w), pft_tensor_release(map);
     check_live("embedding gradient rows");
