@@ -8,7 +8,8 @@
  * core/backend_cpu.c). Medians of the repetitions.
  * With precision bf16 the op and the backend GEMM run in bf16 (train.precision = "bf16": the best bf16
  * GEMM this processor has) and the OpenBLAS column stays fp32: pft/OpenBLAS is then bf16 over fp32.
- * Usage: bench_gemm [threads=2] [reps=7] [precision=fp32]. */
+ * Usage: [PFT_BENCH_TOKENS=4096] bench_gemm [threads=2] [reps=7] [precision=fp32]. PFT_BENCH_TOKENS: the
+ * rows T (480 is an SST-2 batch of 32 without its padding, where the packing weighs more). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,7 +41,8 @@ int main(int argc, char **argv) {
         return 1;
     }
     openblas_set_num_threads(threads);
-    const int64_t T = 4096;
+    const char *tokens = getenv("PFT_BENCH_TOKENS");
+    const int64_t T = tokens && atoll(tokens) > 0 ? atoll(tokens) : 4096;
     shape shapes[] = {
         {"ffn up    x[T,384]  W[1536,384]^T", LINEAR_FWD, T, 384, 1536},
         {"ffn up dX dY[T,1536] W[1536,384]", DX, T, 384, 1536},

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # bench/gemm: pft matmul/linear vs bare cblas_sgemm, same process, same buffers, same threads.
-# Usage: bash bench/gemm/run.sh [threads=2] [reps=7] [precision=fp32|bf16]   (from the repository root, after `make`)
+# Usage: [PFT_BENCH_TOKENS=4096] bash bench/gemm/run.sh [threads=2] [reps=7] [precision=fp32|bf16]   (from the
+# repository root, after `make`). PFT_BENCH_TOKENS: the GEMMs' token rows (default 4,096: 32 x 128).
 set -eu
 cd "$(dirname "$0")/../.."
 make -s build/libpftcore.a
