@@ -27,6 +27,8 @@
 #include <luajit.h>
 #include <lualib.h>
 
+#include "hugepages.h"
+
 #ifndef PFT_VERSION
 #define PFT_VERSION "0.0.0"
 #endif
@@ -302,6 +304,7 @@ static int pmain(lua_State *L) {
 }
 
 int main(int argc, char **argv) {
+    pft_hugepages_reexec(argv); /* first: the heap on huge pages (hugepages.h) */
     lua_State *L = luaL_newstate();
     if (!L) {
         fprintf(stderr, "pft: cannot create a Lua state (out of memory)\n");

@@ -6,8 +6,10 @@
 #include "../common.h"
 #include "nn.h"
 #include "text.h"
+#include "hugepages.h"
 
 int main(int argc, char **argv) {
+    pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
     if (argc != 7) {
         fprintf(stderr, "usage: %s MODEL_DIR DATA_TSV B T THREADS REPS\n", argv[0]);
         return 2;

@@ -17,6 +17,7 @@
 
 #include "backend.h"
 #include "ops.h"
+#include "hugepages.h"
 
 static double now(void) {
     struct timespec ts;
@@ -33,6 +34,7 @@ typedef enum { LINEAR_FWD, DX, DW } kind;
 typedef struct shape { const char *what; kind k; int64_t T, in, out; } shape;
 
 int main(int argc, char **argv) {
+    pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
     int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 7;
     pft_ctx *ctx = pft_ctx_new(threads, 1);
     const char *precision = argc > 3 ? argv[3] : "fp32";

@@ -14,8 +14,10 @@
 #include "nn.h"
 #include "optim.h"
 #include "text.h"
+#include "hugepages.h"
 
 int main(int argc, char **argv) {
+    pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
     if (argc != 8) {
         fprintf(stderr, "usage: %s MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora\n", argv[0]);
         return 2;

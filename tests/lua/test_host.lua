@@ -80,4 +80,37 @@ function T.inline_chunk()
   check.eq(out, "0.1.0\t3\n", "output")
 end
 
+-- The heap on transparent huge pages (core/hugepages.h): the host runs itself again with glibc's tunable
+-- set, once, where the kernel's THP mode lets a program ask (madvise or always); a 24 MB tensor then sits
+-- on huge pages. PFT_HUGEPAGES=0 and a tunable the user set are left alone.
+function T.heap_on_huge_pages()
+  local f = io.open("/sys/kernel/mm/transparent_hugepage/enabled")
+  local mode = f and f:read("*l") or ""
+  if f then f:close() end
+  local askable = mode:find("[madvise]", 1, true) or mode:find("[always]", 1, true)
+  local name = tmpfile([[
+local t = pft.zeros({4096, 1536})
+pft.fill_(t, 1)
+local smaps, huge = io.open("/proc/self/smaps"):read("*a"), 0
+for kb in smaps:gmatch("AnonHugePages:%s*(%d+) kB") do huge = huge + tonumber(kb) end
+print(os.getenv("GLIBC_TUNABLES"), huge > 0)
+]])
+  local out, code = pft_run(("%q"):format(name), "env -u GLIBC_TUNABLES")
+  check.eq(code, 0, "exit code: " .. out)
+  if askable then
+    check.eq(out, "glibc.malloc.hugetlb=1\ttrue\n", "tunable set, tensor on huge pages (THP " .. mode .. ")")
+  else
+    check.eq(out, "nil\tfalse\n", "THP mode " .. mode .. ": left alone")
+  end
+  out = pft_run(("%q"):format(name), "env -u GLIBC_TUNABLES PFT_HUGEPAGES=0")
+  check.truthy(out:match("^nil\t"), "PFT_HUGEPAGES=0: no tunable: " .. out)
+  if mode:find("[madvise]", 1, true) then check.eq(out, "nil\tfalse\n", "PFT_HUGEPAGES=0: no huge pages") end
+  out = pft_run(("%q"):format(name), "GLIBC_TUNABLES=glibc.malloc.arena_max=2")
+  check.truthy(out:match(askable and "^glibc%.malloc%.arena_max=2:glibc%.malloc%.hugetlb=1\t" or "^glibc%.malloc%.arena_max=2\t"),
+               "the user's tunables kept: " .. out)
+  out = pft_run(("%q"):format(name), "GLIBC_TUNABLES=glibc.malloc.hugetlb=0")
+  os.remove(name)
+  check.eq(out, "glibc.malloc.hugetlb=0\tfalse\n", "the user's own hugetlb setting wins")
+end
+
 return T

@@ -1,0 +1,39 @@
+/* test_hugepages.c - pft_hugepages_plan: when a program runs itself again with glibc's huge-page tunable,
+ * and the value it sets (the binary's behaviour on this machine: tests/lua/test_host.lua). */
+#include "check.h"
+#include "hugepages.h"
+
+static const char *const MADVISE = "always [madvise] never\n";
+static const char *const ALWAYS = "[always] madvise never\n";
+static const char *const NEVER = "always madvise [never]\n";
+
+static void test_when(void) {
+    char out[256];
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, out, sizeof out) == 1, "madvise, nothing set: run again");
+    CHECK(strcmp(out, "glibc.malloc.hugetlb=1") == 0, "value '%s'", out);
+    CHECK(pft_hugepages_plan("", NULL, ALWAYS, out, sizeof out) == 1, "always, empty tunables: run again");
+    CHECK(strcmp(out, "glibc.malloc.hugetlb=1") == 0, "value '%s'", out);
+    CHECK(pft_hugepages_plan(NULL, NULL, NEVER, out, sizeof out) == 0, "never: nothing to ask for");
+    CHECK(pft_hugepages_plan(NULL, NULL, NULL, out, sizeof out) == 0, "mode unreadable: left alone");
+    CHECK(pft_hugepages_plan(NULL, NULL, "madvise\n", out, sizeof out) == 0, "mode not understood: left alone");
+    CHECK(pft_hugepages_plan(NULL, "0", MADVISE, out, sizeof out) == 0, "PFT_HUGEPAGES=0: off");
+    CHECK(pft_hugepages_plan(NULL, "1", MADVISE, out, sizeof out) == 1, "PFT_HUGEPAGES=1: on");
+}
+
+static void test_tunables_kept(void) {
+    char out[256];
+    CHECK(pft_hugepages_plan("glibc.malloc.arena_max=2", NULL, MADVISE, out, sizeof out) == 1, "other tunables: run again");
+    CHECK(strcmp(out, "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1") == 0, "appended: '%s'", out);
+    CHECK(pft_hugepages_plan("glibc.malloc.hugetlb=0", NULL, MADVISE, out, sizeof out) == 0, "the user's own setting wins");
+    CHECK(pft_hugepages_plan("a=1:glibc.malloc.hugetlb=1", NULL, MADVISE, out, sizeof out) == 0,
+          "already set (the second run): no loop");
+    char tiny[8];
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, tiny, sizeof tiny) == 0, "no room for the value: left alone");
+}
+
+int main(void) {
+    TEST_BEGIN("hugepages");
+    test_when();
+    test_tunables_kept();
+    return TEST_END();
+}
