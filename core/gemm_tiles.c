@@ -462,6 +462,7 @@ static uint16_t *ctx_scratch(pft_ctx *ctx, size_t bytes) {
     if (ctx->gemm_scratch_bytes < bytes) {
         void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0); /* page-aligned */
         if (p == MAP_FAILED) return NULL;
+        madvise(p, bytes, MADV_HUGEPAGE); /* as glibc's heap under hugepages.h: a failure only costs speed */
         pft_gemm_scratch_release(ctx);
         ctx->gemm_scratch = p, ctx->gemm_scratch_bytes = bytes;
     }
