@@ -1011,14 +1011,33 @@ static pft_status cpu_lora_down_backward(pft_ctx *ctx, float *restrict dx, float
  * Elementwise: AdamW splits into chunks over the threads (each element's update is the same whoever runs
  * it); SGD runs on one thread. */
 
+/* One element's update: the one formula both entries below run */
+static inline void adamw_element(float *restrict p, float *restrict m, float *restrict v, float gi, float b1, float b2,
+                                 float eps, float decay, float step, float inv_sqrt_bc2) {
+    *m = b1 * *m + (1.0f - b1) * gi;
+    *v = b2 * *v + (1.0f - b2) * gi * gi;
+    const float denom = sqrtf(*v) * inv_sqrt_bc2 + eps;
+    *p = *p * decay - step * *m / denom;
+}
+
 static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v, const float *restrict g,
                            float gs, float b1, float b2, float eps, float decay, float step, float inv_sqrt_bc2, int64_t n) {
-    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++) {
-        float gi = gs * g[i];
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        float denom = sqrtf(v[i]) * inv_sqrt_bc2 + eps;
-        p[i] = p[i] * decay - step * m[i] / denom;
+    PAR_CHUNKS(ctx, n, for (int64_t i = lo; i < hi; i++)
+                           adamw_element(p + i, m + i, v + i, gs * g[i], b1, b2, eps, decay, step, inv_sqrt_bc2););
+}
+
+/* adamw_step where only the rows marked in used may hold a nonzero gradient: the others' gradient is +0 (a
+ * zeroed buffer), taken as the product gs * +0 the full kernel would form, without reading it */
+static void cpu_adamw_step_rows(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v,
+                                const float *restrict g, float gs, float b1, float b2, float eps, float decay, float step,
+                                float inv_sqrt_bc2, int64_t rows, int64_t len, const uint8_t *used) {
+    const float g0 = gs * 0.0f;
+    PAR_CHUNKS(ctx, rows * len, for (int64_t i = lo; i < hi;) {
+        const int64_t r = i / len, end = (r + 1) * len < hi ? (r + 1) * len : hi;
+        if (used[r])
+            for (; i < end; i++) adamw_element(p + i, m + i, v + i, gs * g[i], b1, b2, eps, decay, step, inv_sqrt_bc2);
+        else
+            for (; i < end; i++) adamw_element(p + i, m + i, v + i, g0, b1, b2, eps, decay, step, inv_sqrt_bc2);
     });
 }
 
@@ -1156,6 +1175,7 @@ const pft_backend PFT_CPU_TABLE = {
     .attention_forward = cpu_attention_forward,
     .attention_backward = cpu_attention_backward,
     .adamw_step = cpu_adamw_step,
+    .adamw_step_rows = cpu_adamw_step_rows,
     .sgd_step = cpu_sgd_step,
     .sum_squares = cpu_sum_squares,
     .sum_squares_rows = cpu_sum_squares_rows,

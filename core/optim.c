@@ -123,13 +123,21 @@ static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
 }
 
 /* The step's scalars here, in double as torch does; the per-element update is the backend's. */
-static void adamw_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *m, float *v,
-                         int64_t n, const pft_optim_group *G, int64_t t) {
+static void adamw_update(pft_ctx *ctx, const pft_backend *be, pft_tensor *param, float gs, float *m, float *v,
+                         const pft_optim_group *G, int64_t t) {
+    float *p = pft_tensor_data(param);
+    const float *g = pft_tensor_data(param->grad);
+    const int64_t n = pft_tensor_numel(param);
     const float b1 = (float)G->beta1, b2 = (float)G->beta2, eps = (float)G->eps;
     const float decay = (float)(1.0 - G->lr * G->weight_decay);
     const double bc1 = 1.0 - pow(G->beta1, (double)t), bc2 = 1.0 - pow(G->beta2, (double)t);
     const float step = (float)(G->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    be->adamw_step(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
+    const uint8_t *rows = pft_tensor_grad_rows(param); /* where known, the rows whose gradient may be nonzero */
+    if (rows && be->adamw_step_rows)
+        be->adamw_step_rows(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, param->shape[0],
+                            n / param->shape[0], rows);
+    else
+        be->adamw_step(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
 }
 
 static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *buf, int64_t n,
@@ -160,7 +168,7 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
-            adamw_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), grad_scale, s->m, s->v, n, G, s->step);
+            adamw_update(opt->ctx, be, p, grad_scale, s->m, s->v, G, s->step);
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",

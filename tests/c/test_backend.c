@@ -63,6 +63,7 @@ static void test_table_complete(void) {
               be->dropout_add_layernorm_backward && be->lora_down_forward && be->lora_down_backward && be->fill,
           "the new entries are filled");
     CHECK(be->sum_squares_rows, "sum_squares_rows is filled");
+    CHECK(be->adamw_step_rows, "adamw_step_rows is filled");
     CHECK(be->supports("attention") && be->supports("adamw"), "the CPU backend supports every op");
     pft_ctx *ctx = pft_ctx_new(1, 1);
     pft_tensor *t = pft_tensor_zeros(ctx, 1, (int64_t[]){3});
@@ -334,6 +335,45 @@ static void test_adamw(void) {
     pft_ctx_free(ctx);
 }
 
+/* adamw_step_rows: adamw_step's bits for p, m and v, the unmarked rows' (zero) gradients unread, over a
+ * few steps: rows of 384 and of 37 straddle the chunks; m and v hold -0 and 0 in places (the signs of
+ * zeros must come out as the full kernel's); 1 and 2 threads */
+static void test_adamw_rows(void) {
+    const int64_t shapes[][2] = {{700, 384}, {3001, 37}};
+    for (int k = 0; k < 2; k++) {
+        const int64_t rows = shapes[k][0], len = shapes[k][1], n = rows * len;
+        float *g = rand_buf(n, -0.5f, 0.5f), *p0 = rand_buf(n, -1, 1), *m0 = rand_buf(n, -0.1f, 0.1f),
+              *v0 = rand_buf(n, 0, 0.01f);
+        uint8_t *used = calloc((size_t)rows, 1);
+        for (int64_t r = 0; r < rows; r++) {
+            const uint64_t h = pft_rng_u64(seed + 2, (uint64_t)r) % 10;
+            used[r] = h < 2 || h == 9; /* a fifth nonzero, a tenth marked though zero */
+            if (h >= 2) memset(g + r * len, 0, sizeof(float) * (size_t)len);
+            if (h == 3) /* state never touched, or decayed to zero */
+                for (int64_t j = 0; j < len; j++) m0[r * len + j] = j % 2 ? -0.0f : 0.0f, v0[r * len + j] = 0.0f;
+        }
+        for (int t = 1; t <= 2; t++) {
+            pft_ctx *ct = pft_ctx_new(t, seed);
+            float *pw = copy_buf(p0, n), *mw = copy_buf(m0, n), *vw = copy_buf(v0, n);
+            float *pr = copy_buf(p0, n), *mr = copy_buf(m0, n), *vr = copy_buf(v0, n);
+            for (int step = 1; step <= 3; step++) {
+                const float gs = step == 2 ? 0.37f : 1.0f, isb = 1.0f / sqrtf(1.0f - powf(0.999f, (float)step));
+                pft_backend_cpu.adamw_step(ct, pw, mw, vw, g, gs, 0.9f, 0.999f, 1e-8f, 0.9995f, 1e-3f * step, isb, n);
+                pft_backend_cpu.adamw_step_rows(ct, pr, mr, vr, g, gs, 0.9f, 0.999f, 1e-8f, 0.9995f, 1e-3f * step, isb,
+                                                rows, len, used);
+            }
+            const size_t bytes = sizeof(float) * (size_t)n;
+            CHECK(!memcmp(pw, pr, bytes) && !memcmp(mw, mr, bytes) && !memcmp(vw, vr, bytes),
+                  "adamw_step_rows [%lld x %lld], %d threads: p %s, m %s, v %s", (long long)rows, (long long)len, t,
+                  memcmp(pw, pr, bytes) ? "differs" : "same", memcmp(mw, mr, bytes) ? "differs" : "same",
+                  memcmp(vw, vr, bytes) ? "differs" : "same");
+            free(pw), free(mw), free(vw), free(pr), free(mr), free(vr);
+            pft_ctx_free(ct);
+        }
+        free(g), free(p0), free(m0), free(v0), free(used);
+    }
+}
+
 static void test_sgd(void) {
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const int64_t n = 29;
@@ -547,6 +587,7 @@ int main(void) {
     test_attention_reference();
     test_attention_threads();
     test_adamw();
+    test_adamw_rows();
     test_sgd();
     test_clip_kernels();
     test_fill();
