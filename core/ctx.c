@@ -47,15 +47,18 @@ void pft_ctx_free(pft_ctx *ctx) {
     free(ctx);
 }
 
-void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes) {
-    for (int i = ctx->cache_count - 1; i >= 0; i--) /* newest first: its pages are the warmest */
-        if (ctx->cache[i].bytes == bytes) {
-            void *p = ctx->cache[i].ptr;
-            ctx->cache[i] = ctx->cache[--ctx->cache_count];
-            ctx->cache_bytes -= bytes;
-            return p;
-        }
-    return NULL;
+void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes, size_t *got) {
+    int best = -1;
+    for (int i = ctx->cache_count - 1; i >= 0; i--) { /* newest first: among equal sizes its pages are the warmest */
+        const size_t b = ctx->cache[i].bytes;
+        if (b >= bytes && b - bytes <= bytes / PFT_CACHE_SLACK && (best < 0 || b < ctx->cache[best].bytes)) best = i;
+    }
+    if (best < 0) return NULL;
+    void *p = ctx->cache[best].ptr;
+    *got = ctx->cache[best].bytes;
+    ctx->cache_bytes -= *got;
+    ctx->cache[best] = ctx->cache[--ctx->cache_count];
+    return p;
 }
 
 bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes) {

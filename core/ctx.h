@@ -44,6 +44,13 @@ typedef struct pft_stats {
  * step, and a fresh large malloc is an mmap whose pages fault in again on first touch (measured: a
  * [4096, 1536] GEMM result runs at 0.69x of BLAS into a fresh buffer, 1.0x into a reused one). */
 #define PFT_CACHE_SLOTS 64
+/* A block serves requests up to 1/PFT_CACHE_SLACK smaller than itself: batches of varying length (SST-2's
+ * packed tokens, evaluation) ask for a new size every step, which an exact-size cache never had; their
+ * buffers came from malloc and, freed, went back to the system (an evaluation's pages faulted in afresh
+ * every batch: 7% of its time) */
+#ifndef PFT_CACHE_SLACK
+#define PFT_CACHE_SLACK 4
+#endif
 typedef struct pft_cached_block {
     void *ptr;
     size_t bytes;
@@ -79,8 +86,9 @@ typedef struct pft_ctx {
 
 pft_ctx *pft_ctx_new(int threads, uint64_t seed);
 void pft_ctx_free(pft_ctx *ctx); /* also frees the buffers in the cache */
-/* Buffer cache: take an exact-size block (NULL if none), or offer one (false: caller frees it). */
-void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes);
+/* Buffer cache: take the smallest block of bytes .. bytes + bytes / PFT_CACHE_SLACK (NULL if none; its size
+ * in *got), or offer one (false: caller frees it). */
+void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes, size_t *got);
 bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes);
 void pft_ctx_cache_clear(pft_ctx *ctx);
 pft_status pft_ctx_seterr(pft_ctx *ctx, pft_status code, const char *fmt, ...)

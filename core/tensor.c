@@ -28,7 +28,7 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
     bytes = (bytes + PFT_ALIGN - 1) / PFT_ALIGN * PFT_ALIGN;
     if (bytes == 0) bytes = PFT_ALIGN;
     pft_storage *s = calloc(1, sizeof *s);
-    float *data = s ? pft_ctx_cache_take(ctx, bytes) : NULL;
+    float *data = s ? pft_ctx_cache_take(ctx, bytes, &bytes) : NULL; /* bytes: the block's, maybe larger */
     if (s && !data) data = aligned_alloc(PFT_ALIGN, bytes);
     if (!data) {
         free(s);

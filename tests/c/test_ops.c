@@ -1033,10 +1033,40 @@ static void test_embedding_padded(void) {
     pft_tensor_release(s), pft_tensor_release(y), pft_tensor_release(w);
 }
 
+/* The buffer cache hands a freed block to a request up to a quarter smaller than it (batches of varying
+ * length), the smallest that fits, and not to a smaller request (which would pin memory it does not use) */
+static void test_buffer_cache_fit(void) {
+    if (ctx->cache_limit == 0) { /* the sanitizer build runs without a cache */
+        printf("ops: buffer cache off in this build, its checks skipped\n");
+        return;
+    }
+    pft_ctx_cache_clear(ctx);
+    pft_tensor *a = pft_tensor_empty(ctx, 2, (int64_t[]){1000, 100});
+    const float *pa = pft_tensor_data(a);
+    pft_tensor_release(a);
+    pft_tensor *b = pft_tensor_empty(ctx, 2, (int64_t[]){800, 100}); /* a fifth smaller: reused */
+    CHECK(pft_tensor_data(b) == pa, "a block 1.25x the request is reused");
+    pft_tensor_release(b);
+    pft_tensor *c = pft_tensor_empty(ctx, 2, (int64_t[]){790, 100}); /* just past the slack */
+    CHECK(pft_tensor_data(c) != pa, "a block over 1.25x the request is not");
+    pft_tensor *d = pft_tensor_empty(ctx, 2, (int64_t[]){1000, 100}); /* takes the 1000-row block back */
+    CHECK(pft_tensor_data(d) == pa, "the cached block serves its own size");
+    pft_tensor *e = pft_tensor_empty(ctx, 2, (int64_t[]){950, 100});
+    const float *pe = pft_tensor_data(e);
+    pft_tensor_release(d), pft_tensor_release(e);
+    pft_tensor *f = pft_tensor_empty(ctx, 2, (int64_t[]){940, 100}); /* both fit: the smaller is taken */
+    CHECK(pft_tensor_data(f) == pe, "the smallest block that fits is taken");
+    pft_tensor *g = pft_tensor_empty(ctx, 2, (int64_t[]){1000, 100});
+    CHECK(pft_tensor_data(g) == pa, "and the larger stays for a larger request");
+    for (int64_t i = 0; i < 1000 * 100; i++) pft_tensor_data(g)[i] = 1.0f; /* the whole block is the tensor's */
+    pft_tensor_release(c), pft_tensor_release(f), pft_tensor_release(g);
+}
+
 int main(void) {
     TEST_BEGIN("ops");
     seed = test_seed();
     ctx = pft_ctx_new(1, seed);
+    test_buffer_cache_fit();
     test_binary_forward();
     test_unary_forward();
     test_reduce_forward();
