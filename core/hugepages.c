@@ -9,8 +9,10 @@
 
 #define TUNABLE "glibc.malloc.hugetlb"
 
-int pft_hugepages_plan(const char *tunables, const char *pft_hugepages, const char *thp_mode, char *out, unsigned long n) {
+int pft_hugepages_plan(const char *tunables, const char *pft_hugepages, const char *thp_mode, const char *ld_preload,
+                       char *out, unsigned long n) {
     if (pft_hugepages && strcmp(pft_hugepages, "0") == 0) return 0;
+    if (ld_preload && strstr(ld_preload, "vgpreload")) return 0; /* under valgrind: an exec would leave it */
     if (tunables && strstr(tunables, TUNABLE)) return 0; /* given: by the user, or this is the second run */
     if (!thp_mode || !(strstr(thp_mode, "[always]") || strstr(thp_mode, "[madvise]"))) return 0;
     const int len = tunables && *tunables ? snprintf(out, n, "%s:" TUNABLE "=1", tunables) : snprintf(out, n, TUNABLE "=1");
@@ -23,7 +25,9 @@ void pft_hugepages_reexec(char **argv) {
     FILE *f = fopen("/sys/kernel/mm/transparent_hugepage/enabled", "r");
     const char *mode_line = f && fgets(mode, sizeof mode, f) ? mode : NULL;
     if (f) fclose(f);
-    if (!pft_hugepages_plan(getenv("GLIBC_TUNABLES"), getenv("PFT_HUGEPAGES"), mode_line, value, sizeof value)) return;
+    if (!pft_hugepages_plan(getenv("GLIBC_TUNABLES"), getenv("PFT_HUGEPAGES"), mode_line, getenv("LD_PRELOAD"), value,
+                            sizeof value))
+        return;
     if (setenv("GLIBC_TUNABLES", value, 1) != 0) return;
     execv("/proc/self/exe", argv);
     /* no exec (no /proc): go on with the heap as it is; the variable stays set, which only says what a child

@@ -10,7 +10,8 @@
  * runs the program again (execv of /proc/self/exe, same arguments), once.
  * A dense MiniLM step ran 5% faster, an SST-2 step 8-10% (docs/performance.md), peak RSS +2%.
  *
- * Does nothing (returns) where it cannot help or is not wanted: PFT_HUGEPAGES=0, the tunable already given
+ * Does nothing (returns) where it cannot help or is not wanted: PFT_HUGEPAGES=0, running under valgrind
+ * (its preloaded libraries in LD_PRELOAD: the exec would leave valgrind, or fail), the tunable already given
  * (by the user, or by the run before the exec), THP "never" or unknown, not Linux with glibc, or an exec
  * that fails (the program then goes on as it is). Under THP "always" it still runs again: madvised memory
  * also gets the kernel's effort to find huge pages at a fault (defrag "madvise", the default), and a dense
@@ -22,10 +23,11 @@
 /* argv: main's, NULL-terminated. Returns only when no exec happened. */
 void pft_hugepages_reexec(char **argv);
 
-/* The decision without the exec, for tests: 1 if a program started with this environment value of
- * GLIBC_TUNABLES (NULL: unset), PFT_HUGEPAGES and this THP mode line (the text of
+/* The decision without the exec, for tests: 1 if a program started with these environment values of
+ * GLIBC_TUNABLES, PFT_HUGEPAGES and LD_PRELOAD (NULL: unset) and this THP mode line (the text of
  * /sys/kernel/mm/transparent_hugepage/enabled, NULL: unreadable) would run again, writing the new
  * GLIBC_TUNABLES value into out (size n); 0 if not. */
-int pft_hugepages_plan(const char *tunables, const char *pft_hugepages, const char *thp_mode, char *out, unsigned long n);
+int pft_hugepages_plan(const char *tunables, const char *pft_hugepages, const char *thp_mode, const char *ld_preload,
+                       char *out, unsigned long n);
 
 #endif

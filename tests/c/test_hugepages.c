@@ -9,26 +9,30 @@ static const char *const NEVER = "always madvise [never]\n";
 
 static void test_when(void) {
     char out[256];
-    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, out, sizeof out) == 1, "madvise, nothing set: run again");
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, NULL, out, sizeof out) == 1, "madvise, nothing set: run again");
     CHECK(strcmp(out, "glibc.malloc.hugetlb=1") == 0, "value '%s'", out);
-    CHECK(pft_hugepages_plan("", NULL, ALWAYS, out, sizeof out) == 1, "always, empty tunables: run again");
+    CHECK(pft_hugepages_plan("", NULL, ALWAYS, NULL, out, sizeof out) == 1, "always, empty tunables: run again");
     CHECK(strcmp(out, "glibc.malloc.hugetlb=1") == 0, "value '%s'", out);
-    CHECK(pft_hugepages_plan(NULL, NULL, NEVER, out, sizeof out) == 0, "never: nothing to ask for");
-    CHECK(pft_hugepages_plan(NULL, NULL, NULL, out, sizeof out) == 0, "mode unreadable: left alone");
-    CHECK(pft_hugepages_plan(NULL, NULL, "madvise\n", out, sizeof out) == 0, "mode not understood: left alone");
-    CHECK(pft_hugepages_plan(NULL, "0", MADVISE, out, sizeof out) == 0, "PFT_HUGEPAGES=0: off");
-    CHECK(pft_hugepages_plan(NULL, "1", MADVISE, out, sizeof out) == 1, "PFT_HUGEPAGES=1: on");
+    CHECK(pft_hugepages_plan(NULL, NULL, NEVER, NULL, out, sizeof out) == 0, "never: nothing to ask for");
+    CHECK(pft_hugepages_plan(NULL, NULL, NULL, NULL, out, sizeof out) == 0, "mode unreadable: left alone");
+    CHECK(pft_hugepages_plan(NULL, NULL, "madvise\n", NULL, out, sizeof out) == 0, "mode not understood: left alone");
+    CHECK(pft_hugepages_plan(NULL, "0", MADVISE, NULL, out, sizeof out) == 0, "PFT_HUGEPAGES=0: off");
+    CHECK(pft_hugepages_plan(NULL, "1", MADVISE, NULL, out, sizeof out) == 1, "PFT_HUGEPAGES=1: on");
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, "/usr/libexec/valgrind/vgpreload_core-amd64-linux.so", out, sizeof out) == 0,
+          "under valgrind: left alone");
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, "/usr/lib/libjemalloc.so", out, sizeof out) == 1,
+          "another preloaded library: run again");
 }
 
 static void test_tunables_kept(void) {
     char out[256];
-    CHECK(pft_hugepages_plan("glibc.malloc.arena_max=2", NULL, MADVISE, out, sizeof out) == 1, "other tunables: run again");
+    CHECK(pft_hugepages_plan("glibc.malloc.arena_max=2", NULL, MADVISE, NULL, out, sizeof out) == 1, "other tunables: run again");
     CHECK(strcmp(out, "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1") == 0, "appended: '%s'", out);
-    CHECK(pft_hugepages_plan("glibc.malloc.hugetlb=0", NULL, MADVISE, out, sizeof out) == 0, "the user's own setting wins");
-    CHECK(pft_hugepages_plan("a=1:glibc.malloc.hugetlb=1", NULL, MADVISE, out, sizeof out) == 0,
+    CHECK(pft_hugepages_plan("glibc.malloc.hugetlb=0", NULL, MADVISE, NULL, out, sizeof out) == 0, "the user's own setting wins");
+    CHECK(pft_hugepages_plan("a=1:glibc.malloc.hugetlb=1", NULL, MADVISE, NULL, out, sizeof out) == 0,
           "already set (the second run): no loop");
     char tiny[8];
-    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, tiny, sizeof tiny) == 0, "no room for the value: left alone");
+    CHECK(pft_hugepages_plan(NULL, NULL, MADVISE, NULL, tiny, sizeof tiny) == 0, "no room for the value: left alone");
 }
 
 int main(void) {

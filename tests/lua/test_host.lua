@@ -113,4 +113,13 @@ print(os.getenv("GLIBC_TUNABLES"), huge > 0)
   check.eq(out, "glibc.malloc.hugetlb=0\tfalse\n", "the user's own hugetlb setting wins")
 end
 
+-- Under valgrind the host stays in its process (an exec would leave valgrind: "You cannot run 'build/pft'
+-- directly" before this was handled)
+function T.valgrind_keeps_the_process()
+  if not os.execute("command -v valgrind >/dev/null 2>&1") then return end -- not installed: nothing to check
+  local out, code = pft_run("-e 'print(os.getenv(\"GLIBC_TUNABLES\"), 1 + 1)'", "env -u GLIBC_TUNABLES valgrind -q")
+  check.eq(code, 0, "exit code under valgrind: " .. out)
+  check.eq(out, "nil\t2\n", "ran under valgrind, no tunable set")
+end
+
 return T
