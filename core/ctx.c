@@ -22,6 +22,16 @@ static int default_threads(void) {
     return n > 0 ? (int)(n > 4096 ? 4096 : n) : 1;
 }
 
+/* glibc's mmap threshold where GLIBC_TUNABLES fixes it (the pft binary's second run does, hugepages.c), else 0.
+ * Blocks below it come from the heap, whose freed memory malloc reuses for any size; kept in the buffer cache
+ * as well, they were memory that malloc could not reuse (a dense step's peak RSS 1.29 -> 1.41 GB). Where the
+ * threshold moves (glibc's default), the cache keeps every size: freed blocks there went back to the system. */
+static size_t malloc_threshold(void) {
+    const char *t = getenv("GLIBC_TUNABLES"), *key = "glibc.malloc.mmap_threshold=";
+    const char *at = t ? strstr(t, key) : NULL;
+    return at ? (size_t)strtoull(at + strlen(key), NULL, 10) : 0;
+}
+
 pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     pft_ctx *ctx = calloc(1, sizeof *ctx);
     if (!ctx) return NULL;
@@ -37,6 +47,7 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
 #else
     ctx->cache_limit = (size_t)1 << 30;
 #endif
+    ctx->cache_min = malloc_threshold();
     return ctx;
 }
 
@@ -62,7 +73,8 @@ void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes, size_t *got) {
 }
 
 bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes) {
-    if (ctx->cache_count == PFT_CACHE_SLOTS || ctx->cache_bytes + bytes > ctx->cache_limit) return false;
+    if (bytes < ctx->cache_min || ctx->cache_count == PFT_CACHE_SLOTS || ctx->cache_bytes + bytes > ctx->cache_limit)
+        return false;
     ctx->cache[ctx->cache_count++] = (pft_cached_block){ptr, bytes};
     ctx->cache_bytes += bytes;
     return true;

@@ -80,6 +80,7 @@ typedef struct pft_ctx {
     pft_cached_block cache[PFT_CACHE_SLOTS];
     int cache_count;
     size_t cache_bytes, cache_limit; /* limit 0 disables the cache */
+    size_t cache_min; /* smaller blocks go back to malloc: its mmap threshold where GLIBC_TUNABLES fixes one */
     pft_status last_status;
     char error[1024];
 } pft_ctx;

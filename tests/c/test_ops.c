@@ -1041,6 +1041,7 @@ static void test_buffer_cache_fit(void) {
         return;
     }
     pft_ctx_cache_clear(ctx);
+    ctx->cache_min = 0; /* every size, whatever GLIBC_TUNABLES says (test_buffer_cache_min) */
     pft_tensor *a = pft_tensor_empty(ctx, 2, (int64_t[]){1000, 100});
     const float *pa = pft_tensor_data(a);
     pft_tensor_release(a);
@@ -1062,11 +1063,36 @@ static void test_buffer_cache_fit(void) {
     pft_tensor_release(c), pft_tensor_release(f), pft_tensor_release(g);
 }
 
+/* Where GLIBC_TUNABLES fixes malloc's mmap threshold (the pft binary's second run), blocks below it go back
+ * to malloc, which reuses them for any size; larger ones (which malloc would unmap) are cached. Without the
+ * variable every size is. */
+static void test_buffer_cache_min(void) {
+    const char *saved = getenv("GLIBC_TUNABLES");
+    char *keep = saved ? strdup(saved) : NULL;
+    setenv("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=9", 1);
+    pft_ctx *c = pft_ctx_new(1, seed);
+    unsetenv("GLIBC_TUNABLES");
+    pft_ctx *d = pft_ctx_new(1, seed);
+    if (keep) setenv("GLIBC_TUNABLES", keep, 1), free(keep);
+    CHECK(c && c->cache_min == 1048576 && d && d->cache_min == 0, "the threshold read back: %zu, without the variable %zu",
+          c ? c->cache_min : 0, d ? d->cache_min : 1);
+    if (c && c->cache_limit > 0) {
+        pft_tensor_release(pft_tensor_empty(c, 2, (int64_t[]){1000, 100})); /* 400 KB */
+        CHECK(c->cache_count == 0, "a block under the threshold is malloc's");
+        pft_tensor_release(pft_tensor_empty(c, 2, (int64_t[]){1000, 300})); /* 1.2 MB */
+        CHECK(c->cache_count == 1, "a larger one is cached");
+        pft_tensor_release(pft_tensor_empty(d, 2, (int64_t[]){1000, 100}));
+        CHECK(d->cache_count == 1, "without the variable, every size is");
+    }
+    pft_ctx_free(c), pft_ctx_free(d);
+}
+
 int main(void) {
     TEST_BEGIN("ops");
     seed = test_seed();
     ctx = pft_ctx_new(1, seed);
     test_buffer_cache_fit();
+    test_buffer_cache_min();
     test_binary_forward();
     test_unary_forward();
     test_reduce_forward();

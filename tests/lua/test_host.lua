@@ -99,7 +99,8 @@ print(os.getenv("GLIBC_TUNABLES"), smaps:find("THPeligible:%s*1") ~= nil)
   local out, code = pft_run(("%q"):format(name), "env -u GLIBC_TUNABLES")
   check.eq(code, 0, "exit code: " .. out)
   if askable then
-    check.eq(out, "glibc.malloc.hugetlb=1\ttrue\n", "tunable set, the heap advised (THP " .. mode .. ")")
+    check.eq(out, "glibc.malloc.hugetlb=1:glibc.malloc.mmap_threshold=33554432:glibc.malloc.trim_threshold=1099511627776\ttrue\n",
+             "tunables set (huge pages, the heap's thresholds), the heap advised (THP " .. mode .. ")")
   else
     check.eq(out, "nil\tfalse\n", "THP mode " .. mode .. ": left alone")
   end
@@ -107,7 +108,7 @@ print(os.getenv("GLIBC_TUNABLES"), smaps:find("THPeligible:%s*1") ~= nil)
   check.truthy(out:match("^nil\t"), "PFT_HUGEPAGES=0: no tunable: " .. out)
   if mode:find("[madvise]", 1, true) then check.eq(out, "nil\tfalse\n", "PFT_HUGEPAGES=0: nothing advised") end
   out = pft_run(("%q"):format(name), "GLIBC_TUNABLES=glibc.malloc.arena_max=2")
-  check.truthy(out:match(askable and "^glibc%.malloc%.arena_max=2:glibc%.malloc%.hugetlb=1\t" or "^glibc%.malloc%.arena_max=2\t"),
+  check.truthy(out:match(askable and "^glibc%.malloc%.arena_max=2:glibc%.malloc%.hugetlb=1:glibc%.malloc%.mmap_threshold=33554432:" or "^glibc%.malloc%.arena_max=2\t"),
                "the user's tunables kept: " .. out)
   out = pft_run(("%q"):format(name), "GLIBC_TUNABLES=glibc.malloc.hugetlb=0")
   os.remove(name)
