@@ -42,7 +42,9 @@ typedef struct pft_stats {
 
 /* Freed tensor buffers kept for reuse: a training step allocates the same activation sizes every
  * step, and a fresh large malloc is an mmap whose pages fault in again on first touch (measured: a
- * [4096, 1536] GEMM result runs at 0.69x of BLAS into a fresh buffer, 1.0x into a reused one). */
+ * [4096, 1536] GEMM result runs at 0.69x of BLAS into a fresh buffer, 1.0x into a reused one). Where the
+ * pft binary fixed malloc's mmap threshold (hugepages.h), only blocks above it (ctx->cache_min): malloc
+ * reuses smaller freed blocks for any size, the cache only for sizes near their own. */
 #define PFT_CACHE_SLOTS 64
 /* A block serves requests up to 1/PFT_CACHE_SLACK smaller than itself: batches of varying length (SST-2's
  * packed tokens, evaluation) ask for a new size every step, which an exact-size cache never had; their
