@@ -5,6 +5,7 @@
 #include "gemm_tiles.h"
 
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,20 @@ void pft_ctx_free(pft_ctx *ctx) {
     free(ctx);
 }
 
+/* malloc's blocks are 16-byte aligned: the buffer starts 16 to 64 bytes into its block, and the byte before
+ * it says how far */
+void *pft_buffer_alloc(size_t bytes) {
+    unsigned char *block = bytes <= SIZE_MAX - PFT_BUFFER_ALIGN ? malloc(bytes + PFT_BUFFER_ALIGN) : NULL;
+    if (!block) return NULL;
+    unsigned char *data = block + PFT_BUFFER_ALIGN - (uintptr_t)block % PFT_BUFFER_ALIGN;
+    data[-1] = (unsigned char)(data - block);
+    return data;
+}
+
+void pft_buffer_free(void *data) {
+    if (data) free((unsigned char *)data - ((unsigned char *)data)[-1]);
+}
+
 void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes, size_t *got) {
     int best = -1;
     for (int i = ctx->cache_count - 1; i >= 0; i--) { /* newest first: among equal sizes its pages are the warmest */
@@ -81,7 +96,7 @@ bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes) {
 }
 
 void pft_ctx_cache_clear(pft_ctx *ctx) {
-    for (int i = 0; i < ctx->cache_count; i++) free(ctx->cache[i].ptr);
+    for (int i = 0; i < ctx->cache_count; i++) pft_buffer_free(ctx->cache[i].ptr);
     ctx->cache_count = 0;
     ctx->cache_bytes = 0;
 }

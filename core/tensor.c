@@ -12,8 +12,6 @@
 #include "backend.h"
 #include "rng.h"
 
-#define PFT_ALIGN 64
-
 /* --- storage ------------------------------------------------------------------------------------ */
 
 static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, size_t numel) {
@@ -25,11 +23,11 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
     }
     if (ctx->alloc_fail_after > 0) ctx->alloc_fail_after--;
     size_t bytes = numel * sizeof(float);
-    bytes = (bytes + PFT_ALIGN - 1) / PFT_ALIGN * PFT_ALIGN;
-    if (bytes == 0) bytes = PFT_ALIGN;
+    bytes = (bytes + PFT_BUFFER_ALIGN - 1) / PFT_BUFFER_ALIGN * PFT_BUFFER_ALIGN;
+    if (bytes == 0) bytes = PFT_BUFFER_ALIGN;
     pft_storage *s = calloc(1, sizeof *s);
     float *data = s ? pft_ctx_cache_take(ctx, bytes, &bytes) : NULL; /* bytes: the block's, maybe larger */
-    if (s && !data) data = aligned_alloc(PFT_ALIGN, bytes);
+    if (s && !data) data = pft_buffer_alloc(bytes);
     if (!data) {
         free(s);
         pft_ctx_seterr(ctx, PFT_ERR_ALLOC, "cannot allocate %zu bytes for a tensor of shape %s", bytes,
@@ -52,7 +50,7 @@ static void storage_release(pft_storage *s) {
     if (s->release)
         s->release(s);
     else if (s->bytes && !pft_ctx_cache_put(s->ctx, s->data, s->bytes)) /* bytes 0: borrowed, not ours */
-        free(s->data);
+        pft_buffer_free(s->data);
     free(s);
 }
 
