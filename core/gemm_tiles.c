@@ -1,8 +1,8 @@
 /* gemm_tiles.c - C = alpha op(A) op(B) + beta C over tiles: fp32 on AVX-512, bf16 operands with fp32 sums on
  * AMX or AVX512-BF16 (gemm_tiles.h).
  *
- * Both operands are packed once per call, one k-chunk at a time (gemm_chunked; gemm_grouped packs B whole
- * first), into 1 KB tiles in the layouts the hardware reads, except an fp32 A stored as used, whose rows the
+ * Both operands are packed once per call, one k-chunk at a time (gemm_chunked; gemm_grouped and gemm_columns
+ * pack B whole first), into 1 KB tiles in the layouts the hardware reads, except an fp32 A stored as used, whose rows the
  * kernel reads in place; in a chunk's buffer, strip s's i-th k-block of the chunk is at (s stride + i) 512:
  *   bf16 (k-blocks of 32; packing rounds to bf16, its only arithmetic):
  *     A: strips of 16 rows, each k-block a [16][32] bf16 tile;
@@ -637,6 +637,43 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
     }
 }
 
+/* K in two chunks, A read in place (fp32, as stored): gemm_chunked wrote all of a thread's C for the first
+ * chunk before adding the second, and where that C outgrew L2 (a forward's or input gradient's K = 384 over
+ * 4,096 tokens: 3-12 MB) the second write-back reloaded it from L3 (half of write_block's time in a dense
+ * step). Here B is packed whole first (one barrier), and each thread runs its blocks a (column chunk, panel)
+ * at a time through both chunks: that 32 x 512 of C (64 KB) is still in L2 for the second, and the column
+ * chunk's B (both chunks, 768 KB) stays in L2 over the panels. A last, partial panel is packed by the thread
+ * that meets it, a chunk at a time. The same k-chunks, added in the same order: gemm_chunked's bits. */
+static void gemm_columns(const gemm_args *g, const chunking *ch, int me, int nth) {
+    const int64_t panels = ch->a_strips / 2, pairs = ch->b_strips / 2, stride = ch->nq_max, per_chunk = chunk_pairs(ch);
+    float acc[32 * 32] __attribute__((aligned(64)));
+    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+        pack_operand(g->pb + kc * ch->b_tiles * TILE, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips,
+                     q0, nqc, me, nth, b_packer(g->kind));
+    }
+    if (nth > 1) {
+#pragma omp barrier
+    }
+    uint16_t *pa = g->pa + me * 2 * stride * TILE; /* this thread's: a packed panel's chunk */
+    int64_t lo, hi;
+    share(panels * pairs, me, nth, &lo, &hi);
+    for (int64_t t = lo; t < hi;) {
+        const int64_t cc = t / (panels * per_chunk), c0p = cc * per_chunk;
+        const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
+        const int64_t s = in_chunk / width * 2, jp = in_chunk % width;
+        const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
+        t += run;
+        for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+            const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+            const uint16_t *pb = g->pb + kc * ch->b_tiles * TILE;
+            pack_a_strips(g, pa, stride, s, s, s + 2, q0, nqc, 0, 1); /* nothing where the panel is read in place */
+            for (int64_t j = (c0p + jp) * 2; j < (c0p + jp + run) * 2; j += 2)
+                block_into_c(g, acc, pa, pb + j * stride * TILE, stride, q0, nqc, s, j, kc, ch->kchunks);
+        }
+    }
+}
+
 /* gemm_grouped where it saves write-backs: K in at least GROUP_MIN_KCHUNKS chunks (with two, B re-read from
  * L3 for every group cost more than the one write-back saved: the FFN's x W1^T ran 4% slower) and a thread's
  * part of C too big to stay in L2 over the chunks anyway (a weight gradient's 0.6-2.4 MB did: 6% slower) */
@@ -646,15 +683,21 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
 #ifndef GROUP_MIN_C
 #define GROUP_MIN_C (3 << 19) /* bytes of C per thread */
 #endif
-static bool use_groups(const chunking *ch, int64_t M, int64_t N, int nth) {
-    return ch->kchunks >= GROUP_MIN_KCHUNKS && M * N * (int64_t)sizeof(float) / nth > GROUP_MIN_C;
+/* How a GEMM's blocks are swept (see each function) */
+typedef enum sweep { SWEEP_CHUNKED, SWEEP_GROUPED, SWEEP_COLUMNS } sweep;
+
+static sweep sweep_of(const chunking *ch, pft_gemm_kind kind, bool ta, int64_t M, int64_t N, int64_t K, int nth) {
+    if (ch->kchunks >= GROUP_MIN_KCHUNKS && M * N * (int64_t)sizeof(float) / nth > GROUP_MIN_C) return SWEEP_GROUPED;
+    if (ch->kchunks == 2 && kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0) return SWEEP_COLUMNS;
+    return SWEEP_CHUNKED;
 }
 
 /* One GEMM by thread `me` of a team of nth (nth 1: the caller alone, no OpenMP construct, so it may run
  * inside someone else's parallel region; a nested team of one cost a fresh team, and its pages, per call). */
-static void gemm_part(const gemm_args *g, const chunking *ch, bool grouped, int me, int nth) {
+static void gemm_part(const gemm_args *g, const chunking *ch, sweep sw, int me, int nth) {
     if (g->kind == PFT_GEMM_BF16_AMX) amx_begin(); /* tile configuration is per thread */
-    if (grouped) gemm_grouped(g, ch, me, nth);
+    if (sw == SWEEP_GROUPED) gemm_grouped(g, ch, me, nth);
+    else if (sw == SWEEP_COLUMNS) gemm_columns(g, ch, me, nth);
     else gemm_chunked(g, ch, me, nth);
     if (g->kind == PFT_GEMM_BF16_AMX) amx_end();
 }
@@ -666,22 +709,25 @@ static int team_size(const pft_ctx *ctx, int64_t M, int64_t N, int64_t K, bool l
     return nt > blocks ? (int)blocks : nt;
 }
 
-static void gemm1(const gemm_args *g, const chunking *ch, bool grouped, int nt) {
+static void gemm1(const gemm_args *g, const chunking *ch, sweep sw, int nt) {
 #ifdef _OPENMP
     if (nt > 1) {
 #pragma omp parallel num_threads(nt)
-        gemm_part(g, ch, grouped, omp_get_thread_num(), omp_get_num_threads());
+        gemm_part(g, ch, sw, omp_get_thread_num(), omp_get_num_threads());
         return;
     }
 #endif
-    gemm_part(g, ch, grouped, 0, 1);
+    gemm_part(g, ch, sw, 0, 1);
 }
 
-/* Bytes of packed tiles: gemm_grouped's whole B and a group of A per thread, or gemm_chunked's one chunk of
- * each (two when K has several: double buffered) */
-static void packed_bytes(const chunking *ch, int64_t N, bool grouped, int nt, size_t *bytes_a, size_t *bytes_b) {
-    if (grouped) {
+/* Bytes of packed tiles: gemm_grouped's whole B and a group of A per thread, gemm_columns' whole B and a panel's
+ * chunk of A per thread, or gemm_chunked's one chunk of each (two when K has several: double buffered) */
+static void packed_bytes(const chunking *ch, int64_t N, sweep sw, int nt, size_t *bytes_a, size_t *bytes_b) {
+    if (sw == SWEEP_GROUPED) {
         *bytes_a = (size_t)(nt * 2 * group_panels(N) * ch->nq_max) * TILE * 2;
+        *bytes_b = (size_t)(ch->kchunks * ch->b_tiles) * TILE * 2;
+    } else if (sw == SWEEP_COLUMNS) {
+        *bytes_a = (size_t)(nt * 2 * ch->nq_max) * TILE * 2;
         *bytes_b = (size_t)(ch->kchunks * ch->b_tiles) * TILE * 2;
     } else {
         const int64_t nbuf = ch->kchunks > 1 ? 2 : 1;
@@ -703,9 +749,9 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     const chunking ch = chunking_of(kind, M, N, K);
     const bool local = in_parallel_region();
     const int nt = team_size(ctx, M, N, K, local);
-    const bool grouped = use_groups(&ch, M, N, nt);
+    const sweep sw = sweep_of(&ch, kind, ta, M, N, K, nt);
     size_t bytes_a, bytes_b;
-    packed_bytes(&ch, N, grouped, nt, &bytes_a, &bytes_b);
+    packed_bytes(&ch, N, sw, nt, &bytes_a, &bytes_b);
     /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
      * allocation per call */
     uint16_t stack_buf[LOCAL_PACK / 2] __attribute__((aligned(64)));
@@ -717,7 +763,7 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
                              ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope,
                              kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0 ? M / 32 : 0};
-        gemm1(&g, &ch, grouped, nt);
+        gemm1(&g, &ch, sw, nt);
     }
     if (local && pa != stack_buf) free(pa);
     return true;

@@ -146,6 +146,40 @@ static void test_k_chunks_in_groups(pft_ctx *ctx, pft_gemm_kind kind, uint64_t s
     }
 }
 
+/* K in two chunks with A read in place (fp32, as stored: gemm_columns, each panel's chunks back to back): the
+ * same bits on 1 and 2 threads, every chunk added once, with and without a bias in the last chunk's write-back.
+ * 4 panels, the last of one row (packed by the thread that meets it), 35 column pairs in 3 column chunks (the
+ * last narrower): thread 1 starts inside the first panel of the second column chunk. */
+static void test_k_chunks_by_columns(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
+    const int64_t M = 97, N = 1100, K = 384;
+    uint64_t st = seed + 300;
+    for (int tb = 0; tb < 2; tb++) {
+        const int64_t ldb = tb ? K : N;
+        float *A = rand_buf(&st, M * K), *B = rand_buf(&st, K * N), *C0 = rand_buf(&st, M * N), *bias = rand_buf(&st, N);
+        float *C1 = malloc(sizeof(float) * (size_t)(M * N)), *C2 = malloc(sizeof(float) * (size_t)(M * N));
+        for (int with_bias = 0; with_bias < 2; with_bias++) {
+            const pft_gemm_epilogue ep = {.bias = with_bias ? bias : NULL};
+            const float beta = with_bias ? 0.0f : -1.5f;
+            memcpy(C1, C0, sizeof(float) * (size_t)(M * N)), memcpy(C2, C0, sizeof(float) * (size_t)(M * N));
+            int saved = ctx->threads;
+            ctx->threads = 1;
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C1, N, &ep);
+            ctx->threads = 2;
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C2, N, &ep);
+            ctx->threads = saved;
+            CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(M * N)), "%s tb %d bias %d, K in two chunks by columns: 1 and 2 "
+                  "threads differ", pft_gemm_kind_name(kind), tb, with_bias);
+            if (with_bias) /* the bias taken off again: what remains is the product */
+                for (int64_t i = 0; i < M; i++)
+                    for (int64_t j = 0; j < N; j++) C2[i * N + j] -= bias[j];
+            double e = worst_error_rows(kind, A, K, false, B, ldb, tb, C0, C2, N, M, N, K, 0.5f, beta, 3);
+            CHECK(e < 2e-6, "%s tb %d bias %d, K in two chunks by columns: error %g", pft_gemm_kind_name(kind), tb,
+                  with_bias, e);
+        }
+        free(A), free(B), free(C0), free(bias), free(C1), free(C2);
+    }
+}
+
 static void test_threads_and_batch(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
     const int64_t M = 384, N = 200, K = 160, batch = 3; /* 12M multiply-adds: threaded */
     uint64_t st = seed + 100;
@@ -291,6 +325,7 @@ int main(void) {
         test_against_reference(ctx, KINDS[k], seed);
         test_threads_and_batch(ctx, KINDS[k], seed);
         test_k_chunks_in_groups(ctx, KINDS[k], seed);
+        test_k_chunks_by_columns(ctx, KINDS[k], seed);
         test_through_ops(ctx, KINDS[k] == PFT_GEMM_BF16_AMX ? "bf16-amx" : KINDS[k] == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32",
                          KINDS[k]);
     }
