@@ -89,8 +89,6 @@ typedef struct pft_ctx {
 
 pft_ctx *pft_ctx_new(int threads, uint64_t seed);
 void pft_ctx_free(pft_ctx *ctx); /* also frees the buffers in the cache */
-/* Buffer cache: take the smallest block of bytes .. bytes + bytes / PFT_CACHE_SLACK (NULL if none; its size
- * in *got), or offer one (false: caller frees it). */
 /* A tensor's buffer: `bytes` aligned to PFT_BUFFER_ALIGN, from malloc (NULL: out of memory); freed with
  * pft_buffer_free only. Not aligned_alloc: glibc's memalign asks for the size plus the alignment, so a freed
  * block never fitted a request of its own size again, and the heap grew at every step instead of reusing it
@@ -99,6 +97,8 @@ void pft_ctx_free(pft_ctx *ctx); /* also frees the buffers in the cache */
 void *pft_buffer_alloc(size_t bytes);
 void pft_buffer_free(void *data);
 
+/* Buffer cache: take the smallest block of bytes .. bytes + bytes / PFT_CACHE_SLACK (NULL if none; its size
+ * in *got), or offer one (false: the caller frees it, pft_buffer_free). */
 void *pft_ctx_cache_take(pft_ctx *ctx, size_t bytes, size_t *got);
 bool pft_ctx_cache_put(pft_ctx *ctx, void *ptr, size_t bytes);
 void pft_ctx_cache_clear(pft_ctx *ctx);

@@ -2,8 +2,9 @@
  * AMX or AVX512-BF16 (gemm_tiles.h).
  *
  * Both operands are packed once per call, one k-chunk at a time (gemm_chunked; gemm_grouped and gemm_columns
- * pack B whole first), into 1 KB tiles in the layouts the hardware reads, except an fp32 A stored as used, whose rows the
- * kernel reads in place; in a chunk's buffer, strip s's i-th k-block of the chunk is at (s stride + i) 512:
+ * pack B whole first), into 1 KB tiles in the layouts the hardware reads, except an fp32 A stored as used,
+ * whose rows the kernel reads in place; in a chunk's buffer, strip s's i-th k-block of the chunk is at
+ * (s stride + i) 512:
  *   bf16 (k-blocks of 32; packing rounds to bf16, its only arithmetic):
  *     A: strips of 16 rows, each k-block a [16][32] bf16 tile;
  *     B: strips of 16 columns, each k-block a [16][16][2] tile (k pairs interleaved per column, the "VNNI"
@@ -683,12 +684,16 @@ static void gemm_columns(const gemm_args *g, const chunking *ch, int me, int nth
 #ifndef GROUP_MIN_C
 #define GROUP_MIN_C (3 << 19) /* bytes of C per thread */
 #endif
+/* fp32 with A stored as used and K in whole k-blocks: the kernel reads A's rows in place (gemm_args'
+ * direct_panels) */
+static bool a_in_place(pft_gemm_kind kind, bool ta, int64_t K) { return kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0; }
+
 /* How a GEMM's blocks are swept (see each function) */
 typedef enum sweep { SWEEP_CHUNKED, SWEEP_GROUPED, SWEEP_COLUMNS } sweep;
 
 static sweep sweep_of(const chunking *ch, pft_gemm_kind kind, bool ta, int64_t M, int64_t N, int64_t K, int nth) {
     if (ch->kchunks >= GROUP_MIN_KCHUNKS && M * N * (int64_t)sizeof(float) / nth > GROUP_MIN_C) return SWEEP_GROUPED;
-    if (ch->kchunks == 2 && kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0) return SWEEP_COLUMNS;
+    if (ch->kchunks == 2 && a_in_place(kind, ta, K)) return SWEEP_COLUMNS;
     return SWEEP_CHUNKED;
 }
 
@@ -762,7 +767,7 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
                              ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope,
-                             kind == PFT_GEMM_F32_AVX512 && !ta && K % 16 == 0 ? M / 32 : 0};
+                             a_in_place(kind, ta, K) ? M / 32 : 0};
         gemm1(&g, &ch, sw, nt);
     }
     if (local && pa != stack_buf) free(pa);
