@@ -565,6 +565,31 @@ static void pack_a_strips(const gemm_args *g, uint16_t *dst, int64_t stride, int
 
 static pack_tile_fn *b_packer(pft_gemm_kind kind) { return kind == PFT_GEMM_F32_AVX512 ? pack_b_tile_f32 : pack_b_tile; }
 
+/* Blocks t .. of a sweep in (column chunk, panel, column pair) order, the last column chunk maybe narrower:
+ * the run of them up to hi in one panel (strip s) of one column chunk, from strip j0 of B */
+typedef struct block_run {
+    int64_t s, j0, pairs;
+} block_run;
+
+static block_run run_at(int64_t t, int64_t hi, int64_t panels, int64_t pairs, int64_t per_chunk) {
+    const int64_t c0p = t / (panels * per_chunk) * per_chunk;
+    const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
+    const int64_t jp = in_chunk % width;
+    return (block_run){in_chunk / width * 2, (c0p + jp) * 2, hi - t < width - jp ? hi - t : width - jp};
+}
+
+/* every k-chunk of B, shared by the team (gemm_grouped, gemm_columns), then the barrier before any thread reads it */
+static void pack_b_whole(const gemm_args *g, const chunking *ch, int me, int nth) {
+    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
+        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
+        pack_operand(g->pb + kc * ch->b_tiles * TILE, ch->nq_max, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0,
+                     ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
+    }
+    if (nth > 1) {
+#pragma omp barrier
+    }
+}
+
 /* K a chunk at a time, over all of C: each chunk is packed just before it is used, into one of two buffers,
  * so the tiles are read back from the caches, not from memory (packing the whole operands first wrote and
  * read them again, 12% of a weight gradient's time). The barrier after a chunk's packing also says every
@@ -586,14 +611,11 @@ static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth
 #pragma omp barrier
         }
         for (int64_t t = lo; t < hi;) {
-            /* block t: column chunk t / (panels per_chunk') where the last chunk may be narrower */
-            const int64_t cc = t / (panels * per_chunk), c0p = cc * per_chunk;
-            const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
-            const int64_t s = in_chunk / width * 2, jp = in_chunk % width;
-            const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
-            t += run;
-            for (int64_t j = (c0p + jp) * 2; j < (c0p + jp + run) * 2; j += 2)
-                block_into_c(g, acc, pa + s * stride * TILE, pb + j * stride * TILE, stride, q0, nqc, s, j, kc, ch->kchunks);
+            const block_run r = run_at(t, hi, panels, pairs, per_chunk);
+            t += r.pairs;
+            for (int64_t j = r.j0; j < r.j0 + 2 * r.pairs; j += 2)
+                block_into_c(g, acc, pa + r.s * stride * TILE, pb + j * stride * TILE, stride, q0, nqc, r.s, j, kc,
+                             ch->kchunks);
         }
     }
 }
@@ -607,14 +629,7 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
     const int64_t pairs = ch->b_strips / 2, stride = ch->nq_max, per_chunk = chunk_pairs(ch);
     const int64_t G = group_panels(g->N);
     float acc[32 * 32] __attribute__((aligned(64)));
-    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
-        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
-        pack_operand(g->pb + kc * ch->b_tiles * TILE, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips,
-                     q0, nqc, me, nth, b_packer(g->kind));
-    }
-    if (nth > 1) {
-#pragma omp barrier
-    }
+    pack_b_whole(g, ch, me, nth);
     int64_t lo, hi;
     share(ch->a_strips / 2 * pairs, me, nth, &lo, &hi);
     if (lo == hi) return;
@@ -648,29 +663,19 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
 static void gemm_columns(const gemm_args *g, const chunking *ch, int me, int nth) {
     const int64_t panels = ch->a_strips / 2, pairs = ch->b_strips / 2, stride = ch->nq_max, per_chunk = chunk_pairs(ch);
     float acc[32 * 32] __attribute__((aligned(64)));
-    for (int64_t kc = 0; kc < ch->kchunks; kc++) {
-        const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
-        pack_operand(g->pb + kc * ch->b_tiles * TILE, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips,
-                     q0, nqc, me, nth, b_packer(g->kind));
-    }
-    if (nth > 1) {
-#pragma omp barrier
-    }
+    pack_b_whole(g, ch, me, nth);
     uint16_t *pa = g->pa + me * 2 * stride * TILE; /* this thread's: a packed panel's chunk */
     int64_t lo, hi;
     share(panels * pairs, me, nth, &lo, &hi);
     for (int64_t t = lo; t < hi;) {
-        const int64_t cc = t / (panels * per_chunk), c0p = cc * per_chunk;
-        const int64_t width = pairs - c0p < per_chunk ? pairs - c0p : per_chunk, in_chunk = t - c0p * panels;
-        const int64_t s = in_chunk / width * 2, jp = in_chunk % width;
-        const int64_t run = hi - t < width - jp ? hi - t : width - jp; /* this panel's pairs in the run */
-        t += run;
+        const block_run r = run_at(t, hi, panels, pairs, per_chunk);
+        t += r.pairs;
         for (int64_t kc = 0; kc < ch->kchunks; kc++) {
             const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
             const uint16_t *pb = g->pb + kc * ch->b_tiles * TILE;
-            pack_a_strips(g, pa, stride, s, s, s + 2, q0, nqc, 0, 1); /* nothing where the panel is read in place */
-            for (int64_t j = (c0p + jp) * 2; j < (c0p + jp + run) * 2; j += 2)
-                block_into_c(g, acc, pa, pb + j * stride * TILE, stride, q0, nqc, s, j, kc, ch->kchunks);
+            pack_a_strips(g, pa, stride, r.s, r.s, r.s + 2, q0, nqc, 0, 1); /* nothing where A is read in place */
+            for (int64_t j = r.j0; j < r.j0 + 2 * r.pairs; j += 2)
+                block_into_c(g, acc, pa, pb + j * stride * TILE, stride, q0, nqc, r.s, j, kc, ch->kchunks);
         }
     }
 }
