@@ -4,9 +4,12 @@
 # are added up by op: the GEMMs (pft's tiled fp32 GEMM, or OpenBLAS's with PFT_CPU_GEMM=openblas; the
 # attention block's small ones too), each kernel of core/kernels_cpu.c, memory copies and zeroing, OpenMP's waiting, the operating system.
 # Prints a table: op, share of the samples. (FLOP shares come from the model's shapes: docs/performance.md.)
-# PFT_BENCH_PRECISION=bf16 profiles a bf16 step (train.precision = "bf16").
-# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] [PFT_CPU_GEMM=openblas] [PFT_BENCH_PRECISION=bf16] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128]
-#        [threads=2] [reps=5]   (from anywhere; needs perf: Debian's linux-perf)
+# PFT_BENCH_PRECISION=bf16 profiles a bf16 step (train.precision = "bf16"). PFT_BENCH_DENSE=0 profiles the step
+# as training runs it, the padding skipped (32 SST-2 sentences: ~420 tokens, the shape of `pft train sst2`).
+# Only the steps after bench_train's warm-up are sampled (perf's control fifo), not loading the model.
+# Usage: [BUILD=build] [PFT_CPU_KERNELS=baseline|avx2|avx512] [PFT_CPU_GEMM=openblas] [PFT_BENCH_PRECISION=bf16]
+#        [PFT_BENCH_DENSE=0] bash bench/profile/run.sh [full|top2|lora] [B=32] [T=128] [threads=2] [reps=5]
+#        (from anywhere; needs perf: Debian's linux-perf)
 set -eu
 cd "$(dirname "$0")/../.."
 export BUILD=${BUILD:-build}
@@ -15,8 +18,12 @@ command -v perf >/dev/null || { echo "bench/profile: perf is missing (apt-get in
 bash bench/build.sh train
 out=$(mktemp -d)
 trap 'rm -rf "$out"' EXIT
-echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; kernels ${PFT_CPU_KERNELS:-auto}; precision ${PFT_BENCH_PRECISION:-fp32}"
-PFT_BENCH_DENSE=1 perf record -q -F 499 -o "$out/perf.data" -- "$BUILD/bench_train" models/all-MiniLM-L6-v2 \
+echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; kernels ${PFT_CPU_KERNELS:-auto}; precision ${PFT_BENCH_PRECISION:-fp32}; padding $([ "${PFT_BENCH_DENSE:-1}" = 1 ] && echo computed || echo skipped)"
+# events off until bench_train says its warm-up step is done (PFT_BENCH_PERF_CTL): the steps only, not the
+# model's load and the first touch of its pages (under KVM 10-13% of a whole run's samples, in the kernel)
+mkfifo "$out/ctl"
+PFT_BENCH_PERF_CTL="$out/ctl" PFT_BENCH_DENSE=${PFT_BENCH_DENSE:-1} perf record -q -F 499 -D -1 --control "fifo:$out/ctl" -o "$out/perf.data" -- \
+  "$BUILD/bench_train" models/all-MiniLM-L6-v2 \
   ../shared/data/sst2/train.tsv "$B" "$T" "$threads" "$reps" "$config" >"$out/bench.txt" 2>&1
 echo "$config, B $B, T $T: $(tail -n 1 "$out/bench.txt")"
 perf report -q -i "$out/perf.data" --no-children --sort dso,symbol --stdio 2>/dev/null | awk '

@@ -7,6 +7,8 @@
  * as PEFT's SEQ_CLS trains only the classifier as modules_to_save); every layer runs in training mode, the
  * frozen embeddings in eval mode.
  * PFT_BENCH_PRECISION=bf16: the GEMMs in bf16 (train.precision = "bf16"; refused where the processor has none).
+ * PFT_BENCH_PERF_CTL=FIFO: perf record's control fifo (bench/profile): "enable" is written to it after the warm-up
+ * step and "disable" after the last, so a profile holds the measured steps only, not loading and first touches.
  * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
  * Prints `pft steps/s: X` (median over REPS after one warm-up step). */
 #include "../common.h"
@@ -15,6 +17,15 @@
 #include "optim.h"
 #include "text.h"
 #include "hugepages.h"
+
+/* a command to perf record's control fifo, where PFT_BENCH_PERF_CTL names one */
+static void perf_control(const char *command) {
+    const char *fifo = getenv("PFT_BENCH_PERF_CTL");
+    FILE *f = fifo && *fifo ? fopen(fifo, "w") : NULL;
+    if (!f) return;
+    fprintf(f, "%s\n", command);
+    fclose(f);
+}
 
 int main(int argc, char **argv) {
     pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
@@ -108,7 +119,9 @@ int main(int argc, char **argv) {
         pft_bert_output_release(&out);
         double dt = bench_now() - t0;
         if (r >= 0) times[r] = dt;
+        if (r == -1) perf_control("enable");
     }
+    perf_control("disable");
     if (getenv("PFT_BENCH_STEPS")) /* every step's time, in order: how much steps vary */
         for (int r = 0; r < reps; r++) fprintf(stderr, "step %d: %.3f s\n", r + 1, times[r]);
     double med = bench_median(times, reps);
