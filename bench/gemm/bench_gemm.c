@@ -8,8 +8,10 @@
  * core/backend_cpu.c). Medians of the repetitions.
  * With precision bf16 the op and the backend GEMM run in bf16 (train.precision = "bf16": the best bf16
  * GEMM this processor has) and the OpenBLAS column stays fp32: pft/OpenBLAS is then bf16 over fp32.
- * Usage: [PFT_BENCH_TOKENS=4096] bench_gemm [threads=2] [reps=7] [precision=fp32]. PFT_BENCH_TOKENS: the
- * rows T (480 is an SST-2 batch of 32 without its padding, where the packing weighs more). */
+ * Usage: [PFT_BENCH_TOKENS=4096] [PFT_BENCH_SHAPES=n] bench_gemm [threads=2] [reps=7] [precision=fp32].
+ * PFT_BENCH_TOKENS: the rows T (480 is an SST-2 batch of 32 without its padding, where the packing weighs
+ * more). PFT_BENCH_SHAPES: the first n shapes only (3: MiniLM's biggest, FFN up, in its three GEMMs; what
+ * bench/train/roofline.sh times). */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -60,6 +62,8 @@ int main(int argc, char **argv) {
            "OpenBLAS in fp32\n", (long long)T, threads, reps, pft_ctx_precision(ctx));
     double worst = 1e9, sum_ratio = 0;
     int n_shapes = (int)(sizeof shapes / sizeof *shapes);
+    const char *only = getenv("PFT_BENCH_SHAPES");
+    if (only && atoi(only) > 0 && atoi(only) < n_shapes) n_shapes = atoi(only);
     for (int s = 0; s < n_shapes; s++) {
         shape sh = shapes[s];
         pft_tensor *x = pft_tensor_rand(ctx, 2, (int64_t[]){sh.T, sh.in}, -1, 1);
