@@ -4,6 +4,7 @@
  *     local m = core.bert_load("tests/fixtures/bert/tiny_seqcls", "seqcls", 3)
  *     local b = tok:encode_batch({"a funny film", "hello"}, {"not boring", "world"}, {max_length = 128})
  *     local hidden, pooled, logits = m:forward(b)         -- [B, T, C], [B, C], [B, K]
+ *     m:set_hidden_states(false)                          -- hidden nil; the last layer's [CLS] rows only
  *     local loss = m:loss(logits, {1, 0})                 -- 0-based class ids; floats for regression
  *     loss:backward()
  *
@@ -381,6 +382,15 @@ static int bert_set_head_training(lua_State *L) {
     return 0;
 }
 
+/* m:set_hidden_states(flag): false, with a sequence head: forwards return hidden nil and the last layer
+ * runs past its attention only the [CLS] rows (nn.h, hidden_states) */
+static int bert_set_hidden_states(lua_State *L) {
+    pft_bert *m = check_bert(L, 1)->m;
+    luaL_checktype(L, 2, LUA_TBOOLEAN);
+    m->hidden_states = lua_toboolean(L, 2);
+    return 0;
+}
+
 /* The shortest decimal that reads back as the same float (0.1f -> 0.1, not 0.10000000149011612). */
 static double float_decimal(float v) {
     char buf[32];
@@ -476,6 +486,7 @@ static const luaL_Reg bert_methods[] = {
     {"set_layer_training", bert_set_layer_training},
     {"set_embeddings_training", bert_set_embeddings_training},
     {"set_head_training", bert_set_head_training},
+    {"set_hidden_states", bert_set_hidden_states},
     {"config", bert_config},
     {"num_layers", bert_num_layers},
     {"save_weights", bert_save_weights},

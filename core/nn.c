@@ -170,6 +170,7 @@ pft_bert *pft_bert_new(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_kind h
     m->prefix = head == PFT_HEAD_NONE ? "" : "bert.";
     m->embeddings_training = m->head_training = true;
     m->pack_padding = true;
+    m->hidden_states = true;
     const int64_t C = cfg->hidden_size, F = cfg->intermediate_size;
     char name[128];
 #define P(field, nm, nd, a, b, init)                                                                         \
@@ -484,9 +485,9 @@ typedef struct layout {
     const int64_t *lens; /* packed: NULL when dense */
 } layout;
 
-static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay) {
+/* Self-attention over the layer's input x: the context vectors, x's shape */
+static pft_tensor *layer_attention(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay, bool train) {
     const pft_bert_config *c = &m->cfg;
-    const bool train = m->training && L->training;
     const int64_t D = c->hidden_size / c->num_heads;
     const float scale = 1.0f / sqrtf((float)D);
     pft_tensor *q = project(m, L, PFT_LORA_QUERY, x, L->q_w, L->q_b, train);
@@ -496,9 +497,14 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
                       : lay->lens ? pft_attention_packed(q, k, v, lay->B, lay->lens, c->num_heads, scale, c->attention_dropout, train)
                                   : pft_attention(q, k, v, lay->mask, c->num_heads, scale, c->attention_dropout, train);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v);
-    if (!att) return NULL;
+    return att;
+}
+
+/* The rest of the layer, row by row: output projection of the context vectors att, residual x, LayerNorm,
+ * then the FFN with its residual and LayerNorm */
+static pft_tensor *layer_rows(pft_bert *m, const pft_bert_layer *L, pft_tensor *att, pft_tensor *x, bool train) {
+    const pft_bert_config *c = &m->cfg;
     pft_tensor *x1 = dense_residual_norm(m, L, PFT_LORA_ATTN_OUT, att, L->ao_w, L->ao_b, x, L->aln_w, L->aln_b, c->layer_norm_eps, c->hidden_dropout, train);
-    pft_tensor_release(att);
     if (!x1) return NULL;
     pft_tensor *g;
     if (!L->lora_a[PFT_LORA_INTERMEDIATE]) { /* bias + GELU in one pass over the [N, F] activations */
@@ -511,6 +517,40 @@ static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tenso
     pft_tensor *y = g ? dense_residual_norm(m, L, PFT_LORA_OUTPUT, g, L->o_w, L->o_b, x1, L->oln_w, L->oln_b, c->layer_norm_eps, c->hidden_dropout, train) : NULL;
     pft_tensor_release(g);
     pft_tensor_release(x1);
+    return y;
+}
+
+/* The first token of each sequence, [B, C], from x ([N, C] packed or [B, T, C] dense): a gather whose
+ * backward adds into x's gradient. */
+static pft_tensor *first_tokens(const layout *lay, pft_tensor *x, int64_t C) {
+    const int64_t B = lay->B;
+    if (lay->lens) { /* the first row of each sequence; every sequence starts with a real token */
+        int32_t *first = malloc(sizeof *first * (size_t)B);
+        if (!first) return pft_ctx_seterr(x->ctx, PFT_ERR_ALLOC, "bert: out of memory"), NULL;
+        for (int64_t b = 0, r = 0; b < B; r += lay->lens[b], b++) first[b] = (int32_t)r;
+        pft_tensor *rows = pft_embedding(x, first, 1, &B);
+        free(first);
+        return rows;
+    }
+    pft_tensor *col = pft_tensor_narrow(x, 1, 0, 1);
+    pft_tensor *cls = col ? pft_tensor_reshape(col, 2, (int64_t[]){B, C}) : NULL;
+    pft_tensor_release(col);
+    return cls;
+}
+
+/* x -> the layer's output, x's shape; first_only: only its [CLS] rows, [B, C] (nn.h, hidden_states) */
+static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay, bool first_only) {
+    const bool train = m->training && L->training;
+    pft_tensor *att = layer_attention(m, L, x, lay, train);
+    if (!att || !first_only) {
+        pft_tensor *y = att ? layer_rows(m, L, att, x, train) : NULL;
+        pft_tensor_release(att);
+        return y;
+    }
+    pft_tensor *att1 = first_tokens(lay, att, m->cfg.hidden_size);
+    pft_tensor *x1 = att1 ? first_tokens(lay, x, m->cfg.hidden_size) : NULL;
+    pft_tensor *y = x1 ? layer_rows(m, L, att1, x1, train) : NULL;
+    pft_tensor_release(att), pft_tensor_release(att1), pft_tensor_release(x1);
     return y;
 }
 
@@ -595,29 +635,22 @@ static pft_status tokens_make(pft_bert *m, const pft_bert_batch *in, tokens *tk)
     return PFT_OK;
 }
 
+/* Whether layers from.. end with the last one's [CLS] rows only (nn.h, hidden_states) */
+static bool first_rows_only(const pft_bert *m, int from, pft_tensor **taps) {
+    return !m->hidden_states && m->head == PFT_HEAD_SEQCLS && m->pool_w && !taps && from < m->cfg.num_layers;
+}
+
 /* Layers from..L-1 over x (its reference is consumed); taps[b] (b > from) gets the input of layer b, and
- * taps[L] the output. */
-static pft_tensor *run_layers(pft_bert *m, pft_tensor *x, const layout *lay, int from, pft_tensor **taps) {
-    for (int l = from; l < m->cfg.num_layers && x; l++) {
-        pft_tensor *y = encoder_layer(m, &m->layers[l], x, lay);
+ * taps[L] the output. first_only: the last layer's output is its [CLS] rows only, [B, C]. */
+static pft_tensor *run_layers(pft_bert *m, pft_tensor *x, const layout *lay, int from, pft_tensor **taps, bool first_only) {
+    const int L = m->cfg.num_layers;
+    for (int l = from; l < L && x; l++) {
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, lay, first_only && l == L - 1);
         pft_tensor_release(x);
         x = y;
         if (x && taps) taps[l + 1] = pft_tensor_retain(x);
     }
     return x;
-}
-
-/* The first token of each sequence, [B, C], from x ([N, C] packed or [B, T, C] dense). */
-static pft_tensor *first_tokens(const tokens *tk, pft_tensor *x, int64_t B, int64_t C) {
-    if (tk->packed) { /* the first row of each sequence; every sequence starts with a real token */
-        int32_t *first = tk->ids; /* ids are not needed any more */
-        for (int64_t b = 0, r = 0; b < B; r += tk->lens[b], b++) first[b] = (int32_t)r;
-        return pft_embedding(x, first, 1, &B);
-    }
-    pft_tensor *col = pft_tensor_narrow(x, 1, 0, 1);
-    pft_tensor *cls = col ? pft_tensor_reshape(col, 2, (int64_t[]){B, C}) : NULL;
-    pft_tensor_release(col);
-    return cls;
 }
 
 static pft_tensor *pool(pft_bert *m, pft_tensor *cls) { /* dense + tanh on [CLS]; consumes cls */
@@ -640,9 +673,16 @@ static pft_tensor *classify(pft_bert *m, const tokens *tk, pft_tensor *feat, int
     return logits;
 }
 
-/* x, the last layer's output -> out's hidden, pooled and logits */
-static pft_status finish_tokens(pft_bert *m, const tokens *tk, pft_tensor *x, int64_t B, int64_t T, pft_bert_output *out) {
+/* x, the last layer's output -> out's hidden, pooled and logits; first_only: x is the [CLS] rows only and
+ * there are no hidden states */
+static pft_status finish_tokens(pft_bert *m, const tokens *tk, pft_tensor *x, int64_t B, int64_t T, bool first_only,
+                                pft_bert_output *out) {
     const int64_t C = m->cfg.hidden_size;
+    if (first_only) {
+        if (!(out->pooled = pool(m, pft_tensor_retain(x)))) return PFT_ERR_STATE;
+        out->logits = classify(m, tk, out->pooled, B, T);
+        return out->logits ? PFT_OK : PFT_ERR_STATE;
+    }
     if (tk->packed) {
         pft_tensor *flat = pft_scatter_rows(x, tk->rows, B * T); /* padding rows come back as zeros */
         out->hidden = flat ? pft_tensor_reshape(flat, 3, (int64_t[]){B, T, C}) : NULL;
@@ -651,7 +691,7 @@ static pft_status finish_tokens(pft_bert *m, const tokens *tk, pft_tensor *x, in
         out->hidden = pft_tensor_retain(x);
     }
     if (!out->hidden) return PFT_ERR_STATE;
-    if (m->pool_w && !(out->pooled = pool(m, first_tokens(tk, x, B, C)))) return PFT_ERR_STATE;
+    if (m->pool_w && !(out->pooled = pool(m, first_tokens(&tk->lay, x, C)))) return PFT_ERR_STATE;
     if (m->head == PFT_HEAD_NONE) return PFT_OK;
     out->logits = classify(m, tk, m->head == PFT_HEAD_SEQCLS ? out->pooled : x, B, T);
     return out->logits ? PFT_OK : PFT_ERR_STATE;
@@ -686,8 +726,9 @@ static pft_status forward_from(pft_bert *m, const pft_bert_batch *in, const pft_
         if (!(out->pooled = pool(m, pft_tensor_retain(s->x)))) return PFT_ERR_STATE;
     } else {
         pft_tensor *x = tk->packed ? pft_tensor_retain(s->x) : pft_tensor_reshape(s->x, 3, (int64_t[]){B, T, C});
-        x = x ? run_layers(m, x, &tk->lay, s->boundary, NULL) : NULL;
-        st = x ? finish_tokens(m, tk, x, B, T, out) : PFT_ERR_STATE;
+        const bool first_only = first_rows_only(m, s->boundary, NULL);
+        x = x ? run_layers(m, x, &tk->lay, s->boundary, NULL, first_only) : NULL;
+        st = x ? finish_tokens(m, tk, x, B, T, first_only, out) : PFT_ERR_STATE;
         pft_tensor_release(x);
         return st;
     }
@@ -700,8 +741,9 @@ static pft_status forward_embed(pft_bert *m, const pft_bert_batch *in, tokens *t
     const int64_t dense_shape[2] = {in->B, in->T};
     pft_tensor *x = tk->packed ? embed(m, 1, &N, tk->ids, tk->types, tk->pos) : embed(m, 2, dense_shape, tk->ids, tk->types, tk->pos);
     if (x && taps) taps[0] = pft_tensor_retain(x);
-    x = x ? run_layers(m, x, &tk->lay, 0, taps) : NULL;
-    pft_status st = x ? finish_tokens(m, tk, x, in->B, in->T, out) : PFT_ERR_STATE;
+    const bool first_only = first_rows_only(m, 0, taps);
+    x = x ? run_layers(m, x, &tk->lay, 0, taps, first_only) : NULL;
+    pft_status st = x ? finish_tokens(m, tk, x, in->B, in->T, first_only, out) : PFT_ERR_STATE;
     pft_tensor_release(x);
     return st;
 }
@@ -735,7 +777,7 @@ pft_status pft_bert_prefix_taps(pft_bert *m, const pft_bert_batch *in, int upto,
                               : embed(m, 2, dense_shape, tk.ids, tk.types, tk.pos);
     if (x) taps[0] = pft_tensor_retain(x);
     for (int l = 0; l < upto && x; l++) {
-        pft_tensor *y = encoder_layer(m, &m->layers[l], x, &tk.lay);
+        pft_tensor *y = encoder_layer(m, &m->layers[l], x, &tk.lay, false);
         pft_tensor_release(x);
         if ((x = y)) taps[l + 1] = pft_tensor_retain(x);
     }

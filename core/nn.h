@@ -72,6 +72,12 @@ typedef struct pft_bert {
      * per sequence over its own tokens); hidden states and token logits at padded positions are 0.
      * Real positions match transformers, which computes values at padded positions that nothing uses. */
     bool pack_padding;
+    /* The forward returns the last hidden state (default). false, with a sequence head: out->hidden is
+     * NULL, and past its attention the last layer runs only the [CLS] rows the pooler reads (the output
+     * projection, residuals, LayerNorms and FFN: 3/4 of the layer's work, for B rows instead of N). The
+     * logits are the same; in training the last layer's hidden dropout draws masks for B rows, not N.
+     * Ignored by other heads and by forwards with taps. */
+    bool hidden_states;
     pft_tensor *word_emb, *pos_emb, *type_emb, *emb_ln_w, *emb_ln_b;
     pft_bert_layer *layers;
     pft_tensor *pool_w, *pool_b; /* may be NULL for a checkpoint without a pooler and no seq head */

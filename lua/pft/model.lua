@@ -295,7 +295,7 @@ end
 
 -- Methods of the C model, called on the wrapper.
 for _, name in ipairs({ "forward", "loss", "params", "param", "train", "eval", "is_training", "set_layer_training",
-  "set_embeddings_training", "set_head_training", "config", "num_layers", "save_weights", "load_weights", "numel" }) do
+  "set_embeddings_training", "set_head_training", "set_hidden_states", "config", "num_layers", "save_weights", "load_weights", "numel" }) do
   Model[name] = function(self, ...)
     return pass(self, self.bert, self.bert[name](self.bert, ...))
   end

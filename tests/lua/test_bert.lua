@@ -110,6 +110,63 @@ function T.regression_and_tokcls_losses()
   check.near(m:loss(logits, labels):item(), e.loss:item(), 5e-7, "token CE loss")
 end
 
+-- m:set_hidden_states(false): the last layer runs past its attention only the [CLS] rows; the pooled
+-- output, logits, loss and every gradient are those of the whole layer (and of transformers), with
+-- padding skipped (packed rows) and without (no padding: the dense layout)
+function T.first_rows_only_matches_the_whole_layer()
+  local e = pft.read_safetensors(TINY .. "/expected.safetensors")
+  local full = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  local first = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
+  first:set_hidden_states(false)
+  local texts = { "a funny film", "an odd movie" } -- the same length: no padding, the dense layout
+  for _, b in ipairs({ fixture_batch(full), full:encode(texts, nil, { max_length = 12 }) }) do
+    local h1, p1, l1 = full:forward(b)
+    local h2, p2, l2 = first:forward(b)
+    check.truthy(h1, "hidden states by default")
+    check.eq(h2, nil, "no hidden states")
+    near_tensor(p2, p1, 1e-6, "pooled")
+    near_tensor(l2, l1, 1e-6, "logits")
+  end
+  local _, _, l2 = first:forward(fixture_batch(first))
+  near_tensor(l2, e.logits, 1.5e-6, "logits against transformers")
+  -- training mode without dropout (the masks of the last layer's B rows are not those of its N): the
+  -- loss and every gradient
+  for _, m in ipairs({ full, first }) do
+    m:train()
+    for i = 0, m:num_layers() - 1 do m:set_layer_training(i, false) end
+    m:set_embeddings_training(false)
+    m:set_head_training(false)
+  end
+  local labels = { 0, 2, 1, 2 }
+  local _, _, lf = full:forward(fixture_batch(full))
+  local loss_full = full:loss(lf, labels)
+  loss_full:backward()
+  _, _, l2 = first:forward(fixture_batch(first))
+  local loss_first = first:loss(l2, labels)
+  loss_first:backward()
+  check.near(loss_first:item(), loss_full:item(), 1e-7, "loss")
+  check.near(loss_first:item(), e.loss:item(), 5e-7, "loss against transformers")
+  local ps1, ps2 = full:params(), first:params()
+  for i, p in ipairs(ps1) do
+    near_tensor(ps2[i]:grad(), p:grad(), 1e-7, "grad " .. p:name())
+  end
+  near_tensor(first:param("classifier.weight"):grad(), e["grad.classifier.weight"], 2.5e-7, "grad against transformers")
+  -- with dropout: runs, and the same seed gives the same loss
+  first:set_layer_training(1, true)
+  local losses = {}
+  for r = 1, 2 do
+    pft.seed(7)
+    local _, _, l = first:forward(fixture_batch(first))
+    losses[r] = first:loss(l, labels):item()
+  end
+  check.eq(losses[1], losses[2], "dropout in the last layer's [CLS] rows: deterministic")
+  -- a token head reads every row: the setting is ignored
+  local tok = pft.load_model(FIX .. "/tiny_tokcls", { head = "tokcls", num_labels = 5 })
+  tok:set_hidden_states(false)
+  local th = tok:forward(fixture_batch(tok))
+  check.eq(#th:shape(), 3, "token head: hidden states")
+end
+
 function T.params_in_hf_order()
   local m = pft.load_model(TINY, { head = "seqcls", num_labels = 3 })
   local ps = m:params()
