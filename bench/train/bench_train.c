@@ -65,6 +65,7 @@ int main(int argc, char **argv) {
     /* PFT_BENCH_DENSE=1: compute the padding too (the peer's work) instead of skipping it */
     const char *dense = getenv("PFT_BENCH_DENSE");
     m->pack_padding = !(dense && dense[0] == '1');
+    m->hidden_states = !m->pack_padding; /* as pft train runs: the last layer's [CLS] rows only (nn.h) */
     const int L = m->cfg.num_layers;
     if (top2) {
         m->embeddings_training = false;

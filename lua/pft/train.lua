@@ -233,6 +233,13 @@ local function make_loader(ds, m, recipe, eval)
     max_length = recipe.model.max_length, label_all_tokens = recipe.task.label_all_tokens })
 end
 
+-- The trainer and the evaluation read the logits only: with a sequence head the last layer then runs
+-- past its attention only the [CLS] rows the head reads (nn.h, hidden_states). Returns m.
+local function logits_only(m)
+  m.bert:set_hidden_states(false)
+  return m
+end
+
 -- LoRA adapters from the recipe: a PEFT adapter directory (model.adapter) or fresh ones (adapters.lora).
 local function add_adapters(m, recipe)
   local spec = recipe.adapters and recipe.adapters.lora
@@ -258,6 +265,7 @@ function T.prepare(recipe)
     labels_from = is_regression(recipe) and "task.kind = \"regression\"" or recipe.task.labels and "task.labels" or
       (#labels <= 8 and ("the training data's labels (%s)"):format(table.concat(labels, ", ")) or "the training data's labels") })
   add_adapters(m, recipe)
+  logits_only(m)
   local info = S.model_info(m.bert)
   local loader = make_loader(train_ds, m, recipe, false)
   local dev_loader = dev_ds and make_loader(dev_ds, m, recipe, true) or nil
@@ -756,11 +764,11 @@ local function open_model(src)
   local recipe = read_recipe(src)
   if recipe then
     for _, sub in ipairs({ "best", "model" }) do
-      if fs.exists(src .. "/" .. sub .. "/config.json") then return Model.load(src .. "/" .. sub), recipe, true end
+      if fs.exists(src .. "/" .. sub .. "/config.json") then return logits_only(Model.load(src .. "/" .. sub)), recipe, true end
     end
     error(("train: run %s has no exported model (best/ or model/)"):format(src), 3)
   end
-  return Model.load(src), nil, true
+  return logits_only(Model.load(src)), nil, true
 end
 
 -- Frees a model this module opened, now rather than at some later collection.
