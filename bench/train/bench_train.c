@@ -6,6 +6,9 @@
  * every base parameter has requires_grad false, the adapters and the classifier train (the pooler is frozen,
  * as PEFT's SEQ_CLS trains only the classifier as modules_to_save); every layer runs in training mode, the
  * frozen embeddings in eval mode.
+ * The step as pft train runs it (default): padding skipped, and past its attention the last layer runs
+ * only the [CLS] rows the head reads (nn.h, hidden_states). PFT_BENCH_DENSE=1: every position of every
+ * layer, the padding too: the peer's work.
  * PFT_BENCH_PRECISION=bf16: the GEMMs in bf16 (train.precision = "bf16"; refused where the processor has none).
  * PFT_BENCH_PERF_CTL=FIFO: perf record's control fifo (bench/profile): "enable" is written to it after the warm-up
  * step and "disable" after the last, so a profile holds the measured steps only, not loading and first touches.
@@ -62,7 +65,7 @@ int main(int argc, char **argv) {
         return 1;
     }
     pft_bert_set_training(m, true);
-    /* PFT_BENCH_DENSE=1: compute the padding too (the peer's work) instead of skipping it */
+    /* PFT_BENCH_DENSE=1: compute the padding and every row of the last layer too (the peer's work) */
     const char *dense = getenv("PFT_BENCH_DENSE");
     m->pack_padding = !(dense && dense[0] == '1');
     m->hidden_states = !m->pack_padding; /* as pft train runs: the last layer's [CLS] rows only (nn.h) */

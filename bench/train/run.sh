@@ -5,7 +5,8 @@
 # dropout 0.1 on every layer's query and value; base frozen, adapters + classifier train; the peer is PEFT).
 # Three ratios each: same padded work (pft computes the padding too: the equal-work figure), torch
 # padding to the longest row (what a transformers user runs), and the benchmark as posed (B x T; pft
-# skips the padding).
+# skips the padding). In the last two pft runs the step as pft train does: padding skipped, and the last
+# layer past its attention on the [CLS] rows only (core/nn.h, hidden_states).
 # Ends with the frozen-prefix speedup and LoRA's step time over full fine-tuning's, same padded work.
 # Usage: [BUILD=build] bash bench/train/run.sh [rounds=2] [B=32] [T=128] [threads=2] [reps=7]   (from anywhere)
 # reps: steps per figure (the median, after a warm-up step). 7, not fewer: pft's first two steps after
