@@ -129,6 +129,14 @@ function T.first_rows_only_matches_the_whole_layer()
   end
   local _, _, l2 = first:forward(fixture_batch(first))
   near_tensor(l2, e.logits, 1.5e-6, "logits against transformers")
+  -- from the activation cache's states: the input of layer 1 (the last), as the trainer starts there
+  local b = fixture_batch(full)
+  local _, _, lt, taps = full.bert:forward_taps(b)
+  local hf, _, lf = first.bert:forward_from(b, "tokens", 1, taps[2])
+  check.eq(hf, nil, "from a boundary: no hidden states")
+  near_tensor(lf, lt, 1e-6, "logits from boundary 1")
+  local _, _, l0 = first.bert:forward_from(b, "tokens", 2, taps[3]) -- no layer left: the whole last layer's rows
+  near_tensor(l0, lt, 1e-6, "logits from boundary 2")
   -- training mode without dropout (the masks of the last layer's B rows are not those of its N): the
   -- loss and every gradient
   for _, m in ipairs({ full, first }) do
