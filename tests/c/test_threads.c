@@ -99,8 +99,9 @@ static void run_free(run_result *r) {
     for (int i = 0; i < r->n; i++) free(r->data[i]);
 }
 
-/* dir: a fixture directory, or NULL for a random model of the given config */
-static run_result run_bert_in(int threads, const char *isa, const char *precision, const char *dir,
+/* dir: a fixture directory, or NULL for a random model of the given config; hidden false: the last layer's
+ * [CLS] rows only (nn.h, hidden_states) */
+static run_result run_bert_in(int threads, const char *isa, const char *precision, bool hidden, const char *dir,
                               const pft_bert_config *cfg, int64_t B, int64_t T) {
     run_result r = {0};
     pft_ctx *ctx = pft_ctx_new(threads, 42);
@@ -125,6 +126,7 @@ static run_result run_bert_in(int threads, const char *isa, const char *precisio
     }
     pft_bert_batch in = {.B = B, .T = T, .input_ids = ids, .attention_mask = mask};
     pft_bert_set_training(m, true); /* dropout on: its masks come from (seed, counter), not from threads */
+    m->hidden_states = hidden;
     pft_bert_output out;
     CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "forward: %s", pft_ctx_error(ctx));
     pft_tensor *loss = out.logits ? pft_bert_loss(m, out.logits, labels, NULL) : NULL;
@@ -141,7 +143,7 @@ static run_result run_bert_in(int threads, const char *isa, const char *precisio
 
 static run_result run_bert(int threads, const char *isa, const char *dir, const pft_bert_config *cfg, int64_t B,
                            int64_t T) {
-    return run_bert_in(threads, isa, "fp32", dir, cfg, B, T);
+    return run_bert_in(threads, isa, "fp32", true, dir, cfg, B, T);
 }
 
 static int count_differ(const run_result *a, const run_result *b) {
@@ -183,7 +185,7 @@ static void compare_bf16_threads(const char *what, const pft_bert_config *cfg, i
             printf("threads: %s: not run by this processor, skipped\n", kinds[k]);
             continue;
         }
-        run_result a = run_bert_in(1, "auto", kinds[k], NULL, cfg, B, T), b = run_bert_in(2, "auto", kinds[k], NULL, cfg, B, T);
+        run_result a = run_bert_in(1, "auto", kinds[k], true, NULL, cfg, B, T), b = run_bert_in(2, "auto", kinds[k], true, NULL, cfg, B, T);
         int differ = count_differ(&a, &b), from_fp32 = count_differ(&b, &f);
         printf("threads: %s, %s: %d of %d tensors differ between 1 and 2 threads, %d from fp32's\n", what, kinds[k], differ,
                a.n, from_fp32);
@@ -192,6 +194,16 @@ static void compare_bf16_threads(const char *what, const pft_bert_config *cfg, i
         run_free(&a), run_free(&b);
     }
     run_free(&f);
+}
+
+/* the last layer's [CLS] rows only, as pft train runs a sequence head: 1 and 2 threads bit-identical */
+static void compare_first_rows_threads(const char *what, const pft_bert_config *cfg, int64_t B, int64_t T) {
+    run_result a = run_bert_in(1, "auto", "fp32", false, NULL, cfg, B, T), b = run_bert_in(2, "auto", "fp32", false, NULL, cfg, B, T);
+    const int differ = count_differ(&a, &b);
+    printf("threads: %s, [CLS] rows only: %d tensors (logits, loss, gradients), %d differ between 1 and 2 threads\n", what,
+           a.n, differ);
+    CHECK(a.n > 3 && differ == 0, "%s, [CLS] rows only: %d of %d tensors differ between 1 and 2 threads", what, differ, a.n);
+    run_free(&a), run_free(&b);
 }
 
 int main(void) {
@@ -205,5 +217,6 @@ int main(void) {
                            .attention_dropout = 0.1f, .classifier_dropout = 0.1f, .initializer_range = 0.02f};
     compare_threads("random BERT 64x4x2, B 8, T 64", NULL, &cfg, 8, 64);
     compare_bf16_threads("random BERT 64x4x2, B 8, T 64", &cfg, 8, 64);
+    compare_first_rows_threads("random BERT 64x4x2, B 8, T 64", &cfg, 8, 64);
     return TEST_END();
 }
