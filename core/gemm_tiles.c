@@ -411,6 +411,23 @@ AVX512 static void gelu32(float *restrict g, float *restrict s, const float *res
     for (int j = 0; j < 32; j++) g[j] = gelu_of(v[j]);
 }
 
+#ifndef EPILOGUE_STREAM /* (a macro a benchmark build may set) */
+#define EPILOGUE_STREAM 1
+#endif
+/* 32 floats of a row of C (or G): streamed past the caches where asked, whole and aligned, else stored. The
+ * GELU epilogue's two outputs are [tokens, intermediate] (25 MB each in a 4,096-token step), written once:
+ * stored, each line is first read from memory, and the stores waited on those reads (write_block's
+ * hottest instructions in a bf16 step); streamed, nothing is read. gemm_part fences them before the GEMM
+ * returns. */
+AVX512 static inline void store_row32(float *dst, __m512 x0, __m512 x1, __mmask16 lo, __mmask16 hi, bool stream) {
+    if (EPILOGUE_STREAM && stream && lo == 0xffff && hi == 0xffff && ((uintptr_t)dst & 63) == 0) {
+        _mm512_stream_ps(dst, x0), _mm512_stream_ps(dst + 16, x1);
+        return;
+    }
+    _mm512_mask_storeu_ps(dst, lo, x0);
+    _mm512_mask_storeu_ps(dst + 16, hi, x1);
+}
+
 /* C[rows][cols] = alpha acc + beta C (beta 0: C is not read, as BLAS); then, in the last k-chunk, the
  * epilogue: bias[j] added to column j, and G = gelu(C) (either NULL: not done), with slope C = gelu'(C) */
 AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t rows, int64_t cols, float alpha,
@@ -431,12 +448,10 @@ AVX512 static void write_block(float *C, int64_t ldc, const float *acc, int64_t 
             float v[32] __attribute__((aligned(64))), g[32] __attribute__((aligned(64))), s[32] __attribute__((aligned(64)));
             _mm512_store_ps(v, x0), _mm512_store_ps(v + 16, x1);
             gelu32(g, slope ? s : NULL, v);
-            _mm512_mask_storeu_ps(G + r * ldg, lo, _mm512_load_ps(g));
-            _mm512_mask_storeu_ps(G + r * ldg + 16, hi, _mm512_load_ps(g + 16));
+            store_row32(G + r * ldg, _mm512_load_ps(g), _mm512_load_ps(g + 16), lo, hi, true);
             if (slope) x0 = _mm512_load_ps(s), x1 = _mm512_load_ps(s + 16);
         }
-        _mm512_mask_storeu_ps(c, lo, x0);
-        _mm512_mask_storeu_ps(c + 16, hi, x1);
+        store_row32(c, x0, x1, lo, hi, G != NULL);
     }
 }
 
@@ -709,6 +724,7 @@ static void gemm_part(const gemm_args *g, const chunking *ch, sweep sw, int me, 
     if (sw == SWEEP_GROUPED) gemm_grouped(g, ch, me, nth);
     else if (sw == SWEEP_COLUMNS) gemm_columns(g, ch, me, nth);
     else gemm_chunked(g, ch, me, nth);
+    if (g->gelu) _mm_sfence(); /* the epilogue's streamed stores, visible before the caller reads them */
     if (g->kind == PFT_GEMM_BF16_AMX) amx_end();
 }
 
