@@ -23,7 +23,7 @@ for r in $(seq "$rounds"); do
   line=$(python3 bench/forward/peer.py $model $data "$B" 0 "$threads" "$reps" 2>/dev/null); echo "  $line (padded to the longest row)"
   longest+=("$(echo "$line" | awk '{print $3}')")
 done
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+. bench/common.sh # med
 p=$(med "${pft[@]}") d=$(med "${dense[@]}") t=$(med "${torch[@]}")
 echo "forward sentences/s, same padded work: pft $d  torch $t  ratio $(awk -v a="$d" -v b="$t" 'BEGIN {printf "%.2f", a / b}')"
 echo "forward sentences/s: pft $p  torch $t  ratio $(awk -v a="$p" -v b="$t" 'BEGIN {printf "%.2f", a / b}')  (pft skips padding)"

@@ -14,7 +14,7 @@ lengths=${*:-15 128}
 model=models/all-MiniLM-L6-v2 data=../shared/data/sst2/train.tsv
 bash bench/build.sh train
 echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; rounds $rounds"
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+. bench/common.sh # med
 for T in $lengths; do
   reps=$((T < 64 ? 15 : 7)) # steps per figure (the median, after a warm-up step)
   tiles=() blas=()

@@ -18,7 +18,7 @@ bash bench/build.sh train
 lscpu | grep -E 'Model name|^Flags' | sed -e 's/  */ /g' -e 's/^Flags: .*\(amx_bf16\).*/Flags: ... \1 .../'
 python3 -c 'import torch, transformers; print("torch", torch.__version__, " transformers", transformers.__version__)'
 echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft fp32, pft bf16, torch fp32, torch bf16 in turn)"
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+. bench/common.sh # med
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
 pft_run() { # precision dense
   PFT_BENCH_PRECISION=$1 PFT_BENCH_DENSE=$2 "$BUILD/bench_train" $model $data "$B" "$T" "$threads" "$reps" "$config"

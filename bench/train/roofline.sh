@@ -25,7 +25,7 @@ import json; c = json.load(open('$model/config.json'))
 h, i, L, tok = c['hidden_size'], c['intermediate_size'], c['num_hidden_layers'], $B * $T
 print(round(3 * 2 * tok * L * (4 * h * h + 2 * h * i + 2 * $T * h) / 1e9, 1))")
 echo "machine: $(lscpu | grep 'Model name' | sed 's/  */ /g'), $(nproc) cores; threads $threads; B $B T $T; step $gflop GFLOP; reps $reps (median)"
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+. bench/common.sh # med
 p2=() strict=()
 for r in $(seq "$rounds"); do
   step=$(PFT_BENCH_DENSE=1 "$BUILD/bench_train" $model $data "$B" "$T" "$threads" "$reps" full | awk '{print $3}')

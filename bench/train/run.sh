@@ -25,7 +25,7 @@ lscpu | head -n 20
 python3 -c 'import torch, transformers; print("torch", torch.__version__, " transformers", transformers.__version__)'
 python3 -c 'import peft; print("peft", peft.__version__, "(the lora peer)")'
 echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft, torch alternately)"
-med() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+. bench/common.sh # med
 for config in full top2 lora; do
   pft=() dense=() torch=() longest=()
   for r in $(seq "$rounds"); do
