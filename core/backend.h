@@ -50,13 +50,15 @@ typedef struct pft_backend {
     void (*gemm)(pft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N, int64_t K, float alpha,
                  const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                  float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
-    /* The linear layers' forward in one pass over C where the backend can: C [M, N] = A [M, K] op(B) (B [K,
-     * N], or [N, K] with trans_b, leading dim ldb), then bias [N] (NULL: none) added to every row, and with G
-     * (NULL: none) also G [M, N] = gelu(C), each element as gelu_forward's; with slope as well, C is left
-     * holding gelu'(C) instead, each element as gelu_backward's factor (what linear_gelu's backward needs).
-     * false: not here (nothing written; the op runs gemm and the separate pass). */
-    bool (*gemm_bias_gelu)(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
-                           int64_t ldb, float *C, const float *bias, float *G, bool slope);
+    /* The linear layers' GEMMs, in one pass over C where the backend can: C [M, N] = A [M, K] op(B) + beta C (B
+     * [K, N], or [N, K] with trans_b, leading dim ldb), then bias [N] (NULL: none) added to every row, and
+     * with G (NULL: none) also G [M, N] = gelu(C), each element as gelu_forward's; with slope as well, C is
+     * left holding gelu'(C) instead, each element as gelu_backward's factor (what linear_gelu's backward
+     * needs). b_key (NULL: none) names what B holds, a weight's contents (ctx.h): the backend may keep B's
+     * packing between calls. false: not here (nothing written; the op runs gemm and any separate pass). */
+    bool (*gemm_linear)(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                        int64_t ldb, float beta, float *C, const float *bias, float *G, bool slope,
+                        const pft_operand_key *b_key);
 
     /* --- elementwise: `shape` (ndim dims) is the output's; out and dy are contiguous over it -------- */
     /* out = a op b, a and b read through their strides */

@@ -74,13 +74,17 @@ void pft_cpu_gemm(pft_ctx *ctx, bool ta, bool tb, int64_t M, int64_t N, int64_t 
     }
 }
 
-/* pft's tiled GEMM writes bias and GELU as it writes C (gemm_tiles.h's epilogue); OpenBLAS cannot */
-bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
-                            int64_t ldb, float *C, const float *bias, float *G, bool slope) {
+/* pft's tiled GEMM writes bias and GELU as it writes C (gemm_tiles.h's epilogue), and keeps a weight's
+ * packing; OpenBLAS can do neither */
+bool pft_cpu_gemm_linear(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                         int64_t ldb, float beta, float *C, const float *bias, float *G, bool slope,
+                         const pft_operand_key *b_key) {
     const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
     const pft_gemm_epilogue ep = {bias, G, N, slope};
     /* (K 0: an empty sum, which the tiled GEMM writes without its epilogue; the op's long way adds the bias) */
-    return tiles && K > 0 && pft_gemm_tiles_epilogue(ctx, tiles, false, trans_b, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep);
+    return tiles && K > 0 &&
+           pft_gemm_tiles_epilogue(ctx, tiles, false, trans_b, M, N, K, 1.0f, A, K, B, ldb, beta, C, N,
+                                   bias || G ? &ep : NULL, b_key);
 }
 
 /* --- the kernel tables: one per instruction set kernels_cpu.c was compiled for ------------------------ */

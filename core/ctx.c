@@ -49,12 +49,15 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     ctx->cache_limit = (size_t)1 << 30;
 #endif
     ctx->cache_min = malloc_threshold();
+    ctx->packed_limit = PFT_PACKED_LIMIT; /* (kept under AddressSanitizer too: their memory is never handed out again) */
     return ctx;
 }
 
 void pft_ctx_free(pft_ctx *ctx) {
     if (!ctx) return;
     pft_ctx_cache_clear(ctx);
+    for (int i = 0; i < ctx->packed_count; i++) pft_buffer_free(ctx->packed[i].tiles);
+    free(ctx->packed);
     pft_gemm_scratch_release(ctx);
     free(ctx);
 }
@@ -99,6 +102,44 @@ void pft_ctx_cache_clear(pft_ctx *ctx) {
     for (int i = 0; i < ctx->cache_count; i++) pft_buffer_free(ctx->cache[i].ptr);
     ctx->cache_count = 0;
     ctx->cache_bytes = 0;
+}
+
+static bool same_layout(const pft_packed_operand *a, const pft_packed_operand *b) {
+    return a->storage == b->storage && a->offset == b->offset && a->ld == b->ld && a->rows == b->rows && a->K == b->K &&
+           a->kind == b->kind && a->trans == b->trans;
+}
+
+pft_packed_operand *pft_ctx_packed_find(pft_ctx *ctx, const pft_packed_operand *key) {
+    for (int i = 0; i < ctx->packed_count; i++)
+        if (same_layout(&ctx->packed[i], key)) return &ctx->packed[i];
+    return NULL;
+}
+
+pft_packed_operand *pft_ctx_packed_add(pft_ctx *ctx, const pft_packed_operand *key, size_t bytes) {
+    if (ctx->packed_bytes + bytes > ctx->packed_limit) return NULL;
+    if (ctx->packed_count == ctx->packed_cap) {
+        const int cap = ctx->packed_cap ? 2 * ctx->packed_cap : 32;
+        pft_packed_operand *grown = realloc(ctx->packed, sizeof *grown * (size_t)cap);
+        if (!grown) return NULL;
+        ctx->packed = grown, ctx->packed_cap = cap;
+    }
+    void *tiles = pft_buffer_alloc(bytes);
+    if (!tiles) return NULL;
+    pft_packed_operand *e = &ctx->packed[ctx->packed_count++];
+    *e = *key;
+    e->valid = false;
+    e->tiles = tiles, e->bytes = bytes;
+    ctx->packed_bytes += bytes;
+    return e;
+}
+
+void pft_ctx_packed_forget(pft_ctx *ctx, uint64_t storage) {
+    for (int i = ctx->packed_count - 1; i >= 0; i--) {
+        if (ctx->packed[i].storage != storage) continue;
+        pft_buffer_free(ctx->packed[i].tiles);
+        ctx->packed_bytes -= ctx->packed[i].bytes;
+        ctx->packed[i] = ctx->packed[--ctx->packed_count];
+    }
 }
 
 pft_status pft_ctx_seterr(pft_ctx *ctx, pft_status code, const char *fmt, ...) {

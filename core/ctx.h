@@ -58,6 +58,31 @@ typedef struct pft_cached_block {
     size_t bytes;
 } pft_cached_block;
 
+/* What a GEMM operand holds: the contents of a storage (tensor.h's id and version) from an element offset */
+typedef struct pft_operand_key {
+    uint64_t storage, version;
+    int64_t offset;
+} pft_operand_key;
+
+/* A frozen weight's GEMM operand, packed into tiles and kept between calls (gemm_tiles.c): packing W for
+ * every linear's forward and input gradient was a tenth of a LoRA step, and W does not change. The key is
+ * the weight's contents: its storage's id and version (tensor.h: every write to a storage changes its
+ * version, so a packing of older contents is never read), where in it, and the layout of the packing. */
+typedef struct pft_packed_operand {
+    uint64_t storage, version;
+    int64_t offset, ld, rows, K; /* rows: op(B)'s columns N */
+    int kind;                    /* pft_gemm_kind */
+    bool trans;
+    bool valid; /* the tiles hold the storage's contents at `version` (false while none were packed) */
+    void *tiles;
+    size_t bytes;
+} pft_packed_operand;
+/* bytes of packed operands a context keeps at most: MiniLM's six layers, both layouts of every weight,
+ * are 85 MB in fp32 (42 in bf16); BERT-base's 680 MB */
+#ifndef PFT_PACKED_LIMIT
+#define PFT_PACKED_LIMIT ((size_t)1 << 30)
+#endif
+
 struct pft_backend;
 
 /* Who computes the CPU's GEMMs: OpenBLAS (fp32), or pft's own tiled GEMM (gemm_tiles.h) in fp32 on AVX-512,
@@ -83,12 +108,24 @@ typedef struct pft_ctx {
     int cache_count;
     size_t cache_bytes, cache_limit; /* limit 0 disables the cache */
     size_t cache_min; /* smaller blocks go back to malloc: its mmap threshold where GLIBC_TUNABLES fixes one */
+    pft_packed_operand *packed; /* kept packed operands (pft_packed_operand) */
+    int packed_count, packed_cap;
+    size_t packed_bytes, packed_limit; /* limit 0: none kept */
+    uint64_t storage_ids;              /* the last storage id handed out (tensor.c) */
     pft_status last_status;
     char error[1024];
 } pft_ctx;
 
 pft_ctx *pft_ctx_new(int threads, uint64_t seed);
-void pft_ctx_free(pft_ctx *ctx); /* also frees the buffers in the cache */
+void pft_ctx_free(pft_ctx *ctx); /* also frees the buffers in the cache and the kept packed operands */
+
+/* The kept packed operands (pft_packed_operand): the entry of this storage with this layout (its version may
+ * be older: the caller packs it again and sets the version), or NULL; a new entry with `bytes` of tiles
+ * (NULL: over packed_limit, or out of memory); every entry of a storage dropped (tensor.c, as the storage
+ * goes: its id never comes back, so its entries could never be read again). */
+pft_packed_operand *pft_ctx_packed_find(pft_ctx *ctx, const pft_packed_operand *key);
+pft_packed_operand *pft_ctx_packed_add(pft_ctx *ctx, const pft_packed_operand *key, size_t bytes);
+void pft_ctx_packed_forget(pft_ctx *ctx, uint64_t storage);
 /* A tensor's buffer: `bytes` aligned to PFT_BUFFER_ALIGN, from malloc (NULL: out of memory); freed with
  * pft_buffer_free only. Not aligned_alloc: glibc's memalign asks for the size plus the alignment, so a freed
  * block never fitted a request of its own size again, and the heap grew at every step instead of reusing it

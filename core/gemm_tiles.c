@@ -546,6 +546,8 @@ typedef struct gemm_args {
     int64_t ld_gelu;
     bool slope;
     int64_t direct_panels; /* fp32, A as stored, K whole k-blocks: panels inside M read A itself, unpacked */
+    bool b_whole;          /* pb holds every k-chunk of B (pack_b_whole's layout), not gemm_chunked's two */
+    bool b_ready;          /* ... already packed (a kept packing, ctx.h): nothing to pack or wait for */
 } gemm_args;
 
 /* Block (strips s, s+1 of A; j, j+1 of B) of k-chunk kc (k-blocks q0 .. q0 + nqc - 1) from the tiles at a0 (or
@@ -593,8 +595,10 @@ static block_run run_at(int64_t t, int64_t hi, int64_t panels, int64_t pairs, in
     return (block_run){in_chunk / width * 2, (c0p + jp) * 2, hi - t < width - jp ? hi - t : width - jp};
 }
 
-/* every k-chunk of B, shared by the team (gemm_grouped, gemm_columns), then the barrier before any thread reads it */
+/* every k-chunk of B, shared by the team (gemm_grouped, gemm_columns; gemm_chunked where B's packing is
+ * kept), then the barrier before any thread reads it; nothing where the packing is there already */
 static void pack_b_whole(const gemm_args *g, const chunking *ch, int me, int nth) {
+    if (g->b_ready) return;
     for (int64_t kc = 0; kc < ch->kchunks; kc++) {
         const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
         pack_operand(g->pb + kc * ch->b_tiles * TILE, ch->nq_max, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0,
@@ -617,11 +621,14 @@ static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth
     float acc[32 * 32] __attribute__((aligned(64)));
     int64_t lo, hi;
     share(panels * pairs, me, nth, &lo, &hi);
+    if (g->b_whole) pack_b_whole(g, ch, me, nth);
     for (int64_t kc = 0; kc < ch->kchunks; kc++) {
         const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
-        uint16_t *pa = g->pa + (kc % 2) * ch->a_tiles * TILE, *pb = g->pb + (kc % 2) * ch->b_tiles * TILE;
+        uint16_t *pa = g->pa + (kc % 2) * ch->a_tiles * TILE;
+        uint16_t *pb = g->pb + (g->b_whole ? kc : kc % 2) * ch->b_tiles * TILE;
         pack_a_strips(g, pa, stride, 0, 0, ch->a_strips, q0, nqc, me, nth);
-        pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
+        if (!g->b_whole)
+            pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
         if (nth > 1) {
 #pragma omp barrier
         }
@@ -747,8 +754,11 @@ static void gemm1(const gemm_args *g, const chunking *ch, sweep sw, int nt) {
 }
 
 /* Bytes of packed tiles: gemm_grouped's whole B and a group of A per thread, gemm_columns' whole B and a panel's
- * chunk of A per thread, or gemm_chunked's one chunk of each (two when K has several: double buffered) */
-static void packed_bytes(const chunking *ch, int64_t N, sweep sw, int nt, size_t *bytes_a, size_t *bytes_b) {
+ * chunk of A per thread, or gemm_chunked's one chunk of each (two when K has several: double buffered); B
+ * none where its packing is kept (kept_b_bytes: every chunk, in the context) */
+static size_t kept_b_bytes(const chunking *ch) { return (size_t)(ch->kchunks * ch->b_tiles) * TILE * 2; }
+
+static void packed_bytes(const chunking *ch, int64_t N, sweep sw, int nt, bool b_kept, size_t *bytes_a, size_t *bytes_b) {
     if (sw == SWEEP_GROUPED) {
         *bytes_a = (size_t)(nt * 2 * group_panels(N) * ch->nq_max) * TILE * 2;
         *bytes_b = (size_t)(ch->kchunks * ch->b_tiles) * TILE * 2;
@@ -759,11 +769,29 @@ static void packed_bytes(const chunking *ch, int64_t N, sweep sw, int nt, size_t
         const int64_t nbuf = ch->kchunks > 1 ? 2 : 1;
         *bytes_a = (size_t)(nbuf * ch->a_tiles) * TILE * 2, *bytes_b = (size_t)(nbuf * ch->b_tiles) * TILE * 2;
     }
+    if (b_kept) *bytes_b = 0;
+}
+
+/* The context's kept packing of B for this GEMM (ctx.h), made on first use; *ready: it holds B's current
+ * contents (else the GEMM packs B into it, and marks it valid once done). NULL: none kept (no key, or over
+ * the limit). */
+static pft_packed_operand *kept_b(pft_ctx *ctx, const pft_operand_key *key, pft_gemm_kind kind, bool tb, int64_t N,
+                                  int64_t K, int64_t ldb, const chunking *ch, bool *ready) {
+    *ready = false;
+    if (!key) return NULL;
+    const pft_packed_operand want = {.storage = key->storage, .version = key->version, .offset = key->offset,
+                                     .ld = ldb, .rows = N, .K = K, .kind = (int)kind, .trans = tb};
+    pft_packed_operand *e = pft_ctx_packed_find(ctx, &want);
+    if (!e) return pft_ctx_packed_add(ctx, &want, kept_b_bytes(ch));
+    *ready = e->valid && e->version == key->version;
+    if (!*ready) e->valid = false, e->version = key->version;
+    return e;
 }
 
 static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                       const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
-                      float *C, int64_t ldc, int64_t sc, int64_t batch, const pft_gemm_epilogue *ep) {
+                      float *C, int64_t ldc, int64_t sc, int64_t batch, const pft_gemm_epilogue *ep,
+                      const pft_operand_key *b_key) {
     if (kind == PFT_GEMM_BLAS) return false;
     if (batch <= 0 || M <= 0 || N <= 0) return true;
     if (K <= 0) { /* an empty sum: C = beta C */
@@ -776,21 +804,24 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
     const bool local = in_parallel_region();
     const int nt = team_size(ctx, M, N, K, local);
     const sweep sw = sweep_of(&ch, kind, ta, M, N, K, nt);
+    bool b_ready = false;
+    pft_packed_operand *kept = !local && batch == 1 ? kept_b(ctx, b_key, kind, tb, N, K, ldb, &ch, &b_ready) : NULL;
     size_t bytes_a, bytes_b;
-    packed_bytes(&ch, N, sw, nt, &bytes_a, &bytes_b);
+    packed_bytes(&ch, N, sw, nt, kept != NULL, &bytes_a, &bytes_b);
     /* a thread's small GEMMs (attention's per-head blocks, thousands a step) pack on its stack: no
      * allocation per call */
     uint16_t stack_buf[LOCAL_PACK / 2] __attribute__((aligned(64)));
     uint16_t *pa = !local ? ctx_scratch(ctx, bytes_a + bytes_b) : bytes_a + bytes_b <= LOCAL_PACK ? stack_buf
                                                                   : malloc(bytes_a + bytes_b);
     if (!pa) return false;
-    uint16_t *pb = pa + bytes_a / 2;
+    uint16_t *pb = kept ? kept->tiles : pa + bytes_a / 2;
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
                              ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope,
-                             a_in_place(kind, ta, K) ? M / 32 : 0};
+                             a_in_place(kind, ta, K) ? M / 32 : 0, kept != NULL, kept && b_ready};
         gemm1(&g, &ch, sw, nt);
     }
+    if (kept) kept->valid = true;
     if (local && pa != stack_buf) free(pa);
     return true;
 }
@@ -798,13 +829,13 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
 bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                     const float *A, int64_t lda, int64_t sa, const float *B, int64_t ldb, int64_t sb, float beta,
                     float *C, int64_t ldc, int64_t sc, int64_t batch) {
-    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, NULL);
+    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, sa, B, ldb, sb, beta, C, ldc, sc, batch, NULL, NULL);
 }
 
 bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                             int64_t ldc, const pft_gemm_epilogue *ep) {
-    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, ep);
+                             int64_t ldc, const pft_gemm_epilogue *ep, const pft_operand_key *b_key) {
+    return tiles_run(ctx, kind, ta, tb, M, N, K, alpha, A, lda, 0, B, ldb, 0, beta, C, ldc, 0, 1, ep, b_key);
 }
 
 #else /* no tile kernels in this build (not x86-64, or an old compiler) */
@@ -819,7 +850,7 @@ bool pft_gemm_tiles(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t 
 
 bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_t M, int64_t N, int64_t K,
                              float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta, float *C,
-                             int64_t ldc, const pft_gemm_epilogue *ep) {
+                             int64_t ldc, const pft_gemm_epilogue *ep, const pft_operand_key *b_key) {
     return false;
 }
 

@@ -46,10 +46,12 @@ typedef struct pft_gemm_epilogue {
     bool slope;
 } pft_gemm_epilogue;
 
-/* One GEMM as pft_gemm_tiles, then the epilogue */
+/* One GEMM as pft_gemm_tiles, then the epilogue (ep NULL: none). b_key non-NULL names what B holds (ctx.h):
+ * B's packed tiles are kept in the context and read instead of packing B again while its version stays (a
+ * frozen weight, or any weight over an evaluation): the same tiles, so the same bits. */
 bool pft_gemm_tiles_epilogue(pft_ctx *ctx, pft_gemm_kind kind, bool trans_a, bool trans_b, int64_t M, int64_t N,
                              int64_t K, float alpha, const float *A, int64_t lda, const float *B, int64_t ldb, float beta,
-                             float *C, int64_t ldc, const pft_gemm_epilogue *ep);
+                             float *C, int64_t ldc, const pft_gemm_epilogue *ep, const pft_operand_key *b_key);
 
 /* Unmaps the context's packing scratch (pft_ctx_free) */
 void pft_gemm_scratch_release(pft_ctx *ctx);

@@ -81,10 +81,11 @@ void pft_cpu_gemm(pft_ctx *ctx, bool trans_a, bool trans_b, int64_t M, int64_t N
                   const float *A, int64_t lda, int64_t stride_a, const float *B, int64_t ldb, int64_t stride_b,
                   float beta, float *C, int64_t ldc, int64_t stride_c, int64_t batch);
 
-/* linear layers' forward in the GEMM's own pass where pft's tiled GEMM computes (backend.h's
- * gemm_bias_gelu) */
-bool pft_cpu_gemm_bias_gelu(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
-                            int64_t ldb, float *C, const float *bias, float *G, bool slope);
+/* the linear layers' GEMMs through pft's tiled GEMM: bias and GELU in its pass, a weight's packing kept
+ * (backend.h's gemm_linear) */
+bool pft_cpu_gemm_linear(pft_ctx *ctx, bool trans_b, int64_t M, int64_t N, int64_t K, const float *A, const float *B,
+                         int64_t ldb, float beta, float *C, const float *bias, float *G, bool slope,
+                         const pft_operand_key *b_key);
 
 /* GELU and its slope, one element: every GELU kernel (and the tiled GEMM's epilogue, gemm_tiles.c)
  * computes each element with these, so the fused ones give the plain kernels' bits. gelu(x) = x Phi(x),

@@ -183,7 +183,7 @@ pft_bert *pft_bert_new(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_kind h
     P(m->emb_ln_w, "embeddings.LayerNorm.weight", 1, C, 0, '1');
     P(m->emb_ln_b, "embeddings.LayerNorm.bias", 1, C, 0, '0');
     if (cfg->pad_token_id >= 0 && cfg->pad_token_id < cfg->vocab_size) /* nn.Embedding zeroes its padding row */
-        memset(pft_tensor_data(m->word_emb) + (int64_t)cfg->pad_token_id * C, 0, sizeof(float) * (size_t)C);
+        memset(pft_tensor_data(m->word_emb) + (int64_t)cfg->pad_token_id * C, 0, sizeof(float) * (size_t)C); /* (fresh) */
     for (int l = 0; l < cfg->num_layers; l++) {
         pft_bert_layer *L = &m->layers[l];
         L->training = true;
@@ -374,6 +374,7 @@ pft_status pft_bert_load_weights(pft_bert *m, const char *path, bool *loaded_hea
                                 pft_shape_str(a, sizeof a, e->ndim, e->shape), pft_tensor_shape_str(p, b, sizeof b));
             continue;
         }
+        pft_tensor_mark_written(p);
         st = pft_st_read_f32(ctx, f, e, pft_tensor_data(p));
         if (is_head_param(p->name)) head = true;
     }

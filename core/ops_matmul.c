@@ -160,6 +160,28 @@ fail:
 
 /* --- linear --------------------------------------------------------------------------------------- */
 
+/* What the weight w holds, where its GEMM packing may be kept between calls (ctx.h): w frozen, or no gradient
+ * being recorded (an evaluation: nothing writes weights between its batches), read in place (not copied), and
+ * of this context (whose storage ids the key's are) */
+static const pft_operand_key *weight_key(const pft_ctx *ctx, const pft_tensor *w, const operand *ow,
+                                         pft_operand_key *key) {
+    if ((w->requires_grad && ctx->grad_enabled > 0) || ow->owner->storage != w->storage || w->storage->ctx != ctx)
+        return NULL;
+    *key = (pft_operand_key){w->storage->id, w->storage->version, (int64_t)(ow->data - w->storage->data)};
+    return key;
+}
+
+/* C [M, N] = A [M, K] . op(w) + beta C (op(w) = w^T with trans_b), w described by ow: through the backend's
+ * gemm_linear where it runs (it keeps a frozen weight's packing), else its gemm */
+static void weight_gemm(pft_ctx *ctx, const pft_backend *be, const pft_tensor *w, const operand *ow, bool trans_b,
+                        int64_t M, int64_t N, int64_t K, const float *A, float beta, float *C) {
+    pft_operand_key key;
+    if (be->gemm_linear &&
+        be->gemm_linear(ctx, trans_b, M, N, K, A, ow->data, ow->ld, beta, C, NULL, NULL, false, weight_key(ctx, w, ow, &key)))
+        return;
+    be->gemm(ctx, false, trans_b, M, N, K, 1.0f, A, K, 0, ow->data, ow->ld, 0, beta, C, N, 0, 1);
+}
+
 /* dx [N, in] = dy [N, out] . w [out, in] + beta_dx dx and dw [out, in] = dy^T [out, N] . x [N, in] + beta_dw dw
  * (either may be NULL), for a node of linear's layout: inputs x, w (, bias), saved[0] the contiguous [N, in]
  * x the forward used, i[0..2] N, in, out */
@@ -171,7 +193,7 @@ static pft_status linear_backward_gemms(pft_ctx *ctx, pft_node *node, const floa
         operand ow;
         pft_status st = operand_of(node->inputs[1], 0, &ow);
         if (st) return st;
-        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, dy, out, 0, ow.data, ow.ld, 0, beta_dx, pft_tensor_data(dx), in, 0, 1);
+        weight_gemm(ctx, be, node->inputs[1], &ow, ow.trans, N, in, out, dy, beta_dx, pft_tensor_data(dx));
         ctx->stats.backward_flops += 2 * N * in * out;
         pft_tensor_release(ow.owner);
     }
@@ -224,18 +246,20 @@ static int64_t rows_of(const pft_tensor *x) {
 }
 
 /* y [N, out] = xc [N, in] . w^T + bias (bias [out] contiguous), and with g also g = gelu(y) (and with slope
- * y = gelu'(y) then), in the GEMM's own pass where the backend can (gemm_bias_gelu): *done says whether it
+ * y = gelu'(y) then), in the GEMM's own pass where the backend can (gemm_linear): *done says whether it
  * did (else nothing is written) */
 static pft_status linear_fused(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w, const float *bias, float *y, float *g,
                                bool slope, int64_t N, bool *done) {
     const pft_backend *be = pft_backend_for(xc);
     const int64_t in = w->shape[1], outf = w->shape[0];
     *done = false;
-    if (!be->gemm_bias_gelu) return PFT_OK;
+    if (!be->gemm_linear) return PFT_OK;
     operand ow;
     pft_status st = operand_of(w, 0, &ow);
     if (st) return st;
-    *done = be->gemm_bias_gelu(ctx, !ow.trans, N, outf, in, pft_tensor_data(xc), ow.data, ow.ld, y, bias, g, slope);
+    pft_operand_key key;
+    *done = be->gemm_linear(ctx, !ow.trans, N, outf, in, pft_tensor_data(xc), ow.data, ow.ld, 0.0f, y, bias, g, slope,
+                            weight_key(ctx, w, &ow, &key));
     if (*done) ctx->stats.forward_flops += 2 * N * in * outf;
     pft_tensor_release(ow.owner);
     return PFT_OK;
@@ -247,8 +271,7 @@ static pft_status linear_gemm(pft_ctx *ctx, const pft_tensor *xc, pft_tensor *w,
     operand ow;
     pft_status st = operand_of(w, 0, &ow);
     if (st) return st;
-    pft_backend_for(xc)->gemm(ctx, false, !ow.trans, N, outf, in, 1.0f, pft_tensor_data(xc), in, 0, ow.data, ow.ld, 0,
-                              beta, y, outf, 0, 1);
+    weight_gemm(ctx, pft_backend_for(xc), w, &ow, !ow.trans, N, outf, in, pft_tensor_data(xc), beta, y);
     ctx->stats.forward_flops += 2 * N * in * outf;
     pft_tensor_release(ow.owner);
     return PFT_OK;
@@ -387,7 +410,7 @@ static pft_status linear_lora_backward(pft_ctx *ctx, pft_node *node, const pft_t
     pft_status st = PFT_OK;
     if ((st = operand_of(node->inputs[1], 0, &ow)) || (st = operand_of(node->inputs[3], 0, &ob))) goto done;
     if (dx) { /* the base: dx [N, in] += g [N, out] . w [out, in] */
-        be->gemm(ctx, false, ow.trans, N, in, out, 1.0f, g, out, 0, ow.data, ow.ld, 0, 1.0f, pft_tensor_data(dx), in, 0, 1);
+        weight_gemm(ctx, be, node->inputs[1], &ow, ow.trans, N, in, out, g, 1.0f, pft_tensor_data(dx));
         ctx->stats.backward_flops += 2 * N * in * out;
     }
     if (dw) {

@@ -168,12 +168,14 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
+            pft_tensor_mark_written(p);
             adamw_update(opt->ctx, be, p, grad_scale, s->m, s->v, G, s->step);
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
                                       p->name ? p->name : "(unnamed)");
             s->step++;
+            pft_tensor_mark_written(p);
             sgd_update(opt->ctx, be, pft_tensor_data(p), pft_tensor_data(p->grad), grad_scale, G->momentum > 0 ? s->m : NULL,
                        n, G, first);
         }

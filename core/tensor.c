@@ -40,6 +40,7 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
     s->refcount = 1;
     s->device = PFT_DEVICE_CPU;
     s->ctx = ctx;
+    s->id = ++ctx->storage_ids;
     ctx->stats.live_storages++;
     return s;
 }
@@ -47,6 +48,7 @@ static pft_storage *storage_new(pft_ctx *ctx, int ndim, const int64_t *shape, si
 static void storage_release(pft_storage *s) {
     if (!s || --s->refcount > 0) return;
     s->ctx->stats.live_storages--;
+    if (s->ctx->packed_count) pft_ctx_packed_forget(s->ctx, s->id);
     if (s->release)
         s->release(s);
     else if (s->bytes && !pft_ctx_cache_put(s->ctx, s->data, s->bytes)) /* bytes 0: borrowed, not ours */
@@ -153,6 +155,7 @@ pft_tensor *pft_tensor_wrap(pft_ctx *ctx, int ndim, const int64_t *shape, float 
     s->ctx = ctx;
     s->release = release;
     s->owner = owner;
+    s->id = ++ctx->storage_ids;
     ctx->stats.live_storages++;
     pft_tensor *t = tensor_struct(ctx, s, ndim, shape);
     storage_release(s);
@@ -272,6 +275,7 @@ pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src) {
         return pft_ctx_seterr(dst->ctx, PFT_ERR_SHAPE, "copy: destination %s and source %s differ in size",
                               pft_tensor_shape_str(dst, a, sizeof a), pft_tensor_shape_str(src, b, sizeof b));
     }
+    pft_tensor_mark_written(dst);
     if (pft_tensor_is_contiguous(dst)) {
         pft_tensor_to_buffer(src, pft_tensor_data(dst));
         return PFT_OK;
@@ -295,7 +299,10 @@ pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src) {
     return PFT_OK;
 }
 
+void pft_tensor_mark_written(pft_tensor *t) { t->storage->version++; }
+
 void pft_tensor_fill_(pft_tensor *t, float value) {
+    pft_tensor_mark_written(t);
     if (pft_tensor_is_contiguous(t)) {
         float *d = pft_tensor_data(t);
         int64_t n = pft_tensor_numel(t);

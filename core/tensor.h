@@ -44,6 +44,10 @@ typedef struct pft_storage {
     /* Non-NULL for storage that pft did not allocate (an mmap'ed checkpoint): called instead of free. */
     void (*release)(struct pft_storage *s);
     void *owner;
+    /* id: unique in its context, never reused. version: changed by every write to the data after the
+     * storage was made (pft_tensor_mark_written), so that what was computed from the data once (a frozen
+     * weight's packed GEMM operand, ctx.h) is known to be stale. */
+    uint64_t id, version;
 } pft_storage;
 
 struct pft_node;
@@ -104,6 +108,9 @@ char *pft_tensor_shape_str(const pft_tensor *t, char *buf, size_t n);
 pft_tensor *pft_tensor_detach(pft_tensor *t);
 
 /* --- in-place (never recorded; for optimizers, initialisation, tests) ---------------------------- */
+/* Says that t's data was written in place: every writer of an existing tensor's data calls it (copy_ and
+ * fill_ below do), so that nothing computed from the old contents is read again (ctx.h's packed operands). */
+void pft_tensor_mark_written(pft_tensor *t);
 pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src); /* same shape; any strides */
 void pft_tensor_fill_(pft_tensor *t, float value);
 

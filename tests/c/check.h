@@ -124,12 +124,12 @@ static inline double gradcheck(pft_ctx *ctx, const char *name, gradcheck_fn f, v
         for (int64_t e = 0; e < numel; e++) {
             int64_t off = x->offset;
             for (int d = 0; d < x->ndim; d++) off += idx[d] * x->stride[d];
-            float *p = &x->storage->data[off], saved = *p;
-            *p = saved + (float)h;
+            float *p = &x->storage->data[off], saved = *p; /* each write marked (tensor.h): kept packings see it */
+            *p = saved + (float)h, pft_tensor_mark_written(x);
             double lp = gc_loss(ctx, f, user, inputs, r, NULL);
-            *p = saved - (float)h;
+            *p = saved - (float)h, pft_tensor_mark_written(x);
             double lm = gc_loss(ctx, f, user, inputs, r, NULL);
-            *p = saved;
+            *p = saved, pft_tensor_mark_written(x);
             double num = (lp - lm) / (2 * h), err = fabs(num - g[e]) / (atol + rtol * fabs(num));
             if (isnan(err)) err = INFINITY; /* a NaN gradient fails, and stays the worst */
             if (!(err <= worst)) {

@@ -163,9 +163,9 @@ static void test_k_chunks_by_columns(pft_ctx *ctx, pft_gemm_kind kind, uint64_t 
             memcpy(C1, C0, sizeof(float) * (size_t)(M * N)), memcpy(C2, C0, sizeof(float) * (size_t)(M * N));
             int saved = ctx->threads;
             ctx->threads = 1;
-            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C1, N, &ep);
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C1, N, &ep, NULL);
             ctx->threads = 2;
-            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C2, N, &ep);
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 0.5f, A, K, B, ldb, beta, C2, N, &ep, NULL);
             ctx->threads = saved;
             CHECK(!memcmp(C1, C2, sizeof(float) * (size_t)(M * N)), "%s tb %d bias %d, K in two chunks by columns: 1 and 2 "
                   "threads differ", pft_gemm_kind_name(kind), tb, with_bias);
@@ -178,6 +178,51 @@ static void test_k_chunks_by_columns(pft_ctx *ctx, pft_gemm_kind kind, uint64_t 
         }
         free(A), free(B), free(C0), free(bias), free(C1), free(C2);
     }
+}
+
+/* B's packing kept in the context (ctx.h's packed operands) under a key, over the three sweeps (K in one chunk,
+ * in two by columns, in groups) and both layouts of B: the first call packs and keeps, later ones (on 1 and 2
+ * threads) read the kept tiles, and every call gives the bits of a GEMM that packs B itself. B changed under
+ * the same version is not seen (so the kept tiles are what is read: the checks above could fail); a new
+ * version is packed again. */
+static void test_kept_packing(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
+    const int64_t shapes[][3] = {{300, 200, 1500}, {97, 1100, 384}, {416, 2000, is_bf16(kind) ? 2100 : 800}};
+    uint64_t st = seed + 400;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int tb = 0; tb < 2; tb++) {
+            const int64_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2], ldb = tb ? K : N;
+            const size_t bytes = sizeof(float) * (size_t)(M * N);
+            float *A = rand_buf(&st, M * K), *B = rand_buf(&st, K * N), *bias = rand_buf(&st, N);
+            float *ref = malloc(bytes), *C = malloc(bytes);
+            const pft_gemm_epilogue ep = {.bias = bias};
+            pft_operand_key key = {.storage = 1000 + 2 * i + (uint64_t)tb, .version = 7, .offset = 0};
+            const int count = ctx->packed_count, saved = ctx->threads;
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 1.0f, A, K, B, ldb, 0.0f, ref, N, &ep, NULL);
+            CHECK(ctx->packed_count == count, "%s: nothing kept without a key", pft_gemm_kind_name(kind));
+            for (int call = 0; call < 3; call++) {
+                ctx->threads = call == 2 ? 1 : 2;
+                memset(C, 0, bytes);
+                pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep, &key);
+                CHECK(!memcmp(ref, C, bytes), "%s %lldx%lldx%lld tb %d, call %d with B kept: bits differ",
+                      pft_gemm_kind_name(kind), (long long)M, (long long)N, (long long)K, tb, call);
+            }
+            ctx->threads = saved;
+            CHECK(ctx->packed_count == count + 1, "%s tb %d: one packing kept (%d -> %d)", pft_gemm_kind_name(kind), tb, count,
+                  ctx->packed_count);
+            for (int64_t j = 0; j < K * N; j++) B[j] = -B[j];
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep, &key);
+            CHECK(!memcmp(ref, C, bytes), "%s tb %d: B changed under the same version: the kept tiles are read",
+                  pft_gemm_kind_name(kind), tb);
+            key.version++;
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 1.0f, A, K, B, ldb, 0.0f, C, N, &ep, &key);
+            pft_gemm_tiles_epilogue(ctx, kind, false, tb, M, N, K, 1.0f, A, K, B, ldb, 0.0f, ref, N, &ep, NULL);
+            CHECK(!memcmp(ref, C, bytes), "%s tb %d: a new version is packed again", pft_gemm_kind_name(kind), tb);
+            CHECK(ctx->packed_count == count + 1, "%s tb %d: into the same entry", pft_gemm_kind_name(kind), tb);
+            pft_ctx_packed_forget(ctx, key.storage);
+            CHECK(ctx->packed_count == count, "%s tb %d: forgotten with its storage", pft_gemm_kind_name(kind), tb);
+            free(A), free(B), free(bias), free(ref), free(C);
+        }
+    CHECK(ctx->packed_bytes == 0, "%s: no kept bytes left: %zu", pft_gemm_kind_name(kind), ctx->packed_bytes);
 }
 
 static void test_threads_and_batch(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
@@ -326,6 +371,7 @@ int main(void) {
         test_threads_and_batch(ctx, KINDS[k], seed);
         test_k_chunks_in_groups(ctx, KINDS[k], seed);
         test_k_chunks_by_columns(ctx, KINDS[k], seed);
+        test_kept_packing(ctx, KINDS[k], seed);
         test_through_ops(ctx, KINDS[k] == PFT_GEMM_BF16_AMX ? "bf16-amx" : KINDS[k] == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32",
                          KINDS[k]);
     }

@@ -1,6 +1,8 @@
 /* test_matmul.c - matmul and linear against a naive triple loop (all four transpose combinations,
  * batched, shared right operand) and their gradients against finite differences. */
 #include "check.h"
+#include "gemm_tiles.h"
+#include "optim.h"
 
 /* C[i,j] = sum_k A[i,k] B[k,j] over row-major dense buffers, in double */
 static void naive(const float *A, const float *B, float *C, int64_t M, int64_t N, int64_t K) {
@@ -190,6 +192,95 @@ static void test_linear_lora(pft_ctx *ctx, uint64_t seed) {
     pft_tensor_release(x), pft_tensor_release(w), pft_tensor_release(a), pft_tensor_release(b);
 }
 
+/* linear's forward into y and, x requiring a gradient, its backward from gy into dx (the input gradient's GEMM
+ * reads w as well) */
+static void linear_run(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_tensor *gy, float *y, float *dx) {
+    pft_tensor_free_grad(x);
+    pft_tensor *out = pft_linear(x, w, bias);
+    CHECK(out != NULL, "linear: %s", pft_ctx_error(x->ctx));
+    if (!out) return;
+    memcpy(y, pft_tensor_data(out), sizeof(float) * (size_t)pft_tensor_numel(out));
+    if (out->requires_grad && pft_backward(out, gy) == PFT_OK)
+        memcpy(dx, pft_tensor_data(x->grad), sizeof(float) * (size_t)pft_tensor_numel(x));
+    pft_tensor_release(out);
+}
+
+/* The same linear with the context keeping nothing (packed_limit 0): y and dx must have its bits */
+static bool same_as_unkept(pft_tensor *x, pft_tensor *w, pft_tensor *bias, pft_tensor *gy, const float *y,
+                           const float *dx, int64_t ny, int64_t nx) {
+    pft_ctx *ctx = x->ctx;
+    const size_t limit = ctx->packed_limit;
+    float *y0 = calloc((size_t)ny, sizeof(float)), *dx0 = calloc((size_t)nx, sizeof(float));
+    ctx->packed_limit = 0;
+    linear_run(x, w, bias, gy, y0, dx0);
+    ctx->packed_limit = limit;
+    const bool same = !memcmp(y, y0, sizeof(float) * (size_t)ny) && !memcmp(dx, dx0, sizeof(float) * (size_t)nx);
+    free(y0), free(dx0);
+    return same;
+}
+
+/* A frozen weight's GEMM packing is kept between calls (ctx.h; linear's forward and input gradient) and read
+ * only while the weight is unchanged: each way of writing a weight (fill_, copy_, an optimizer step) is seen
+ * by the next call; a trained weight's packing is kept only while no gradient is recorded; a weight's
+ * entries go with its storage. Every result has the bits of a linear that keeps nothing. */
+static void test_frozen_weight_packing(pft_ctx *ctx, const char *precision) {
+    CHECK(pft_ctx_set_precision(ctx, precision) == PFT_OK, "%s: %s", precision, pft_ctx_error(ctx));
+    const pft_gemm_kind tiles = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
+    const int64_t N = 64, in = 96, out = 80, ny = N * out, nx = N * in;
+    pft_tensor *x = pft_tensor_rand(ctx, 2, (int64_t[]){N, in}, -1, 1), *w = pft_tensor_rand(ctx, 2, (int64_t[]){out, in}, -1, 1);
+    pft_tensor *bias = pft_tensor_rand(ctx, 1, (int64_t[]){out}, -1, 1), *gy = pft_tensor_rand(ctx, 2, (int64_t[]){N, out}, -1, 1);
+    pft_tensor *other = pft_tensor_rand(ctx, 2, (int64_t[]){out, in}, -1, 1);
+    x->requires_grad = true;
+    float *y = calloc((size_t)ny, sizeof(float)), *dx = calloc((size_t)nx, sizeof(float));
+    float *y1 = calloc((size_t)ny, sizeof(float));
+    const int count = ctx->packed_count;
+    const int kept = tiles != PFT_GEMM_BLAS ? 2 : 0; /* OpenBLAS keeps nothing */
+    for (int call = 0; call < 2; call++) {
+        linear_run(x, w, bias, gy, y, dx);
+        CHECK(same_as_unkept(x, w, bias, gy, y, dx, ny, nx), "%s call %d: the bits of a linear that keeps nothing",
+              precision, call);
+    }
+    CHECK(ctx->packed_count == count + kept, "%s: the forward's and the input gradient's packings kept: %d", precision,
+          ctx->packed_count - count);
+    memcpy(y1, y, sizeof(float) * (size_t)ny);
+    pft_tensor_fill_(w, 0.25f);
+    linear_run(x, w, bias, gy, y, dx);
+    CHECK(memcmp(y, y1, sizeof(float) * (size_t)ny) && same_as_unkept(x, w, bias, gy, y, dx, ny, nx),
+          "%s: fill_ is seen", precision);
+    CHECK(pft_tensor_copy_(w, other) == PFT_OK, "copy_");
+    linear_run(x, w, bias, gy, y, dx);
+    CHECK(same_as_unkept(x, w, bias, gy, y, dx, ny, nx), "%s: copy_ is seen", precision);
+    /* unfrozen for a step (gradual unfreezing), frozen again */
+    w->requires_grad = true;
+    pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+    pft_optim_group G = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    G.lr = 0.1;
+    pft_optim_add_group(opt, &G, 1, &w);
+    linear_run(x, w, bias, gy, y, dx);
+    CHECK(ctx->packed_count == count + kept, "%s: a trained weight's packing is not kept", precision);
+    CHECK(pft_optim_step(opt) == PFT_OK, "step: %s", pft_ctx_error(ctx));
+    w->requires_grad = false;
+    pft_tensor_free_grad(w);
+    linear_run(x, w, bias, gy, y, dx);
+    CHECK(same_as_unkept(x, w, bias, gy, y, dx, ny, nx), "%s: an optimizer step is seen", precision);
+    /* trained, in an evaluation (no gradient recorded): kept, as nothing writes it between batches */
+    w->requires_grad = true;
+    x->requires_grad = false;
+    pft_ctx_no_grad_enter(ctx);
+    pft_tensor_fill_(w, -0.5f);
+    memset(dx, 0, sizeof(float) * (size_t)nx); /* (no input gradient now) */
+    linear_run(x, w, bias, gy, y, dx);
+    CHECK(same_as_unkept(x, w, bias, gy, y, dx, ny, nx), "%s: no gradient recorded: a trained weight", precision);
+    CHECK(ctx->packed_count == count + kept, "%s: its forward packing kept (the entry of that layout)", precision);
+    pft_ctx_no_grad_leave(ctx);
+    pft_optim_free(opt);
+    pft_tensor_release(w);
+    CHECK(ctx->packed_count == count, "%s: a weight's packings go with it (%d left)", precision, ctx->packed_count - count);
+    pft_tensor_release(x), pft_tensor_release(bias), pft_tensor_release(gy), pft_tensor_release(other);
+    free(y), free(dx), free(y1);
+    pft_ctx_set_precision(ctx, "fp32");
+}
+
 int main(void) {
     TEST_BEGIN("matmul");
     uint64_t seed = test_seed();
@@ -199,6 +290,10 @@ int main(void) {
     test_errors(ctx);
     test_grads(ctx, seed);
     test_linear_lora(ctx, seed);
+    test_frozen_weight_packing(ctx, "fp32");
+    if (pft_ctx_set_precision(ctx, "bf16") == PFT_OK) test_frozen_weight_packing(ctx, "bf16");
+    else printf("matmul: bf16: %s; its checks skipped\n", pft_ctx_error(ctx));
+    pft_ctx_set_precision(ctx, "fp32");
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);
     return TEST_END();
