@@ -4,6 +4,7 @@
 #include "backend.h"
 #include "gemm_tiles.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -49,7 +50,9 @@ pft_ctx *pft_ctx_new(int threads, uint64_t seed) {
     ctx->cache_limit = (size_t)1 << 30;
 #endif
     ctx->cache_min = malloc_threshold();
-    ctx->packed_limit = PFT_PACKED_LIMIT; /* (kept under AddressSanitizer too: their memory is never handed out again) */
+    /* (kept under AddressSanitizer too: their memory is never handed out again) */
+    if (pft_ctx_set_packed_mb(ctx, getenv("PFT_PACKED_MB"))) /* a bad value is reported by hosts (lua_common.c) */
+        pft_ctx_set_packed_mb(ctx, NULL);
     return ctx;
 }
 
@@ -201,6 +204,20 @@ const char *pft_ctx_cpu_kernels(const pft_ctx *ctx) { return pft_backend_cpu_isa
 
 /* pft's tiled GEMM where the processor has AVX-512: it shares packed operands between the threads (OpenBLAS,
  * split into blocks by backend_cpu.c, packs the shared operand again for each block) */
+pft_status pft_ctx_set_packed_mb(pft_ctx *ctx, const char *mb) {
+    if (!mb || !*mb) {
+        ctx->packed_limit = PFT_PACKED_LIMIT;
+        return PFT_OK;
+    }
+    char *end;
+    errno = 0;
+    const unsigned long long n = strtoull(mb, &end, 10);
+    if (*end || errno || mb[0] == '-' || mb[0] == '+' || n > (1u << 20))
+        return pft_ctx_seterr(ctx, PFT_ERR_ARG, "packed MB '%s': expected a whole number of MB, 0 to 1048576", mb);
+    ctx->packed_limit = (size_t)n << 20;
+    return PFT_OK;
+}
+
 pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm) {
     const char *g = gemm && *gemm ? gemm : "auto";
     const bool tiles = pft_gemm_kind_runs(PFT_GEMM_F32_AVX512);

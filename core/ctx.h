@@ -77,8 +77,8 @@ typedef struct pft_packed_operand {
     void *tiles;
     size_t bytes;
 } pft_packed_operand;
-/* bytes of packed operands a context keeps at most: MiniLM's six layers, both layouts of every weight,
- * are 85 MB in fp32 (42 in bf16); BERT-base's 680 MB */
+/* bytes of packed operands a context keeps at most, by default (PFT_PACKED_MB, pft_ctx_set_packed_mb):
+ * MiniLM's six layers, both layouts of every weight, are 85 MB in fp32 (42 in bf16); BERT-base's 680 MB */
 #ifndef PFT_PACKED_LIMIT
 #define PFT_PACKED_LIMIT ((size_t)1 << 30)
 #endif
@@ -156,6 +156,11 @@ const char *pft_ctx_cpu_kernels(const pft_ctx *ctx); /* the isa in use */
  * avx512 where the processor has it. A new context takes PFT_CPU_GEMM's. The two differ in the last bits;
  * each gives the same bits for every thread count and kernel table. */
 pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm);
+/* How many MB of frozen weights' GEMM packings the context may keep (ctx.h's packed operands): a whole number
+ * 0 .. 1,048,576, "0" keeping none; NULL or "" the default (PFT_PACKED_LIMIT). A new context takes
+ * PFT_PACKED_MB's. Packings kept beyond a lowered limit stay until their storage goes. Results are the same
+ * bits either way. */
+pft_status pft_ctx_set_packed_mb(pft_ctx *ctx, const char *mb);
 const char *pft_ctx_cpu_gemm(const pft_ctx *ctx); /* "avx512" or "openblas" */
 /* Precision of the GEMMs (recipes' train.precision): "fp32" (default), or "bf16": operands rounded to
  * bfloat16, products summed in fp32, through AMX where the processor has it, else AVX512-BF16

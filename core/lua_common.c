@@ -60,6 +60,8 @@ void pftl_state_open(lua_State *L) {
     if (isa && *isa && pft_ctx_set_cpu_kernels(ctx, isa)) luaL_error(L, "PFT_CPU_KERNELS=%s: %s", isa, pft_ctx_error(ctx));
     const char *gemm = getenv("PFT_CPU_GEMM"); /* likewise */
     if (gemm && *gemm && pft_ctx_set_cpu_gemm(ctx, gemm)) luaL_error(L, "PFT_CPU_GEMM=%s: %s", gemm, pft_ctx_error(ctx));
+    const char *mb = getenv("PFT_PACKED_MB"); /* likewise */
+    if (mb && *mb && pft_ctx_set_packed_mb(ctx, mb)) luaL_error(L, "PFT_PACKED_MB=%s: %s", mb, pft_ctx_error(ctx));
 }
 
 pftl_state *pftl_state_get(lua_State *L) {

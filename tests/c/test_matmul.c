@@ -276,6 +276,18 @@ static void test_frozen_weight_packing(pft_ctx *ctx, const char *precision) {
     pft_optim_free(opt);
     pft_tensor_release(w);
     CHECK(ctx->packed_count == count, "%s: a weight's packings go with it (%d left)", precision, ctx->packed_count - count);
+    /* the limit, in MB: 0 keeps nothing; a bad value is named and changes nothing */
+    CHECK(pft_ctx_set_packed_mb(ctx, "0") == PFT_OK && ctx->packed_limit == 0, "PFT_PACKED_MB 0");
+    x->requires_grad = true;
+    pft_tensor *w2 = pft_tensor_rand(ctx, 2, (int64_t[]){out, in}, -1, 1);
+    linear_run(x, w2, bias, gy, y, dx);
+    CHECK(ctx->packed_count == count, "%s: a limit of 0 keeps nothing", precision);
+    pft_tensor_release(w2);
+    CHECK(pft_ctx_set_packed_mb(ctx, "12x") == PFT_ERR_ARG && strstr(pft_ctx_error(ctx), "'12x'") && ctx->packed_limit == 0,
+          "a bad limit is named: %s", pft_ctx_error(ctx));
+    CHECK(pft_ctx_set_packed_mb(ctx, "-3") == PFT_ERR_ARG, "a negative limit is refused");
+    CHECK(pft_ctx_set_packed_mb(ctx, "64") == PFT_OK && ctx->packed_limit == (size_t)64 << 20, "64 MB");
+    CHECK(pft_ctx_set_packed_mb(ctx, NULL) == PFT_OK && ctx->packed_limit == PFT_PACKED_LIMIT, "the default");
     pft_tensor_release(x), pft_tensor_release(bias), pft_tensor_release(gy), pft_tensor_release(other);
     free(y), free(dx), free(y1);
     pft_ctx_set_precision(ctx, "fp32");

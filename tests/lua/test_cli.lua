@@ -98,6 +98,39 @@ function T.cpu_gemm_variable()
   os.execute("rm -rf " .. sh_quote(dir))
 end
 
+-- Frozen weights' GEMM packings are kept between steps (core/ctx.h): training and evaluating give the same
+-- numbers and the same model file with none kept (PFT_PACKED_MB=0), for LoRA (every base weight frozen) and
+-- for gradual unfreezing (a kept layer unfrozen, trained, and evaluated again: the packing kept from before
+-- its training must not be read). A bad value is refused naming the variable.
+function T.packed_mb_variable()
+  local out, code = pft("validate sst2", "PFT_PACKED_MB=lots")
+  check.truthy(code ~= 0, "refused: " .. out)
+  has(out, "PFT_PACKED_MB=lots")
+  has(out, "expected a whole number of MB")
+  local runs = {
+    "sst2-lora data.train.limit=64 data.dev.limit=32 ~data.test data.batch_size=16 train.max_steps=4 train.eval_every=2",
+    "sst2-gradual schedule.every=2 lr.unfreeze_warmup=1 data.train.limit=96 data.dev.limit=32 ~data.test data.batch_size=16 train.max_steps=6 train.eval_every=3",
+  }
+  for _, args in ipairs(runs) do
+    local evals, models = {}, {}
+    for i, env in ipairs({ "PFT_PACKED_MB=0", "" }) do
+      local dir = os.tmpname()
+      os.remove(dir)
+      out, code = pft(("train %s output.dir=%s"):format(args, sh_quote(dir)), env)
+      check.eq(code, 0, args .. " " .. env .. ": " .. out)
+      evals[i] = {}
+      for line in out:gmatch("eval step [^\n]*") do evals[i][#evals[i] + 1] = line end
+      local f = io.open(dir .. "/model/model.safetensors", "rb")
+      models[i] = f and f:read("*a")
+      if f then f:close() end
+      os.execute("rm -rf " .. sh_quote(dir))
+    end
+    check.truthy(#evals[1] >= 2, "evaluated: " .. out)
+    check.eq(table.concat(evals[2], "\n"), table.concat(evals[1], "\n"), args .. ": evaluations with packings kept")
+    check.truthy(models[1] and models[1] == models[2], args .. ": the same model file")
+  end
+end
+
 -- Errors meant for users name their file, key or tensor, never a location inside pft's own modules;
 -- PFT_TRACEBACK=1 shows those (and the traceback).
 function T.errors_name_no_internal_path()
