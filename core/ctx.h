@@ -38,6 +38,7 @@ typedef struct pft_stats {
     int64_t backward_kernels;  /* backward kernel invocations (one per gradient produced) */
     int64_t backward_flops;    /* multiply-adds x2 spent in backward GEMMs */
     int64_t forward_flops;
+    int64_t stolen_blocks;     /* blocks of a tiled GEMM computed by a thread that took them from another's share */
 } pft_stats;
 
 /* Freed tensor buffers kept for reuse: a training step allocates the same activation sizes every
@@ -102,6 +103,9 @@ typedef struct pft_ctx {
     uint64_t rng_counter; /* advanced by the number of elements each random op draws */
     int grad_enabled;     /* > 0: ops record on the tape; pft_ctx_no_grad_enter/leave nest */
     int alloc_fail_after; /* testing hook: < 0 off; otherwise fail the allocation after this many more */
+    int gemm_hold_us;     /* testing hook: a tiled GEMM's last thread waits this long before its blocks (0: off),
+                           * so that the others run out of their own and take from its share */
+    bool gemm_static;     /* benchmark hook (bench/steal): a tiled GEMM's threads keep to their static shares */
     uint64_t visit_stamp; /* graph traversal marks: fresh per backward */
     pft_stats stats;
     pft_cached_block cache[PFT_CACHE_SLOTS];

@@ -548,6 +548,9 @@ typedef struct gemm_args {
     int64_t direct_panels; /* fp32, A as stored, K whole k-blocks: panels inside M read A itself, unpacked */
     bool b_whole;          /* pb holds every k-chunk of B (pack_b_whole's layout), not gemm_chunked's two */
     bool b_ready;          /* ... already packed (a kept packing, ctx.h): nothing to pack or wait for */
+    uint64_t *ranges;      /* work stealing: 2 x STEAL_MAX ranges (NULL: static shares only) */
+    int64_t *stolen;       /* ... counted here (ctx stats) */
+    int hold_us;           /* ctx's gemm_hold_us */
 } gemm_args;
 
 /* Block (strips s, s+1 of A; j, j+1 of B) of k-chunk kc (k-blocks q0 .. q0 + nqc - 1) from the tiles at a0 (or
@@ -609,6 +612,65 @@ static void pack_b_whole(const gemm_args *g, const chunking *ch, int me, int nth
     }
 }
 
+/* Work stealing, gemm_chunked's. Each thread owns a range [front, back) of the sweep's blocks, its static
+ * share, in one 64-bit word: it takes runs from the front; a thread whose range is empty takes single
+ * blocks from the back of another's. With static shares alone every GEMM waited for its slowest thread,
+ * and on a shared machine a thread is often slowed from outside (another process on its core, a virtual
+ * machine's neighbours): the other then idled at the barrier. Which thread computes a block never changes
+ * what the block computes, so the bits stay those of any thread count. Ranges alternate between two sets
+ * by k-chunk: a thread sets its range of chunk kc before the chunk's barrier while another may still be
+ * stealing in chunk kc - 1 (never in kc - 2: that ended before the barrier of kc - 1). */
+#define STEAL_MAX 64 /* threads with ranges; a bigger team keeps static shares */
+
+static inline uint64_t range_word(int64_t front, int64_t back) { return (uint64_t)front << 32 | (uint64_t)back; }
+
+/* Takes blocks from range *r: the owner the run at its front (within one panel of one column chunk), a
+ * thief the single block at its back; false: empty */
+static bool take_blocks(uint64_t *r, bool owner, int64_t panels, int64_t pairs, int64_t per_chunk, block_run *run) {
+    uint64_t w = __atomic_load_n(r, __ATOMIC_ACQUIRE);
+    for (;;) {
+        const int64_t front = (int64_t)(w >> 32), back = (int64_t)(w & 0xffffffffu);
+        if (front >= back) return false;
+        *run = run_at(owner ? front : back - 1, back, panels, pairs, per_chunk);
+        const uint64_t taken = owner ? range_word(front + run->pairs, back) : range_word(front, back - 1);
+        if (__atomic_compare_exchange_n(r, &w, taken, false, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return true;
+    }
+}
+
+/* A thread's way through a sweep's blocks: its static share [t, hi) alone (ranges NULL), or its range and
+ * then, from their backs, the others' (victim me + v) */
+typedef struct sweep_cursor {
+    const gemm_args *g;
+    uint64_t *ranges;
+    int me, nth, v;
+    int64_t t, hi;
+} sweep_cursor;
+
+static sweep_cursor sweep_start(const gemm_args *g, uint64_t *ranges, int me, int nth, int64_t lo, int64_t hi) {
+    if (g->hold_us && me == nth - 1 && nth > 1) usleep((useconds_t)g->hold_us);
+    return (sweep_cursor){g, ranges, me, nth, 0, lo, hi};
+}
+
+static bool next_run(sweep_cursor *c, int64_t panels, int64_t pairs, int64_t per_chunk, block_run *r) {
+    if (!c->ranges) {
+        if (c->t >= c->hi) return false;
+        *r = run_at(c->t, c->hi, panels, pairs, per_chunk);
+        c->t += r->pairs;
+        return true;
+    }
+    for (; c->v < c->nth; c->v++)
+        if (take_blocks(&c->ranges[(c->me + c->v) % c->nth], c->v == 0, panels, pairs, per_chunk, r)) {
+            if (c->v > 0) __atomic_fetch_add(c->g->stolen, 1, __ATOMIC_RELAXED);
+            return true;
+        }
+    return false;
+}
+
+/* whether a team steals: more than one thread, ranges for each, block indices that fit a range's word */
+static bool steals(const gemm_args *g, int nth, int64_t blocks) {
+    return g->ranges && nth > 1 && nth <= STEAL_MAX && blocks < ((int64_t)1 << 31);
+}
+
 /* K a chunk at a time, over all of C: each chunk is packed just before it is used, into one of two buffers,
  * so the tiles are read back from the caches, not from memory (packing the whole operands first wrote and
  * read them again, 12% of a weight gradient's time). The barrier after a chunk's packing also says every
@@ -621,24 +683,26 @@ static void gemm_chunked(const gemm_args *g, const chunking *ch, int me, int nth
     float acc[32 * 32] __attribute__((aligned(64)));
     int64_t lo, hi;
     share(panels * pairs, me, nth, &lo, &hi);
+    const bool steal = steals(g, nth, panels * pairs);
     if (g->b_whole) pack_b_whole(g, ch, me, nth);
     for (int64_t kc = 0; kc < ch->kchunks; kc++) {
         const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
         uint16_t *pa = g->pa + (kc % 2) * ch->a_tiles * TILE;
         uint16_t *pb = g->pb + (g->b_whole ? kc : kc % 2) * ch->b_tiles * TILE;
+        uint64_t *ranges = steal ? g->ranges + (kc % 2) * STEAL_MAX : NULL;
         pack_a_strips(g, pa, stride, 0, 0, ch->a_strips, q0, nqc, me, nth);
         if (!g->b_whole)
             pack_operand(pb, stride, g->B, g->ldb, g->tb, !g->tb, g->N, g->K, 0, ch->b_strips, q0, nqc, me, nth, b_packer(g->kind));
+        if (ranges) __atomic_store_n(&ranges[me], range_word(lo, hi), __ATOMIC_RELEASE);
         if (nth > 1) {
 #pragma omp barrier
         }
-        for (int64_t t = lo; t < hi;) {
-            const block_run r = run_at(t, hi, panels, pairs, per_chunk);
-            t += r.pairs;
+        sweep_cursor cur = sweep_start(g, ranges, me, nth, lo, hi);
+        block_run r;
+        while (next_run(&cur, panels, pairs, per_chunk, &r))
             for (int64_t j = r.j0; j < r.j0 + 2 * r.pairs; j += 2)
                 block_into_c(g, acc, pa + r.s * stride * TILE, pb + j * stride * TILE, stride, q0, nqc, r.s, j, kc,
                              ch->kchunks);
-        }
     }
 }
 
@@ -685,13 +749,18 @@ static void gemm_grouped(const gemm_args *g, const chunking *ch, int me, int nth
 static void gemm_columns(const gemm_args *g, const chunking *ch, int me, int nth) {
     const int64_t panels = ch->a_strips / 2, pairs = ch->b_strips / 2, stride = ch->nq_max, per_chunk = chunk_pairs(ch);
     float acc[32 * 32] __attribute__((aligned(64)));
-    pack_b_whole(g, ch, me, nth);
     uint16_t *pa = g->pa + me * 2 * stride * TILE; /* this thread's: a packed panel's chunk */
     int64_t lo, hi;
     share(panels * pairs, me, nth, &lo, &hi);
-    for (int64_t t = lo; t < hi;) {
-        const block_run r = run_at(t, hi, panels, pairs, per_chunk);
-        t += r.pairs;
+    uint64_t *ranges = steals(g, nth, panels * pairs) ? g->ranges : NULL;
+    if (ranges) __atomic_store_n(&ranges[me], range_word(lo, hi), __ATOMIC_RELEASE);
+    pack_b_whole(g, ch, me, nth); /* its barrier also says every range is set */
+    if (ranges && g->b_ready) {
+#pragma omp barrier
+    }
+    sweep_cursor cur = sweep_start(g, ranges, me, nth, lo, hi);
+    block_run r;
+    while (next_run(&cur, panels, pairs, per_chunk, &r)) {
         for (int64_t kc = 0; kc < ch->kchunks; kc++) {
             const int64_t q0 = kc * ch->nq / ch->kchunks, nqc = (kc + 1) * ch->nq / ch->kchunks - q0;
             const uint16_t *pb = g->pb + kc * ch->b_tiles * TILE;
@@ -815,10 +884,12 @@ static bool tiles_run(pft_ctx *ctx, pft_gemm_kind kind, bool ta, bool tb, int64_
                                                                   : malloc(bytes_a + bytes_b);
     if (!pa) return false;
     uint16_t *pb = kept ? kept->tiles : pa + bytes_a / 2;
+    uint64_t ranges[2 * STEAL_MAX], *steal_ranges = ctx->gemm_static ? NULL : ranges;
     for (int64_t b = 0; b < batch; b++) {
         const gemm_args g = {kind, ta, tb, M, N, K, lda, ldb, ldc, alpha, beta, A + b * sa, B + b * sb, C + b * sc, pa, pb,
                              ep ? ep->bias : NULL, ep ? ep->gelu : NULL, ep ? ep->ld_gelu : 0, ep && ep->gelu && ep->slope,
-                             a_in_place(kind, ta, K) ? M / 32 : 0, kept != NULL, kept && b_ready};
+                             a_in_place(kind, ta, K) ? M / 32 : 0, kept != NULL, kept && b_ready, steal_ranges,
+                             &ctx->stats.stolen_blocks, ctx->gemm_hold_us};
         gemm1(&g, &ch, sw, nt);
     }
     if (kept) kept->valid = true;

@@ -10,6 +10,7 @@
  * only the [CLS] rows the head reads (nn.h, hidden_states). PFT_BENCH_DENSE=1: every position of every
  * layer, the padding too: the peer's work.
  * PFT_BENCH_PRECISION=bf16: the GEMMs in bf16 (train.precision = "bf16"; refused where the processor has none).
+ * PFT_BENCH_STATIC=1: the tiled GEMM's threads keep to their static shares, no work stealing (bench/steal).
  * PFT_BENCH_PERF_CTL=FIFO: perf record's control fifo (bench/profile): "enable" is written to it after the warm-up
  * step and "disable" after the last, so a profile holds the measured steps only, not loading and first touches.
  * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
@@ -59,6 +60,8 @@ int main(int argc, char **argv) {
         fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
         return 1;
     }
+    const char *fixed = getenv("PFT_BENCH_STATIC");
+    ctx->gemm_static = fixed && fixed[0] == '1';
     const char *precision = getenv("PFT_BENCH_PRECISION");
     if (precision && *precision && pft_ctx_set_precision(ctx, precision)) {
         fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));

@@ -225,6 +225,40 @@ static void test_kept_packing(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
     CHECK(ctx->packed_bytes == 0, "%s: no kept bytes left: %zu", pft_gemm_kind_name(kind), ctx->packed_bytes);
 }
 
+/* Work stealing: with the second thread held back (the testing hook gemm_hold_us), the first runs out of its
+ * own blocks and takes the rest from the other's share, in every sweep that steals (K in chunks one at a time;
+ * in two by columns, with B packed and with B's packing kept), and the bits stay those of one thread */
+static void test_stealing(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
+    const int64_t shapes[][3] = {{300, 200, 1500}, {97, 1100, 384}, {64, 96, 64}};
+    uint64_t st = seed + 500;
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++)
+        for (int kept = 0; kept < 2; kept++) {
+            const int64_t M = shapes[i][0], N = shapes[i][1], K = shapes[i][2];
+            const size_t bytes = sizeof(float) * (size_t)(M * N);
+            float *A = rand_buf(&st, M * K), *B = rand_buf(&st, K * N), *C1 = malloc(bytes), *C2 = malloc(bytes);
+            const pft_operand_key key = {.storage = 2000 + i, .version = 1};
+            const int saved = ctx->threads;
+            ctx->threads = 1;
+            pft_gemm_tiles_epilogue(ctx, kind, false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C1, N, NULL, NULL);
+            ctx->threads = 2;
+            for (int call = 0; call < 1 + kept; call++) { /* kept: the second call reads the kept tiles */
+                const int64_t before = ctx->stats.stolen_blocks;
+                ctx->gemm_hold_us = 50000;
+                memset(C2, 0, bytes);
+                pft_gemm_tiles_epilogue(ctx, kind, false, true, M, N, K, 1.0f, A, K, B, K, 0.0f, C2, N, NULL, kept ? &key : NULL);
+                ctx->gemm_hold_us = 0;
+                const int64_t stolen = ctx->stats.stolen_blocks - before;
+                CHECK(stolen > 0 || M * N * K < (1 << 21), "%s %lldx%lldx%lld kept %d call %d: the held thread's blocks taken (%lld)",
+                      pft_gemm_kind_name(kind), (long long)M, (long long)N, (long long)K, kept, call, (long long)stolen);
+                CHECK(!memcmp(C1, C2, bytes), "%s %lldx%lldx%lld kept %d call %d: stolen blocks, the bits of one thread",
+                      pft_gemm_kind_name(kind), (long long)M, (long long)N, (long long)K, kept, call);
+            }
+            ctx->threads = saved;
+            pft_ctx_packed_forget(ctx, key.storage);
+            free(A), free(B), free(C1), free(C2);
+        }
+}
+
 static void test_threads_and_batch(pft_ctx *ctx, pft_gemm_kind kind, uint64_t seed) {
     const int64_t M = 384, N = 200, K = 160, batch = 3; /* 12M multiply-adds: threaded */
     uint64_t st = seed + 100;
@@ -372,6 +406,7 @@ int main(void) {
         test_k_chunks_in_groups(ctx, KINDS[k], seed);
         test_k_chunks_by_columns(ctx, KINDS[k], seed);
         test_kept_packing(ctx, KINDS[k], seed);
+        test_stealing(ctx, KINDS[k], seed);
         test_through_ops(ctx, KINDS[k] == PFT_GEMM_BF16_AMX ? "bf16-amx" : KINDS[k] == PFT_GEMM_BF16_AVX512 ? "bf16-avx512" : "fp32",
                          KINDS[k]);
     }
