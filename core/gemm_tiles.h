@@ -8,8 +8,9 @@
  *     pft_cpu_gemm(ctx, ...);                                                    // now computes through bf16
  *
  * Both operands are packed once per call and shared by the threads. Each C element is computed by one
- * thread in a sequence of instructions that depends on the shape alone, so results are bit-identical for
- * every thread count. The fp32 GEMM sums each element's products in k order, one FMA each, K in chunks
+ * thread in a sequence of instructions that depends on the shape alone (whichever thread takes its block:
+ * threads take blocks from each other's shares as they run out), so results are bit-identical for every
+ * thread count. The fp32 GEMM sums each element's products in k order, one FMA each, K in chunks
  * added into C; it differs from OpenBLAS in the last bits. The two bf16 implementations may differ from
  * each other in the last bits (the order of fp32 adds inside an instruction is the hardware's). */
 #ifndef PFT_GEMM_TILES_H
