@@ -202,8 +202,6 @@ pft_status pft_ctx_set_cpu_kernels(pft_ctx *ctx, const char *isa) {
 
 const char *pft_ctx_cpu_kernels(const pft_ctx *ctx) { return pft_backend_cpu_isa(ctx->cpu_kernels); }
 
-/* pft's tiled GEMM where the processor has AVX-512: it shares packed operands between the threads (OpenBLAS,
- * split into blocks by backend_cpu.c, packs the shared operand again for each block) */
 pft_status pft_ctx_set_packed_mb(pft_ctx *ctx, const char *mb) {
     if (!mb || !*mb) {
         ctx->packed_limit = PFT_PACKED_LIMIT;
@@ -217,6 +215,9 @@ pft_status pft_ctx_set_packed_mb(pft_ctx *ctx, const char *mb) {
     ctx->packed_limit = (size_t)n << 20;
     return PFT_OK;
 }
+
+/* pft's tiled GEMM where the processor has AVX-512: it shares packed operands between the threads (OpenBLAS,
+ * split into blocks by backend_cpu.c, packs the shared operand again for each block) */
 
 pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm) {
     const char *g = gemm && *gemm ? gemm : "auto";

@@ -612,14 +612,14 @@ static void pack_b_whole(const gemm_args *g, const chunking *ch, int me, int nth
     }
 }
 
-/* Work stealing, gemm_chunked's. Each thread owns a range [front, back) of the sweep's blocks, its static
+/* Work stealing (gemm_chunked, gemm_columns). Each thread owns a range [front, back) of the sweep's blocks, its static
  * share, in one 64-bit word: it takes runs from the front; a thread whose range is empty takes single
  * blocks from the back of another's. With static shares alone every GEMM waited for its slowest thread,
  * and on a shared machine a thread is often slowed from outside (another process on its core, a virtual
  * machine's neighbours): the other then idled at the barrier. Which thread computes a block never changes
- * what the block computes, so the bits stay those of any thread count. Ranges alternate between two sets
- * by k-chunk: a thread sets its range of chunk kc before the chunk's barrier while another may still be
- * stealing in chunk kc - 1 (never in kc - 2: that ended before the barrier of kc - 1). */
+ * what the block computes, so the bits stay those of any thread count. gemm_chunked's ranges alternate
+ * between two sets by k-chunk: a thread sets its range of chunk kc before the chunk's barrier while another
+ * may still be stealing in chunk kc - 1 (never in kc - 2: that ended before the barrier of kc - 1). */
 #define STEAL_MAX 64 /* threads with ranges; a bigger team keeps static shares */
 
 static inline uint64_t range_word(int64_t front, int64_t back) { return (uint64_t)front << 32 | (uint64_t)back; }
