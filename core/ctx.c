@@ -218,7 +218,6 @@ pft_status pft_ctx_set_packed_mb(pft_ctx *ctx, const char *mb) {
 
 /* pft's tiled GEMM where the processor has AVX-512: it shares packed operands between the threads (OpenBLAS,
  * split into blocks by backend_cpu.c, packs the shared operand again for each block) */
-
 pft_status pft_ctx_set_cpu_gemm(pft_ctx *ctx, const char *gemm) {
     const char *g = gemm && *gemm ? gemm : "auto";
     const bool tiles = pft_gemm_kind_runs(PFT_GEMM_F32_AVX512);
