@@ -1,5 +1,5 @@
-/* bench/common.h - shared by bench/forward and bench/train: read the first B sentences (and labels) of a
- * GLUE-style TSV (header line, then "sentence<TAB>label"), a monotonic clock, a median. */
+/* bench/common.h - shared by the C benchmarks: read the first B sentences (and labels) of a GLUE-style TSV
+ * (header line, then "sentence<TAB>label"), a monotonic clock, a median, a context for pft's tiled GEMM. */
 #ifndef PFT_BENCH_COMMON_H
 #define PFT_BENCH_COMMON_H
 
@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#include "gemm_tiles.h"
 
 static double bench_now(void) {
     struct timespec ts;
@@ -41,6 +43,24 @@ static int bench_read_tsv(const char *path, int B, char **sentences, int *labels
     }
     fclose(f);
     return n;
+}
+
+/* A context of `threads` computing GEMMs in `precision` through pft's tiled GEMM, *kind its kind; NULL, with
+ * a message naming `bench`, where the precision is refused or the GEMM here is OpenBLAS's */
+static inline pft_ctx *bench_tiles_ctx(const char *bench, int threads, const char *precision, pft_gemm_kind *kind) {
+    pft_ctx *ctx = pft_ctx_new(threads, 1);
+    if (!ctx || pft_ctx_set_precision(ctx, precision)) {
+        fprintf(stderr, "%s: %s\n", bench, ctx ? pft_ctx_error(ctx) : "out of memory");
+        pft_ctx_free(ctx);
+        return NULL;
+    }
+    *kind = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
+    if (*kind == PFT_GEMM_BLAS) {
+        fprintf(stderr, "%s: the GEMM here is OpenBLAS's, not pft's tiled GEMM\n", bench);
+        pft_ctx_free(ctx);
+        return NULL;
+    }
+    return ctx;
 }
 
 #endif

@@ -17,20 +17,11 @@
 #include <stdlib.h>
 #include <time.h>
 
+#include "../common.h"
+
 #include "backend.h"
 #include "ops.h"
 #include "hugepages.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef enum { LINEAR_FWD, DX, DW } kind;
 typedef struct shape { const char *what; kind k; int64_t T, in, out; } shape;
@@ -84,32 +75,32 @@ int main(int argc, char **argv) {
         const int64_t lda = sh.k == DW ? M : K, ldb = sh.k == LINEAR_FWD ? K : N;
         /* 1. the op against the backend's GEMM on the same threads: what the op layer costs */
         for (int r = -1; r < reps; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             pft_tensor *y = sh.k == LINEAR_FWD ? pft_linear(x, w, NULL) : sh.k == DX ? pft_matmul(dy, w) : pft_matmul(dyt, x);
-            double t1 = now();
+            double t1 = bench_now();
             if (!y) {
                 fprintf(stderr, "bench_gemm: %s\n", pft_ctx_error(ctx));
                 return 1;
             }
             pft_tensor_release(y);
-            double t2 = now();
+            double t2 = bench_now();
             pft_backend_cpu.gemm(ctx, ta, tb_flag, M, N, K, 1.0f, A, lda, 0, Bm, ldb, 0, 0.0f, c, N, 0, 1);
-            double t3 = now();
+            double t3 = bench_now();
             if (r >= 0) tp[r] = t1 - t0, tk[r] = t3 - t2; /* r = -1 is the warm-up */
         }
         /* 2. bare OpenBLAS with its own pool of `threads`, in a block of its own (interleaved with pft's
          * OpenMP threads, the two pools' spinning threads slow each other down) */
         openblas_set_num_threads(threads);
         for (int r = -1; r < reps; r++) {
-            double t0 = now();
+            double t0 = bench_now();
             cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb_flag ? CblasTrans : CblasNoTrans, M, N, K, 1, A, lda,
                         Bm, ldb, 0, c, N);
-            if (r >= 0) tb[r] = now() - t0;
+            if (r >= 0) tb[r] = bench_now() - t0;
         }
         openblas_set_num_threads(1);
-        qsort(tp, (size_t)reps, sizeof *tp, cmp);
-        qsort(tk, (size_t)reps, sizeof *tk, cmp);
-        qsort(tb, (size_t)reps, sizeof *tb, cmp);
+        qsort(tp, (size_t)reps, sizeof *tp, bench_cmp);
+        qsort(tk, (size_t)reps, sizeof *tk, bench_cmp);
+        qsort(tb, (size_t)reps, sizeof *tb, bench_cmp);
         double gp = flops / tp[reps / 2] * 1e-9, gk = flops / tk[reps / 2] * 1e-9, gb = flops / tb[reps / 2] * 1e-9;
         double ratio = gp / gk;
         printf("%s  GFLOP/s: pft op %6.1f  backend GEMM %6.1f  ratio %.3f   | OpenBLAS threaded %6.1f  pft/OpenBLAS %.2f\n",

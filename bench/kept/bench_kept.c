@@ -4,24 +4,8 @@
  * call a 64 MB buffer is written, so that neither finds the weight or its tiles in the caches, as in a
  * training step, where a layer's weights were last read a whole step before. Medians of the repetitions.
  * Usage: bench_kept [threads=2] [reps=21] [precision=fp32] [T=420] */
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "gemm_tiles.h"
+#include "../common.h"
 #include "hugepages.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct shape {
     const char *what;
@@ -38,16 +22,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_kept [threads=2] [reps=21] [precision=fp32] [T=420]\n");
         return 2;
     }
-    pft_ctx *ctx = pft_ctx_new(threads, 1);
-    if (!ctx || pft_ctx_set_precision(ctx, precision)) {
-        fprintf(stderr, "bench_kept: %s\n", ctx ? pft_ctx_error(ctx) : "out of memory");
-        return 1;
-    }
-    const pft_gemm_kind kind = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
-    if (kind == PFT_GEMM_BLAS) {
-        fprintf(stderr, "bench_kept: the GEMM here is OpenBLAS's, which keeps nothing\n");
-        return 1;
-    }
+    pft_gemm_kind kind;
+    pft_ctx *ctx = bench_tiles_ctx("bench_kept", threads, precision, &kind);
+    if (!ctx) return 1;
     const shape shapes[] = {
         {"q, k, v, out  x[T,384] W[384,384]^T  ", true, 384, 384},   {"ffn up        x[T,384] W[1536,384]^T ", true, 1536, 384},
         {"ffn down      x[T,1536] W[384,1536]^T", true, 384, 1536},  {"q, k, v dX    dY[T,384] W[384,384]   ", false, 384, 384},
@@ -69,13 +46,12 @@ int main(int argc, char **argv) {
         for (int r = -1; r < reps; r++) /* r = -1: warm-up (and the kept packing made) */
             for (int kept = 0; kept < 2; kept++) {
                 memset(flush, r + kept, flush_bytes);
-                const double t0 = now();
+                const double t0 = bench_now();
                 pft_gemm_tiles_epilogue(ctx, kind, false, shapes[s].trans_b, M, N, K, 1.0f, A, K, B,
                                         shapes[s].trans_b ? K : N, 0.0f, C, N, NULL, kept ? &key : NULL);
-                if (r >= 0) (kept ? t_kept : t_packed)[r] = now() - t0;
+                if (r >= 0) (kept ? t_kept : t_packed)[r] = bench_now() - t0;
             }
-        qsort(t_packed, (size_t)reps, sizeof(double), cmp), qsort(t_kept, (size_t)reps, sizeof(double), cmp);
-        const double p = t_packed[reps / 2], k = t_kept[reps / 2], flop = 2.0 * (double)(M * N * K);
+        const double p = bench_median(t_packed, reps), k = bench_median(t_kept, reps), flop = 2.0 * (double)(M * N * K);
         printf("%s GFLOP/s: packed every call %6.1f  kept %6.1f  ratio %.3f\n", shapes[s].what, flop / p / 1e9,
                flop / k / 1e9, p / k);
         sum_packed += p, sum_kept += k;

@@ -4,23 +4,8 @@
  * the three weight shapes). bench/steal/run.sh runs it on a quiet machine and with one busy process
  * beside it, which slows one of the two threads. Medians of the repetitions.
  * Usage: bench_steal [threads=2] [reps=11] [precision=fp32] [T=4096] */
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-#include "gemm_tiles.h"
+#include "../common.h"
 #include "hugepages.h"
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-static int cmp(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
 
 typedef struct shape {
     const char *what;
@@ -37,16 +22,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "usage: bench_steal [threads=2] [reps=11] [precision=fp32] [T=4096]\n");
         return 2;
     }
-    pft_ctx *ctx = pft_ctx_new(threads, 1);
-    if (!ctx || pft_ctx_set_precision(ctx, precision)) {
-        fprintf(stderr, "bench_steal: %s\n", ctx ? pft_ctx_error(ctx) : "out of memory");
-        return 1;
-    }
-    const pft_gemm_kind kind = ctx->bf16_gemm ? ctx->bf16_gemm : ctx->f32_gemm;
-    if (kind == PFT_GEMM_BLAS) {
-        fprintf(stderr, "bench_steal: the GEMM here is OpenBLAS's\n");
-        return 1;
-    }
+    pft_gemm_kind kind;
+    pft_ctx *ctx = bench_tiles_ctx("bench_steal", threads, precision, &kind);
+    if (!ctx) return 1;
     const shape shapes[] = {
         {"x[T,384] W[384,384]^T  ", false, true, -1, 384, 384},   {"x[T,384] W[1536,384]^T ", false, true, -1, 1536, 384},
         {"x[T,1536] W[384,1536]^T", false, true, -1, 384, 1536},  {"dY[T,384] W[384,384]   ", false, false, -1, 384, 384},
@@ -68,13 +46,12 @@ int main(int argc, char **argv) {
         for (int r = -1; r < reps; r++) /* r = -1: warm-up */
             for (int steal = 0; steal < 2; steal++) {
                 ctx->gemm_static = !steal;
-                const double t0 = now();
+                const double t0 = bench_now();
                 pft_gemm_tiles(ctx, kind, sh->ta, sh->tb, M, N, K, 1.0f, A, sh->ta ? M : K, 0, B, sh->tb ? K : N, 0, 0.0f,
                                C, N, 0, 1);
-                if (r >= 0) (steal ? t_steal : t_static)[r] = now() - t0;
+                if (r >= 0) (steal ? t_steal : t_static)[r] = bench_now() - t0;
             }
-        qsort(t_static, (size_t)reps, sizeof(double), cmp), qsort(t_steal, (size_t)reps, sizeof(double), cmp);
-        const double a = t_static[reps / 2], b = t_steal[reps / 2], flop = 2.0 * (double)(M * N * K);
+        const double a = bench_median(t_static, reps), b = bench_median(t_steal, reps), flop = 2.0 * (double)(M * N * K);
         printf("%s GFLOP/s: static %6.1f  stealing %6.1f  ratio %.3f\n", sh->what, flop / a / 1e9, flop / b / 1e9, a / b);
         sum_static += a, sum_steal += b;
         free(A), free(B), free(C);
