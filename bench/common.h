@@ -10,24 +10,24 @@
 
 #include "gemm_tiles.h"
 
-static double bench_now(void) {
+static inline double bench_now(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-static int bench_cmp(const void *a, const void *b) {
+static inline int bench_cmp(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
 }
 
-static double bench_median(double *v, int n) {
+static inline double bench_median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, bench_cmp);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
 /* Reads up to B rows; sentences[i] is malloc'd, labels[i] the integer after the tab (0 if none). */
-static int bench_read_tsv(const char *path, int B, char **sentences, int *labels) {
+static inline int bench_read_tsv(const char *path, int B, char **sentences, int *labels) {
     FILE *f = fopen(path, "r");
     if (!f) return -1;
     char line[65536];
