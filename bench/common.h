@@ -45,6 +45,24 @@ static inline int bench_read_tsv(const char *path, int B, char **sentences, int 
     return n;
 }
 
+/* The GEMM benchmarks' arguments: [threads=2] [reps] [precision=fp32] [T], reps and T defaulting to the given
+ * values; false (with the usage, naming `bench`) where one is out of range */
+typedef struct bench_gemm_args {
+    int threads, reps;
+    const char *precision;
+    int64_t T;
+} bench_gemm_args;
+
+static inline bool bench_gemm_args_parse(const char *bench, int argc, char **argv, int reps, int64_t T,
+                                         bench_gemm_args *a) {
+    a->threads = argc > 1 ? atoi(argv[1]) : 2, a->reps = argc > 2 ? atoi(argv[2]) : reps;
+    a->precision = argc > 3 ? argv[3] : "fp32";
+    a->T = argc > 4 ? atoll(argv[4]) : T;
+    if (a->threads >= 1 && a->reps >= 1 && a->reps <= 1000 && a->T >= 1) return true;
+    fprintf(stderr, "usage: %s [threads=2] [reps=%d] [precision=fp32] [T=%lld]\n", bench, reps, (long long)T);
+    return false;
+}
+
 /* A context of `threads` computing GEMMs in `precision` through pft's tiled GEMM, *kind its kind; NULL, with
  * a message naming `bench`, where the precision is refused or the GEMM here is OpenBLAS's */
 static inline pft_ctx *bench_tiles_ctx(const char *bench, int threads, const char *precision, pft_gemm_kind *kind) {

@@ -15,15 +15,12 @@ typedef struct shape {
 
 int main(int argc, char **argv) {
     pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
-    const int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 21;
-    const char *precision = argc > 3 ? argv[3] : "fp32";
-    const int64_t T = argc > 4 ? atoll(argv[4]) : 420;
-    if (threads < 1 || reps < 1 || reps > 1000 || T < 1) {
-        fprintf(stderr, "usage: bench_kept [threads=2] [reps=21] [precision=fp32] [T=420]\n");
-        return 2;
-    }
+    bench_gemm_args args;
+    if (!bench_gemm_args_parse("bench_kept", argc, argv, 21, 420, &args)) return 2;
+    const int threads = args.threads, reps = args.reps;
+    const int64_t T = args.T;
     pft_gemm_kind kind;
-    pft_ctx *ctx = bench_tiles_ctx("bench_kept", threads, precision, &kind);
+    pft_ctx *ctx = bench_tiles_ctx("bench_kept", threads, args.precision, &kind);
     if (!ctx) return 1;
     const shape shapes[] = {
         {"q, k, v, out  x[T,384] W[384,384]^T  ", true, 384, 384},   {"ffn up        x[T,384] W[1536,384]^T ", true, 1536, 384},

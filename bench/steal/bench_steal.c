@@ -15,15 +15,12 @@ typedef struct shape {
 
 int main(int argc, char **argv) {
     pft_hugepages_reexec(argv); /* as the pft binary runs: its heap on huge pages */
-    const int threads = argc > 1 ? atoi(argv[1]) : 2, reps = argc > 2 ? atoi(argv[2]) : 11;
-    const char *precision = argc > 3 ? argv[3] : "fp32";
-    const int64_t T = argc > 4 ? atoll(argv[4]) : 4096;
-    if (threads < 1 || reps < 1 || reps > 1000 || T < 1) {
-        fprintf(stderr, "usage: bench_steal [threads=2] [reps=11] [precision=fp32] [T=4096]\n");
-        return 2;
-    }
+    bench_gemm_args args;
+    if (!bench_gemm_args_parse("bench_steal", argc, argv, 11, 4096, &args)) return 2;
+    const int threads = args.threads, reps = args.reps;
+    const int64_t T = args.T;
     pft_gemm_kind kind;
-    pft_ctx *ctx = bench_tiles_ctx("bench_steal", threads, precision, &kind);
+    pft_ctx *ctx = bench_tiles_ctx("bench_steal", threads, args.precision, &kind);
     if (!ctx) return 1;
     const shape shapes[] = {
         {"x[T,384] W[384,384]^T  ", false, true, -1, 384, 384},   {"x[T,384] W[1536,384]^T ", false, true, -1, 1536, 384},
