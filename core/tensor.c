@@ -299,7 +299,11 @@ pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src) {
     return PFT_OK;
 }
 
-void pft_tensor_mark_written(pft_tensor *t) { t->storage->version++; }
+void pft_tensor_mark_written(pft_tensor *t) {
+    pft_storage *s = t->storage;
+    s->version++;
+    if (s->ctx->packed_count) pft_ctx_packed_forget(s->ctx, s->id);
+}
 
 void pft_tensor_fill_(pft_tensor *t, float value) {
     pft_tensor_mark_written(t);

@@ -109,7 +109,10 @@ pft_tensor *pft_tensor_detach(pft_tensor *t);
 
 /* --- in-place (never recorded; for optimizers, initialisation, tests) ---------------------------- */
 /* Says that t's data was written in place: every writer of an existing tensor's data calls it (copy_ and
- * fill_ below do), so that nothing computed from the old contents is read again (ctx.h's packed operands). */
+ * fill_ below do), so that nothing computed from the old contents is read again (ctx.h's packed operands).
+ * The storage's kept packings are freed with the old contents: a weight written is one being trained,
+ * whose packings an evaluation kept (an optimizer step writes it next), and they held its size in memory
+ * through the training that followed until the next evaluation packed them again. */
 void pft_tensor_mark_written(pft_tensor *t);
 pft_status pft_tensor_copy_(pft_tensor *dst, const pft_tensor *src); /* same shape; any strides */
 void pft_tensor_fill_(pft_tensor *t, float value);
