@@ -10,6 +10,9 @@
  * only the [CLS] rows the head reads (nn.h, hidden_states). PFT_BENCH_DENSE=1: every position of every
  * layer, the padding too: the peer's work.
  * PFT_BENCH_PRECISION=bf16: the GEMMs in bf16 (train.precision = "bf16"; refused where the processor has none).
+ * A list, PFT_BENCH_PRECISION=fp32,bf16: the precisions take turns step by step in this one process (each
+ * with its own warm-up step), one line per precision: their ratio is then free of the machine's drift
+ * between runs (on a shared machine the same binary's rate moved 10-20% between minutes).
  * PFT_BENCH_STATIC=1: the tiled GEMM's threads keep to their static shares, no work stealing (bench/steal).
  * PFT_BENCH_PERF_CTL=FIFO: perf record's control fifo (bench/profile): "enable" is written to it after the warm-up
  * step and "disable" after the last, so a profile holds the measured steps only, not loading and first touches.
@@ -29,6 +32,17 @@ static void perf_control(const char *command) {
     if (!f) return;
     fprintf(f, "%s\n", command);
     fclose(f);
+}
+
+/* PFT_BENCH_PRECISION as a list of up to 4 names separated by commas (unset or empty: fp32); the count */
+static int precision_list(const char *list, char names[4][16]) {
+    int n = 0;
+    for (const char *p = list && *list ? list : "fp32"; *p && n < 4;) {
+        size_t len = strcspn(p, ",");
+        snprintf(names[n++], 16, "%.*s", (int)len, p);
+        p += len + (p[len] == ',');
+    }
+    return n > 0 ? n : 1;
 }
 
 int main(int argc, char **argv) {
@@ -62,11 +76,13 @@ int main(int argc, char **argv) {
     }
     const char *fixed = getenv("PFT_BENCH_STATIC");
     ctx->gemm_static = fixed && fixed[0] == '1';
-    const char *precision = getenv("PFT_BENCH_PRECISION");
-    if (precision && *precision && pft_ctx_set_precision(ctx, precision)) {
-        fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
-        return 1;
-    }
+    char precisions[4][16] = {"fp32"};
+    int nprec = precision_list(getenv("PFT_BENCH_PRECISION"), precisions);
+    for (int i = 0; i < nprec; i++) /* each refused here, before any step, where the processor has none */
+        if (pft_ctx_set_precision(ctx, precisions[i])) {
+            fprintf(stderr, "pft: %s\n", pft_ctx_error(ctx));
+            return 1;
+        }
     pft_bert_set_training(m, true);
     /* PFT_BENCH_DENSE=1: compute the padding and every row of the last layer too (the peer's work) */
     const char *dense = getenv("PFT_BENCH_DENSE");
@@ -109,9 +125,11 @@ int main(int argc, char **argv) {
         return 1;
     }
     pft_bert_batch in = {B, batch.t, batch.ids, batch.type_ids, batch.mask};
-    double *times = calloc((size_t)reps, sizeof *times);
+    double *times = calloc((size_t)(reps * nprec), sizeof *times); /* [precision][rep] */
     float last_loss = 0;
-    for (int r = -1; r < reps; r++) { /* r = -1: warm-up */
+    for (int r = -nprec; r < reps * nprec; r++) { /* r < 0: a warm-up step per precision */
+        const int which = (r + nprec) % nprec;
+        if (nprec > 1) pft_ctx_set_precision(ctx, precisions[which]);
         double t0 = bench_now();
         pft_optim_zero_grad(opt);
         pft_bert_output out;
@@ -125,17 +143,21 @@ int main(int argc, char **argv) {
         pft_tensor_release(loss);
         pft_bert_output_release(&out);
         double dt = bench_now() - t0;
-        if (r >= 0) times[r] = dt;
+        if (r >= 0) times[which * reps + r / nprec] = dt;
         if (r == -1) perf_control("enable");
     }
     perf_control("disable");
     if (getenv("PFT_BENCH_STEPS")) /* every step's time, in order: how much steps vary */
-        for (int r = 0; r < reps; r++) fprintf(stderr, "step %d: %.3f s\n", r + 1, times[r]);
-    double med = bench_median(times, reps);
-    printf("pft steps/s: %.3f  tokens/s %.0f  (%s: %lld of %lld parameters train; B %d, T %d, threads %d, median of %d, "
-           "last loss %.4f)\n",
-           1.0 / med, B * batch.t / med, config, (long long)pft_bert_numel(m, true), (long long)pft_bert_numel(m, false), B,
-           batch.t, ctx->threads, reps, last_loss);
+        for (int r = 0; r < reps * nprec; r++) fprintf(stderr, "step %d: %.3f s\n", r + 1, times[r % nprec * reps + r / nprec]);
+    for (int i = 0; i < nprec; i++) {
+        double med = bench_median(times + i * reps, reps);
+        char turns[64] = "";
+        if (nprec > 1) snprintf(turns, sizeof turns, "; precision %s, steps in turn", precisions[i]);
+        printf("pft steps/s: %.3f  tokens/s %.0f  (%s: %lld of %lld parameters train; B %d, T %d, threads %d, median of %d, "
+               "last loss %.4f%s)\n",
+               1.0 / med, B * batch.t / med, config, (long long)pft_bert_numel(m, true), (long long)pft_bert_numel(m, false),
+               B, batch.t, ctx->threads, reps, last_loss, turns);
+    }
     pft_optim_free(opt);
     pft_batch_free(&batch);
     pft_bert_free(m);

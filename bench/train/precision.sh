@@ -2,7 +2,9 @@
 # bench/train/precision.sh: bf16 mixed precision against fp32, pft and PyTorch, one training step of MiniLM +
 # a sequence-classification head (bench_train.c, peer.py), B sentences x T tokens, all four in turn per round:
 #   pft fp32 and pft bf16 (train.precision = "bf16": GEMMs on bf16 operands with fp32 sums, AMX or
-#   AVX512-BF16), both computing the padding (PFT_BENCH_DENSE=1: the same padded work as torch);
+#   AVX512-BF16), both computing the padding (PFT_BENCH_DENSE=1: the same padded work as torch), in one
+#   process taking turns step by step (PFT_BENCH_PRECISION=fp32,bf16), so that their ratio is not the
+#   machine's drift between two runs;
 #   torch fp32 and torch bf16 (torch.autocast("cpu", dtype=torch.bfloat16) around the forward: PyTorch's
 #   CPU mixed precision, oneDNN's bf16 kernels); and, as a transformers user runs it, torch bf16 padding to
 #   the longest row against pft bf16 skipping the padding.
@@ -17,10 +19,10 @@ model=models/all-MiniLM-L6-v2 data=../shared/data/sst2/train.tsv
 bash bench/build.sh train
 lscpu | grep -E 'Model name|^Flags' | sed -e 's/  */ /g' -e 's/^Flags: .*\(amx_bf16\).*/Flags: ... \1 .../'
 python3 -c 'import torch, transformers; print("torch", torch.__version__, " transformers", transformers.__version__)'
-echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft fp32, pft bf16, torch fp32, torch bf16 in turn)"
+echo "B $B  T $T  threads $threads  reps $reps (median)  rounds $rounds (pft fp32 + bf16 in one process, torch fp32, torch bf16 in turn)"
 . bench/common.sh # med
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-pft_run() { # precision dense
+pft_run() { # precision(s) dense
   PFT_BENCH_PRECISION=$1 PFT_BENCH_DENSE=$2 "$BUILD/bench_train" $model $data "$B" "$T" "$threads" "$reps" "$config"
 }
 torch_run() { # precision T
@@ -29,8 +31,8 @@ torch_run() { # precision T
 for config in $configs; do
   pf=() pb=() pbp=() tf=() tb=() tbl=()
   for r in $(seq "$rounds"); do
-    line=$(pft_run fp32 1); echo "  $line (fp32, dense)"; pf+=("$(echo "$line" | awk '{print $3}')")
-    line=$(pft_run bf16 1); echo "  $line (bf16, dense)"; pb+=("$(echo "$line" | awk '{print $3}')")
+    lines=$(pft_run fp32,bf16 1); echo "$lines" | sed 's/^/  /; s/$/ (dense)/'
+    pf+=("$(echo "$lines" | awk '/precision fp32/ {print $3}')"); pb+=("$(echo "$lines" | awk '/precision bf16/ {print $3}')")
     line=$(torch_run fp32 "$T"); echo "  $line"; tf+=("$(echo "$line" | awk '{print $3}')")
     line=$(torch_run bf16 "$T"); echo "  $line"; tb+=("$(echo "$line" | awk '{print $3}')")
     line=$(pft_run bf16 0); echo "  $line (bf16, padding skipped)"; pbp+=("$(echo "$line" | awk '{print $3}')")
