@@ -176,9 +176,11 @@ pft_tensor *pft_tensor_randn(pft_ctx *ctx, int ndim, const int64_t *shape, float
         d[i] = (float)(mean + std * r * cos(2.0 * M_PI * u2));
         if (i + 1 < n) d[i + 1] = (float)(mean + std * r * sin(2.0 * M_PI * u2));
     }
-    ctx->rng_counter += (uint64_t)n + (n & 1);
+    ctx->rng_counter += pft_randn_counters(n);
     return t;
 }
+
+uint64_t pft_randn_counters(int64_t numel) { return (uint64_t)numel + (numel & 1); /* Box-Muller's pairs */ }
 
 pft_tensor *pft_tensor_rand(pft_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi) {
     pft_tensor *t = pft_tensor_empty(ctx, ndim, shape);

@@ -85,6 +85,10 @@ pft_tensor *pft_tensor_wrap(pft_ctx *ctx, int ndim, const int64_t *shape, float 
                             void (*release)(pft_storage *), void *owner);
 /* Normal(mean, std) from the context's seed (Box-Muller over a counter-based generator). */
 pft_tensor *pft_tensor_randn(pft_ctx *ctx, int ndim, const int64_t *shape, float mean, float std);
+/* The counters pft_tensor_randn takes for numel values: a tensor that would be drawn but is about to be
+ * overwritten (a weight a checkpoint holds) skips its draws by adding this to ctx->rng_counter, so that every
+ * later draw (a new head, dropout) is the one it would have been. */
+uint64_t pft_randn_counters(int64_t numel);
 pft_tensor *pft_tensor_rand(pft_ctx *ctx, int ndim, const int64_t *shape, float lo, float hi);
 
 pft_tensor *pft_tensor_retain(pft_tensor *t);

@@ -200,6 +200,30 @@ static void minilm_case(pft_ctx *ctx, bool pack) {
     pft_st_close(f);
 }
 
+/* pft_bert_load leaves the weights the checkpoint holds undrawn (their draws skipped): the model, the head it
+ * draws and every later draw must be those of a model built (every weight drawn) and then loaded */
+static void load_draws_as_new(const char *dir, pft_head_kind head, int num_labels) {
+    char path[600];
+    pft_ctx *loaded_ctx = pft_ctx_new(1, 77), *built_ctx = pft_ctx_new(1, 77);
+    pft_bert *loaded = pft_bert_load(loaded_ctx, dir, head, num_labels);
+    pft_bert_config cfg;
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    pft_bert *built = pft_bert_config_load(built_ctx, path, &cfg) ? NULL : pft_bert_new(built_ctx, &cfg, head, num_labels);
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    CHECK(loaded && built && pft_bert_load_weights(built, path, NULL) == PFT_OK, "%s: %s / %s", dir,
+          pft_ctx_error(loaded_ctx), pft_ctx_error(built_ctx));
+    int differ = 0;
+    for (int i = 0; loaded && built && i < pft_bert_param_count(loaded); i++) {
+        const pft_tensor *a = pft_bert_param(loaded, i), *b = pft_bert_param(built, i);
+        differ += memcmp(pft_tensor_data(a), pft_tensor_data(b), sizeof(float) * (size_t)pft_tensor_numel(a)) != 0;
+    }
+    CHECK(differ == 0, "%s: %d parameters differ from a model built and then loaded", dir, differ);
+    CHECK(loaded_ctx->rng_counter == built_ctx->rng_counter, "%s: later draws the same (counter %llu, built %llu)", dir,
+          (unsigned long long)loaded_ctx->rng_counter, (unsigned long long)built_ctx->rng_counter);
+    pft_bert_free(loaded), pft_bert_free(built);
+    pft_ctx_free(loaded_ctx), pft_ctx_free(built_ctx);
+}
+
 /* --- bad checkpoints ------------------------------------------------------------------------------ */
 
 static void write_file(const char *path, const char *text) {
@@ -296,6 +320,9 @@ int main(void) {
         tiny_case(ctx, "tiny_tokcls", PFT_HEAD_TOKCLS, 5, false, pack);
         minilm_case(ctx, pack);
     }
+    load_draws_as_new(FIX "tiny_seqcls", PFT_HEAD_SEQCLS, 3);
+    load_draws_as_new(getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2", PFT_HEAD_SEQCLS, 2);
+    load_draws_as_new(getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2", PFT_HEAD_TOKCLS, 5);
     error_cases(ctx);
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);
