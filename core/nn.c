@@ -129,7 +129,16 @@ done:
 
 /* --- parameters ----------------------------------------------------------------------------------- */
 
-static const pft_st_entry *find_entry(const pft_st_file *f, const char *name);
+/* The file's entry for a parameter: its exact name, or the same name with/without the "bert." prefix
+ * (a bare BertModel checkpoint has no prefix; one saved with a head has it). */
+static const pft_st_entry *find_entry(const pft_st_file *f, const char *name) {
+    const pft_st_entry *e = pft_st_find(f, name);
+    if (e) return e;
+    if (strncmp(name, "bert.", 5) == 0) return pft_st_find(f, name + 5);
+    char buf[300];
+    snprintf(buf, sizeof buf, "bert.%s", name);
+    return pft_st_find(f, buf);
+}
 
 /* A parameter, initialised as transformers' _init_weights does: init 'n' normal(0, initializer_range), '0'
  * zeros, '1' ones. A normal one that `weights` holds is left unwritten, its draws skipped (the load
@@ -189,7 +198,7 @@ static pft_bert *bert_build(pft_ctx *ctx, const pft_bert_config *cfg, pft_head_k
     char name[128];
 #define P(field, nm, nd, a, b, init)                                                                         \
     do {                                                                                                     \
-        if (!((field) = add_param(m, weights, nm, nd, a, b, init))) goto fail;                                        \
+        if (!((field) = add_param(m, weights, nm, nd, a, b, init))) goto fail;                               \
     } while (0)
     P(m->word_emb, "embeddings.word_embeddings.weight", 2, cfg->vocab_size, C, 'n');
     P(m->pos_emb, "embeddings.position_embeddings.weight", 2, cfg->max_position_embeddings, C, 'n');
@@ -358,17 +367,6 @@ void pft_bert_set_training(pft_bert *m, bool training) { m->training = training;
 
 static bool is_head_param(const char *name) {
     return strncmp(name, "classifier.", 11) == 0;
-}
-
-/* The file's entry for a parameter: its exact name, or the same name with/without the "bert." prefix
- * (a bare BertModel checkpoint has no prefix; one saved with a head has it). */
-static const pft_st_entry *find_entry(const pft_st_file *f, const char *name) {
-    const pft_st_entry *e = pft_st_find(f, name);
-    if (e) return e;
-    if (strncmp(name, "bert.", 5) == 0) return pft_st_find(f, name + 5);
-    char buf[300];
-    snprintf(buf, sizeof buf, "bert.%s", name);
-    return pft_st_find(f, buf);
 }
 
 /* pft_bert_load_weights from the open file f (path: for messages) */
