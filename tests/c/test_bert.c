@@ -144,8 +144,11 @@ static void tiny_case(pft_ctx *ctx, const char *dir, pft_head_kind head, int num
     pft_st_close(f);
 }
 
+/* the real checkpoint: `make model` puts it here; PFT_MINILM names another copy */
+static const char *minilm_dir(void) { return getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2"; }
+
 static void minilm_case(pft_ctx *ctx, bool pack) {
-    const char *dir = getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2";
+    const char *dir = minilm_dir();
     /* both are required: a missing fixture or model is a failed check, never a silent skip */
     pft_st_file *f = pft_st_open(ctx, FIX "minilm_sst2/expected.safetensors");
     CHECK(f != NULL, "MiniLM fixture missing: %s (it is committed: restore it from git, or regenerate it with "
@@ -321,8 +324,8 @@ int main(void) {
         minilm_case(ctx, pack);
     }
     load_draws_as_new(FIX "tiny_seqcls", PFT_HEAD_SEQCLS, 3);
-    load_draws_as_new(getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2", PFT_HEAD_SEQCLS, 2);
-    load_draws_as_new(getenv("PFT_MINILM") ? getenv("PFT_MINILM") : "models/all-MiniLM-L6-v2", PFT_HEAD_TOKCLS, 5);
+    load_draws_as_new(minilm_dir(), PFT_HEAD_SEQCLS, 2);
+    load_draws_as_new(minilm_dir(), PFT_HEAD_TOKCLS, 5);
     error_cases(ctx);
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);
