@@ -544,17 +544,30 @@ static void cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restri
     for (int64_t r = 0; r < rows; r++) layernorm_row(y + r * cols, mean + r, rstd + r, x + r * cols, w, b, eps, cols);
 }
 
-/* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order. */
+/* LANES floats or doubles as one value: GCC's vector extension, lowered to whatever each kernel table's
+ * processor has (the same IEEE operation per lane, so the same bits) */
+typedef float lanes_f __attribute__((vector_size(LANES * sizeof(float))));
+typedef double lanes_d __attribute__((vector_size(LANES * sizeof(double))));
+
+#define LOAD_LANES(v, x) memcpy(&(v), (x), sizeof(lanes_f)) /* (a macro: a function returning a vector warns of its ABI) */
+
+/* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order. The
+ * lanes are written as vectors: as a loop over an array of LANES partial sums, GCC kept them scalar. */
 static void layernorm_row_means(float *m1, float *m2, const float *restrict gr, const float *restrict xr,
                                 const float *restrict w, float mu, float rs, int64_t cols) {
-    double p1[LANES] = {0}, p2[LANES] = {0};
+    lanes_d v1 = {0}, v2 = {0};
     int64_t j = 0;
-    for (; j + LANES <= cols; j += LANES)
-        for (int l = 0; l < LANES; l++) {
-            const float g = w ? gr[j + l] * w[j + l] : gr[j + l], h = (xr[j + l] - mu) * rs;
-            p1[l] += g;
-            p2[l] += (double)g * h;
-        }
+    for (; j + LANES <= cols; j += LANES) {
+        lanes_f g, x, wl;
+        LOAD_LANES(g, gr + j), LOAD_LANES(x, xr + j);
+        if (w) LOAD_LANES(wl, w + j), g = g * wl;
+        const lanes_f h = (x - mu) * rs;
+        const lanes_d gd = __builtin_convertvector(g, lanes_d);
+        v1 += gd;
+        v2 += gd * __builtin_convertvector(h, lanes_d);
+    }
+    double p1[LANES], p2[LANES];
+    memcpy(p1, &v1, sizeof p1), memcpy(p2, &v2, sizeof p2);
     for (; j < cols; j++) {
         const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
         p1[j % LANES] += g;
@@ -667,8 +680,45 @@ static void cpu_dropout_add_layernorm_forward(pft_ctx *ctx, float *restrict y, f
     }
 }
 
+/* ds = layernorm's dx of a piece of a row, as accumulated onto zeros (the +0 turns a -0 into +0, as that sum
+ * did) */
+static void layernorm_ds(float *restrict ds, const float *restrict gr, const float *restrict sr, const float *restrict w,
+                         float mu, float rs, float m1, float m2, int64_t n) {
+    if (w)
+        for (int64_t j = 0; j < n; j++) ds[j] = 0.0f + rs * (gr[j] * w[j] - m1 - ((sr[j] - mu) * rs) * m2);
+    else
+        for (int64_t j = 0; j < n; j++) ds[j] = 0.0f + rs * (gr[j] - m1 - ((sr[j] - mu) * rs) * m2);
+}
+
+/* d = (add ? d : 0) + g */
+static void add_onto(float *restrict d, const float *restrict g, bool add, int64_t n) {
+    if (add)
+        for (int64_t j = 0; j < n; j++) d[j] = d[j] + g[j];
+    else
+        for (int64_t j = 0; j < n; j++) d[j] = 0.0f + g[j];
+}
+
+/* d = (add ? d : 0) + the dropout of g, the masks drawn again at base, base + 1, ... (a dropped element: d
+ * as it was, or 0) */
+static void dropout_onto(float *restrict d, const float *restrict g, bool add, int64_t n, float p, uint64_t seed,
+                         uint64_t base) {
+    if (add) {
+        dropout_accumulate_block(d, g, n, p, seed, base);
+        return;
+    }
+    const float keep_scale = 1.0f / (1.0f - p);
+    const uint64_t key = pft_rng_key(seed), thr = pft_rng_drop_threshold(p);
+    uint64_t c = base * PFT_RNG_STEP;
+    for (int64_t e = 0; e < n; e++, c += PFT_RNG_STEP)
+        d[e] = (pft_rng_u64_keyed(key, c) >> 40) < thr ? 0.0f : 0.0f + g[e] * keep_scale;
+}
+
+#define DS_PIECE 256 /* columns of ds on the stack at a time */
+
 /* The gradients of that: ds = layernorm's dx (as accumulated onto zeros), dr += ds, dh += dropout'(ds)
- * (dh, dr, dw, db may each be NULL) -- the three ops' backward, bit for bit, without ds in memory. */
+ * (dh, dr, dw, db may each be NULL) -- the three ops' backward, bit for bit. ds goes through a piece of a row
+ * on the stack, each output then in a loop of its own: one loop testing which outputs there are and drawing
+ * the mask by the unkeyed generator per element ran scalar (4% of a dense bf16 step). */
 static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh, float *restrict dr, float *restrict dw,
                                                float *restrict db, const float *beta, const float *restrict dy,
                                                const float *restrict mean,
@@ -676,7 +726,6 @@ static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh,
                                                const float *restrict w, float p, uint64_t seed, uint64_t counter,
                                                int64_t rows, int64_t cols) {
     const int nt = par_threads(ctx, rows * cols);
-    const float keep_scale = 1.0f / (1.0f - p);
     const bool add_h = !beta || beta[0] != 0.0f, add_r = !beta || beta[1] != 0.0f; /* else onto 0, not read */
     if (dh || dr) {
 #pragma omp parallel for num_threads(nt) schedule(static) if (nt > 1)
@@ -684,19 +733,14 @@ static void cpu_dropout_add_layernorm_backward(pft_ctx *ctx, float *restrict dh,
             const int64_t o = row * cols;
             const float *sr = s + o, *gr = dy + o;
             const float mu = mean[row], rs = rstd[row];
-            float m1, m2;
+            float m1, m2, ds[DS_PIECE];
             layernorm_row_means(&m1, &m2, gr, sr, w, mu, rs, cols);
-            for (int64_t j = 0; j < cols; j++) {
-                const float g = w ? gr[j] * w[j] : gr[j], hn = (sr[j] - mu) * rs;
-                const float ds = 0.0f + rs * (g - m1 - hn * m2);
-                if (dr) dr[o + j] = (add_r ? dr[o + j] : 0.0f) + ds;
-                if (dh) {
-                    const float old = add_h ? dh[o + j] : 0.0f;
-                    if (p > 0)
-                        dh[o + j] = pft_rng_uniform_f(seed, counter + (uint64_t)(o + j)) < p ? old : old + ds * keep_scale;
-                    else
-                        dh[o + j] = old + ds;
-                }
+            for (int64_t j0 = 0; j0 < cols; j0 += DS_PIECE) {
+                const int64_t n = cols - j0 < DS_PIECE ? cols - j0 : DS_PIECE;
+                layernorm_ds(ds, gr + j0, sr + j0, w ? w + j0 : NULL, mu, rs, m1, m2, n);
+                if (dr) add_onto(dr + o + j0, ds, add_r, n);
+                if (dh && p > 0) dropout_onto(dh + o + j0, ds, add_h, n, p, seed, counter + (uint64_t)(o + j0));
+                else if (dh) add_onto(dh + o + j0, ds, add_h, n);
             }
         }
     }
