@@ -120,39 +120,66 @@ static void contiguous_strides(int ndim, const int64_t *shape, int64_t *stride) 
  * result is reproducible) that does not serialise on the adder's latency. */
 #define LANES 8
 
+/* The LANES partial sums as vectors, in as many registers as each kernel table's processor needs (the same
+ * IEEE operation per lane, so the same bits in every table): written as a loop over an array of LANES
+ * doubles, GCC kept the sums scalar; as one 8-double vector where the processor's vectors are narrower, it
+ * split it through memory. */
+#if defined(__AVX512F__)
+#define LANE_VECS 1
+#elif defined(__AVX__)
+#define LANE_VECS 2
+#else
+#define LANE_VECS 4
+#endif
+#define VEC_LANES (LANES / LANE_VECS)
+typedef float vec_f __attribute__((vector_size(VEC_LANES * sizeof(float))));
+typedef double vec_d __attribute__((vector_size(VEC_LANES * sizeof(double))));
+
+/* the u-th VEC_LANES of the LANES floats at x, as doubles */
+#define LOAD_D(x, u) (__extension__({ vec_f f_; memcpy(&f_, (x) + (u) * VEC_LANES, sizeof f_); __builtin_convertvector(f_, vec_d); }))
+
+/* LANES partial sums added pairwise */
+static double pairwise(const double *p) { return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7])); }
+
+/* The vectors' partial sums into an array p[LANES], for a row's tail */
+#define UNPACK_LANES(p, v) double p[LANES]; memcpy(p, (v), sizeof p)
+
 static double row_sum(const float *x, int64_t n) {
-    double p[LANES] = {0};
+    vec_d v[LANE_VECS] = {{0}};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) p[l] += x[i + l];
-    for (; i < n; i++) p[i % LANES] += x[i];
-    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        for (int u = 0; u < LANE_VECS; u++) v[u] += LOAD_D(x + i, u);
+    UNPACK_LANES(p, v);
+    for (int l = 0; i < n; i++, l++) p[l] += x[i];
+    return pairwise(p);
 }
 
 /* sum of (x - mu)^2 over the row, in the same order as row_sum */
 static double row_sqdev(const float *x, int64_t n, double mu) {
-    double p[LANES] = {0};
+    vec_d v[LANE_VECS] = {{0}};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) {
-            const double d = x[i + l] - mu;
-            p[l] += d * d;
+        for (int u = 0; u < LANE_VECS; u++) {
+            const vec_d d = LOAD_D(x + i, u) - mu;
+            v[u] += d * d;
         }
-    for (; i < n; i++) {
+    UNPACK_LANES(p, v);
+    for (int l = 0; i < n; i++, l++) {
         const double d = x[i] - mu;
-        p[i % LANES] += d * d;
+        p[l] += d * d;
     }
-    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+    return pairwise(p);
 }
 
 /* sum of a[i] b[i] in double, in the order of row_sum */
 static double row_dot(const float *restrict a, const float *restrict b, int64_t n) {
-    double p[LANES] = {0};
+    vec_d v[LANE_VECS] = {{0}};
     int64_t i = 0;
     for (; i + LANES <= n; i += LANES)
-        for (int l = 0; l < LANES; l++) p[l] += (double)a[i + l] * b[i + l];
-    for (; i < n; i++) p[i % LANES] += (double)a[i] * b[i];
-    return ((p[0] + p[1]) + (p[2] + p[3])) + ((p[4] + p[5]) + (p[6] + p[7]));
+        for (int u = 0; u < LANE_VECS; u++) v[u] += LOAD_D(a + i, u) * LOAD_D(b + i, u);
+    UNPACK_LANES(p, v);
+    for (int l = 0; i < n; i++, l++) p[l] += (double)a[i] * b[i];
+    return pairwise(p);
 }
 
 /* The largest of x[0..n) (-inf for none), from 16 lane maxima: max is exact in any order, so this is the
@@ -544,38 +571,29 @@ static void cpu_layernorm_forward(pft_ctx *ctx, float *restrict y, float *restri
     for (int64_t r = 0; r < rows; r++) layernorm_row(y + r * cols, mean + r, rstd + r, x + r * cols, w, b, eps, cols);
 }
 
-/* LANES floats or doubles as one value: GCC's vector extension, lowered to whatever each kernel table's
- * processor has (the same IEEE operation per lane, so the same bits) */
-typedef float lanes_f __attribute__((vector_size(LANES * sizeof(float))));
-typedef double lanes_d __attribute__((vector_size(LANES * sizeof(double))));
-
-#define LOAD_LANES(v, x) memcpy(&(v), (x), sizeof(lanes_f)) /* (a macro: a function returning a vector warns of its ABI) */
-
-/* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order. The
- * lanes are written as vectors: as a loop over an array of LANES partial sums, GCC kept them scalar. */
+/* The row means of g and g h that a row's dx needs (layernorm_backward), summed in row_sum's order */
 static void layernorm_row_means(float *m1, float *m2, const float *restrict gr, const float *restrict xr,
                                 const float *restrict w, float mu, float rs, int64_t cols) {
-    lanes_d v1 = {0}, v2 = {0};
+    vec_d v1[LANE_VECS] = {{0}}, v2[LANE_VECS] = {{0}};
     int64_t j = 0;
-    for (; j + LANES <= cols; j += LANES) {
-        lanes_f g, x, wl;
-        LOAD_LANES(g, gr + j), LOAD_LANES(x, xr + j);
-        if (w) LOAD_LANES(wl, w + j), g = g * wl;
-        const lanes_f h = (x - mu) * rs;
-        const lanes_d gd = __builtin_convertvector(g, lanes_d);
-        v1 += gd;
-        v2 += gd * __builtin_convertvector(h, lanes_d);
-    }
-    double p1[LANES], p2[LANES];
-    memcpy(p1, &v1, sizeof p1), memcpy(p2, &v2, sizeof p2);
-    for (; j < cols; j++) {
+    for (; j + LANES <= cols; j += LANES)
+        for (int u = 0; u < LANE_VECS; u++) {
+            vec_f g, x, wl;
+            memcpy(&g, gr + j + u * VEC_LANES, sizeof g), memcpy(&x, xr + j + u * VEC_LANES, sizeof x);
+            if (w) memcpy(&wl, w + j + u * VEC_LANES, sizeof wl), g = g * wl;
+            const vec_f h = (x - mu) * rs;
+            const vec_d gd = __builtin_convertvector(g, vec_d);
+            v1[u] += gd;
+            v2[u] += gd * __builtin_convertvector(h, vec_d);
+        }
+    UNPACK_LANES(p1, v1);
+    UNPACK_LANES(p2, v2);
+    for (int l = 0; j < cols; j++, l++) {
         const float g = w ? gr[j] * w[j] : gr[j], h = (xr[j] - mu) * rs;
-        p1[j % LANES] += g;
-        p2[j % LANES] += (double)g * h;
+        p1[l] += g;
+        p2[l] += (double)g * h;
     }
-    const double s1 = ((p1[0] + p1[1]) + (p1[2] + p1[3])) + ((p1[4] + p1[5]) + (p1[6] + p1[7]));
-    const double s2 = ((p2[0] + p2[1]) + (p2[2] + p2[3])) + ((p2[4] + p2[5]) + (p2[6] + p2[7]));
-    *m1 = (float)(s1 / (double)cols), *m2 = (float)(s2 / (double)cols);
+    *m1 = (float)(pairwise(p1) / (double)cols), *m2 = (float)(pairwise(p2) / (double)cols);
 }
 
 /* dw += dy h, db += dy over the rows, split by column blocks, each column summed in row order */
