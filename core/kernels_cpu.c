@@ -716,19 +716,15 @@ static void add_onto(float *restrict d, const float *restrict g, bool add, int64
         for (int64_t j = 0; j < n; j++) d[j] = 0.0f + g[j];
 }
 
-/* d = (add ? d : 0) + the dropout of g, the masks drawn again at base, base + 1, ... (a dropped element: d
- * as it was, or 0) */
-static void dropout_onto(float *restrict d, const float *restrict g, bool add, int64_t n, float p, uint64_t seed,
+/* d = (add ? d : 0) + the dropout of ds, the masks drawn again at base, base + 1, ... (a dropped element: d
+ * as it was, or 0). Onto 0 this is dropout's forward: ds is never -0 and is scaled up, so 0 + its product
+ * is the product. */
+static void dropout_onto(float *restrict d, const float *restrict ds, bool add, int64_t n, float p, uint64_t seed,
                          uint64_t base) {
-    if (add) {
-        dropout_accumulate_block(d, g, n, p, seed, base);
-        return;
-    }
-    const float keep_scale = 1.0f / (1.0f - p);
-    const uint64_t key = pft_rng_key(seed), thr = pft_rng_drop_threshold(p);
-    uint64_t c = base * PFT_RNG_STEP;
-    for (int64_t e = 0; e < n; e++, c += PFT_RNG_STEP)
-        d[e] = (pft_rng_u64_keyed(key, c) >> 40) < thr ? 0.0f : 0.0f + g[e] * keep_scale;
+    if (add)
+        dropout_accumulate_block(d, ds, n, p, seed, base);
+    else
+        dropout_block(d, ds, n, p, seed, base);
 }
 
 #define DS_PIECE 256 /* columns of ds on the stack at a time */
