@@ -25,19 +25,34 @@ typedef enum pft_binary_op { PFT_BINARY_ADD, PFT_BINARY_SUB, PFT_BINARY_MUL } pf
 
 /* The sequences of one attention call (ops_attention.c): q, k, v and out are `rows` rows of C floats, head
  * h in columns [h D, (h+1) D) with D = C / H; sequence b (of n) has len[b] rows from row start[b], and its
- * head h's probabilities [len[b], len[b]] start at poff[b H + h] in P (`total` floats in all). Dense
- * [B, T, C] input is n = B sequences of T at b T; packed input has its sequences back to back. */
+ * head h's probabilities [len[b], len[b]] start at poff[b H + h] in P (`total` floats in all), their
+ * dropout draws at counter + coff[b H + h] (the same offsets as poff, but below). Dense [B, T, C] input is
+ * n = B sequences of T at b T; packed input has its sequences back to back.
+ * first_query: each sequence's first token is its only query (a sequence head reads nothing else of the
+ * last layer). q, out, and their gradients then hold one row per sequence, row b (`rows` is n); k and v
+ * are as above; block (b, h)'s probabilities are [1, len[b]] at poff[b H + h], and its
+ * draws those of the whole block's first row: coff is where every query's blocks would start, so the
+ * masks, and the counter the call advances by, are those of attention over every query. */
 typedef struct pft_attention_layout {
     int64_t n, H, C, rows;
     int64_t maxlen, total; /* the longest len, the floats of P */
-    const int64_t *start, *len, *poff;
+    const int64_t *start, *len, *poff, *coff;
+    bool first_query;
 } pft_attention_layout;
 
-/* True when the sequences cover every row (their lengths add up to rows; they never overlap): then an
- * output written block by block is written whole */
+/* query rows of sequence b's blocks, and the row of q and out where they start */
+static inline int64_t pft_attention_queries(const pft_attention_layout *L, int64_t b) {
+    return L->first_query ? (L->len[b] > 0) : L->len[b];
+}
+static inline int64_t pft_attention_query_row(const pft_attention_layout *L, int64_t b) {
+    return L->first_query ? b : L->start[b];
+}
+
+/* True when the sequences' queries cover every row of out (their counts add up to rows; they never
+ * overlap): then an output written block by block is written whole */
 static inline bool pft_attention_rows_covered(const pft_attention_layout *L) {
     int64_t covered = 0;
-    for (int64_t b = 0; b < L->n; b++) covered += L->len[b] > 0 ? L->len[b] : 0;
+    for (int64_t b = 0; b < L->n; b++) covered += L->len[b] > 0 ? pft_attention_queries(L, b) : 0;
     return covered == L->rows;
 }
 

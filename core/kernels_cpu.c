@@ -882,7 +882,7 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
                                         const float *mask, float scale, float p, uint64_t seed, uint64_t counter,
                                         const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
-    const int64_t *start = L->start, *len = L->len, *poff = L->poff;
+    const int64_t *start = L->start, *len = L->len, *poff = L->poff, *coff = L->coff;
     const bool drop = p > 0;
     const int nt = att_threads(ctx, n * H, L->total);
     float *scratch = drop ? malloc(sizeof(float) * (size_t)(maxlen * maxlen) * (size_t)nt + sizeof(float)) : NULL;
@@ -895,12 +895,12 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
         float *mine = drop ? scratch + (size_t)thread_id() * (size_t)(maxlen * maxlen) : NULL;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < n * H; bh++) {
-            const int64_t b = bh / H, h = bh % H, T = len[b];
+            const int64_t b = bh / H, h = bh % H, T = len[b], QT = pft_attention_queries(L, b);
             if (T == 0) continue;
-            const int64_t blk = start[b] * C + h * D;
+            const int64_t blk = start[b] * C + h * D, qblk = pft_attention_query_row(L, b) * C + h * D;
             float *S = P + poff[bh];
-            pft_cpu_gemm(ctx, false, true, T, T, D, scale, q + blk, C, 0, k + blk, C, 0, 0.0f, S, T, 0, 1);
-            for (int64_t r = 0; r < T; r++) {
+            pft_cpu_gemm(ctx, false, true, QT, T, D, scale, q + qblk, C, 0, k + blk, C, 0, 0.0f, S, T, 0, 1);
+            for (int64_t r = 0; r < QT; r++) {
                 float *row = S + r * T, mx = -INFINITY;
                 if (mask)
 #pragma omp simd
@@ -919,10 +919,10 @@ static pft_status cpu_attention_forward(pft_ctx *ctx, float *out, float *P, cons
             }
             const float *Pv = S;
             if (drop) {
-                dropout_block(mine, S, T * T, p, seed, counter + (uint64_t)poff[bh]);
+                dropout_block(mine, S, QT * T, p, seed, counter + (uint64_t)coff[bh]);
                 Pv = mine;
             }
-            pft_cpu_gemm(ctx, false, false, T, D, T, 1.0f, Pv, T, 0, v + blk, C, 0, 0.0f, out + blk, C, 0, 1);
+            pft_cpu_gemm(ctx, false, false, QT, D, T, 1.0f, Pv, T, 0, v + blk, C, 0, 0.0f, out + qblk, C, 0, 1);
         }
     }
     free(scratch);
@@ -933,7 +933,7 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
                                          const float *dO, const float *q, const float *k, const float *v, float scale, float p,
                                          uint64_t seed, uint64_t counter, const pft_attention_layout *L) {
     const int64_t H = L->H, C = L->C, D = C / H, n = L->n, maxlen = L->maxlen;
-    const int64_t *start = L->start, *len = L->len, *poff = L->poff;
+    const int64_t *start = L->start, *len = L->len, *poff = L->poff, *coff = L->coff;
     const bool drop = p > 0;
     const float bq = beta ? beta[0] : 1.0f, bk = beta ? beta[1] : 1.0f, bv = beta ? beta[2] : 1.0f;
     const int nt = att_threads(ctx, n * H, L->total);
@@ -945,28 +945,28 @@ static pft_status cpu_attention_backward(pft_ctx *ctx, float *dq, float *dk, flo
         float *dP = scratch + (size_t)thread_id() * (size_t)(maxlen * maxlen * 2), *Pd = dP + maxlen * maxlen;
 #pragma omp for schedule(dynamic, 1)
         for (int64_t bh = 0; bh < n * H; bh++) {
-            const int64_t b = bh / H, h = bh % H, T = len[b];
+            const int64_t b = bh / H, h = bh % H, T = len[b], QT = pft_attention_queries(L, b);
             if (T == 0) continue;
-            const int64_t blk = start[b] * C + h * D;
+            const int64_t blk = start[b] * C + h * D, qblk = pft_attention_query_row(L, b) * C + h * D;
             const float *Pbh = P + poff[bh];
-            const uint64_t cbase = counter + (uint64_t)poff[bh];
+            const uint64_t cbase = counter + (uint64_t)coff[bh];
             /* the forward's dropped P, its mask drawn once here for both dV and dP */
-            if (drop) dropout_block(Pd, Pbh, T * T, p, seed, cbase);
-            if (dv) pft_cpu_gemm(ctx, true, false, T, D, T, 1.0f, drop ? Pd : Pbh, T, 0, dO + blk, C, 0, bv, dv + blk, C, 0, 1);
+            if (drop) dropout_block(Pd, Pbh, QT * T, p, seed, cbase);
+            if (dv) pft_cpu_gemm(ctx, true, false, T, D, QT, 1.0f, drop ? Pd : Pbh, T, 0, dO + qblk, C, 0, bv, dv + blk, C, 0, 1);
             if (!dq && !dk) continue; /* (a `continue` of the omp for: goes to the next block) */
-            pft_cpu_gemm(ctx, false, true, T, T, D, 1.0f, dO + blk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
+            pft_cpu_gemm(ctx, false, true, QT, T, D, 1.0f, dO + qblk, C, 0, v + blk, C, 0, 0.0f, dP, T, 0, 1);
             /* dropout's backward with the mask read off Pd: an element of P that was kept is nonzero there
              * (P > 0, scaled up); where P is 0 the mask does not matter, dS below is P * (...) = 0 */
-            if (drop) mask_like(dP, Pd, T * T, 1.0f / (1.0f - p));
-            for (int64_t r = 0; r < T; r++) { /* dS = P * (dP - <dP, P>) row by row, in place in dP */
+            if (drop) mask_like(dP, Pd, QT * T, 1.0f / (1.0f - p));
+            for (int64_t r = 0; r < QT; r++) { /* dS = P * (dP - <dP, P>) row by row, in place in dP */
                 float *g = dP + r * T;
                 const float *pr = Pbh + r * T;
                 const float dot = (float)row_dot(g, pr, T);
 #pragma omp simd
                 for (int64_t c = 0; c < T; c++) g[c] = pr[c] * (g[c] - dot);
             }
-            if (dq) pft_cpu_gemm(ctx, false, false, T, D, T, scale, dP, T, 0, k + blk, C, 0, bq, dq + blk, C, 0, 1);
-            if (dk) pft_cpu_gemm(ctx, true, false, T, D, T, scale, dP, T, 0, q + blk, C, 0, bk, dk + blk, C, 0, 1);
+            if (dq) pft_cpu_gemm(ctx, false, false, QT, D, T, scale, dP, T, 0, k + blk, C, 0, bq, dq + qblk, C, 0, 1);
+            if (dk) pft_cpu_gemm(ctx, true, false, T, D, QT, scale, dP, T, 0, q + qblk, C, 0, bk, dk + blk, C, 0, 1);
         }
     }
     free(scratch);

@@ -507,17 +507,21 @@ typedef struct layout {
     const int64_t *lens; /* packed: NULL when dense */
 } layout;
 
-/* Self-attention over the layer's input x: the context vectors, x's shape */
-static pft_tensor *layer_attention(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay, bool train) {
+/* Self-attention over the layer's input x: the context vectors, x's shape; or, given x's [CLS] rows x_first
+ * ([B, C]), theirs only, [B, C]: queries for those rows alone, keys and values for every row */
+static pft_tensor *layer_attention(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, pft_tensor *x_first,
+                                   const layout *lay, bool train) {
     const pft_bert_config *c = &m->cfg;
     const int64_t D = c->hidden_size / c->num_heads;
-    const float scale = 1.0f / sqrtf((float)D);
-    pft_tensor *q = project(m, L, PFT_LORA_QUERY, x, L->q_w, L->q_b, train);
+    const float scale = 1.0f / sqrtf((float)D), p = c->attention_dropout;
+    pft_tensor *q = project(m, L, PFT_LORA_QUERY, x_first ? x_first : x, L->q_w, L->q_b, train);
     pft_tensor *k = q ? project(m, L, PFT_LORA_KEY, x, L->k_w, L->k_b, train) : NULL;
     pft_tensor *v = k ? project(m, L, PFT_LORA_VALUE, x, L->v_w, L->v_b, train) : NULL;
-    pft_tensor *att = !v ? NULL
-                      : lay->lens ? pft_attention_packed(q, k, v, lay->B, lay->lens, c->num_heads, scale, c->attention_dropout, train)
-                                  : pft_attention(q, k, v, lay->mask, c->num_heads, scale, c->attention_dropout, train);
+    const int64_t H = c->num_heads;
+    pft_tensor *att = !v        ? NULL
+                      : x_first ? pft_attention_first(q, k, v, lay->lens ? NULL : lay->mask, lay->lens, lay->B, H, scale, p, train)
+                      : lay->lens ? pft_attention_packed(q, k, v, lay->B, lay->lens, H, scale, p, train)
+                                  : pft_attention(q, k, v, lay->mask, H, scale, p, train);
     pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v);
     return att;
 }
@@ -563,16 +567,10 @@ static pft_tensor *first_tokens(const layout *lay, pft_tensor *x, int64_t C) {
 /* x -> the layer's output, x's shape; first_only: only its [CLS] rows, [B, C] (nn.h, hidden_states) */
 static pft_tensor *encoder_layer(pft_bert *m, const pft_bert_layer *L, pft_tensor *x, const layout *lay, bool first_only) {
     const bool train = m->training && L->training;
-    pft_tensor *att = layer_attention(m, L, x, lay, train);
-    if (!att || !first_only) {
-        pft_tensor *y = att ? layer_rows(m, L, att, x, train) : NULL;
-        pft_tensor_release(att);
-        return y;
-    }
-    pft_tensor *att1 = first_tokens(lay, att, m->cfg.hidden_size);
-    pft_tensor *x1 = att1 ? first_tokens(lay, x, m->cfg.hidden_size) : NULL;
-    pft_tensor *y = x1 ? layer_rows(m, L, att1, x1, train) : NULL;
-    pft_tensor_release(att), pft_tensor_release(att1), pft_tensor_release(x1);
+    pft_tensor *x1 = first_only ? first_tokens(lay, x, m->cfg.hidden_size) : NULL;
+    pft_tensor *att = !first_only || x1 ? layer_attention(m, L, x, x1, lay, train) : NULL;
+    pft_tensor *y = att ? layer_rows(m, L, att, first_only ? x1 : x, train) : NULL;
+    pft_tensor_release(att), pft_tensor_release(x1);
     return y;
 }
 

@@ -73,10 +73,11 @@ typedef struct pft_bert {
      * Real positions match transformers, which computes values at padded positions that nothing uses. */
     bool pack_padding;
     /* The forward returns the last hidden state (default). false, with a sequence head: out->hidden is
-     * NULL, and past its attention the last layer runs only the [CLS] rows the pooler reads (the output
-     * projection, residuals, LayerNorms and FFN: 3/4 of the layer's work, for B rows instead of N). The
-     * logits are the same; in training the last layer's hidden dropout draws masks for B rows, not N.
-     * Ignored by other heads and by forwards with taps. */
+     * NULL, and the last layer runs only what the pooler's [CLS] rows need: their queries and attention
+     * (pft_attention_first, keys and values of every token), then the output projection, residuals,
+     * LayerNorms and FFN for B rows instead of N (the layer's work but its keys' and values'). The logits
+     * are the same; in training the last layer's hidden dropout (and a LoRA adapter's on its query) draws
+     * masks for B rows, not N. Ignored by other heads and by forwards with taps. */
     bool hidden_states;
     pft_tensor *word_emb, *pos_emb, *type_emb, *emb_ln_w, *emb_ln_b;
     pft_bert_layer *layers;

@@ -87,6 +87,12 @@ pft_tensor *pft_attention(pft_tensor *q, pft_tensor *k, pft_tensor *v, const flo
  * rows (padding removed, so no mask and no work on padding). */
 pft_tensor *pft_attention_packed(pft_tensor *q, pft_tensor *k, pft_tensor *v, int64_t n, const int64_t *lens, int64_t heads,
                                  float scale, float dropout, bool train);
+/* The same with each sequence's first token as its only query (what a sequence head reads of the last
+ * layer): q [n, C] holds that token's query per sequence, out is [n, C]; k and v are [B, T, C] (lens NULL:
+ * n = B, mask as above) or packed [N, C] (n sequences of lens, mask NULL). The probabilities, their dropout masks and
+ * the counter's advance are those of the first row of pft_attention's / pft_attention_packed's blocks. */
+pft_tensor *pft_attention_first(pft_tensor *q, pft_tensor *k, pft_tensor *v, const float *mask, const int64_t *lens,
+                                int64_t n, int64_t heads, float scale, float dropout, bool train);
 
 /* --- lookups and losses -------------------------------------------------------------------------- */
 /* weight [V, C], ids [ndim..] -> [ids..., C]; backward scatter-adds into the rows of dweight. Ids out of

@@ -111,27 +111,38 @@ static void test_strided_accumulate(void) {
 #define MAXSEQ 8
 
 typedef struct layout {
-    int64_t start[MAXSEQ], len[MAXSEQ], poff[MAXSEQ * 8];
+    int64_t start[MAXSEQ], len[MAXSEQ], poff[MAXSEQ * 8], coff[MAXSEQ * 8];
+    int64_t kv_rows; /* rows of k and v (q and out: L.rows) */
     pft_attention_layout L;
 } layout;
 
-/* n sequences of lens back to back, rows >= their sum (the rest in no sequence) */
-static void layout_init(layout *l, int64_t n, const int64_t *lens, int64_t H, int64_t C, int64_t rows) {
-    int64_t row = 0, total = 0, maxlen = 0;
+/* n sequences of lens back to back in kv_rows >= their sum (the rest in no sequence); first: each one's
+ * first token its only query, q and out one row per sequence (n rows), else q and out as k and v */
+static void layout_init(layout *l, int64_t n, const int64_t *lens, int64_t H, int64_t C, int64_t kv_rows, bool first) {
+    int64_t row = 0, total = 0, drawn = 0, maxlen = 0;
     for (int64_t b = 0; b < n; b++) {
         l->start[b] = row, l->len[b] = lens[b], row += lens[b];
         if (lens[b] > maxlen) maxlen = lens[b];
-        for (int64_t h = 0; h < H; h++) l->poff[b * H + h] = total, total += lens[b] * lens[b];
+        for (int64_t h = 0; h < H; h++) {
+            l->poff[b * H + h] = total, total += (first ? (lens[b] > 0) : lens[b]) * lens[b];
+            l->coff[b * H + h] = drawn, drawn += lens[b] * lens[b];
+        }
     }
-    l->L = (pft_attention_layout){.n = n, .H = H, .C = C, .rows = rows, .maxlen = maxlen, .total = total,
-                                  .start = l->start, .len = l->len, .poff = l->poff};
+    l->kv_rows = kv_rows;
+    l->L = (pft_attention_layout){.n = n, .H = H, .C = C, .rows = first ? n : kv_rows, .maxlen = maxlen, .total = total,
+                                  .start = l->start, .len = l->len, .poff = l->poff, .coff = l->coff, .first_query = first};
 }
 
-/* the kept-scale of element e of block bh under dropout p (1 when p is 0) */
+/* the kept-scale of element e of block bh under dropout p (1 when p is 0): e of the block's draws, those of
+ * every query (coff) */
 static double keep(float p, uint64_t rseed, uint64_t counter, const layout *l, int64_t bh, int64_t e) {
     if (p == 0) return 1.0;
-    return pft_rng_uniform_f(rseed, counter + (uint64_t)l->poff[bh] + (uint64_t)e) < p ? 0.0 : 1.0 / (1.0 - p);
+    return pft_rng_uniform_f(rseed, counter + (uint64_t)l->coff[bh] + (uint64_t)e) < p ? 0.0 : 1.0 / (1.0 - p);
 }
+
+/* queries of sequence b, and the row of q (out, dq, dO) of its query r */
+static int64_t queries(const layout *l, int64_t b) { return l->L.first_query ? (l->len[b] > 0) : l->len[b]; }
+static int64_t qrow(const layout *l, int64_t b, int64_t r) { return l->L.first_query ? b : l->start[b] + r; }
 
 /* forward in double: P (before dropout) and out; rows in no sequence are 0 */
 static void attention_ref(const layout *l, const float *q, const float *k, const float *v, const float *mask,
@@ -143,11 +154,11 @@ static void attention_ref(const layout *l, const float *q, const float *k, const
         for (int64_t h = 0; h < H; h++) {
             const int64_t T = l->len[b], bh = b * H + h, s0 = l->start[b];
             double *Pb = P + l->poff[bh];
-            for (int64_t r = 0; r < T; r++) {
+            for (int64_t r = 0; r < queries(l, b); r++) {
                 double mx = -INFINITY, sum = 0;
                 for (int64_t c = 0; c < T; c++) {
                     double s = 0;
-                    for (int64_t d = 0; d < D; d++) s += (double)q[(s0 + r) * C + h * D + d] * k[(s0 + c) * C + h * D + d];
+                    for (int64_t d = 0; d < D; d++) s += (double)q[qrow(l, b, r) * C + h * D + d] * k[(s0 + c) * C + h * D + d];
                     s = scale * s + (mask ? mask[b * T + c] : 0.0);
                     Pb[r * T + c] = s;
                     if (s > mx) mx = s;
@@ -158,7 +169,7 @@ static void attention_ref(const layout *l, const float *q, const float *k, const
                     double o = 0;
                     for (int64_t c = 0; c < T; c++)
                         o += Pb[r * T + c] * keep(p, rseed, counter, l, bh, r * T + c) * v[(s0 + c) * C + h * D + d];
-                    out[(s0 + r) * C + h * D + d] = o;
+                    out[qrow(l, b, r) * C + h * D + d] = o;
                 }
             }
         }
@@ -173,37 +184,41 @@ static void attention_backward_ref(const layout *l, const double *P, const float
     double *dS = malloc(sizeof(double) * (size_t)(L->maxlen * L->maxlen + 1));
     for (int64_t b = 0; b < L->n; b++)
         for (int64_t h = 0; h < H; h++) {
-            const int64_t T = l->len[b], bh = b * H + h, s0 = l->start[b];
+            const int64_t T = l->len[b], QT = queries(l, b), bh = b * H + h, s0 = l->start[b];
             const double *Pb = P + l->poff[bh];
-#define AT(buf, row, d) (buf)[(s0 + (row)) * C + h * D + (d)]
+#define KV(buf, row, d) (buf)[(s0 + (row)) * C + h * D + (d)]
+#define Q(buf, r, d) (buf)[qrow(l, b, r) * C + h * D + (d)]
             if (dv)
                 for (int64_t c = 0; c < T; c++)
                     for (int64_t d = 0; d < D; d++) {
                         double s = 0;
-                        for (int64_t r = 0; r < T; r++) s += Pb[r * T + c] * keep(p, rseed, counter, l, bh, r * T + c) * AT(dO, r, d);
-                        AT(dv, c, d) += s;
+                        for (int64_t r = 0; r < QT; r++) s += Pb[r * T + c] * keep(p, rseed, counter, l, bh, r * T + c) * Q(dO, r, d);
+                        KV(dv, c, d) += s;
                     }
-            for (int64_t r = 0; r < T; r++) {
+            for (int64_t r = 0; r < QT; r++) {
                 double dot = 0;
                 for (int64_t c = 0; c < T; c++) {
                     double g = 0;
-                    for (int64_t d = 0; d < D; d++) g += (double)AT(dO, r, d) * AT(v, c, d);
+                    for (int64_t d = 0; d < D; d++) g += (double)Q(dO, r, d) * KV(v, c, d);
                     dS[r * T + c] = g * keep(p, rseed, counter, l, bh, r * T + c);
                     dot += dS[r * T + c] * Pb[r * T + c];
                 }
                 for (int64_t c = 0; c < T; c++) dS[r * T + c] = Pb[r * T + c] * (dS[r * T + c] - dot);
             }
-            for (int64_t r = 0; r < T; r++)
-                for (int64_t d = 0; d < D; d++) {
-                    double sq = 0, sk = 0;
-                    for (int64_t c = 0; c < T; c++) {
-                        sq += dS[r * T + c] * AT(k, c, d);
-                        sk += dS[c * T + r] * AT(q, c, d);
-                    }
-                    if (dq) AT(dq, r, d) += scale * sq;
-                    if (dk) AT(dk, r, d) += scale * sk;
+            for (int64_t d = 0; d < D; d++) {
+                for (int64_t r = 0; r < QT && dq; r++) {
+                    double sq = 0;
+                    for (int64_t c = 0; c < T; c++) sq += dS[r * T + c] * KV(k, c, d);
+                    Q(dq, r, d) += scale * sq;
                 }
-#undef AT
+                for (int64_t c = 0; c < T && dk; c++) {
+                    double sk = 0;
+                    for (int64_t r = 0; r < QT; r++) sk += dS[r * T + c] * Q(q, r, d);
+                    KV(dk, c, d) += scale * sk;
+                }
+            }
+#undef KV
+#undef Q
         }
     free(dS);
 }
@@ -213,10 +228,10 @@ static void check_attention(const char *what, const layout *l, bool with_mask, f
     pft_ctx *ctx = pft_ctx_new(1, seed);
     const pft_backend *be = &pft_backend_cpu;
     const pft_attention_layout *L = &l->L;
-    const int64_t C = L->C, N = L->rows * C, nseq = L->n;
+    const int64_t C = L->C, NQ = L->rows * C, NK = l->kv_rows * C, nseq = L->n;
     const float scale = 0.5f;
     const uint64_t rseed = seed + 17, counter = 1000;
-    float *q = rand_buf(N, -1, 1), *k = rand_buf(N, -1, 1), *v = rand_buf(N, -1, 1), *dO = rand_buf(N, -1, 1);
+    float *q = rand_buf(NQ, -1, 1), *k = rand_buf(NK, -1, 1), *v = rand_buf(NK, -1, 1), *dO = rand_buf(NQ, -1, 1);
     float *mask = NULL;
     if (with_mask) { /* dense: sequence b attends to its first T - 2b keys (at least 1); the rest is padding */
         const int64_t T = l->len[0];
@@ -227,23 +242,24 @@ static void check_attention(const char *what, const layout *l, bool with_mask, f
                 mask[b * T + c] = c < valid ? 0.0f : -3.4028234663852886e38f; /* finfo(float32).min, as BERT */
             }
     }
-    float *out = malloc(sizeof(float) * (size_t)(N + 1)), *P = malloc(sizeof(float) * (size_t)(L->total + 1));
-    for (int64_t i = 0; i < N; i++) out[i] = NAN; /* rows in no sequence must be written too */
-    double *Pr = malloc(sizeof(double) * (size_t)(L->total + 1)), *outr = malloc(sizeof(double) * (size_t)(N + 1));
+    float *out = malloc(sizeof(float) * (size_t)(NQ + 1)), *P = malloc(sizeof(float) * (size_t)(L->total + 1));
+    for (int64_t i = 0; i < NQ; i++) out[i] = NAN; /* rows in no sequence must be written too */
+    double *Pr = malloc(sizeof(double) * (size_t)(L->total + 1)), *outr = malloc(sizeof(double) * (size_t)(NQ + 1));
     pft_status st = be->attention_forward(ctx, out, P, q, k, v, mask, scale, p, rseed, counter, L);
     attention_ref(l, q, k, v, mask, scale, p, rseed, counter, Pr, outr);
-    const double eP = max_err(P, Pr, L->total), eo = max_err(out, outr, N);
+    const double eP = max_err(P, Pr, L->total), eo = max_err(out, outr, NQ);
     CHECK(st == PFT_OK && eP < 5e-7 && eo < 1e-6, "attention_forward %s, p %g: status %d, P max |err| %g, out %g", what,
           p, st, eP, eo);
     /* backward: the gradients start random (the kernel accumulates); the unwanted ones are NULL */
     float *g[3];
     double *gr[3];
     for (int j = 0; j < 3; j++) {
-        g[j] = grads >> j & 1 ? rand_buf(N, -1, 1) : NULL;
+        const int64_t n = j == 0 ? NQ : NK;
+        g[j] = grads >> j & 1 ? rand_buf(n, -1, 1) : NULL;
         gr[j] = NULL;
         if (g[j]) {
-            gr[j] = malloc(sizeof(double) * (size_t)(N + 1));
-            for (int64_t i = 0; i < N; i++) gr[j][i] = g[j][i];
+            gr[j] = malloc(sizeof(double) * (size_t)(n + 1));
+            for (int64_t i = 0; i < n; i++) gr[j][i] = g[j][i];
         }
     }
     st = be->attention_backward(ctx, g[0], g[1], g[2], NULL, P, dO, q, k, v, scale, p, rseed, counter, L);
@@ -251,7 +267,7 @@ static void check_attention(const char *what, const layout *l, bool with_mask, f
     static const char *names[3] = {"dq", "dk", "dv"};
     for (int j = 0; j < 3; j++) {
         if (!g[j]) continue;
-        const double e = max_err(g[j], gr[j], N);
+        const double e = max_err(g[j], gr[j], j == 0 ? NQ : NK);
         CHECK(st == PFT_OK && e < 1e-6, "attention_backward %s, p %g: %s max |err| %g", what, p, names[j], e);
         free(g[j]), free(gr[j]);
     }
@@ -261,24 +277,29 @@ static void check_attention(const char *what, const layout *l, bool with_mask, f
 
 static void test_attention_reference(void) {
     layout l;
-    /* dense [3, 7, 8], 2 heads: masked keys (sequences see 7, 5 and 3 keys), every row computed (padding
-     * rows too) */
-    layout_init(&l, 3, (int64_t[]){7, 7, 7}, 2, 8, 21);
-    for (int drop = 0; drop <= 1; drop++) check_attention("dense masked", &l, true, drop ? 0.25f : 0.0f, 7);
-    check_attention("dense, no mask", &l, false, 0.0f, 7);
-    /* packed: 4 sequences, one empty, 2 rows after the last one in no sequence, 3 heads of 2 */
-    layout_init(&l, 4, (int64_t[]){5, 0, 9, 1}, 3, 6, 17);
-    for (int drop = 0; drop <= 1; drop++) check_attention("packed", &l, false, drop ? 0.4f : 0.0f, 7);
-    check_attention("packed, dq only", &l, false, 0.4f, 1);
-    check_attention("packed, dk and dv", &l, false, 0.0f, 6);
-    check_attention("packed, dv only", &l, false, 0.25f, 4);
+    for (int first = 0; first <= 1; first++) {
+        char what[64];
+        /* dense [3, 7, 8], 2 heads: masked keys (sequences see 7, 5 and 3 keys), every row computed (padding
+         * rows too) */
+        layout_init(&l, 3, (int64_t[]){7, 7, 7}, 2, 8, 21, first);
+        snprintf(what, sizeof what, "dense masked%s", first ? ", first queries" : "");
+        for (int drop = 0; drop <= 1; drop++) check_attention(what, &l, true, drop ? 0.25f : 0.0f, 7);
+        check_attention(first ? "dense, no mask, first queries" : "dense, no mask", &l, false, 0.0f, 7);
+        /* packed: 4 sequences, one empty, 2 rows after the last one in no sequence, 3 heads of 2 */
+        layout_init(&l, 4, (int64_t[]){5, 0, 9, 1}, 3, 6, 17, first);
+        snprintf(what, sizeof what, "packed%s", first ? ", first queries" : "");
+        for (int drop = 0; drop <= 1; drop++) check_attention(what, &l, false, drop ? 0.4f : 0.0f, 7);
+        check_attention(what, &l, false, 0.4f, 1); /* dq only */
+        check_attention(what, &l, false, 0.0f, 6); /* dk and dv */
+        check_attention(what, &l, false, 0.25f, 4); /* dv only */
+    }
 }
 
 /* The same bits with 1 and 2 threads: layouts big enough that the CPU kernels split their blocks. */
 static void test_attention_threads(void) {
     const pft_backend *be = &pft_backend_cpu;
     layout l;
-    layout_init(&l, 3, (int64_t[]){64, 40, 64}, 4, 32, 168);
+    layout_init(&l, 3, (int64_t[]){64, 40, 64}, 4, 32, 168, false);
     const pft_attention_layout *L = &l.L;
     const int64_t N = L->rows * L->C;
     float *q = rand_buf(N, -1, 1), *k = rand_buf(N, -1, 1), *v = rand_buf(N, -1, 1), *dO = rand_buf(N, -1, 1);

@@ -314,6 +314,59 @@ static void error_cases(pft_ctx *ctx) {
     CHECK(system(cmd) == 0, "cleanup");
 }
 
+/* The last layer's [CLS] rows only (hidden_states false: queries for those rows alone, pft_attention_first)
+ * with attention dropout the only dropout on: the loss, the counter after the forward and every gradient
+ * are those of the whole layer, padded (packed) and not. Its masks are drawn where the whole layer's
+ * first rows draw theirs. */
+static void first_rows_with_attention_dropout(void) {
+    int32_t ids[3 * 8], mask[3 * 8], labels[3] = {0, 2, 1};
+    for (int pad = 0; pad < 2; pad++) {
+        static const int lens[3] = {8, 3, 6}; /* (a dense mask read as if packed would drop keys of sequence 2) */
+        for (int i = 0; i < 3 * 8; i++) ids[i] = 1 + (i * 7) % 9, mask[i] = !pad || i % 8 < lens[i / 8];
+        pft_bert_batch in = {.B = 3, .T = 8, .input_ids = ids, .attention_mask = mask};
+        float *grads[2][64] = {{0}};
+        int64_t sizes[64] = {0};
+        float loss[2] = {0};
+        uint64_t counter[2] = {0};
+        int np = 0;
+        for (int whole = 0; whole < 2; whole++) {
+            pft_ctx *ctx = pft_ctx_new(2, 5);
+            pft_bert *m = pft_bert_load(ctx, FIX "tiny_seqcls", PFT_HEAD_SEQCLS, 3);
+            CHECK(m != NULL, "load: %s", pft_ctx_error(ctx));
+            if (!m) return pft_ctx_free(ctx);
+            m->cfg.hidden_dropout = 0.0f, m->cfg.classifier_dropout = 0.0f, m->cfg.attention_dropout = 0.3f;
+            pft_bert_set_training(m, true);
+            m->hidden_states = whole;
+            ctx->rng_counter = 77;
+            pft_bert_output out;
+            CHECK(pft_bert_forward(m, &in, &out) == PFT_OK, "forward: %s", pft_ctx_error(ctx));
+            counter[whole] = ctx->rng_counter;
+            pft_tensor *l = out.logits ? pft_bert_loss(m, out.logits, labels, NULL) : NULL;
+            CHECK(l && pft_backward(l, NULL) == PFT_OK, "backward: %s", pft_ctx_error(ctx));
+            loss[whole] = l ? pft_tensor_data(l)[0] : NAN;
+            np = pft_bert_param_count(m) < 64 ? pft_bert_param_count(m) : 64;
+            for (int i = 0; i < np; i++) { /* copies that outlive the context */
+                const pft_tensor *g = pft_bert_param(m, i)->grad;
+                sizes[i] = g ? pft_tensor_numel(g) : 0;
+                grads[whole][i] = malloc(sizeof(float) * (size_t)sizes[i] + 1);
+                if (g) pft_tensor_to_buffer(g, grads[whole][i]);
+            }
+            pft_tensor_release(l);
+            pft_bert_output_release(&out);
+            pft_bert_free(m);
+            pft_ctx_free(ctx);
+        }
+        double worst = 0;
+        for (int i = 0; i < np; i++)
+            for (int64_t j = 0; j < sizes[i]; j++) worst = fmax(worst, fabs((double)grads[0][i][j] - grads[1][i][j]));
+        CHECK(worst < 1e-6, "pad %d: gradients off the whole layer's by %g", pad, worst);
+        CHECK(counter[0] == counter[1], "pad %d: counter after the forward %llu, the whole layer's %llu", pad,
+              (unsigned long long)counter[0], (unsigned long long)counter[1]);
+        CHECK(fabsf(loss[0] - loss[1]) < 1e-6f, "pad %d: loss %.9g, the whole layer's %.9g", pad, loss[0], loss[1]);
+        for (int i = 0; i < np; i++) free(grads[0][i]), free(grads[1][i]);
+    }
+}
+
 int main(void) {
     TEST_BEGIN("bert");
     pft_ctx *ctx = pft_ctx_new(2, 1);
@@ -327,6 +380,7 @@ int main(void) {
     load_draws_as_new(minilm_dir(), PFT_HEAD_SEQCLS, 2);
     load_draws_as_new(minilm_dir(), PFT_HEAD_TOKCLS, 5);
     error_cases(ctx);
+    first_rows_with_attention_dropout();
     CHECK(ctx->stats.live_tensors == 0, "live tensors at exit: %lld", (long long)ctx->stats.live_tensors);
     pft_ctx_free(ctx);
     return TEST_END();

@@ -534,6 +534,90 @@ static double rel_diff(const pft_tensor *a, const pft_tensor *b) {
     return d / (m > 0 ? m : 1);
 }
 
+/* attention with each sequence's first token as its only query against attention over every query whose
+ * output gradient is zero but on those rows: the same output rows, gradients of q, k and v, and counter
+ * after it, with dropout on; packed (an empty sequence among them) and dense with a key mask; on 1 and 2
+ * threads. Then the shapes it refuses. */
+static void test_attention_first(void) {
+    const int64_t H = 2, C = 8, n = 4, lens[4] = {5, 1, 0, 9}, N = 15, T = 6;
+    const int32_t first[4] = {0, 5, 6, 6}; /* the packed rows of each sequence's first token (the empty one's: unused) */
+    const float p = 0.3f, scale = 0.4f;
+    for (int threads = 1; threads <= 2; threads++)
+        for (int dense = 0; dense < 2; dense++) {
+            pft_ctx *c = pft_ctx_new(threads, seed);
+            const int64_t B = dense ? 3 : n, rows = dense ? B * T : N;
+            const int64_t kv_shape[3] = {B, T, C}, *shape = dense ? kv_shape : (const int64_t[]){N, C};
+            const int nd = dense ? 3 : 2;
+            float mask[3 * 6];
+            for (int64_t i = 0; i < 3 * T; i++) mask[i] = i % T < T - i / T ? 0.0f : -3.4e38f; /* 6, 5 and 4 keys */
+            pft_tensor *q = pft_tensor_rand(c, nd, shape, -1, 1), *k = pft_tensor_rand(c, nd, shape, -1, 1);
+            pft_tensor *v = pft_tensor_rand(c, nd, shape, -1, 1), *dy1 = pft_tensor_rand(c, 2, (int64_t[]){B, C}, -1, 1);
+            q->requires_grad = k->requires_grad = v->requires_grad = true;
+            /* the whole attention, its output gradient dy1's rows at the first tokens and 0 elsewhere */
+            pft_tensor *dy = pft_tensor_zeros(c, nd, shape);
+            float *dyd = pft_tensor_data(dy), *dy1d = pft_tensor_data(dy1);
+            for (int64_t b = 0; b < B; b++)
+                if (dense || lens[b] > 0) memcpy(dyd + (dense ? b * T : first[b]) * C, dy1d + b * C, sizeof(float) * (size_t)C);
+            c->rng_counter = 500;
+            pft_tensor *full = dense ? pft_attention(q, k, v, mask, H, scale, p, true)
+                                     : pft_attention_packed(q, k, v, n, lens, H, scale, p, true);
+            const uint64_t counter_full = c->rng_counter;
+            CHECK(full && pft_backward(full, dy) == PFT_OK, "attention (dense %d): %s", dense, pft_ctx_error(c));
+            pft_tensor *want[3] = {q->grad, k->grad, v->grad};
+            q->grad = k->grad = v->grad = NULL;
+            /* the first queries alone */
+            c->rng_counter = 500;
+            pft_tensor *q1;
+            if (dense) {
+                pft_tensor *col = pft_tensor_narrow(q, 1, 0, 1);
+                q1 = pft_tensor_reshape(col, 2, (int64_t[]){B, C});
+                pft_tensor_release(col);
+            } else
+                q1 = pft_embedding(q, first, 1, &B);
+            pft_tensor *out = pft_attention_first(q1, k, v, dense ? mask : NULL, dense ? NULL : lens, B, H, scale, p, true);
+            CHECK(out && c->rng_counter == counter_full, "attention_first (dense %d): %s; counter %llu, the whole one's %llu",
+                  dense, pft_ctx_error(c), (unsigned long long)c->rng_counter, (unsigned long long)counter_full);
+            CHECK(out && pft_backward(out, dy1) == PFT_OK, "attention_first backward (dense %d): %s", dense, pft_ctx_error(c));
+            /* the whole output's first rows (the empty sequence's row: 0) */
+            double worst = 0;
+            const float *fo = pft_tensor_data(full), *o = out ? pft_tensor_data(out) : NULL;
+            for (int64_t b = 0; o && b < B; b++)
+                for (int64_t j = 0; j < C; j++) {
+                    const float w = dense || lens[b] > 0 ? fo[(dense ? b * T : first[b]) * C + j] : 0.0f;
+                    worst = worse(worst, fabs((double)o[b * C + j] - w));
+                }
+            CHECK(o && worst < 1e-6, "attention_first (dense %d, %d threads): output rows off by %g", dense, threads, worst);
+            static const char *const names[3] = {"dq", "dk", "dv"};
+            pft_tensor *got[3] = {q->grad, k->grad, v->grad};
+            for (int i = 0; i < 3; i++) {
+                const double d = rel_diff(got[i], want[i]);
+                CHECK(d < 1e-6, "attention_first (dense %d, %d threads): %s off by %g (relative)", dense, threads, names[i], d);
+                pft_tensor_release(want[i]);
+            }
+            (void)rows;
+            pft_tensor_release(q1), pft_tensor_release(out), pft_tensor_release(full), pft_tensor_release(dy);
+            pft_tensor_release(q), pft_tensor_release(k), pft_tensor_release(v), pft_tensor_release(dy1);
+            CHECK(c->stats.live_tensors == 0, "attention_first: %lld tensors leaked", (long long)c->stats.live_tensors);
+            pft_ctx_free(c);
+        }
+    /* refused: q not one row per sequence, lengths that do not add up to k's rows, k and v unlike */
+    int64_t live = ctx->stats.live_tensors;
+    pft_tensor *kv = pft_tensor_rand(ctx, 2, (int64_t[]){N, C}, -1, 1), *q1 = pft_tensor_rand(ctx, 2, (int64_t[]){n + 1, C}, -1, 1);
+    pft_tensor *q = pft_tensor_rand(ctx, 2, (int64_t[]){n, C}, -1, 1), *v2 = pft_tensor_rand(ctx, 2, (int64_t[]){N, C + 2}, -1, 1);
+    CHECK(!pft_attention_first(q1, kv, kv, NULL, lens, n, H, scale, 0, false) && strstr(pft_ctx_error(ctx), "q [5, 8]"),
+          "attention_first: q of 5 rows for 4 sequences refused: %s", pft_ctx_error(ctx));
+    CHECK(!pft_attention_first(q, kv, kv, NULL, (const int64_t[]){5, 1, 0, 8}, n, H, scale, 0, false) &&
+              strstr(pft_ctx_error(ctx), "add up to 14 rows, k has 15"),
+          "attention_first: lengths short of k's rows refused: %s", pft_ctx_error(ctx));
+    CHECK(!pft_attention_first(q, kv, v2, NULL, lens, n, H, scale, 0, false) && strstr(pft_ctx_error(ctx), "v [15, 10]"),
+          "attention_first: v unlike k refused: %s", pft_ctx_error(ctx));
+    float mask[15] = {0};
+    CHECK(!pft_attention_first(q, kv, kv, mask, lens, n, H, scale, 0, false) && strstr(pft_ctx_error(ctx), "not packed"),
+          "attention_first: a key mask with packed input refused: %s", pft_ctx_error(ctx));
+    pft_tensor_release(kv), pft_tensor_release(q1), pft_tensor_release(q), pft_tensor_release(v2);
+    check_live("attention_first errors", live);
+}
+
 /* gemm: the CPU GEMM (pft_ctx_set_cpu_gemm): "auto" runs the fused epilogue where AVX-512 runs, "openblas"
  * the GEMM and then the bias_gelu_forward pass */
 static void test_linear_gelu(const char *gemm) {
@@ -1137,6 +1221,7 @@ int main(void) {
     test_linear_gelu("auto");
     test_linear_gelu("openblas");
     test_linear_gelu_bias_order();
+    test_attention_first();
     test_grads();
     test_errors();
     test_alloc_failures();
