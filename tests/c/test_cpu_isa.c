@@ -197,23 +197,28 @@ static void run_kernel(const pft_backend *be, pft_ctx *ctx, int k, int64_t n, ou
               "bias + gelu backward");
         break;
     }
-    case K_ATTENTION: { /* packed: 3 sequences (one empty) of H 4 heads of D 8 */
-        const int64_t H = 4, C = 32, lens[3] = {1 + n % 23, 0, 17}, N = lens[0] + lens[1] + lens[2];
-        int64_t start[3] = {0, lens[0], lens[0]}, poff[12], total = 0;
-        for (int s = 0; s < 3; s++)
-            for (int h = 0; h < H; h++) poff[s * H + h] = total, total += lens[s] * lens[s];
-        const pft_attention_layout L = {.n = 3, .H = H, .C = C, .rows = N, .maxlen = 23, .total = total,
-                                        .start = start, .len = lens, .poff = poff};
-        float *q = rand_buf(N * C, -2, 2, false), *kk = rand_buf(N * C, -2, 2, false), *v = rand_buf(N * C, -2, 2, false);
-        float *dO = rand_buf(N * C, -1, 1, false);
-        float *out = out_buf(o, N * C), *P = out_buf(o, total), *dq = out_buf(o, N * C), *dk = out_buf(o, N * C);
-        float *dv = calloc((size_t)(N * C), sizeof(float));
-        CHECK(be->attention_forward(ctx, out, P, q, kk, v, NULL, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention forward");
-        CHECK(be->attention_backward(ctx, dq, dk, dv, NULL, P, dO, q, kk, v, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention backward");
-        for (int64_t i = 0; i < N * C; i++) dk[i] += 0.5f * dv[i]; /* dv compared too, through dk */
-        free(q), free(kk), free(v), free(dO), free(dv);
+    case K_ATTENTION: /* packed: 3 sequences (one empty) of H 4 heads of D 8; every query, then the first only */
+        for (int first = 0; first < 2; first++) {
+            const int64_t H = 4, C = 32, lens[3] = {1 + n % 23, 0, 17}, N = lens[0] + lens[1] + lens[2], NQ = first ? 3 : N;
+            int64_t start[3] = {0, lens[0], lens[0]}, poff[12], coff[12], total = 0, drawn = 0;
+            for (int s = 0; s < 3; s++)
+                for (int h = 0; h < H; h++) {
+                    poff[s * H + h] = total, total += (first ? lens[s] > 0 : lens[s]) * lens[s];
+                    coff[s * H + h] = drawn, drawn += lens[s] * lens[s];
+                }
+            const pft_attention_layout L = {.n = 3, .H = H, .C = C, .rows = NQ, .maxlen = 23, .total = total, .start = start,
+                                            .len = lens, .poff = poff, .coff = coff, .first_query = first};
+            float *q = rand_buf(NQ * C, -2, 2, false), *kk = rand_buf(N * C, -2, 2, false), *v = rand_buf(N * C, -2, 2, false);
+            float *dO = rand_buf(NQ * C, -1, 1, false);
+            float *out = out_buf(o, NQ * C), *P = out_buf(o, total), *dq = out_buf(o, NQ * C), *dk = out_buf(o, N * C);
+            float *dv = calloc((size_t)(N * C), sizeof(float));
+            CHECK(be->attention_forward(ctx, out, P, q, kk, v, NULL, 0.35f, 0.1f, seed, 77, &L) == PFT_OK, "attention forward");
+            CHECK(be->attention_backward(ctx, dq, dk, dv, NULL, P, dO, q, kk, v, 0.35f, 0.1f, seed, 77, &L) == PFT_OK,
+                  "attention backward");
+            for (int64_t i = 0; i < N * C; i++) dk[i] += 0.5f * dv[i]; /* dv compared too, through dk */
+            free(q), free(kk), free(v), free(dO), free(dv);
+        }
         break;
-    }
     }
     free(x), free(y), free(w), free(b);
 }
