@@ -190,10 +190,12 @@ typedef struct pft_backend {
                        float eps, float decay, float step, float inv_sqrt_bc2, int64_t n);
     /* adamw_step over p[rows][len] where only the rows r with used[r] != 0 may hold a nonzero gradient: the
      * others' gradients are not read (an embedding's: autograd.h, pft_node_input_grad_rows); the same bits.
-     * NULL: adamw_step. */
+     * zero_rows (may be NULL) marks rows whose m and v are all +0 (a vocabulary's rows no batch has used
+     * yet): unused, their update is p decay, and m and v are neither read nor written (the formula with g, m
+     * and v +0 gives those bits and leaves m and v +0). NULL: adamw_step. */
     void (*adamw_step_rows)(pft_ctx *ctx, float *p, float *m, float *v, const float *g, float gs, float b1, float b2,
                             float eps, float decay, float step, float inv_sqrt_bc2, int64_t rows, int64_t len,
-                            const uint8_t *used);
+                            const uint8_t *used, const uint8_t *zero_rows);
     /* SGD (torch.optim.SGD, dampening 0): d = g + wd p; with buf (NULL: no momentum) buf = first ? d :
      * mu buf + d, d = buf; p -= lr d */
     void (*sgd_step)(pft_ctx *ctx, float *p, float *buf, const float *g, float gs, float lr, float wd, float mu,

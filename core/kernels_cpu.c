@@ -1085,15 +1085,19 @@ static void cpu_adamw_step(pft_ctx *ctx, float *restrict p, float *restrict m, f
 }
 
 /* adamw_step where only the rows marked in used may hold a nonzero gradient: the others' gradient is +0 (a
- * zeroed buffer), taken as the product gs * +0 the full kernel would form, without reading it */
+ * zeroed buffer), taken as the product gs * +0 the full kernel would form, without reading it; of those,
+ * the rows marked in zero_rows (m and v +0) only decay: m = b1 0 + (1 - b1) 0 = +0, v likewise, and
+ * p decay - step 0 / eps is p decay, bit for bit */
 static void cpu_adamw_step_rows(pft_ctx *ctx, float *restrict p, float *restrict m, float *restrict v,
                                 const float *restrict g, float gs, float b1, float b2, float eps, float decay, float step,
-                                float inv_sqrt_bc2, int64_t rows, int64_t len, const uint8_t *used) {
+                                float inv_sqrt_bc2, int64_t rows, int64_t len, const uint8_t *used, const uint8_t *zero_rows) {
     const float g0 = gs * 0.0f;
     PAR_CHUNKS(ctx, rows * len, for (int64_t i = lo; i < hi;) {
         const int64_t r = i / len, end = (r + 1) * len < hi ? (r + 1) * len : hi;
         if (used[r])
             for (; i < end; i++) adamw_element(p + i, m + i, v + i, gs * g[i], b1, b2, eps, decay, step, inv_sqrt_bc2);
+        else if (zero_rows && zero_rows[r])
+            for (; i < end; i++) p[i] *= decay;
         else
             for (; i < end; i++) adamw_element(p + i, m + i, v + i, g0, b1, b2, eps, decay, step, inv_sqrt_bc2);
     });

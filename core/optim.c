@@ -15,6 +15,8 @@ typedef struct param_slot {
     int group;
     int64_t step;      /* updates applied to this parameter (AdamW bias correction) */
     float *m, *v;      /* AdamW moments, or SGD's momentum buffer in m; NULL until the first update */
+    uint8_t *zero_rows; /* AdamW, a parameter whose gradient comes with its rows: rows whose m and v are all +0 */
+    bool zero_rows_stale; /* ... to be found again (a step or an import may have changed any row) */
 } param_slot;
 
 struct pft_optim {
@@ -44,6 +46,7 @@ void pft_optim_free(pft_optim *opt) {
         pft_tensor_release(opt->params[i].param);
         free(opt->params[i].m);
         free(opt->params[i].v);
+        free(opt->params[i].zero_rows);
     }
     free(opt->params);
     free(opt->groups);
@@ -122,22 +125,47 @@ static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
                           p->name ? p->name : "(unnamed)");
 }
 
+/* The rows of s's state whose m and v are all +0 bits (the rows kernel's zero_rows): found by a scan where
+ * not known (the first step, or after a step or an import that may have changed any row), then kept by
+ * clearing the rows each step gives a gradient. NULL: no memory for the marks (the kernel does without). */
+static const uint8_t *zero_rows_of(param_slot *s, int64_t rows, int64_t len) {
+    if (!s->zero_rows) {
+        if (!(s->zero_rows = malloc((size_t)rows))) return NULL;
+        s->zero_rows_stale = true;
+    }
+    if (s->zero_rows_stale) {
+        const uint32_t *m = (const uint32_t *)(const void *)s->m, *v = (const uint32_t *)(const void *)s->v;
+        for (int64_t r = 0; r < rows; r++) {
+            uint32_t any = 0;
+            for (int64_t j = r * len; j < (r + 1) * len; j++) any |= m[j] | v[j];
+            s->zero_rows[r] = any == 0;
+        }
+        s->zero_rows_stale = false;
+    }
+    return s->zero_rows;
+}
+
 /* The step's scalars here, in double as torch does; the per-element update is the backend's. */
-static void adamw_update(pft_ctx *ctx, const pft_backend *be, pft_tensor *param, float gs, float *m, float *v,
-                         const pft_optim_group *G, int64_t t) {
+static void adamw_update(pft_ctx *ctx, const pft_backend *be, param_slot *s, float gs, const pft_optim_group *G) {
+    pft_tensor *param = s->param;
     float *p = pft_tensor_data(param);
     const float *g = pft_tensor_data(param->grad);
-    const int64_t n = pft_tensor_numel(param);
+    const int64_t n = pft_tensor_numel(param), t = s->step;
     const float b1 = (float)G->beta1, b2 = (float)G->beta2, eps = (float)G->eps;
     const float decay = (float)(1.0 - G->lr * G->weight_decay);
     const double bc1 = 1.0 - pow(G->beta1, (double)t), bc2 = 1.0 - pow(G->beta2, (double)t);
     const float step = (float)(G->lr / bc1), inv_sqrt_bc2 = (float)(1.0 / sqrt(bc2));
-    const uint8_t *rows = pft_tensor_grad_rows(param); /* where known, the rows whose gradient may be nonzero */
-    if (rows && be->adamw_step_rows)
-        be->adamw_step_rows(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, param->shape[0],
-                            n / param->shape[0], rows);
-    else
-        be->adamw_step(ctx, p, m, v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
+    const uint8_t *used = pft_tensor_grad_rows(param); /* where known, the rows whose gradient may be nonzero */
+    if (used && be->adamw_step_rows) {
+        const int64_t rows = param->shape[0], len = n / rows;
+        const uint8_t *zero = zero_rows_of(s, rows, len);
+        be->adamw_step_rows(ctx, p, s->m, s->v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, rows, len, used, zero);
+        for (int64_t r = 0; zero && r < rows; r++)
+            if (used[r]) s->zero_rows[r] = 0;
+        return;
+    }
+    be->adamw_step(ctx, p, s->m, s->v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
+    s->zero_rows_stale = true; /* any row may have had a gradient */
 }
 
 static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *buf, int64_t n,
@@ -169,7 +197,7 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
                                       p->name ? p->name : "(unnamed)");
             s->step++;
             pft_tensor_mark_written(p);
-            adamw_update(opt->ctx, be, p, grad_scale, s->m, s->v, G, s->step);
+            adamw_update(opt->ctx, be, s, grad_scale, G);
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
@@ -227,6 +255,7 @@ pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step
     memcpy(s->m, m, (size_t)n * sizeof(float));
     if (adam) memcpy(s->v, v, (size_t)n * sizeof(float));
     s->step = step;
+    s->zero_rows_stale = true;
     return PFT_OK;
 }
 

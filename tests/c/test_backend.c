@@ -358,40 +358,48 @@ static void test_adamw(void) {
 
 /* adamw_step_rows: adamw_step's bits for p, m and v, the unmarked rows' (zero) gradients unread, over a
  * few steps: rows of 384 and of 37 straddle the chunks; m and v hold -0 and 0 in places (the signs of
- * zeros must come out as the full kernel's); 1 and 2 threads */
+ * zeros must come out as the full kernel's); without and with zero_rows (rows whose m and v are +0, some
+ * of them used: those update in full); 1 and 2 threads */
 static void test_adamw_rows(void) {
     const int64_t shapes[][2] = {{700, 384}, {3001, 37}};
     for (int k = 0; k < 2; k++) {
         const int64_t rows = shapes[k][0], len = shapes[k][1], n = rows * len;
         float *g = rand_buf(n, -0.5f, 0.5f), *p0 = rand_buf(n, -1, 1), *m0 = rand_buf(n, -0.1f, 0.1f),
               *v0 = rand_buf(n, 0, 0.01f);
-        uint8_t *used = calloc((size_t)rows, 1);
+        uint8_t *used = calloc((size_t)rows, 1), *zero = calloc((size_t)rows, 1);
         for (int64_t r = 0; r < rows; r++) {
             const uint64_t h = pft_rng_u64(seed + 2, (uint64_t)r) % 10;
-            used[r] = h < 2 || h == 9; /* a fifth nonzero, a tenth marked though zero */
-            if (h >= 2) memset(g + r * len, 0, sizeof(float) * (size_t)len);
-            if (h == 3) /* state never touched, or decayed to zero */
+            used[r] = h < 2 || h == 9 || (h == 4 && r % 3 == 0); /* a fifth nonzero, a tenth marked though zero */
+            if (h >= 2 && !(h == 4 && r % 3 == 0)) memset(g + r * len, 0, sizeof(float) * (size_t)len);
+            if (h == 3) /* state decayed to zero, signs mixed: not a zero row */
                 for (int64_t j = 0; j < len; j++) m0[r * len + j] = j % 2 ? -0.0f : 0.0f, v0[r * len + j] = 0.0f;
+            if (h == 4) /* state never touched: a zero row, a third of them with a gradient now */
+                memset(m0 + r * len, 0, sizeof(float) * (size_t)len), memset(v0 + r * len, 0, sizeof(float) * (size_t)len),
+                    zero[r] = 1;
         }
-        for (int t = 1; t <= 2; t++) {
-            pft_ctx *ct = pft_ctx_new(t, seed);
+        for (int t = 1; t <= 4; t++) { /* threads 1, 2; zero_rows NULL, given (marks kept by the caller, as optim.c) */
+            pft_ctx *ct = pft_ctx_new(1 + (t - 1) % 2, seed);
             float *pw = copy_buf(p0, n), *mw = copy_buf(m0, n), *vw = copy_buf(v0, n);
             float *pr = copy_buf(p0, n), *mr = copy_buf(m0, n), *vr = copy_buf(v0, n);
+            uint8_t *marks = t > 2 ? malloc((size_t)rows) : NULL;
+            if (marks) memcpy(marks, zero, (size_t)rows);
             for (int step = 1; step <= 3; step++) {
                 const float gs = step == 2 ? 0.37f : 1.0f, isb = 1.0f / sqrtf(1.0f - powf(0.999f, (float)step));
                 pft_backend_cpu.adamw_step(ct, pw, mw, vw, g, gs, 0.9f, 0.999f, 1e-8f, 0.9995f, 1e-3f * step, isb, n);
                 pft_backend_cpu.adamw_step_rows(ct, pr, mr, vr, g, gs, 0.9f, 0.999f, 1e-8f, 0.9995f, 1e-3f * step, isb,
-                                                rows, len, used);
+                                                rows, len, used, marks);
+                for (int64_t r = 0; marks && r < rows; r++) marks[r] = marks[r] && !used[r];
             }
+            free(marks);
             const size_t bytes = sizeof(float) * (size_t)n;
             CHECK(!memcmp(pw, pr, bytes) && !memcmp(mw, mr, bytes) && !memcmp(vw, vr, bytes),
-                  "adamw_step_rows [%lld x %lld], %d threads: p %s, m %s, v %s", (long long)rows, (long long)len, t,
+                  "adamw_step_rows [%lld x %lld], case %d: p %s, m %s, v %s", (long long)rows, (long long)len, t,
                   memcmp(pw, pr, bytes) ? "differs" : "same", memcmp(mw, mr, bytes) ? "differs" : "same",
                   memcmp(vw, vr, bytes) ? "differs" : "same");
             free(pw), free(mw), free(vw), free(pr), free(mr), free(vr);
             pft_ctx_free(ct);
         }
-        free(g), free(p0), free(m0), free(v0), free(used);
+        free(g), free(p0), free(m0), free(v0), free(used), free(zero);
     }
 }
 

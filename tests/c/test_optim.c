@@ -2,6 +2,8 @@
  * parameter groups, and the frozen-parameter rules (no update, no decay, no state). */
 #include "check.h"
 #include "optim.h"
+#include "ops.h"
+#include "autograd.h"
 
 /* torch.optim.AdamW, in double, for one parameter vector over `steps` steps with fixed gradients g[t] */
 static void adamw_ref(double *p, const float *const *g, int steps, int64_t n, pft_optim_group G) {
@@ -119,6 +121,59 @@ static void test_state_roundtrip(pft_ctx *ctx, pft_optim_kind kind) {
     pft_tensor_release(a), pft_tensor_release(b);
 }
 
+/* An embedding's AdamW through its gradient's rows (rows no batch has used yet only decay: zero_rows) against
+ * the same updates with the gradient dense, bit for bit, over steps whose ids leave most rows unused: with
+ * one step dense on the rows side too (its marks then found again), and an import of a state whose unused
+ * rows' moments are not zero (so that marks kept from before the import would be wrong). */
+static void test_embedding_rows(pft_ctx *ctx) {
+    enum { V = 40, C = 9, STEPS = 6 };
+    pft_tensor *w0 = pft_tensor_rand(ctx, 2, (int64_t[]){V, C}, -1, 1);
+    pft_tensor *wr = pft_tensor_from_data(ctx, 2, (int64_t[]){V, C}, pft_tensor_data(w0));
+    pft_tensor *wd = pft_tensor_from_data(ctx, 2, (int64_t[]){V, C}, pft_tensor_data(w0));
+    pft_tensor_set_name(wr, "emb"), pft_tensor_set_name(wd, "emb");
+    wr->requires_grad = wd->requires_grad = true;
+    pft_optim_group G = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
+    G.lr = 0.05, G.weight_decay = 0.3;
+    pft_optim *orows = pft_optim_new(ctx, PFT_OPTIM_ADAMW), *odense = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
+    pft_optim_add_group(orows, &G, 1, &wr), pft_optim_add_group(odense, &G, 1, &wd);
+    for (int t = 0; t < STEPS; t++) {
+        const int32_t ids[3] = {(int32_t)(3 * t % V), (int32_t)(7 + t), 11}; /* distinct: rows 0-19 only */
+        pft_tensor *dy = pft_tensor_rand(ctx, 2, (int64_t[]){3, C}, -1, 1);
+        for (int side = 0; side < 2; side++) {
+            pft_tensor *w = side ? wd : wr;
+            pft_optim_zero_grad(side ? odense : orows);
+            pft_tensor *y = pft_embedding(w, ids, 1, (int64_t[]){3});
+            CHECK(y && pft_backward(y, dy) == PFT_OK, "embedding backward: %s", pft_ctx_error(ctx));
+            pft_tensor_release(y);
+            if (side || t == 2) { /* + a dense gradient of zeros (w 0, summed): its rows no longer known */
+                pft_tensor *zero = pft_tensor_zeros(ctx, 2, (int64_t[]){V, C}), *wz = pft_mul(w, zero);
+                pft_tensor *sum = wz ? pft_sum_all(wz) : NULL;
+                CHECK(sum && pft_backward(sum, NULL) == PFT_OK, "dense backward: %s", pft_ctx_error(ctx));
+                pft_tensor_release(zero), pft_tensor_release(wz), pft_tensor_release(sum);
+            }
+            CHECK((pft_tensor_grad_rows(w) != NULL) == (!side && t != 2), "step %d, %s side: gradient rows %s", t,
+                  side ? "dense" : "rows", pft_tensor_grad_rows(w) ? "known" : "unknown");
+        }
+        pft_tensor_release(dy);
+        if (t == 4) { /* a state whose unused rows have moments, imported on both sides */
+            pft_optim_param_state ps;
+            CHECK(pft_optim_state_export(odense, 0, &ps), "export");
+            float *m = malloc(sizeof(float) * V * C), *v = malloc(sizeof(float) * V * C);
+            memcpy(m, ps.m, sizeof(float) * V * C), memcpy(v, ps.v, sizeof(float) * V * C);
+            for (int j = 0; j < C; j++) m[30 * C + j] = 0.01f * (float)(j + 1), v[30 * C + j] = 1e-4f;
+            CHECK(pft_optim_state_import(orows, "emb", ps.step, V * C, m, v) == PFT_OK &&
+                      pft_optim_state_import(odense, "emb", ps.step, V * C, m, v) == PFT_OK,
+                  "import: %s", pft_ctx_error(ctx));
+            free(m), free(v);
+        }
+        CHECK(pft_optim_step(orows) == PFT_OK && pft_optim_step(odense) == PFT_OK, "step: %s", pft_ctx_error(ctx));
+        CHECK(!memcmp(pft_tensor_data(wr), pft_tensor_data(wd), sizeof(float) * V * C),
+              "step %d: the embedding through its rows differs from the dense update", t);
+    }
+    pft_optim_free(orows), pft_optim_free(odense);
+    pft_tensor_release(w0), pft_tensor_release(wr), pft_tensor_release(wd);
+}
+
 /* torch.nn.utils.clip_grad_norm_ by hand: grads (3, 4) and (12): norm 13; max 6.5 -> coef 6.5 / (13 + 1e-6) */
 static void test_clip(pft_ctx *ctx) {
     pft_tensor *a = pft_tensor_zeros(ctx, 1, (int64_t[]){2}), *b = pft_tensor_zeros(ctx, 1, (int64_t[]){1});
@@ -187,6 +242,7 @@ int main(void) {
     test_state_roundtrip(ctx, PFT_OPTIM_ADAMW);
     test_state_roundtrip(ctx, PFT_OPTIM_SGD);
     test_clip(ctx);
+    test_embedding_rows(ctx);
     pft_optim_group bad = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
     bad.beta1 = 1.5;
     pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
