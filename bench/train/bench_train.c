@@ -17,7 +17,8 @@
  * PFT_BENCH_PERF_CTL=FIFO: perf record's control fifo (bench/profile): "enable" is written to it after the warm-up
  * step and "disable" after the last, so a profile holds the measured steps only, not loading and first touches.
  * Usage: bench_train MODEL_DIR DATA_TSV B T THREADS REPS full|top2|lora
- * Prints `pft steps/s: X` (median over REPS after one warm-up step). */
+ * Prints `pft steps/s: X` (median over REPS after one warm-up step), and the FLOPs of a step as pft counts
+ * them (ctx stats: its GEMMs and attention blocks, forward and backward). */
 #include "../common.h"
 #include "autograd.h"
 #include "nn.h"
@@ -127,9 +128,11 @@ int main(int argc, char **argv) {
     pft_bert_batch in = {B, batch.t, batch.ids, batch.type_ids, batch.mask};
     double *times = calloc((size_t)(reps * nprec), sizeof *times); /* [precision][rep] */
     float last_loss = 0;
+    int64_t flops = 0;
     for (int r = -nprec; r < reps * nprec; r++) { /* r < 0: a warm-up step per precision */
         const int which = (r + nprec) % nprec;
         if (nprec > 1) pft_ctx_set_precision(ctx, precisions[which]);
+        const int64_t flops0 = ctx->stats.forward_flops + ctx->stats.backward_flops;
         double t0 = bench_now();
         pft_optim_zero_grad(opt);
         pft_bert_output out;
@@ -140,6 +143,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         last_loss = pft_tensor_data(loss)[0];
+        flops = ctx->stats.forward_flops + ctx->stats.backward_flops - flops0; /* a step's (every step's: the same batch) */
         pft_tensor_release(loss);
         pft_bert_output_release(&out);
         double dt = bench_now() - t0;
@@ -154,9 +158,9 @@ int main(int argc, char **argv) {
         char turns[64] = "";
         if (nprec > 1) snprintf(turns, sizeof turns, "; precision %s, steps in turn", precisions[i]);
         printf("pft steps/s: %.3f  tokens/s %.0f  (%s: %lld of %lld parameters train; B %d, T %d, threads %d, median of %d, "
-               "last loss %.4f%s)\n",
+               "last loss %.4f, %.3f GFLOP a step%s)\n",
                1.0 / med, B * batch.t / med, config, (long long)pft_bert_numel(m, true), (long long)pft_bert_numel(m, false),
-               B, batch.t, ctx->threads, reps, last_loss, turns);
+               B, batch.t, ctx->threads, reps, last_loss, (double)flops * 1e-9, turns);
     }
     pft_optim_free(opt);
     pft_batch_free(&batch);
