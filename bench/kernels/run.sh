@@ -8,20 +8,14 @@ set -eu
 cd "$(dirname "$0")/../.."
 rev=${1:?usage: bash bench/kernels/run.sh REV [rounds=3] [threads=2] [T=4096]}
 rounds=${2:-3} threads=${3:-2} T=${4:-4096}
-tmp=$(mktemp -d)
-trap 'git worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
-git worktree add -q --detach "$tmp/old" "$rev"
-mkdir -p "$tmp/old/bench/kernels"
-cp bench/kernels/bench_kernels.c "$tmp/old/bench/kernels/" # the same timing code on both sides
-(cd "$tmp/old" && bash bench/build.sh kernels) >/dev/null
-bash bench/build.sh kernels >/dev/null
+. bench/common.sh # med, old_build
+old_build "$rev" kernels
 echo "$(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; [$T, 384]; $rounds rounds, old ($rev) and new in turn"
-med() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
 for table in avx512 avx2 baseline; do
   PFT_CPU_KERNELS=$table build/bench_kernels 1 1 16 >/dev/null 2>&1 || continue # not runnable here
   of=() ob=() nf=() nb=()
   for r in $(seq "$rounds"); do
-    line=$(PFT_CPU_KERNELS=$table "$tmp/old/build/bench_kernels" "$threads" 41 "$T")
+    line=$(PFT_CPU_KERNELS=$table "$OLD/bench_kernels" "$threads" 41 "$T")
     of+=("$(echo "$line" | sed 's/.*forward \([0-9.]*\) ms.*/\1/')"); ob+=("$(echo "$line" | sed 's/.*backward \([0-9.]*\) ms.*/\1/')")
     line=$(PFT_CPU_KERNELS=$table build/bench_kernels "$threads" 41 "$T")
     nf+=("$(echo "$line" | sed 's/.*forward \([0-9.]*\) ms.*/\1/')"); nb+=("$(echo "$line" | sed 's/.*backward \([0-9.]*\) ms.*/\1/')")

@@ -9,18 +9,12 @@ cd "$(dirname "$0")/../.."
 rev=${1:?usage: bash bench/optim/run.sh REV [rounds=3] [steps=500] [threads=2]}
 rounds=${2:-3} steps=${3:-500} threads=${4:-2}
 model=models/all-MiniLM-L6-v2 data=../shared/data/sst2/train.tsv
-tmp=$(mktemp -d)
-trap 'git worktree remove --force "$tmp/old" >/dev/null 2>&1 || true; rm -rf "$tmp"' EXIT
-git worktree add -q --detach "$tmp/old" "$rev"
-mkdir -p "$tmp/old/bench/optim"
-cp bench/optim/bench_optim.c "$tmp/old/bench/optim/" # the same timing code on both sides
-(cd "$tmp/old" && bash bench/build.sh optim) >/dev/null
-bash bench/build.sh optim >/dev/null
+. bench/common.sh # med, old_build
+old_build "$rev" optim
 echo "$(lscpu | grep 'Model name' | sed 's/  */ /g'); threads $threads; $steps steps; $rounds rounds, old ($rev) and new in turn"
-. bench/common.sh # med
 old=() new=()
 for r in $(seq "$rounds"); do
-  line=$("$tmp/old/build/bench_optim" $model $data "$steps" "$threads"); echo "old: $line"
+  line=$("$OLD/bench_optim" $model $data "$steps" "$threads"); echo "old: $line"
   old+=("$(echo "$line" | sed 's/.*mean \([0-9.]*\) ms.*/\1/')")
   line=$(build/bench_optim $model $data "$steps" "$threads"); echo "new: $line"
   new+=("$(echo "$line" | sed 's/.*mean \([0-9.]*\) ms.*/\1/')")
