@@ -40,9 +40,12 @@ typedef struct pft_attention_layout {
     bool first_query;
 } pft_attention_layout;
 
+/* query rows of a sequence of len tokens: all of them, or its first */
+static inline int64_t pft_attention_query_count(bool first_query, int64_t len) { return first_query ? (len > 0) : len; }
+
 /* query rows of sequence b's blocks, and the row of q and out where they start */
 static inline int64_t pft_attention_queries(const pft_attention_layout *L, int64_t b) {
-    return L->first_query ? (L->len[b] > 0) : L->len[b];
+    return pft_attention_query_count(L->first_query, L->len[b]);
 }
 static inline int64_t pft_attention_query_row(const pft_attention_layout *L, int64_t b) {
     return L->first_query ? b : L->start[b];

@@ -39,7 +39,7 @@ static pft_status seqs_init(pft_ctx *ctx, seqs *s, int64_t n, int64_t H, const i
         row += L;
         if (L > s->maxlen) s->maxlen = L;
         for (int64_t h = 0; h < H; h++) {
-            s->poff[b * H + h] = s->total, s->total += (first_query ? (L > 0) : L) * L;
+            s->poff[b * H + h] = s->total, s->total += pft_attention_query_count(first_query, L) * L;
             s->coff[b * H + h] = s->drawn, s->drawn += L * L;
         }
     }
@@ -50,8 +50,15 @@ static pft_status seqs_init(pft_ctx *ctx, seqs *s, int64_t n, int64_t H, const i
  * product each */
 static int64_t block_madds(int64_t n, const int64_t *len, int64_t H, int64_t D, bool first_query) {
     int64_t s = 0;
-    for (int64_t b = 0; b < n; b++) s += H * (first_query ? (len[b] > 0) : len[b]) * len[b] * D;
+    for (int64_t b = 0; b < n; b++) s += H * pft_attention_query_count(first_query, len[b]) * len[b] * D;
     return s;
+}
+
+/* the rows n sequences of these lengths cover */
+static int64_t rows_of_lens(int64_t n, const int64_t *len) {
+    int64_t rows = 0;
+    for (int64_t b = 0; b < n; b++) rows += len[b] > 0 ? len[b] : 0;
+    return rows;
 }
 
 /* node->i: [0] C, [1] H, [2] dropout on, [3] rng counter base, [4] sequences, [5] longest, [6] first query
@@ -70,10 +77,9 @@ static pft_status attention_backward(pft_ctx *ctx, pft_node *node, const pft_ten
                                          .first_query = first_query};
     /* a new gradient buffer is written, not zero-filled and added to, where the blocks write every row: of
      * q by its queries, of k and v by the sequences' tokens */
-    int64_t kv_covered = 0;
-    for (int64_t b = 0; b < n; b++) kv_covered += len[b] > 0 ? len[b] : 0;
-    const bool covered[3] = {pft_attention_rows_covered(&layout), kv_covered * C == pft_tensor_numel(node->inputs[1]),
-                             kv_covered * C == pft_tensor_numel(node->inputs[2])};
+    const int64_t kv = rows_of_lens(n, len) * C;
+    const bool covered[3] = {pft_attention_rows_covered(&layout), kv == pft_tensor_numel(node->inputs[1]),
+                             kv == pft_tensor_numel(node->inputs[2])};
     pft_tensor *g[3];
     float beta[3];
     for (int i = 0; i < 3; i++) {
@@ -160,8 +166,7 @@ static bool check_qkv(pft_tensor *q, pft_tensor *k, pft_tensor *v, int ndim, int
 
 /* packed sequences' lengths against the rows they lie in */
 static bool check_lens(pft_tensor *x, const char *name, int64_t n, const int64_t *lens) {
-    int64_t rows = 0;
-    for (int64_t b = 0; b < n; b++) rows += lens[b] > 0 ? lens[b] : 0;
+    const int64_t rows = rows_of_lens(n, lens);
     if (rows == x->shape[0]) return true;
     pft_ctx_seterr(x->ctx, PFT_ERR_SHAPE, "attention: sequence lengths add up to %lld rows, %s has %lld", (long long)rows, name,
                    (long long)x->shape[0]);

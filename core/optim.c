@@ -15,8 +15,9 @@ typedef struct param_slot {
     int group;
     int64_t step;      /* updates applied to this parameter (AdamW bias correction) */
     float *m, *v;      /* AdamW moments, or SGD's momentum buffer in m; NULL until the first update */
-    uint8_t *zero_rows; /* AdamW, a parameter whose gradient comes with its rows: rows whose m and v are all +0 */
-    bool zero_rows_stale; /* ... to be found again (a step or an import may have changed any row) */
+    uint8_t *zero_rows; /* AdamW, a gradient that comes with its rows: the rows whose m and v are still +0
+                         * (zero_rows_of); NULL: not known */
+    bool fresh;         /* m and v as state_alloc made them (all +0), no update or import since */
 } param_slot;
 
 struct pft_optim {
@@ -125,23 +126,12 @@ static pft_status check_dense(pft_optim *opt, const pft_tensor *p) {
                           p->name ? p->name : "(unnamed)");
 }
 
-/* The rows of s's state whose m and v are all +0 bits (the rows kernel's zero_rows): found by a scan where
- * not known (the first step, or after a step or an import that may have changed any row), then kept by
- * clearing the rows each step gives a gradient. NULL: no memory for the marks (the kernel does without). */
-static const uint8_t *zero_rows_of(param_slot *s, int64_t rows, int64_t len) {
-    if (!s->zero_rows) {
-        if (!(s->zero_rows = malloc((size_t)rows))) return NULL;
-        s->zero_rows_stale = true;
-    }
-    if (s->zero_rows_stale) {
-        const uint32_t *m = (const uint32_t *)(const void *)s->m, *v = (const uint32_t *)(const void *)s->v;
-        for (int64_t r = 0; r < rows; r++) {
-            uint32_t any = 0;
-            for (int64_t j = r * len; j < (r + 1) * len; j++) any |= m[j] | v[j];
-            s->zero_rows[r] = any == 0;
-        }
-        s->zero_rows_stale = false;
-    }
+/* The rows of s's state whose m and v are still +0, for the rows kernel (backend.h's adamw_step_rows): all of
+ * them at the state's first update (m and v fresh from calloc), then every row not yet given a gradient (the
+ * caller clears the rows each step gives one). Only known that way: a step whose gradient does not say its
+ * rows, or an import, ends it for the rest of the run (NULL). NULL also where there is no memory for it. */
+static const uint8_t *zero_rows_of(param_slot *s, int64_t rows) {
+    if (!s->zero_rows && s->fresh && (s->zero_rows = malloc((size_t)rows))) memset(s->zero_rows, 1, (size_t)rows);
     return s->zero_rows;
 }
 
@@ -158,14 +148,15 @@ static void adamw_update(pft_ctx *ctx, const pft_backend *be, param_slot *s, flo
     const uint8_t *used = pft_tensor_grad_rows(param); /* where known, the rows whose gradient may be nonzero */
     if (used && be->adamw_step_rows) {
         const int64_t rows = param->shape[0], len = n / rows;
-        const uint8_t *zero = zero_rows_of(s, rows, len);
+        const uint8_t *zero = zero_rows_of(s, rows);
         be->adamw_step_rows(ctx, p, s->m, s->v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, rows, len, used, zero);
         for (int64_t r = 0; zero && r < rows; r++)
             if (used[r]) s->zero_rows[r] = 0;
         return;
     }
     be->adamw_step(ctx, p, s->m, s->v, g, gs, b1, b2, eps, decay, step, inv_sqrt_bc2, n);
-    s->zero_rows_stale = true; /* any row may have had a gradient */
+    free(s->zero_rows); /* any row may have had a gradient */
+    s->zero_rows = NULL;
 }
 
 static void sgd_update(pft_ctx *ctx, const pft_backend *be, float *p, const float *g, float gs, float *buf, int64_t n,
@@ -190,6 +181,7 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
             return pft_ctx_seterr(opt->ctx, PFT_ERR_UNSUPPORTED, "optimizer: the %s backend has no %s step", be->name,
                                   opt->kind == PFT_OPTIM_ADAMW ? "AdamW" : "SGD");
         if (opt->kind == PFT_OPTIM_ADAMW) {
+            if (!s->m && !s->v) s->fresh = true;
             if (!s->m) s->m = state_alloc(opt, n);
             if (!s->v) s->v = state_alloc(opt, n);
             if (!s->m || !s->v)
@@ -198,6 +190,7 @@ pft_status pft_optim_step_scaled(pft_optim *opt, float grad_scale) {
             s->step++;
             pft_tensor_mark_written(p);
             adamw_update(opt->ctx, be, s, grad_scale, G);
+            s->fresh = false;
         } else {
             if (G->momentum > 0 && !s->m && !(s->m = state_alloc(opt, n)))
                 return pft_ctx_seterr(opt->ctx, PFT_ERR_ALLOC, "optimizer: no memory for the state of '%s'",
@@ -255,7 +248,8 @@ pft_status pft_optim_state_import(pft_optim *opt, const char *name, int64_t step
     memcpy(s->m, m, (size_t)n * sizeof(float));
     if (adam) memcpy(s->v, v, (size_t)n * sizeof(float));
     s->step = step;
-    s->zero_rows_stale = true;
+    free(s->zero_rows); /* which rows are still zero is not known from here on */
+    s->zero_rows = NULL, s->fresh = false;
     return PFT_OK;
 }
 

@@ -122,10 +122,10 @@ static void test_state_roundtrip(pft_ctx *ctx, pft_optim_kind kind) {
 }
 
 /* An embedding's AdamW through its gradient's rows (rows no batch has used yet only decay: zero_rows) against
- * the same updates with the gradient dense, bit for bit, over steps whose ids leave most rows unused: with
- * one step dense on the rows side too (its marks then found again), and an import of a state whose unused
- * rows' moments are not zero (so that marks kept from before the import would be wrong). */
-static void test_embedding_rows(pft_ctx *ctx) {
+ * the same updates with the gradient dense, bit for bit, over steps whose ids leave most rows unused: at step
+ * import_at an import of a state whose unused rows' moments are not zero, at step dense_at a step dense on
+ * the rows side too (-1: none); marks kept past either would be wrong. */
+static void test_embedding_rows(pft_ctx *ctx, int import_at, int dense_at) {
     enum { V = 40, C = 9, STEPS = 6 };
     pft_tensor *w0 = pft_tensor_rand(ctx, 2, (int64_t[]){V, C}, -1, 1);
     pft_tensor *wr = pft_tensor_from_data(ctx, 2, (int64_t[]){V, C}, pft_tensor_data(w0));
@@ -145,17 +145,17 @@ static void test_embedding_rows(pft_ctx *ctx) {
             pft_tensor *y = pft_embedding(w, ids, 1, (int64_t[]){3});
             CHECK(y && pft_backward(y, dy) == PFT_OK, "embedding backward: %s", pft_ctx_error(ctx));
             pft_tensor_release(y);
-            if (side || t == 2) { /* + a dense gradient of zeros (w 0, summed): its rows no longer known */
+            if (side || t == dense_at) { /* + a dense gradient of zeros (w 0, summed): its rows no longer known */
                 pft_tensor *zero = pft_tensor_zeros(ctx, 2, (int64_t[]){V, C}), *wz = pft_mul(w, zero);
                 pft_tensor *sum = wz ? pft_sum_all(wz) : NULL;
                 CHECK(sum && pft_backward(sum, NULL) == PFT_OK, "dense backward: %s", pft_ctx_error(ctx));
                 pft_tensor_release(zero), pft_tensor_release(wz), pft_tensor_release(sum);
             }
-            CHECK((pft_tensor_grad_rows(w) != NULL) == (!side && t != 2), "step %d, %s side: gradient rows %s", t,
+            CHECK((pft_tensor_grad_rows(w) != NULL) == (!side && t != dense_at), "step %d, %s side: gradient rows %s", t,
                   side ? "dense" : "rows", pft_tensor_grad_rows(w) ? "known" : "unknown");
         }
         pft_tensor_release(dy);
-        if (t == 4) { /* a state whose unused rows have moments, imported on both sides */
+        if (t == import_at) { /* a state whose unused rows have moments, imported on both sides */
             pft_optim_param_state ps;
             CHECK(pft_optim_state_export(odense, 0, &ps), "export");
             float *m = malloc(sizeof(float) * V * C), *v = malloc(sizeof(float) * V * C);
@@ -168,7 +168,8 @@ static void test_embedding_rows(pft_ctx *ctx) {
         }
         CHECK(pft_optim_step(orows) == PFT_OK && pft_optim_step(odense) == PFT_OK, "step: %s", pft_ctx_error(ctx));
         CHECK(!memcmp(pft_tensor_data(wr), pft_tensor_data(wd), sizeof(float) * V * C),
-              "step %d: the embedding through its rows differs from the dense update", t);
+              "step %d (import at %d, dense at %d): the embedding through its rows differs from the dense update", t,
+              import_at, dense_at);
     }
     pft_optim_free(orows), pft_optim_free(odense);
     pft_tensor_release(w0), pft_tensor_release(wr), pft_tensor_release(wd);
@@ -242,7 +243,8 @@ int main(void) {
     test_state_roundtrip(ctx, PFT_OPTIM_ADAMW);
     test_state_roundtrip(ctx, PFT_OPTIM_SGD);
     test_clip(ctx);
-    test_embedding_rows(ctx);
+    test_embedding_rows(ctx, 2, -1);
+    test_embedding_rows(ctx, -1, 2);
     pft_optim_group bad = pft_optim_group_defaults(PFT_OPTIM_ADAMW);
     bad.beta1 = 1.5;
     pft_optim *opt = pft_optim_new(ctx, PFT_OPTIM_ADAMW);
